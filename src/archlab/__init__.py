@@ -1,0 +1,39 @@
+"""archlab: a declarative model-spec compiler and experiment registry for transformers.
+
+``import archlab`` stays light (no torch): the spec language is loaded eagerly, the compiler
+lazily on first use of ``compile_spec`` / ``load_compiled``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from archlab.specs import SpecError, canonical_form, load_spec, spec_hash
+from archlab.specs.models import Spec
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from archlab.compiler import compile_spec, load_compiled
+
+_LAZY = {"compile_spec": "archlab.compiler", "load_compiled": "archlab.compiler"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'archlab' has no attribute {name!r}")
+
+
+__all__ = [
+    "Spec",
+    "SpecError",
+    "__version__",
+    "canonical_form",
+    "compile_spec",
+    "load_compiled",
+    "load_spec",
+    "spec_hash",
+]

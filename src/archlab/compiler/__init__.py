@@ -1,0 +1,21 @@
+"""spec -> graph (``graph``, torch-free) -> costs (``cost``, torch-free) -> nn.Module (``build``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from archlab.compiler.build import CompiledModel, compile_spec, load_compiled
+
+_LAZY = {"compile_spec", "load_compiled", "CompiledModel"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from archlab.compiler import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module 'archlab.compiler' has no attribute {name!r}")
+
+
+__all__ = ["CompiledModel", "compile_spec", "load_compiled"]

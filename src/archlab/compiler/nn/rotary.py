@@ -1,0 +1,56 @@
+"""Rotary position embedding (RoPE, Su et al. 2021), applied to queries and keys."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotates the first `round(fraction * head_dim)` channels of each head by its position.
+
+    Channel pairs (c, c + R/2) of the rotated part R turn by the angle p * base^(-2c / R) at
+    position p (the half-split layout of GPT-NeoX and LLaMA), so q·k depends on positions only
+    through their offset. Queries take positions 0..T-1 and keys 0..S-1. The remaining channels
+    pass through unchanged. cos/sin tables are non-persistent buffers for `max_len` positions.
+    """
+
+    def __init__(
+        self, head_dim: int, max_len: int, base: float = 10000.0, fraction: float = 1.0
+    ) -> None:
+        super().__init__()
+        rotated = round(fraction * head_dim)
+        if not 0.0 < fraction <= 1.0 or rotated == 0 or rotated % 2:
+            raise ValueError(
+                f"rotary fraction {fraction} of head_dim {head_dim} rotates {rotated} channels; "
+                "it must be a positive even number"
+            )
+        self.rotated = rotated
+        inv_freq = base ** -(torch.arange(0, rotated, 2, dtype=torch.float64) / rotated)  # (R/2,)
+        angle = torch.arange(max_len, dtype=torch.float64)[:, None] * inv_freq  # (L, R/2)
+        angle = torch.cat([angle, angle], dim=1)  # (L, R)
+        dtype = torch.get_default_dtype()
+        self.cos: Tensor
+        self.sin: Tensor
+        self.register_buffer("cos", angle.cos().to(dtype), persistent=False)
+        self.register_buffer("sin", angle.sin().to(dtype), persistent=False)
+
+    def rotate(self, x: Tensor) -> Tensor:
+        """Shape: x `(B, H, T, E)` -> `(B, H, T, E)`, position t at index t."""
+        T = x.shape[-2]
+        if T > self.cos.shape[0]:
+            raise ValueError(f"sequence length {T} exceeds rotary max_len {self.cos.shape[0]}")
+        cos = self.cos[:T].to(x.dtype)  # (T, R)
+        sin = self.sin[:T].to(x.dtype)
+        head, rest = x[..., : self.rotated], x[..., self.rotated :]
+        first, second = head.chunk(2, dim=-1)  # (B, H, T, R/2) each
+        turned = torch.cat([-second, first], dim=-1)  # (B, H, T, R): head rotated by 90 degrees
+        return torch.cat([head * cos + turned * sin, rest], dim=-1)
+
+    def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotate queries and keys.
+
+        Shape:
+            q `(B, H, T, E)`, k `(B, K, S, E)` -> the same shapes.
+        """
+        return self.rotate(q), self.rotate(k)

@@ -1,0 +1,118 @@
+"""The canonical form of a spec and its hash, the architecture's identity in the registry.
+
+Canonical form: every default filled (including those inferred from the graph: widths of tied
+embeddings, ``position.max_len``, pooling modes, per-layer attention settings, masks), every
+shorthand expanded, overrides rewritten as the exact per-layer differences from the stack's block
+(grouped by layer, sorted), keys sorted. Two files that differ only in layout, key order, names,
+descriptions or explicitly written defaults have the same canonical form and hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from archlab.specs.load import SpecSource, load_spec
+from archlab.specs.models import Spec
+
+if TYPE_CHECKING:
+    from archlab.compiler.graph import AttentionPlan, LayerPlan
+
+#: Top-level keys that describe a spec without being part of the architecture.
+UNHASHED = ("$schema", "name", "description")
+
+
+def canonical_form(spec: SpecSource) -> dict[str, Any]:
+    """The canonical JSON document of a spec (``$schema`` dropped; name/description kept)."""
+    from archlab.compiler.graph import analyze
+
+    spec = load_spec(spec)
+    graph = analyze(spec)
+    doc = spec.model_dump(mode="json", by_alias=True, exclude={"schema_"})
+    for key in ("name", "description"):
+        if doc.get(key) is None:
+            doc.pop(key, None)
+    for node_id, info in graph.nodes.items():
+        if info.op == "input":
+            continue
+        node_doc = doc["nodes"][node_id]
+        resolved = info.resolved
+        if info.op == "embed":
+            node_doc["dim"] = resolved["dim"]
+        elif info.op == "position":
+            node_doc["max_len"] = resolved["max_len"]
+        elif info.op == "pool":
+            node_doc["mode"] = resolved["mode"]
+        elif info.op == "classify":
+            node_doc["pool"] = resolved["mode"]
+        elif info.op == "lm_head":
+            node_doc["vocab_size"] = resolved["vocab"]
+        elif info.stack is not None:
+            base = _block_doc(info.stack.base)
+            node_doc["block"] = base
+            groups: dict[str, list[int]] = {}
+            for layer in info.stack.layers:
+                diff = _diff(base, _block_doc(layer))
+                if diff:
+                    groups.setdefault(canonical_json(diff), []).append(layer.index)
+            node_doc["overrides"] = [
+                {"layers": layers, **json.loads(diff)}
+                for diff, layers in sorted(groups.items(), key=lambda item: item[1])
+            ]
+    return doc
+
+
+def canonical_json(doc: Any) -> str:
+    """Compact JSON with sorted keys: one text per document."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def spec_hash(spec: SpecSource) -> str:
+    """SHA-256 (hex) of the canonical form without ``$schema``, ``name`` and ``description``."""
+    doc = {k: v for k, v in canonical_form(spec).items() if k not in UNHASHED}
+    return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
+
+
+def _attention_doc(plan: AttentionPlan, cross: bool) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "kind": plan.kind,
+        "heads": plan.heads,
+        "kv_heads": plan.kv_heads,
+        "head_dim": plan.head_dim,
+        "mask": plan.mask.model_dump(mode="json"),
+        "position": plan.position.model_dump(mode="json") if plan.position is not None else None,
+        "dropout": plan.dropout,
+        "bias": plan.bias,
+        "qk_norm": plan.qk_norm,
+        "feature_map": plan.feature_map,
+    }
+    return doc
+
+
+def _block_doc(layer: LayerPlan) -> dict[str, Any]:
+    doc = layer.block.model_dump(mode="json")
+    doc["attention"] = _attention_doc(layer.attention, cross=False)
+    doc["cross_attention"] = (
+        _attention_doc(layer.cross_attention, cross=True) if layer.cross_attention is not None else None
+    )
+    doc["mlp"]["hidden"] = layer.hidden
+    doc["mlp"]["ratio"] = layer.hidden / layer.attention.dim
+    return doc
+
+
+def _diff(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """What ``other`` changes relative to ``base``, in the shape an override merges."""
+    out: dict[str, Any] = {}
+    for key, value in other.items():
+        old = base.get(key)
+        if value == old:
+            continue
+        if isinstance(value, dict) and isinstance(old, dict) and value.get("kind") == old.get("kind"):
+            out[key] = _diff(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+__all__ = ["UNHASHED", "Spec", "canonical_form", "canonical_json", "spec_hash"]

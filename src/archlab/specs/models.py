@@ -1,0 +1,505 @@
+"""Pydantic models of the archlab spec language, version 1.
+
+The field names here are the user interface documented in ``docs/spec-reference.md``. Every model
+forbids unknown keys and is frozen. Shorthand values (``"rotary"``, ``"outputs": "x"``,
+``"size": 8``, ``"layers": "1-3"``) are expanded while parsing, so a validated ``Spec`` only ever
+holds the long forms. Checks that need more than one field's value in isolation (widths flowing
+along edges, references between nodes) live in ``archlab.compiler.graph``, which runs on every
+``load_spec``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StringConstraints,
+    model_validator,
+)
+
+SPEC_VERSION = 1
+
+ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: strict about keys, immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- shorthand expanders
+
+
+def _kind_from_string(value: Any) -> Any:
+    """``"rotary"`` -> ``{"kind": "rotary"}``; objects and null pass through."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
+def _pair(value: Any) -> Any:
+    """``8`` -> ``[8, 8]``."""
+    return [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _string_to_list(value: Any) -> Any:
+    """``"x"`` -> ``["x"]``."""
+    return [value] if isinstance(value, str) else value
+
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def _layer_list(value: Any) -> Any:
+    """``"1-3"`` -> ``[1, 2, 3]`` (inclusive); ``"4"`` -> ``[4]``; lists pass through."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if not isinstance(value, str):
+        return value
+    if value.strip().isdigit():
+        return [int(value)]
+    match = _RANGE.match(value)
+    if match is None:
+        raise ValueError(f"layers {value!r} is neither a list of indices nor a range 'a-b'")
+    lo, hi = int(match.group(1)), int(match.group(2))
+    if lo > hi:
+        raise ValueError(f"layers range {value!r} runs backwards; write '{hi}-{lo}'")
+    return list(range(lo, hi + 1))
+
+
+Pair = Annotated[tuple[PositiveInt, PositiveInt], BeforeValidator(_pair)]
+LayerList = Annotated[list[NonNegativeInt], BeforeValidator(_layer_list), Field(min_length=1)]
+
+# --------------------------------------------------------------------------------------- inputs
+
+
+class TokensInput(SpecModel):
+    """Integer token ids ``(B, T)`` with ``T <= max_len``."""
+
+    kind: Literal["tokens"]
+    vocab_size: PositiveInt
+    max_len: PositiveInt
+    pad_id: NonNegativeInt | None = None
+
+    @model_validator(mode="after")
+    def _pad_in_vocab(self) -> TokensInput:
+        if self.pad_id is not None and self.pad_id >= self.vocab_size:
+            raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary (vocab_size {self.vocab_size})")
+        return self
+
+
+class ImageInput(SpecModel):
+    """Images ``(B, C, H, W)``; ``size`` is ``[H, W]`` (an int means a square)."""
+
+    kind: Literal["image"]
+    channels: PositiveInt
+    size: Pair
+
+
+class FeaturesInput(SpecModel):
+    """Real-valued feature sequences ``(B, T, dim)`` with ``T <= max_len``."""
+
+    kind: Literal["features"]
+    dim: PositiveInt
+    max_len: PositiveInt
+
+
+Input = Annotated[Union[TokensInput, ImageInput, FeaturesInput], Field(discriminator="kind")]
+
+# ---------------------------------------------------------------------------------------- masks
+
+
+class NoMask(SpecModel):
+    """Fully bidirectional attention (also inside a decoder)."""
+
+    kind: Literal["none"]
+
+
+class CausalMask(SpecModel):
+    """Query i sees keys j <= i."""
+
+    kind: Literal["causal"]
+
+
+class SlidingWindowMask(SpecModel):
+    """Causal: i - window < j <= i. Not causal: |i - j| < window. ``causal`` null = the stack's."""
+
+    kind: Literal["sliding_window"]
+    window: PositiveInt
+    causal: bool | None = None
+
+
+class PrefixMask(SpecModel):
+    """Prefix-LM: the first ``prefix_len`` positions see each other fully, the rest causally."""
+
+    kind: Literal["prefix"]
+    prefix_len: PositiveInt
+
+
+class BlockLocalMask(SpecModel):
+    """Attention only inside consecutive blocks of ``block`` positions (causal inside if set)."""
+
+    kind: Literal["block_local"]
+    block: PositiveInt
+    causal: bool | None = None
+
+
+Mask = Annotated[
+    Union[NoMask, CausalMask, SlidingWindowMask, PrefixMask, BlockLocalMask],
+    Field(discriminator="kind"),
+]
+MaskField = Annotated[Mask | None, BeforeValidator(_kind_from_string)]
+
+# ------------------------------------------------------------------------ in-attention positions
+
+
+class Rotary(SpecModel):
+    """Rotary embeddings (RoPE) on the first ``fraction`` of each head's dimensions."""
+
+    kind: Literal["rotary"]
+    base: PositiveFloat = 10000.0
+    fraction: Fraction = 1.0
+
+
+class Alibi(SpecModel):
+    """ALiBi: a per-head linear distance penalty added to the scores (Press et al. 2022)."""
+
+    kind: Literal["alibi"]
+
+
+class RelativeBias(SpecModel):
+    """T5 relative position buckets; one table shared by the stack's layers that use it."""
+
+    kind: Literal["relative_bias"]
+    buckets: PositiveInt = 32
+    max_distance: PositiveInt = 128
+
+
+Position = Annotated[Union[Rotary, Alibi, RelativeBias], Field(discriminator="kind")]
+PositionField = Annotated[Position | None, BeforeValidator(_kind_from_string)]
+
+# ------------------------------------------------------------------------------------ attention
+
+
+class Attention(SpecModel):
+    """Multi-head attention of a block (softmax or kernelised linear)."""
+
+    kind: Literal["softmax", "linear"] = "softmax"
+    heads: PositiveInt
+    kv_heads: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+    mask: MaskField = None
+    position: PositionField = None
+    dropout: Probability = 0.0
+    bias: bool = True
+    qk_norm: bool = False
+    feature_map: Literal["elu", "relu"] = "elu"
+
+
+class CrossAttention(SpecModel):
+    """Cross-attention of a decoder block with ``memory``; unset fields come from ``attention``."""
+
+    kind: Literal["softmax", "linear"] | None = None
+    heads: PositiveInt | None = None
+    kv_heads: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+    mask: MaskField = None
+    position: PositionField = None
+    dropout: Probability | None = None
+    bias: bool | None = None
+    qk_norm: bool | None = None
+    feature_map: Literal["elu", "relu"] | None = None
+
+
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"]
+
+
+class Mlp(SpecModel):
+    """The feed-forward branch. ``hidden`` is the inner width (after gating for GLU variants)."""
+
+    ratio: PositiveFloat = 4.0
+    hidden: PositiveInt | None = None
+    activation: Activation = "gelu"
+    bias: bool = True
+    dropout: Probability = 0.0
+
+
+NormKind = Literal["layernorm", "rmsnorm"]
+
+
+class BlockNorm(SpecModel):
+    """Normalisation inside a block and where it sits (``pre`` or ``post`` the residual add)."""
+
+    kind: NormKind = "layernorm"
+    placement: Literal["pre", "post"] = "pre"
+    eps: PositiveFloat = 1e-6
+
+
+class Block(SpecModel):
+    """One transformer layer: attention, optional cross-attention, MLP, norms, residuals."""
+
+    attention: Attention
+    cross_attention: CrossAttention | None = None
+    mlp: Mlp = Mlp()
+    norm: BlockNorm = BlockNorm()
+    dropout: Probability = 0.0
+    drop_path: Probability = 0.0
+    layer_scale: PositiveFloat | None = None
+
+
+BLOCK_FIELDS = frozenset(Block.model_fields)
+
+
+class Override(SpecModel):
+    """Partial block settings deep-merged into a stack's ``block`` for the listed ``layers``.
+
+    The partial keys are those of ``Block``; they are kept as given and validated once merged
+    (``archlab.specs.load``), so an error points at the override that caused it.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    layers: LayerList
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> Override:
+        unknown = sorted(set(self.model_extra or {}) - BLOCK_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown block key(s) {', '.join(map(repr, unknown))}; "
+                f"an override may set: {', '.join(sorted(BLOCK_FIELDS))}"
+            )
+        return self
+
+    @property
+    def partial(self) -> dict[str, Any]:
+        """The block settings this override changes, as written."""
+        return dict(self.model_extra or {})
+
+
+# -------------------------------------------------------------------------------------- pruning
+
+PruneMethod = Literal["dynamic", "attention_topk", "merge"]
+
+
+class PruneSettings(SpecModel):
+    """What a token pruning stage does; shared by ``token_prune`` nodes and the ``prune`` shorthand."""
+
+    method: PruneMethod
+    keep: Fraction | None = None
+    r: PositiveInt | None = None
+    fuse: bool = False
+
+    @model_validator(mode="after")
+    def _fields_for_method(self) -> PruneSettings:
+        problems = []
+        if self.method in ("dynamic", "attention_topk") and self.keep is None:
+            problems.append(f"method {self.method!r} needs 'keep', the fraction of patch tokens kept")
+        if self.method == "merge":
+            if self.r is None:
+                problems.append("method 'merge' needs 'r', the token pairs merged per layer")
+            if self.keep is not None:
+                problems.append("method 'merge' takes 'r', not 'keep'")
+        if self.method != "merge" and self.r is not None:
+            problems.append(f"'r' belongs to method 'merge', not {self.method!r}")
+        if self.fuse and self.method != "attention_topk":
+            problems.append(f"'fuse' belongs to method 'attention_topk', not {self.method!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class PruneAt(PruneSettings):
+    """The ``prune`` shorthand of an encoder: a stage at each 0-based layer index in ``at``."""
+
+    at: list[NonNegativeInt] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------------------------------- nodes
+
+
+class EmbedNode(SpecModel):
+    op: Literal["embed"]
+    input: Identifier
+    dim: PositiveInt | None = None
+    tie: Identifier | None = None
+    scale: bool = False
+
+
+class PatchEmbedNode(SpecModel):
+    op: Literal["patch_embed"]
+    input: Identifier
+    dim: PositiveInt
+    patch_size: Pair
+
+
+class ClsTokenNode(SpecModel):
+    op: Literal["cls_token"]
+    input: Identifier
+    count: PositiveInt = 1
+
+
+class PositionNode(SpecModel):
+    op: Literal["position"]
+    input: Identifier
+    encoding: Literal["sinusoidal", "learned", "sincos_2d"]
+    max_len: PositiveInt | None = None
+
+
+class _Stack(SpecModel):
+    input: Identifier
+    depth: PositiveInt
+    block: Block
+    overrides: list[Override] = []
+
+    @cached_property
+    def layer_overrides(self) -> list[int | None]:
+        """For each layer, the index of the last override that covers it (None: the base block)."""
+        owner: list[int | None] = [None] * self.depth
+        for k, override in enumerate(self.overrides):
+            for layer in override.layers:
+                if layer < self.depth:
+                    owner[layer] = k
+        return owner
+
+
+class EncoderNode(_Stack):
+    op: Literal["encoder"]
+    prune: PruneAt | None = None
+
+
+class DecoderNode(_Stack):
+    op: Literal["decoder"]
+    memory: Identifier | None = None
+
+
+class TokenPruneNode(PruneSettings):
+    op: Literal["token_prune"]
+    input: Identifier
+
+
+PoolMode = Literal["cls", "mean", "max", "last"]
+
+
+class NormNode(SpecModel):
+    op: Literal["norm"]
+    input: Identifier
+    kind: NormKind = "layernorm"
+    eps: PositiveFloat = 1e-6
+
+
+class PoolNode(SpecModel):
+    op: Literal["pool"]
+    input: Identifier
+    mode: PoolMode | None = None
+
+
+class ClassifyNode(SpecModel):
+    op: Literal["classify"]
+    input: Identifier
+    classes: PositiveInt
+    pool: PoolMode | None = None
+
+
+class LMHeadNode(SpecModel):
+    op: Literal["lm_head"]
+    input: Identifier
+    tie: Identifier | None = None
+    vocab_size: PositiveInt | None = None
+
+
+class AddNode(SpecModel):
+    op: Literal["add"]
+    inputs: list[Identifier] = Field(min_length=2)
+
+
+class ConcatNode(SpecModel):
+    op: Literal["concat"]
+    inputs: list[Identifier] = Field(min_length=2)
+    axis: Literal["sequence", "feature"] = "sequence"
+
+
+class DropoutNode(SpecModel):
+    op: Literal["dropout"]
+    input: Identifier
+    p: Probability
+
+
+Node = Annotated[
+    Union[
+        EmbedNode,
+        PatchEmbedNode,
+        ClsTokenNode,
+        PositionNode,
+        EncoderNode,
+        DecoderNode,
+        TokenPruneNode,
+        NormNode,
+        PoolNode,
+        ClassifyNode,
+        LMHeadNode,
+        AddNode,
+        ConcatNode,
+        DropoutNode,
+    ],
+    Field(discriminator="op"),
+]
+StackNode = EncoderNode | DecoderNode
+
+OPS = (
+    "embed",
+    "patch_embed",
+    "cls_token",
+    "position",
+    "encoder",
+    "decoder",
+    "token_prune",
+    "norm",
+    "pool",
+    "classify",
+    "lm_head",
+    "add",
+    "concat",
+    "dropout",
+)
+
+
+def node_inputs(node: Any) -> list[str]:
+    """The ids a node reads data from (``input``/``inputs`` and a decoder's ``memory``)."""
+    refs = list(node.inputs) if hasattr(node, "inputs") else [node.input]
+    if isinstance(node, DecoderNode) and node.memory is not None:
+        refs.append(node.memory)
+    return refs
+
+
+# ------------------------------------------------------------------------------------------ spec
+
+
+class Spec(SpecModel):
+    """A whole spec document. Use ``archlab.load_spec`` to get one: it also checks the graph."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        json_schema_extra={"$id": "https://archlab.dev/schema/spec-v1.json"},
+    )
+
+    schema_: str | None = Field(default=None, alias="$schema")
+    version: Literal[1]
+    name: str | None = None
+    description: str | None = None
+    inputs: dict[Identifier, Input] = Field(min_length=1)
+    nodes: dict[Identifier, Node] = Field(min_length=1)
+    outputs: Annotated[list[Identifier], BeforeValidator(_string_to_list), Field(min_length=1)]
