@@ -148,7 +148,9 @@ class PruneStage:
     r: int | None
     fuse: bool
     layer: int | None  # layer of the stack it belongs to (None: an explicit token_prune node)
-    placement: str  # "before" layer (dynamic), "inside" (between attention and MLP), "between" stacks
+    placement: (
+        str  # "before" layer (dynamic), "inside" (between attention and MLP), "between" stacks
+    )
     n_cls: int
     tokens_before: int
     tokens_after: int
@@ -229,15 +231,63 @@ class Graph:
 # ``tests/compiler/test_graph.py`` checks the list against the installed torch. Plus the names
 # archlab's compiled model itself defines.
 MODULE_ATTRIBUTES = frozenset(
-    """T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda
-    double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
-    get_submodule half ipu load_state_dict modules mtia named_buffers named_children named_modules
-    named_parameters parameters register_backward_hook register_buffer register_forward_hook
-    register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook
-    register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
-    register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
-    set_extra_state set_submodule share_memory smart_apply state_dict to to_empty train training
-    type xpu zero_grad""".split()
+    [
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "smart_apply",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+    ]
 ) | frozenset({"spec", "graph", "summary", "spec_hash", "inputs", "outputs", "code"})
 
 
@@ -330,7 +380,9 @@ class _Analyzer:
             path = f"nodes.{node_id}"
             self._check_identifier(path, node_id, "node id")
             if node_id in spec.inputs:
-                self.errors.add(path, f"node id {node_id!r} clashes with the input of that name; rename one")
+                self.errors.add(
+                    path, f"node id {node_id!r} clashes with the input of that name; rename one"
+                )
             if node_id in MODULE_ATTRIBUTES:
                 self.errors.add(
                     path,
@@ -361,7 +413,9 @@ class _Analyzer:
                 )
         for name in self.spec.inputs:
             if name not in used:
-                self.errors.add(f"inputs.{name}", f"input {name!r} is not used by any output; remove it")
+                self.errors.add(
+                    f"inputs.{name}", f"input {name!r} is not used by any output; remove it"
+                )
 
     # -- per-op shape inference --------------------------------------------------------------
 
@@ -369,7 +423,10 @@ class _Analyzer:
         shape = self.infos[ref].shape
         if isinstance(shape, SeqShape):
             return shape
-        self.errors.add(f"nodes.{node_id}.{field_name}", f"{op} needs a token sequence, but {_describe(ref, self.infos[ref])}")
+        self.errors.add(
+            f"nodes.{node_id}.{field_name}",
+            f"{op} needs a token sequence, but {_describe(ref, self.infos[ref])}",
+        )
         return None
 
     def _infer(self, node_id: str, node: Any) -> NodeInfo | None:
@@ -384,7 +441,9 @@ class _Analyzer:
         path = f"nodes.{node_id}"
         src = self.infos[node.input]
         if not isinstance(src.shape, TokensShape):
-            self.errors.add(f"{path}.input", f"embed takes a tokens input, but {_describe(node.input, src)}")
+            self.errors.add(
+                f"{path}.input", f"embed takes a tokens input, but {_describe(node.input, src)}"
+            )
             return None
         dim, dim_from, root = node.dim, f"{path}.dim", node_id
         if node.tie is not None:
@@ -411,10 +470,14 @@ class _Analyzer:
                 return None
             dim, dim_from = tied_shape.dim, tied_shape.dim_from
         elif dim is None:
-            self.errors.add(f"{path}.dim", "'dim' is required (or 'tie' to share another embed's weight)")
+            self.errors.add(
+                f"{path}.dim", "'dim' is required (or 'tie' to share another embed's weight)"
+            )
             return None
         shape = SeqShape(src.shape.length, dim, dim_from=dim_from)
-        return self._info(node_id, node, shape, resolved={"dim": dim, "tie_root": root, "vocab": src.shape.vocab})
+        return self._info(
+            node_id, node, shape, resolved={"dim": dim, "tie_root": root, "vocab": src.shape.vocab}
+        )
 
     def _tie_target(self, node_id: str, ref: str, field_name: str) -> NodeInfo | None:
         path = f"nodes.{node_id}.{field_name}"
@@ -433,7 +496,10 @@ class _Analyzer:
         path = f"nodes.{node_id}"
         src = self.infos[node.input]
         if not isinstance(src.shape, ImageShape):
-            self.errors.add(f"{path}.input", f"patch_embed takes an image input, but {_describe(node.input, src)}")
+            self.errors.add(
+                f"{path}.input",
+                f"patch_embed takes an image input, but {_describe(node.input, src)}",
+            )
             return None
         (ph, pw), img = node.patch_size, src.shape
         bad = False
@@ -486,7 +552,9 @@ class _Analyzer:
                 )
                 return None
             if node.max_len is not None and node.max_len != seq.length:
-                self.errors.add(f"{path}.max_len", "sincos_2d encodes the grid itself; leave max_len out")
+                self.errors.add(
+                    f"{path}.max_len", "sincos_2d encodes the grid itself; leave max_len out"
+                )
                 return None
         return self._info(node_id, node, seq, resolved={"max_len": max_len})
 
@@ -530,14 +598,20 @@ class _Analyzer:
 
     def _check_prune_attention(self, path: str, method: str, attn: AttentionPlan) -> bool:
         if attn.kind != "softmax":
-            self.errors.add(f"{path}.method", f"{method} needs softmax attention; the layer uses {attn.kind} attention")
+            self.errors.add(
+                f"{path}.method",
+                f"{method} needs softmax attention; the layer uses {attn.kind} attention",
+            )
             return False
         return True
 
     def _infer_norm(self, node_id: str, node: NormNode) -> NodeInfo | None:
         shape = self.infos[node.input].shape
         if not isinstance(shape, SeqShape | VecShape):
-            self.errors.add(f"nodes.{node_id}.input", f"norm needs features, but {_describe(node.input, self.infos[node.input])}")
+            self.errors.add(
+                f"nodes.{node_id}.input",
+                f"norm needs features, but {_describe(node.input, self.infos[node.input])}",
+            )
             return None
         return self._info(node_id, node, shape)
 
@@ -545,7 +619,9 @@ class _Analyzer:
         if mode is None:
             return "cls" if seq.n_cls else "mean"
         if mode == "cls" and not seq.n_cls:
-            self.errors.add(path, "pool mode 'cls' needs a cls_token upstream, and there is none; use 'mean'")
+            self.errors.add(
+                path, "pool mode 'cls' needs a cls_token upstream, and there is none; use 'mean'"
+            )
             return None
         return mode
 
@@ -556,7 +632,12 @@ class _Analyzer:
         mode = self._pool_mode(f"nodes.{node_id}.mode", node.mode, seq)
         if mode is None:
             return None
-        return self._info(node_id, node, VecShape(seq.dim, seq.dim_from), resolved={"mode": mode, "n_cls": seq.n_cls})
+        return self._info(
+            node_id,
+            node,
+            VecShape(seq.dim, seq.dim_from),
+            resolved={"mode": mode, "n_cls": seq.n_cls},
+        )
 
     def _infer_classify(self, node_id: str, node: ClassifyNode) -> NodeInfo | None:
         path = f"nodes.{node_id}"
@@ -569,12 +650,20 @@ class _Analyzer:
             resolved.update(mode=mode, n_cls=shape.n_cls)
         elif isinstance(shape, VecShape):
             if node.pool is not None:
-                self.errors.add(f"{path}.pool", f"{node.input!r} is already pooled (B, {shape.dim}); leave pool out")
+                self.errors.add(
+                    f"{path}.pool",
+                    f"{node.input!r} is already pooled (B, {shape.dim}); leave pool out",
+                )
                 return None
         else:
-            self.errors.add(f"{path}.input", f"classify needs features, but {_describe(node.input, self.infos[node.input])}")
+            self.errors.add(
+                f"{path}.input",
+                f"classify needs features, but {_describe(node.input, self.infos[node.input])}",
+            )
             return None
-        return self._info(node_id, node, VecShape(node.classes, f"{path}.classes"), resolved=resolved)
+        return self._info(
+            node_id, node, VecShape(node.classes, f"{path}.classes"), resolved=resolved
+        )
 
     def _infer_lm_head(self, node_id: str, node: LMHeadNode) -> NodeInfo | None:
         path = f"nodes.{node_id}"
@@ -605,16 +694,25 @@ class _Analyzer:
                 return None
             vocab, root = tied.resolved["vocab"], tied.resolved["tie_root"]
         elif vocab is None:
-            self.errors.add(f"{path}.vocab_size", "'vocab_size' is required when the head is not tied to an embed")
+            self.errors.add(
+                f"{path}.vocab_size",
+                "'vocab_size' is required when the head is not tied to an embed",
+            )
             return None
         shape = SeqShape(seq.length, vocab, seq.n_cls, seq.grid, f"{path}.vocab_size")
-        return self._info(node_id, node, shape, resolved={"vocab": vocab, "tie_root": root, "in_dim": seq.dim})
+        return self._info(
+            node_id, node, shape, resolved={"vocab": vocab, "tie_root": root, "in_dim": seq.dim}
+        )
 
     def _infer_add(self, node_id: str, node: Any) -> NodeInfo | None:
         shapes = [self.infos[ref].shape for ref in node.inputs]
         first = shapes[0]
         for ref, shape in zip(node.inputs[1:], shapes[1:], strict=True):
-            if not isinstance(shape, SeqShape | VecShape) or type(shape) is not type(first) or str(shape) != str(first):
+            if (
+                not isinstance(shape, SeqShape | VecShape)
+                or type(shape) is not type(first)
+                or str(shape) != str(first)
+            ):
                 self.errors.add(
                     f"nodes.{node_id}.inputs",
                     f"add needs equal shapes: {node.inputs[0]!r} is {first}, {ref!r} is {shape}",
@@ -640,7 +738,9 @@ class _Analyzer:
                         f"{first.dim} (from {first.dim_from}), {ref!r} has {seq.dim} (from {seq.dim_from})",
                     )
                     return None
-            shape = SeqShape(sum(s.length for s in seqs), first.dim, first.n_cls, None, first.dim_from)
+            shape = SeqShape(
+                sum(s.length for s in seqs), first.dim, first.n_cls, None, first.dim_from
+            )
         else:
             for ref, seq in zip(node.inputs[1:], seqs[1:], strict=True):
                 if seq.length != first.length:
@@ -677,7 +777,9 @@ class _Analyzer:
             if k is None:
                 blocks.append((node.block, None))
             else:
-                blocks.append((Block.model_validate(merge_block(base, node.overrides[k].partial)), k))
+                blocks.append(
+                    (Block.model_validate(merge_block(base, node.overrides[k].partial)), k)
+                )
 
         reported: set[tuple[str, str]] = set()
 
@@ -691,10 +793,21 @@ class _Analyzer:
             self.errors.add(where, message)
 
         layers: list[LayerPlan] = []
-        base_attn = self._attention(node.block.attention, seq, causal, node.block, lambda rel, msg: report(None, f"attention.{rel}", msg))
+        base_attn = self._attention(
+            node.block.attention,
+            seq,
+            causal,
+            node.block,
+            lambda rel, msg: report(None, f"attention.{rel}", msg),
+        )
         base_cross = None
         if isinstance(node, DecoderNode) and node.memory is not None and memory_shape is not None:
-            base_cross = self._cross_attention(node.block, memory_shape, seq, lambda rel, msg: report(None, f"cross_attention.{rel}", msg))
+            base_cross = self._cross_attention(
+                node.block,
+                memory_shape,
+                seq,
+                lambda rel, msg: report(None, f"cross_attention.{rel}", msg),
+            )
         stages = self._prune_schedule(node_id, node, seq)
         if stages is None:
             return None
@@ -703,16 +816,35 @@ class _Analyzer:
         rel_heads: int | None = None
         for i, (block, k) in enumerate(blocks):
             owner = k if k is not None and _sets(node.overrides[k].partial, "attention") else None
-            attn = self._attention(block.attention, seq, causal, block, lambda rel, msg, o=owner: report(o, f"attention.{rel}", msg))
+            attn = self._attention(
+                block.attention,
+                seq,
+                causal,
+                block,
+                lambda rel, msg, o=owner: report(o, f"attention.{rel}", msg),
+            )
             cross = None
             if isinstance(node, DecoderNode) and node.memory is not None:
                 assert memory_shape is not None
-                cowner = k if k is not None and _sets(node.overrides[k].partial, "cross_attention") else None
-                cross = self._cross_attention(block, memory_shape, seq, lambda rel, msg, o=cowner: report(o, f"cross_attention.{rel}", msg))
+                cowner = (
+                    k
+                    if k is not None and _sets(node.overrides[k].partial, "cross_attention")
+                    else None
+                )
+                cross = self._cross_attention(
+                    block,
+                    memory_shape,
+                    seq,
+                    lambda rel, msg, o=cowner: report(o, f"cross_attention.{rel}", msg),
+                )
                 if cross is None:
                     ok = False
             elif block.cross_attention is not None:
-                report(k, "cross_attention", "cross_attention is set, but the decoder has no 'memory' to attend to")
+                report(
+                    k,
+                    "cross_attention",
+                    "cross_attention is set, but the decoder has no 'memory' to attend to",
+                )
                 ok = False
             if attn is None:
                 ok = False
@@ -729,9 +861,15 @@ class _Analyzer:
                         f"an earlier layer {rel_heads} heads and {rel_bias.model_dump(exclude={'kind'})}",
                     )
                     ok = False
-            hidden = block.mlp.hidden if block.mlp.hidden is not None else int(block.mlp.ratio * seq.dim)
+            hidden = (
+                block.mlp.hidden if block.mlp.hidden is not None else int(block.mlp.ratio * seq.dim)
+            )
             if hidden < 1:
-                report(k, "mlp.ratio", f"ratio {block.mlp.ratio} of width {seq.dim} leaves no hidden units")
+                report(
+                    k,
+                    "mlp.ratio",
+                    f"ratio {block.mlp.ratio} of width {seq.dim} leaves no hidden units",
+                )
                 ok = False
             stage = stages.get(i)
             tokens_in = tokens
@@ -744,22 +882,56 @@ class _Analyzer:
                     stage = replace(stage, tokens_before=tokens, tokens_after=_after(stage, tokens))
                     tokens_in = tokens = stage.tokens_after
                 else:
-                    stage = replace(stage, tokens_before=tokens, tokens_after=_after(stage, tokens), head_dim=attn.head_dim)
+                    stage = replace(
+                        stage,
+                        tokens_before=tokens,
+                        tokens_after=_after(stage, tokens),
+                        head_dim=attn.head_dim,
+                    )
                     tokens = stage.tokens_after
-            drop_path = block.drop_path * i / (node.depth - 1) if node.depth > 1 else block.drop_path
-            layers.append(LayerPlan(i, block, attn, cross, hidden, drop_path, tokens_in, tokens, stage, k))
+            drop_path = (
+                block.drop_path * i / (node.depth - 1) if node.depth > 1 else block.drop_path
+            )
+            layers.append(
+                LayerPlan(i, block, attn, cross, hidden, drop_path, tokens_in, tokens, stage, k)
+            )
         if not ok or base_attn is None:
             return None
-        base_hidden = node.block.mlp.hidden if node.block.mlp.hidden is not None else int(node.block.mlp.ratio * seq.dim)
-        base = LayerPlan(-1, node.block, base_attn, base_cross, base_hidden, node.block.drop_path, seq.length, seq.length, None, None)
+        base_hidden = (
+            node.block.mlp.hidden
+            if node.block.mlp.hidden is not None
+            else int(node.block.mlp.ratio * seq.dim)
+        )
+        base = LayerPlan(
+            -1,
+            node.block,
+            base_attn,
+            base_cross,
+            base_hidden,
+            node.block.drop_path,
+            seq.length,
+            seq.length,
+            None,
+            None,
+        )
         plan = StackPlan(
-            node_id, node.op, seq.dim, causal, tuple(layers), getattr(node, "memory", None), memory_shape,
-            rel_bias, rel_heads, base,
+            node_id,
+            node.op,
+            seq.dim,
+            causal,
+            tuple(layers),
+            getattr(node, "memory", None),
+            memory_shape,
+            rel_bias,
+            rel_heads,
+            base,
         )
         shape = replace(seq, length=tokens, grid=seq.grid if tokens == seq.length else None)
         return self._info(node_id, node, shape, stack=plan)
 
-    def _prune_schedule(self, node_id: str, node: EncoderNode | DecoderNode, seq: SeqShape) -> dict[int, PruneStage] | None:
+    def _prune_schedule(
+        self, node_id: str, node: EncoderNode | DecoderNode, seq: SeqShape
+    ) -> dict[int, PruneStage] | None:
         prune = getattr(node, "prune", None)
         if prune is None:
             return {}
@@ -773,7 +945,9 @@ class _Analyzer:
             )
             ok = False
         if list(prune.at) != sorted(set(prune.at)):
-            self.errors.add(f"{path}.at", f"layer indices must be unique and ascending, not {list(prune.at)}")
+            self.errors.add(
+                f"{path}.at", f"layer indices must be unique and ascending, not {list(prune.at)}"
+            )
             ok = False
         if prune.method == "attention_topk" and seq.n_cls == 0:
             self.errors.add(f"{path}.method", _needs_cls(prune.method))
@@ -783,11 +957,16 @@ class _Analyzer:
         placement = "before" if prune.method == "dynamic" else "inside"
         return {i: _stage(prune, i, placement, seq, None) for i in prune.at}
 
-    def _attention(self, attn: Attention, seq: SeqShape, causal: bool, block: Block, report: Any) -> AttentionPlan | None:
+    def _attention(
+        self, attn: Attention, seq: SeqShape, causal: bool, block: Block, report: Any
+    ) -> AttentionPlan | None:
         dim = seq.dim
         ok = True
         if attn.head_dim is None and dim % attn.heads:
-            report("heads", f"{attn.heads} heads do not divide dim {dim} (dim comes from {seq.dim_from}); set head_dim or change heads")
+            report(
+                "heads",
+                f"{attn.heads} heads do not divide dim {dim} (dim comes from {seq.dim_from}); set head_dim or change heads",
+            )
             ok = False
         kv_heads = attn.kv_heads if attn.kv_heads is not None else attn.heads
         if attn.heads % kv_heads:
@@ -797,7 +976,10 @@ class _Analyzer:
         mask = _resolve_mask(attn.mask, causal)
         if attn.kind == "linear":
             if not isinstance(mask, NoMask | CausalMask):
-                report("mask", f"linear attention supports the masks none and causal (plus padding); no kernel computes {mask.kind} with it")
+                report(
+                    "mask",
+                    f"linear attention supports the masks none and causal (plus padding); no kernel computes {mask.kind} with it",
+                )
                 ok = False
             if attn.position is not None:
                 report(
@@ -816,25 +998,54 @@ class _Analyzer:
         if not ok:
             return None
         return AttentionPlan(
-            attn.kind, attn.heads, kv_heads, head_dim, dim, None, mask, attn.position, attn.dropout,
-            attn.bias, attn.qk_norm, attn.feature_map, block.norm.kind, block.norm.eps,
+            attn.kind,
+            attn.heads,
+            kv_heads,
+            head_dim,
+            dim,
+            None,
+            mask,
+            attn.position,
+            attn.dropout,
+            attn.bias,
+            attn.qk_norm,
+            attn.feature_map,
+            block.norm.kind,
+            block.norm.eps,
         )
 
-    def _cross_attention(self, block: Block, memory: SeqShape, seq: SeqShape, report: Any) -> AttentionPlan | None:
+    def _cross_attention(
+        self, block: Block, memory: SeqShape, seq: SeqShape, report: Any
+    ) -> AttentionPlan | None:
         base = block.attention
         given = block.cross_attention or CrossAttention()
         fields = {
             name: getattr(given, name) if getattr(given, name) is not None else getattr(base, name)
-            for name in ("kind", "heads", "kv_heads", "head_dim", "dropout", "bias", "qk_norm", "feature_map")
+            for name in (
+                "kind",
+                "heads",
+                "kv_heads",
+                "head_dim",
+                "dropout",
+                "bias",
+                "qk_norm",
+                "feature_map",
+            )
         }
         if given.heads is not None and given.kv_heads is None:
             fields["kv_heads"] = None  # a new head count: kv_heads default follows it
         ok = True
         if given.mask is not None and not isinstance(given.mask, NoMask):
-            report("mask", f"cross-attention sees the whole memory (plus its padding); mask {given.mask.kind} is not supported")
+            report(
+                "mask",
+                f"cross-attention sees the whole memory (plus its padding); mask {given.mask.kind} is not supported",
+            )
             ok = False
         if given.position is not None:
-            report("position", f"cross-attention takes no in-attention position ({given.position.kind})")
+            report(
+                "position",
+                f"cross-attention takes no in-attention position ({given.position.kind})",
+            )
             ok = False
         if fields["kind"] == "linear":
             report("kind", "linear cross-attention is not supported; use softmax")
@@ -890,7 +1101,9 @@ class _Analyzer:
                 )
                 segment_start = end + 1
             if segment_start < len(stack.layers):
-                pieces.append(_segment(node_id, info, segment_start, len(stack.layers) - 1, stack, seq))
+                pieces.append(
+                    _segment(node_id, info, segment_start, len(stack.layers) - 1, stack, seq)
+                )
             prev = data_pred
             for piece_id, attrs in pieces:
                 g.add_node(piece_id, **attrs)
@@ -906,24 +1119,41 @@ class _Analyzer:
 # ------------------------------------------------------------------------------------- helpers
 
 
-def _segment(node_id: str, info: NodeInfo, start: int, end: int, stack: StackPlan, seq: SeqShape) -> tuple[str, dict[str, Any]]:
+def _segment(
+    node_id: str, info: NodeInfo, start: int, end: int, stack: StackPlan, seq: SeqShape
+) -> tuple[str, dict[str, Any]]:
     last = stack.layers[end]
     span = f"{start}-{end}" if end > start else f"{start}"
     return (
         f"{node_id}.layers.{span}",
         {
             "op": info.op,
-            "shape": replace(seq, length=last.tokens_mlp, grid=seq.grid if last.tokens_mlp == seq.length else None),
+            "shape": replace(
+                seq,
+                length=last.tokens_mlp,
+                grid=seq.grid if last.tokens_mlp == seq.length else None,
+            ),
             "spec_id": node_id,
             "layers": (start, end),
         },
     )
 
 
-def _stage(settings: PruneSettings, layer: int | None, placement: str, seq: SeqShape, head_dim: int | None) -> PruneStage:
+def _stage(
+    settings: PruneSettings, layer: int | None, placement: str, seq: SeqShape, head_dim: int | None
+) -> PruneStage:
     stage = PruneStage(
-        settings.method, settings.keep, settings.r, settings.fuse, layer, placement, seq.n_cls,
-        seq.length, seq.length, seq.dim, head_dim,
+        settings.method,
+        settings.keep,
+        settings.r,
+        settings.fuse,
+        layer,
+        placement,
+        seq.n_cls,
+        seq.length,
+        seq.length,
+        seq.dim,
+        head_dim,
     )
     return replace(stage, tokens_after=_after(stage, seq.length))
 

@@ -94,7 +94,9 @@ def _block_doc(layer: LayerPlan) -> dict[str, Any]:
     doc = layer.block.model_dump(mode="json")
     doc["attention"] = _attention_doc(layer.attention, cross=False)
     doc["cross_attention"] = (
-        _attention_doc(layer.cross_attention, cross=True) if layer.cross_attention is not None else None
+        _attention_doc(layer.cross_attention, cross=True)
+        if layer.cross_attention is not None
+        else None
     )
     doc["mlp"]["hidden"] = layer.hidden
     doc["mlp"]["ratio"] = layer.hidden / layer.attention.dim
@@ -108,7 +110,11 @@ def _diff(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
         old = base.get(key)
         if value == old:
             continue
-        if isinstance(value, dict) and isinstance(old, dict) and value.get("kind") == old.get("kind"):
+        if (
+            isinstance(value, dict)
+            and isinstance(old, dict)
+            and value.get("kind") == old.get("kind")
+        ):
             out[key] = _diff(old, value)
         else:
             out[key] = value

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from archlab.errors import UserInputError
+
 Loc = Sequence[str | int]
 
 
@@ -12,7 +14,7 @@ def format_path(loc: Loc) -> str:
     return ".".join(str(part) for part in loc)
 
 
-class SpecError(ValueError):
+class SpecError(UserInputError):
     """An invalid spec.
 
     ``errors`` lists every problem found as ``(path, message)`` pairs, ``path`` being the dotted

@@ -78,7 +78,7 @@ def parse_json(text: str, origin: str | None = None) -> Any:
         out: dict[str, Any] = {}
         for key, value in pairs:
             if key in out:
-                raise _DuplicateKey(key)
+                raise _DuplicateKeyError(key)
             out[key] = value
         return out
 
@@ -87,11 +87,13 @@ def parse_json(text: str, origin: str | None = None) -> Any:
     except json.JSONDecodeError as exc:
         message = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         raise SpecError([("", message)], origin) from None
-    except _DuplicateKey as exc:
-        raise SpecError([("", f"invalid JSON: key {exc.key!r} appears twice in one object")], origin) from None
+    except _DuplicateKeyError as exc:
+        raise SpecError(
+            [("", f"invalid JSON: key {exc.key!r} appears twice in one object")], origin
+        ) from None
 
 
-class _DuplicateKey(Exception):
+class _DuplicateKeyError(Exception):
     def __init__(self, key: str) -> None:
         self.key = key
 
@@ -99,7 +101,9 @@ class _DuplicateKey(Exception):
 # ----------------------------------------------------------------------------- error translation
 
 
-def translate_errors(exc: ValidationError, data: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str, str]]:
+def translate_errors(
+    exc: ValidationError, data: Any, prefix: tuple[str | int, ...] = ()
+) -> list[tuple[str, str]]:
     """pydantic errors -> ``(dotted path, message)`` with paths into the user's document."""
     out = []
     for err in exc.errors():
@@ -114,10 +118,9 @@ def _user_loc(data: Any, loc: tuple[Any, ...], err_type: str) -> tuple[str | int
     cur = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(cur, Mapping) and part in cur:
-            out.append(part)
-            cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        if (isinstance(cur, Mapping) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        ):
             out.append(part)
             cur = cur[part]
         elif last and err_type == "missing" and isinstance(cur, Mapping) and isinstance(part, str):
@@ -166,7 +169,11 @@ def _suggest(key: str) -> str:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, str | int | float | bool | type(None)) else repr(value)
+    text = (
+        json.dumps(value)
+        if isinstance(value, str | int | float | bool | type(None))
+        else repr(value)
+    )
     return text if len(text) <= 60 else text[:57] + "..."
 
 

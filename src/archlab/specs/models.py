@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -95,7 +95,9 @@ class TokensInput(SpecModel):
     @model_validator(mode="after")
     def _pad_in_vocab(self) -> TokensInput:
         if self.pad_id is not None and self.pad_id >= self.vocab_size:
-            raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary (vocab_size {self.vocab_size})")
+            raise ValueError(
+                f"pad_id {self.pad_id} is outside the vocabulary (vocab_size {self.vocab_size})"
+            )
         return self
 
 
@@ -115,7 +117,7 @@ class FeaturesInput(SpecModel):
     max_len: PositiveInt
 
 
-Input = Annotated[Union[TokensInput, ImageInput, FeaturesInput], Field(discriminator="kind")]
+Input = Annotated[TokensInput | ImageInput | FeaturesInput, Field(discriminator="kind")]
 
 # ---------------------------------------------------------------------------------------- masks
 
@@ -156,7 +158,7 @@ class BlockLocalMask(SpecModel):
 
 
 Mask = Annotated[
-    Union[NoMask, CausalMask, SlidingWindowMask, PrefixMask, BlockLocalMask],
+    NoMask | CausalMask | SlidingWindowMask | PrefixMask | BlockLocalMask,
     Field(discriminator="kind"),
 ]
 MaskField = Annotated[Mask | None, BeforeValidator(_kind_from_string)]
@@ -186,7 +188,7 @@ class RelativeBias(SpecModel):
     max_distance: PositiveInt = 128
 
 
-Position = Annotated[Union[Rotary, Alibi, RelativeBias], Field(discriminator="kind")]
+Position = Annotated[Rotary | Alibi | RelativeBias, Field(discriminator="kind")]
 PositionField = Annotated[Position | None, BeforeValidator(_kind_from_string)]
 
 # ------------------------------------------------------------------------------------ attention
@@ -305,7 +307,9 @@ class PruneSettings(SpecModel):
     def _fields_for_method(self) -> PruneSettings:
         problems = []
         if self.method in ("dynamic", "attention_topk") and self.keep is None:
-            problems.append(f"method {self.method!r} needs 'keep', the fraction of patch tokens kept")
+            problems.append(
+                f"method {self.method!r} needs 'keep', the fraction of patch tokens kept"
+            )
         if self.method == "merge":
             if self.r is None:
                 problems.append("method 'merge' needs 'r', the token pairs merged per layer")
@@ -437,22 +441,20 @@ class DropoutNode(SpecModel):
 
 
 Node = Annotated[
-    Union[
-        EmbedNode,
-        PatchEmbedNode,
-        ClsTokenNode,
-        PositionNode,
-        EncoderNode,
-        DecoderNode,
-        TokenPruneNode,
-        NormNode,
-        PoolNode,
-        ClassifyNode,
-        LMHeadNode,
-        AddNode,
-        ConcatNode,
-        DropoutNode,
-    ],
+    EmbedNode
+    | PatchEmbedNode
+    | ClsTokenNode
+    | PositionNode
+    | EncoderNode
+    | DecoderNode
+    | TokenPruneNode
+    | NormNode
+    | PoolNode
+    | ClassifyNode
+    | LMHeadNode
+    | AddNode
+    | ConcatNode
+    | DropoutNode,
     Field(discriminator="op"),
 ]
 StackNode = EncoderNode | DecoderNode

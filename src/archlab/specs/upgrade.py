@@ -22,13 +22,20 @@ UPGRADERS: dict[int, Upgrader] = {}
 def upgrade(data: dict[str, Any], origin: str | None = None) -> dict[str, Any]:
     """Bring a spec document to ``SPEC_VERSION``; refuse missing, unknown or future versions."""
     if "version" not in data:
-        raise SpecError([("version", f"'version' is required; add \"version\": {SPEC_VERSION}")], origin)
+        raise SpecError(
+            [("version", f"'version' is required; add \"version\": {SPEC_VERSION}")], origin
+        )
     version = data["version"]
     if not isinstance(version, int) or isinstance(version, bool):
         raise SpecError([("version", f"version must be an integer, not {version!r}")], origin)
     if version > SPEC_VERSION:
         raise SpecError(
-            [("version", f"version {version} is newer than this archlab understands ({SPEC_VERSION}); upgrade archlab")],
+            [
+                (
+                    "version",
+                    f"version {version} is newer than this archlab understands ({SPEC_VERSION}); upgrade archlab",
+                )
+            ],
             origin,
         )
     while version < SPEC_VERSION:

@@ -1,0 +1,72 @@
+"""``arch``: the root group, error handling and exit codes.
+
+Exit codes: 0 success; 1 a failure while running; 2 bad input (spec, file, flag), reported in one
+paragraph without a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from archlab.errors import UserInputError
+
+
+class UsageProblem(click.ClickException):
+    """Bad input a user can fix: printed as one paragraph, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class ArchGroup(click.Group):
+    """Turns library errors into messages and exit codes; ``--debug`` re-raises them."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            if isinstance(exc, UserInputError):
+                raise UsageProblem(str(exc)) from None
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            click.echo("(run with arch --debug ... for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=ArchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-paragraph errors.")
+@click.version_option(package_name="archlab", prog_name="arch (archlab)")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """archlab: compile declarative transformer specs into PyTorch modules.
+
+    \b
+    arch validate SPEC...    check specs; every problem with its JSON path
+    arch compile SPEC        build the module, report shapes, params, FLOPs, kernels
+    arch graph SPEC          draw the expanded graph (DOT, Mermaid, SVG, PNG)
+    arch schema              print the JSON Schema of the spec language
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    from archlab.cli import spec_commands
+
+    for command in spec_commands.COMMANDS:
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point (``arch`` and ``python -m archlab``)."""
+    cli(prog_name="arch")

@@ -1,0 +1,706 @@
+"""Analysed graph -> ``nn.Module``.
+
+Each spec node becomes a submodule named after its id, so state-dict keys read like the spec
+(``encoder.layers.3.attention.qkv.weight``). ``forward`` is generated Python source (shown by
+``arch compile --show-code``): one line per node in topological order, padding masks carried
+beside the values, no dictionaries or loops over the graph at run time, so ``torch.compile`` and
+``torch.export`` see straight-line code.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from archlab.compiler.graph import (
+    AttentionPlan,
+    Graph,
+    ImageShape,
+    LayerPlan,
+    SeqShape,
+    StackPlan,
+    TokensShape,
+    VecShape,
+    analyze,
+)
+from archlab.compiler.nn.attention import Attention, KernelChoice, choose_kernel
+from archlab.compiler.nn.bias import RelativePositionBias
+from archlab.compiler.nn.block import Block
+from archlab.compiler.nn.combine import Add, Concat
+from archlab.compiler.nn.embeddings import ClsToken, PatchEmbedding, TokenEmbedding
+from archlab.compiler.nn.heads import Classify, LMHead, Pool
+from archlab.compiler.nn.linear_attention import LinearAttention
+from archlab.compiler.nn.masks import MaskPattern
+from archlab.compiler.nn.mlp import Mlp
+from archlab.compiler.nn.norms import make_norm
+from archlab.compiler.nn.positions import LearnedPosition, SinCos2dPosition, SinusoidalPosition
+from archlab.compiler.nn.rotary import RotaryEmbedding
+from archlab.compiler.nn.stack import Stack
+from archlab.compiler.summary import Summary, build_rows, shape_list
+from archlab.errors import UserInputError
+from archlab.specs import SpecError, canonical_form, canonical_json, load_spec, spec_hash
+from archlab.specs.load import SpecSource
+from archlab.specs.models import (
+    BlockLocalMask,
+    ClassifyNode,
+    ConcatNode,
+    DropoutNode,
+    EmbedNode,
+    LMHeadNode,
+    Mask,
+    NormNode,
+    PatchEmbedNode,
+    PositionNode,
+    PrefixMask,
+    RelativeBias,
+    Rotary,
+    SlidingWindowMask,
+    Spec,
+)
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float64": torch.float64,
+    "fp64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+class CompileError(UserInputError):
+    """A valid spec that this build of archlab cannot turn into a module (yet), or bad options."""
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise CompileError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CompileError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CompileError(
+            f"device {device!r} asked for, but torch sees no CUDA device here; use cpu"
+        )
+    return dev
+
+
+# ----------------------------------------------------------------------------------- the model
+
+
+class CompiledModel(nn.Module):
+    """A module built from a spec. Submodules are named after node ids.
+
+    ``forward`` takes the spec's inputs by name (with a single input, also positionally) and, for
+    every sequence input ``x``, an optional ``x_mask`` (bool ``(B, T)``, True for real tokens).
+    One output returns a tensor; several return a dict keyed by node id.
+    """
+
+    spec: Spec
+    graph: Graph
+    code: str
+
+    def summary(self) -> Summary:
+        """Per-node shapes, parameters, FLOPs (multiply-add = 2) and attention kernels."""
+        kernels = {
+            node_id: _kernel_of(self, self.graph, node_id) for node_id in self.graph.expanded
+        }
+        kernels = {k: v for k, v in kernels.items() if v is not None}
+        rows = build_rows(self.graph, kernels)
+        first = next(iter(self.parameters()), None)
+        weight_bytes = sum(t.numel() * t.element_size() for t in _unique_tensors(self))
+        return Summary(
+            name=self.spec.name,
+            spec_hash=self.spec_hash,
+            params=sum(r.params for r in rows),
+            flops=sum(r.flops for r in rows),
+            nodes=rows,
+            outputs={o: shape_list(self.graph.shape(o)) for o in self.spec.outputs},
+            weight_bytes=weight_bytes,
+            dtype=str(first.dtype).removeprefix("torch.") if first is not None else "float32",
+            device=str(first.device) if first is not None else "cpu",
+            kernels=_kernel_table(self),
+        )
+
+    @property
+    def spec_hash(self) -> str:
+        return spec_hash(self.spec)
+
+    def example_inputs(
+        self, batch: int = 2, length: int | None = None, seed: int = 0
+    ) -> dict[str, Tensor]:
+        """Random inputs of the declared shapes (tokens avoid ``pad_id``), on the model's device."""
+        gen = torch.Generator().manual_seed(seed)
+        first = next(iter(self.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
+        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        out = {}
+        for name, info in self.graph.nodes.items():
+            if info.op != "input":
+                continue
+            shape = info.shape
+            if isinstance(shape, TokensShape):
+                T = min(length or shape.length, shape.length)
+                ids = torch.randint(0, shape.vocab, (batch, T), generator=gen)
+                if shape.pad_id is not None and shape.vocab > 1:
+                    ids = torch.where(ids == shape.pad_id, (ids + 1) % shape.vocab, ids)
+                out[name] = ids.to(device)
+            elif isinstance(shape, ImageShape):
+                x = torch.randn(batch, shape.channels, shape.height, shape.width, generator=gen)
+                out[name] = x.to(device, dtype)
+            else:
+                assert isinstance(shape, SeqShape)
+                T = min(length or shape.length, shape.length)
+                out[name] = torch.randn(batch, T, shape.dim, generator=gen).to(device, dtype)
+        return out
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Weights as safetensors, with the canonical spec in the metadata (``load_compiled``)."""
+        from safetensors.torch import save_model
+
+        import archlab
+
+        meta = {
+            "archlab.spec": canonical_json(canonical_form(self.spec)),
+            "archlab.spec_hash": self.spec_hash,
+            "archlab.version": archlab.__version__,
+            "format": "pt",
+        }
+        save_model(self, os.fspath(path), metadata=meta)
+
+
+def compile_spec(
+    spec: SpecSource,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    attention_kernel: str | None = None,
+    seed: int | None = None,
+) -> CompiledModel:
+    """Build the module of a spec (a path, JSON text, dict or ``Spec``).
+
+    ``device``: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto``. ``dtype``: the weights'
+    dtype (``float32`` default, ``bfloat16``, ``float16``, ``float64``). ``attention_kernel``
+    forces one softmax kernel everywhere (``reference``, ``sdpa``, ``sdpa_mask``, ``flex``) where
+    it can run; by default each attention picks the fastest kernel that honours its mask and
+    positions (see ``summary().kernels``). ``seed`` makes the initial weights reproducible.
+    """
+    spec = load_spec(spec)
+    graph = analyze(spec)
+    torch_dtype = resolve_dtype(dtype)
+    dev = resolve_device(device) if device is not None else torch.device("cpu")
+    if seed is not None:
+        torch.manual_seed(seed)
+    builder = _Builder(graph, dev, torch_dtype, attention_kernel)
+    model_cls, code = _generate_forward(spec, graph)
+    model = model_cls()
+    model.spec, model.graph, model.code = spec, graph, code
+    for node_id in graph.order:
+        model.add_module(node_id, builder.build(node_id))
+    return model.to(device=dev, dtype=torch_dtype) if torch_dtype is not None else model.to(dev)
+
+
+def load_compiled(
+    path: str | os.PathLike[str], *, device: str | torch.device | None = None
+) -> CompiledModel:
+    """Rebuild a model saved by ``CompiledModel.save`` / ``arch compile -o`` with its weights."""
+    from safetensors import safe_open
+    from safetensors.torch import load_model
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise CompileError(f"no such file: {path}") from None
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise CompileError(f"{path} is not a safetensors file: {exc}") from None
+    if "archlab.spec" not in meta:
+        raise CompileError(
+            f"{path} carries no archlab spec in its metadata; was it saved by archlab?"
+        )
+    saved = load_spec(meta["archlab.spec"])
+    first_dtype = _file_dtype(path)
+    model = compile_spec(saved, device=device, dtype=first_dtype)
+    load_model(model, os.fspath(path), device=str(next(model.parameters()).device))
+    return model
+
+
+def _file_dtype(path: str | os.PathLike[str]) -> torch.dtype | None:
+    """The dtype the weights were saved in (that of the first floating tensor)."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118  (safe_open is not a mapping)
+            dtype = DTYPES.get(_SAFE_DTYPES.get(f.get_slice(key).get_dtype(), ""))
+            if dtype is not None:
+                return dtype
+    return None
+
+
+_SAFE_DTYPES = {"F32": "float32", "F64": "float64", "BF16": "bfloat16", "F16": "float16"}
+
+
+# --------------------------------------------------------------------------------- the builder
+
+
+class _Builder:
+    """Turns each analysed node into its module (torchtune-style: build parts, then assemble)."""
+
+    def __init__(
+        self, graph: Graph, device: torch.device, dtype: torch.dtype | None, kernel: str | None
+    ) -> None:
+        self.graph = graph
+        self.device = device
+        self.dtype = dtype
+        self.kernel_override = kernel
+        self.built: dict[str, nn.Module] = {}
+
+    def build(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        make: Callable[[str], nn.Module] = getattr(self, f"_build_{info.op}")
+        module = make(node_id)
+        self.built[node_id] = module
+        return module
+
+    def _build_embed(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        node: EmbedNode = info.spec
+        module = TokenEmbedding(info.resolved["vocab"], info.resolved["dim"], scale=node.scale)
+        if node.tie is not None:
+            root = self.built[info.resolved["tie_root"]]
+            assert isinstance(root, TokenEmbedding)
+            module.weight = root.weight  # shared: the state dict stores it once per name
+        return module
+
+    def _build_patch_embed(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        node: PatchEmbedNode = info.spec
+        image = self.graph.shape(node.input)
+        assert isinstance(image, ImageShape)
+        return PatchEmbedding(image.channels, node.dim, *node.patch_size)
+
+    def _build_cls_token(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        return ClsToken(info.spec.count, _dim(info.shape))
+
+    def _build_position(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        node: PositionNode = info.spec
+        seq = info.shape
+        assert isinstance(seq, SeqShape)
+        if node.encoding == "learned":
+            return LearnedPosition(info.resolved["max_len"], seq.dim)
+        if node.encoding == "sinusoidal":
+            return SinusoidalPosition(info.resolved["max_len"], seq.dim)
+        assert seq.grid is not None
+        return SinCos2dPosition(seq.grid[0], seq.grid[1], seq.dim, n_cls=seq.n_cls)
+
+    def _build_encoder(self, node_id: str) -> nn.Module:
+        return self._build_stack(node_id)
+
+    def _build_decoder(self, node_id: str) -> nn.Module:
+        return self._build_stack(node_id)
+
+    def _build_stack(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        plan = info.stack
+        assert plan is not None
+        if plan.stages:
+            methods = sorted({s.method for s in plan.stages})
+            raise CompileError(
+                f"nodes.{node_id}.prune: token pruning ({', '.join(methods)}) is validated and costed, "
+                "but its modules are not in this version of archlab yet; remove 'prune' to compile"
+            )
+        seq_len = self.graph.shape(info.inputs[0])
+        assert isinstance(seq_len, SeqShape)
+        layers = [self._build_layer(plan, layer, seq_len.length) for layer in plan.layers]
+        relative = None
+        uses = None
+        if plan.relative_bias is not None:
+            assert plan.relative_bias_heads is not None
+            rb = plan.relative_bias
+            relative = RelativePositionBias(
+                plan.relative_bias_heads, rb.buckets, rb.max_distance, bidirectional=not plan.causal
+            )
+            uses = [isinstance(layer.attention.position, RelativeBias) for layer in plan.layers]
+        return Stack(layers, relative_bias=relative, relative_bias_layers=uses)
+
+    def _build_layer(self, plan: StackPlan, layer: LayerPlan, max_len: int) -> Block:
+        block = layer.block
+        D = plan.dim
+        attention = self._attention(layer.attention, max_len)
+        cross = norm_cross = None
+        if layer.cross_attention is not None:
+            assert plan.memory_shape is not None
+            cross = self._attention(layer.cross_attention, max(max_len, plan.memory_shape.length))
+            norm_cross = make_norm(block.norm.kind, D, block.norm.eps)
+        mlp = Mlp(
+            D, layer.hidden, block.mlp.activation, bias=block.mlp.bias, dropout=block.mlp.dropout
+        )
+        return Block(
+            attention,
+            mlp,
+            make_norm(block.norm.kind, D, block.norm.eps),
+            make_norm(block.norm.kind, D, block.norm.eps),
+            cross_attention=cross,
+            norm_cross=norm_cross,
+            placement=block.norm.placement,
+            dropout=block.dropout,
+            drop_path=layer.drop_path,
+            layer_scale=block.layer_scale,
+            dim=D,
+        )
+
+    def _attention(self, plan: AttentionPlan, max_len: int) -> nn.Module:
+        mask = mask_pattern(plan.mask)
+        qk_norm = plan.norm_kind if plan.qk_norm else None
+        if plan.kind == "linear":
+            return LinearAttention(
+                plan.dim,
+                plan.heads,
+                kv_heads=plan.kv_heads,
+                head_dim=plan.head_dim,
+                kv_dim=plan.kv_dim,
+                bias=plan.bias,
+                qk_norm=qk_norm,
+                eps=plan.norm_eps,
+                feature_map=plan.feature_map,
+                causal=mask.causal,
+                dropout=plan.dropout,
+            )
+        position = plan.position.kind if plan.position is not None else None
+        kernel = choose_kernel(
+            kind=plan.kind,
+            mask=mask,
+            position=position,
+            device=self.device,
+            dtype=self.dtype,
+            has_dropout=plan.dropout > 0,
+            override=self._override(mask, position, plan.dropout > 0),
+        )
+        rotary = None
+        if isinstance(plan.position, Rotary):
+            rotary = RotaryEmbedding(
+                plan.head_dim, max_len, base=plan.position.base, fraction=plan.position.fraction
+            )
+        return Attention(
+            plan.dim,
+            plan.heads,
+            kv_heads=plan.kv_heads,
+            head_dim=plan.head_dim,
+            kv_dim=plan.kv_dim,
+            bias=plan.bias,
+            qk_norm=qk_norm,
+            eps=plan.norm_eps,
+            dropout=plan.dropout,
+            mask=mask,
+            rotary=rotary,
+            alibi=position == "alibi",
+            relative_bias=position == "relative_bias",
+            max_len=max_len,
+            kernel=kernel,
+        )
+
+    def _override(self, mask: MaskPattern, position: str | None, dropout: bool) -> str | None:
+        """The forced kernel where it can run this attention (else the automatic choice)."""
+        from archlab.compiler.nn.attention import kernel_problem
+
+        wanted = self.kernel_override
+        if wanted is None:
+            return None
+        problem = kernel_problem(wanted, mask=mask, position=position, has_dropout=dropout)  # type: ignore[arg-type]
+        if problem is not None and wanted not in ("sdpa",):
+            raise CompileError(f"attention kernel {wanted!r}: {problem}")
+        return None if problem is not None else wanted
+
+    def _build_token_prune(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        raise CompileError(
+            f"nodes.{node_id}: token_prune (method {info.spec.method!r}) is validated and costed, but "
+            "its modules are not in this version of archlab yet"
+        )
+
+    def _build_norm(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        node: NormNode = info.spec
+        return make_norm(node.kind, _dim(info.shape), node.eps)
+
+    def _build_pool(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        return Pool(info.resolved["mode"], info.resolved["n_cls"])
+
+    def _build_classify(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        node: ClassifyNode = info.spec
+        return Classify(
+            info.resolved["in_dim"], node.classes, info.resolved["mode"], info.resolved["n_cls"]
+        )
+
+    def _build_lm_head(self, node_id: str) -> nn.Module:
+        info = self.graph.nodes[node_id]
+        node: LMHeadNode = info.spec
+        tied = self.built[info.resolved["tie_root"]] if node.tie is not None else None
+        assert tied is None or isinstance(tied, TokenEmbedding)
+        return LMHead(info.resolved["in_dim"], info.resolved["vocab"], tied)
+
+    def _build_add(self, node_id: str) -> nn.Module:
+        return Add()
+
+    def _build_concat(self, node_id: str) -> nn.Module:
+        node: ConcatNode = self.graph.nodes[node_id].spec
+        return Concat(node.axis)
+
+    def _build_dropout(self, node_id: str) -> nn.Module:
+        node: DropoutNode = self.graph.nodes[node_id].spec
+        return nn.Dropout(node.p)
+
+
+def mask_pattern(mask: Mask) -> MaskPattern:
+    """The spec's resolved mask as the attention layer's ``MaskPattern``."""
+    if isinstance(mask, SlidingWindowMask):
+        return MaskPattern("sliding_window", causal=bool(mask.causal), window=mask.window)
+    if isinstance(mask, BlockLocalMask):
+        return MaskPattern("block_local", causal=bool(mask.causal), block=mask.block)
+    if isinstance(mask, PrefixMask):
+        return MaskPattern("prefix", prefix_len=mask.prefix_len)
+    return MaskPattern(mask.kind)
+
+
+def _dim(shape: Any) -> int:
+    assert isinstance(shape, SeqShape | VecShape)
+    return shape.dim
+
+
+# ------------------------------------------------------------------------------------- codegen
+
+
+def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], str]:
+    """Write ``forward`` as Python source, one statement per node, and make a class around it."""
+    lines: list[str] = []
+    seq_inputs = [
+        n for n, i in graph.nodes.items() if i.op == "input" and not isinstance(i.shape, ImageShape)
+    ]
+    names = list(spec.inputs)
+    params = ", ".join(names + [f"{n}_mask: Tensor | None = None" for n in seq_inputs])
+    lines.append(f"def forward(self, {params}):")
+    mask_of: dict[str, str] = {}
+    for name in names:
+        shape = graph.shape(name)
+        if isinstance(shape, TokensShape):
+            lines.append(f"    _check_tokens({name}, {name!r}, {shape.length}, {name}_mask)")
+            if shape.pad_id is not None:
+                lines.append(f"    {name}_mask = _pad_mask({name}, {shape.pad_id}, {name}_mask)")
+            mask_of[name] = f"{name}_mask"
+        elif isinstance(shape, ImageShape):
+            lines.append(
+                f"    _check_image({name}, {name!r}, ({shape.channels}, {shape.height}, {shape.width}))"
+            )
+            mask_of[name] = "None"
+        else:
+            assert isinstance(shape, SeqShape)
+            lines.append(
+                f"    _check_features({name}, {name!r}, {shape.length}, {shape.dim}, {name}_mask)"
+            )
+            mask_of[name] = f"{name}_mask"
+    value_of = {name: name for name in names}
+    for node_id in graph.order:
+        info = graph.nodes[node_id]
+        v, m = f"v_{node_id}", f"m_{node_id}"
+        ins = [value_of[r] for r in info.inputs]
+        ms = [mask_of[r] for r in info.inputs]
+        call = f"self.{node_id}"
+        lines.append(f"    # {node_id}: {info.op} -> {info.shape}")
+        op = info.op
+        if op in ("embed", "patch_embed", "position", "norm", "lm_head", "dropout"):
+            lines.append(f"    {v} = {call}({ins[0]})")
+            mask_of[node_id] = ms[0]
+        elif op == "cls_token":
+            lines.append(f"    {v}, {m} = {call}({ins[0]}, {ms[0]})")
+            mask_of[node_id] = m
+        elif op in ("encoder", "decoder"):
+            extra = ""
+            if info.stack is not None and info.stack.memory is not None:
+                mem = info.stack.memory
+                extra = f", memory={value_of[mem]}, memory_mask={mask_of[mem]}"
+            lines.append(f"    {v} = {call}({ins[0]}, {ms[0]}{extra})")
+            mask_of[node_id] = ms[0]
+        elif op in ("pool", "classify"):
+            if isinstance(graph.shape(info.inputs[0]), VecShape):
+                lines.append(f"    {v} = {call}.fc({ins[0]})")
+            else:
+                lines.append(f"    {v} = {call}({ins[0]}, {ms[0]})")
+            mask_of[node_id] = "None"
+        elif op in ("add", "concat"):
+            lines.append(f"    {v}, {m} = {call}([{', '.join(ins)}], [{', '.join(ms)}])")
+            mask_of[node_id] = m
+        else:  # token_prune never reaches here: the builder refuses it first
+            raise CompileError(f"no code for op {op!r}")
+        value_of[node_id] = v
+    if len(spec.outputs) == 1:
+        lines.append(f"    return {value_of[spec.outputs[0]]}")
+    else:
+        items = ", ".join(f"{o!r}: {value_of[o]}" for o in spec.outputs)
+        lines.append(f"    return {{{items}}}")
+    source = "\n".join(lines) + "\n"
+    filename = f"<archlab forward {spec.name or 'spec'} {spec_hash(spec)[:12]}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = dict(_RUNTIME)
+    exec(
+        compile(source, filename, "exec"), namespace
+    )  # our own generated code; ids are validated identifiers
+    cls = type(
+        f"Compiled_{_class_name(spec.name)}", (CompiledModel,), {"forward": namespace["forward"]}
+    )
+    return cls, source
+
+
+def _class_name(name: str | None) -> str:
+    cleaned = "".join(c if c.isalnum() else "_" for c in (name or "spec"))
+    return cleaned or "spec"
+
+
+# ------------------------------------------------------------------------ run-time input checks
+
+
+def _input_error(name: str, message: str) -> SpecError:
+    return SpecError([(f"inputs.{name}", message)])
+
+
+def _check_tokens(x: Tensor, name: str, max_len: int, mask: Tensor | None) -> None:
+    if x.dim() != 2:
+        raise _input_error(
+            name, f"tokens input {name!r} must be (B, T), got shape {tuple(x.shape)}"
+        )
+    if x.dtype not in (torch.int64, torch.int32):
+        raise _input_error(name, f"tokens input {name!r} must be int64 token ids, got {x.dtype}")
+    if x.shape[1] > max_len:
+        raise _input_error(
+            name, f"input {name!r} has {x.shape[1]} tokens, more than max_len {max_len}"
+        )
+    _check_mask(mask, name, x.shape[0], x.shape[1])
+
+
+def _check_features(x: Tensor, name: str, max_len: int, dim: int, mask: Tensor | None) -> None:
+    if x.dim() != 3 or x.shape[2] != dim:
+        raise _input_error(
+            name, f"features input {name!r} must be (B, T, {dim}), got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise _input_error(name, f"features input {name!r} must be floating point, got {x.dtype}")
+    if x.shape[1] > max_len:
+        raise _input_error(
+            name, f"input {name!r} has {x.shape[1]} positions, more than max_len {max_len}"
+        )
+    _check_mask(mask, name, x.shape[0], x.shape[1])
+
+
+def _check_image(x: Tensor, name: str, chw: tuple[int, int, int]) -> None:
+    if x.dim() != 4 or tuple(x.shape[1:]) != chw:
+        raise _input_error(
+            name,
+            f"image input {name!r} must be (B, {', '.join(map(str, chw))}), got shape {tuple(x.shape)}",
+        )
+    if not x.is_floating_point():
+        raise _input_error(name, f"image input {name!r} must be floating point, got {x.dtype}")
+
+
+def _check_mask(mask: Tensor | None, name: str, B: int, T: int) -> None:
+    if mask is None:
+        return
+    if mask.dtype != torch.bool or tuple(mask.shape) != (B, T):
+        raise _input_error(
+            name,
+            f"{name}_mask must be a bool tensor of shape ({B}, {T}) (True = real token), got {mask.dtype} {tuple(mask.shape)}",
+        )
+
+
+def _pad_mask(ids: Tensor, pad_id: int, mask: Tensor | None) -> Tensor:
+    real = ids != pad_id
+    return real if mask is None else real & mask
+
+
+_RUNTIME: dict[str, Any] = {
+    "Tensor": Tensor,
+    "_check_tokens": _check_tokens,
+    "_check_features": _check_features,
+    "_check_image": _check_image,
+    "_pad_mask": _pad_mask,
+}
+
+
+# -------------------------------------------------------------------------------- reporting
+
+
+def _unique_tensors(model: nn.Module) -> list[Tensor]:
+    seen: set[int] = set()
+    out = []
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out
+
+
+def _attentions_of(stack: nn.Module, start: int, end: int) -> list[nn.Module]:
+    found = []
+    for layer in list(stack.layers)[start : end + 1]:  # type: ignore[union-attr,arg-type]
+        found.append(layer.attention)
+        if layer.cross_attention is not None:
+            found.append(layer.cross_attention)
+    return found
+
+
+def _kernel_of(model: CompiledModel, graph: Graph, node_id: str) -> tuple[str, str] | None:
+    attrs = graph.expanded.nodes[node_id]
+    if attrs["op"] not in ("encoder", "decoder"):
+        return None
+    info = graph.nodes[attrs["spec_id"]]
+    assert info.stack is not None
+    start, end = attrs.get("layers", (0, len(info.stack.layers) - 1))
+    stack = getattr(model, attrs["spec_id"])
+    choices: dict[tuple[str, str], int] = {}
+    for attn in _attentions_of(stack, start, end):
+        choice: KernelChoice = _choice(attn)
+        choices[(choice.name, choice.reason)] = choices.get((choice.name, choice.reason), 0) + 1
+    names = ", ".join(f"{n} x{c}" if len(choices) > 1 else n for (n, _), c in choices.items())
+    reasons = "; ".join(dict.fromkeys(r for (_, r) in choices))
+    return names, reasons
+
+
+def _choice(attn: nn.Module) -> KernelChoice:
+    if isinstance(attn, LinearAttention):
+        return KernelChoice("linear", "linear attention: phi(Q) (phi(K)^T V), linear in length")
+    assert isinstance(attn, Attention)
+    return attn.kernel
+
+
+def _kernel_table(model: CompiledModel) -> list[dict[str, str]]:
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, Attention | LinearAttention):
+            choice = _choice(module)
+            rows.setdefault((name.split(".")[0], choice.name, choice.reason), []).append(name)
+    return [
+        {"node": node, "kernel": kernel, "reason": reason, "layers": str(len(names))}
+        for (node, kernel, reason), names in rows.items()
+    ]
+
+
+__all__ = ["CompileError", "CompiledModel", "compile_spec", "load_compiled", "mask_pattern"]

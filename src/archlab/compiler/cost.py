@@ -1,0 +1,169 @@
+"""Parameters and forward FLOPs of every node, from the analysed graph alone (no torch).
+
+Conventions (see docs/spec-reference.md):
+- ``params`` counts trainable tensors once; a tied weight belongs to the embedding it ties to.
+- ``flops`` counts a multiply-add as 2, like ``torch.utils.flop_counter.FlopCounterMode``: matrix
+  products (linear layers, convolutions, attention scores and values), per sample, at the inputs'
+  ``max_len`` and at inference shapes (after pruning). Element-wise work (norms, softmax,
+  activations) is not counted, as FlopCounterMode does not count it. Attention is counted dense
+  (T x S), also under causal or windowed masks.
+- ``macs`` = ``flops / 2``: the multiply-adds vision papers quote as "FLOPs" (DeiT-S: 4.6 G).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archlab.compiler.graph import (
+    AttentionPlan,
+    Graph,
+    ImageShape,
+    LayerPlan,
+    PruneStage,
+    SeqShape,
+    StackPlan,
+)
+
+#: Chunk length of causal linear attention (prefix sums across chunks, quadratic inside one).
+LINEAR_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    flops: int
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.params + other.params, self.flops + other.flops)
+
+
+ZERO = Cost(0, 0)
+
+
+def linear(n_in: int, n_out: int, bias: bool, tokens: int = 1) -> Cost:
+    return Cost(n_in * n_out + (n_out if bias else 0), 2 * tokens * n_in * n_out)
+
+
+def norm_params(kind: str, dim: int) -> int:
+    return 2 * dim if kind == "layernorm" else dim
+
+
+def attention_cost(plan: AttentionPlan, tokens: int, keys: int) -> Cost:
+    """One attention layer: projections plus the score and value products for all heads."""
+    H, K, E, D = plan.heads, plan.kv_heads, plan.head_dim, plan.dim
+    kv_in = plan.kv_dim if plan.kv_dim is not None else D
+    cost = linear(D, H * E, plan.bias, tokens) + linear(kv_in, 2 * K * E, plan.bias, keys)
+    cost += linear(H * E, D, plan.bias, tokens)
+    if plan.qk_norm:
+        cost += Cost(2 * norm_params(plan.norm_kind, E), 0)
+    if plan.kind == "softmax":
+        return cost + Cost(0, 4 * H * tokens * keys * E)
+    causal = plan.mask.kind == "causal"
+    if not causal:
+        # phi(K)^T V, then phi(Q) (phi(K)^T V) and the normaliser phi(Q) . sum phi(K)
+        return cost + Cost(0, H * (2 * keys * E * E + 2 * tokens * E * E + 2 * tokens * E))
+    chunk = min(LINEAR_CHUNK, tokens)
+    n_chunks = -(-tokens // chunk)
+    padded = n_chunks * chunk
+    # inside each chunk: masked scores and their product with V; across chunks: the state update
+    # phi(K_c)^T V_c and its read-out phi(Q_c) S, with the normaliser's read-out
+    intra = 4 * padded * chunk * E
+    inter = 2 * padded * E * E * 2 + 2 * padded * E
+    return cost + Cost(0, H * (intra + inter))
+
+
+def mlp_cost(dim: int, hidden: int, activation: str, bias: bool, tokens: int) -> Cost:
+    gated = activation in ("swiglu", "geglu")
+    return linear(dim, (2 if gated else 1) * hidden, bias, tokens) + linear(
+        hidden, dim, bias, tokens
+    )
+
+
+def layer_cost(stack: StackPlan, layer: LayerPlan) -> Cost:
+    """One layer of a stack (its pruning stage, if any, is a node of its own)."""
+    D, block = stack.dim, layer.block
+    n = norm_params(block.norm.kind, D)
+    cost = attention_cost(layer.attention, layer.tokens, layer.tokens) + Cost(2 * n, 0)
+    if layer.cross_attention is not None:
+        assert stack.memory_shape is not None
+        cost += attention_cost(
+            layer.cross_attention, layer.tokens, stack.memory_shape.length
+        ) + Cost(n, 0)
+    cost += mlp_cost(D, layer.hidden, block.mlp.activation, block.mlp.bias, layer.tokens_mlp)
+    if block.layer_scale is not None:
+        branches = 3 if layer.cross_attention is not None else 2
+        cost += Cost(branches * D, 0)
+    return cost
+
+
+def prune_cost(stage: PruneStage) -> Cost:
+    """Parameters and FLOPs of one pruning stage at inference."""
+    C, patches = stage.dim, stage.tokens_before - stage.n_cls
+    if stage.method == "dynamic":
+        # DynamicViT's predictor: LayerNorm, C -> C, then C -> C/2 -> C/4 -> 2 on the patch tokens
+        c2, c4 = C // 2, C // 4
+        return (
+            Cost(2 * C, 0)
+            + linear(C, C, True, patches)
+            + linear(C, c2, True, patches)
+            + linear(c2, c4, True, patches)
+            + linear(c4, 2, True, patches)
+        )
+    if stage.method == "merge":
+        # ToMe: similarity of the two token sets' keys (averaged over heads)
+        a, b = -(-patches // 2), patches // 2
+        return Cost(0, 2 * a * b * (stage.head_dim or C))
+    return ZERO
+
+
+def stack_segment_cost(stack: StackPlan, start: int, end: int) -> Cost:
+    cost = ZERO
+    for layer in stack.layers[start : end + 1]:
+        cost += layer_cost(stack, layer)
+    if stack.relative_bias is not None and start == 0:
+        assert stack.relative_bias_heads is not None
+        cost += Cost(stack.relative_bias.buckets * stack.relative_bias_heads, 0)
+    return cost
+
+
+def node_cost(graph: Graph, node_id: str) -> Cost:
+    """Cost of one node of ``graph.expanded`` (a spec node, a stack segment or a pruning stage)."""
+    attrs = graph.expanded.nodes[node_id]
+    op, spec_id = attrs["op"], attrs["spec_id"]
+    if op == "input":
+        return ZERO
+    info = graph.nodes[spec_id]
+    node = info.spec
+    shape = info.shape
+    if "stage" in attrs:
+        return prune_cost(attrs["stage"])
+    if info.stack is not None:
+        start, end = attrs.get("layers", (0, len(info.stack.layers) - 1))
+        return stack_segment_cost(info.stack, start, end)
+    if op == "embed":
+        vocab, dim = info.resolved["vocab"], info.resolved["dim"]
+        return Cost(0 if node.tie is not None else vocab * dim, 0)
+    if op == "patch_embed":
+        image = graph.nodes[node.input].shape
+        assert isinstance(image, ImageShape) and isinstance(shape, SeqShape)
+        ph, pw = node.patch_size
+        return linear(image.channels * ph * pw, shape.dim, True, shape.length)
+    if op == "cls_token":
+        assert isinstance(shape, SeqShape)
+        return Cost(node.count * shape.dim, 0)
+    if op == "position":
+        assert isinstance(shape, SeqShape)
+        return Cost(info.resolved["max_len"] * shape.dim if node.encoding == "learned" else 0, 0)
+    if op == "norm":
+        return Cost(norm_params(node.kind, shape.dim), 0)  # type: ignore[union-attr]
+    if op == "classify":
+        return linear(info.resolved["in_dim"], node.classes, True)
+    if op == "lm_head":
+        assert isinstance(shape, SeqShape)
+        tied = node.tie is not None
+        head = linear(info.resolved["in_dim"], shape.dim, False, shape.length)
+        return Cost(0 if tied else head.params, head.flops)
+    if op == "token_prune":
+        assert info.prune is not None
+        return prune_cost(info.prune)
+    return ZERO  # pool, add, concat, dropout
