@@ -548,7 +548,7 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
                 lines.append(f"    {v} = {call}({ins[0]}, {ms[0]})")
             mask_of[node_id] = "None"
         elif op in ("add", "concat"):
-            lines.append(f"    {v}, {m} = {call}([{', '.join(ins)}], [{', '.join(ms)}])")
+            lines.append(f"    {v}, {m} = {call}({', '.join(ins)}, masks=({', '.join(ms)},))")
             mask_of[node_id] = m
         else:  # token_prune never reaches here: the builder refuses it first
             raise CompileError(f"no code for op {op!r}")
