@@ -119,10 +119,11 @@ class CompiledModel(nn.Module):
 
     def summary(self) -> Summary:
         """Per-node shapes, parameters, FLOPs (multiply-add = 2) and attention kernels."""
-        kernels = {
-            node_id: _kernel_of(self, self.graph, node_id) for node_id in self.graph.expanded
-        }
-        kernels = {k: v for k, v in kernels.items() if v is not None}
+        kernels: dict[str, tuple[str, str]] = {}
+        for node_id in self.graph.expanded:
+            choice = _kernel_of(self, self.graph, node_id)
+            if choice is not None:
+                kernels[node_id] = choice
         rows = build_rows(self.graph, kernels)
         first = next(iter(self.parameters()), None)
         weight_bytes = sum(t.numel() * t.element_size() for t in _unique_tensors(self))
@@ -660,7 +661,7 @@ def _unique_tensors(model: nn.Module) -> list[Tensor]:
 
 def _attentions_of(stack: nn.Module, start: int, end: int) -> list[nn.Module]:
     found = []
-    for layer in list(stack.layers)[start : end + 1]:  # type: ignore[union-attr,arg-type]
+    for layer in list(stack.layers)[start : end + 1]:  # type: ignore[arg-type]
         found.append(layer.attention)
         if layer.cross_attention is not None:
             found.append(layer.cross_attention)

@@ -15,7 +15,7 @@ import difflib
 import keyword
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 
@@ -39,6 +39,7 @@ from archlab.specs.models import (
     LMHeadNode,
     Mask,
     NoMask,
+    NormKind,
     NormNode,
     PatchEmbedNode,
     PoolNode,
@@ -134,8 +135,8 @@ class AttentionPlan:
     dropout: float
     bias: bool
     qk_norm: bool
-    feature_map: str
-    norm_kind: str  # the block's norm kind, used by qk_norm
+    feature_map: Literal["elu", "relu"]
+    norm_kind: NormKind  # the block's norm kind, used by qk_norm
     norm_eps: float
 
 
@@ -331,10 +332,12 @@ class _Analyzer:
         data.add_nodes_from(spec.inputs)
         data.add_nodes_from(spec.nodes)
         known = set(spec.inputs) | set(spec.nodes)
+        broken_refs = False
         for node_id, node in spec.nodes.items():
             for field_name, ref in _refs(node):
                 if ref not in known:
                     self.errors.add(f"nodes.{node_id}.{field_name}", _unknown_ref(ref, known))
+                    broken_refs = True
                 else:
                     # a tie shares weights rather than data, but orders the nodes all the same
                     data.add_edge(ref, node_id)
@@ -351,7 +354,8 @@ class _Analyzer:
         for cycle in cycles:
             loop = " -> ".join([*cycle, cycle[0]])
             self.errors.add(f"nodes.{cycle[0]}.input", f"the graph has a cycle: {loop}")
-        self._check_unused(data)
+        if not broken_refs:  # a mistyped reference would make everything upstream look unused
+            self._check_unused(data)
         if cycles:
             return None
 
@@ -771,15 +775,20 @@ class _Analyzer:
                 return None
         ok = True
         base = node.block.model_dump(mode="json", exclude_unset=True)
-        blocks: list[tuple[Block, int | None]] = []
+        blocks: list[tuple[Block, tuple[int, ...]]] = []
         for i in range(node.depth):
-            k = node.layer_overrides[i]
-            if k is None:
-                blocks.append((node.block, None))
-            else:
-                blocks.append(
-                    (Block.model_validate(merge_block(base, node.overrides[k].partial)), k)
+            owners = node.layer_overrides[i]
+            merged = base
+            for k in owners:  # overlapping overrides apply in the order written
+                merged = merge_block(merged, node.overrides[k].partial)
+            try:
+                blocks.append((Block.model_validate(merged) if owners else node.block, owners))
+            except ValueError as exc:
+                self.errors.add(
+                    f"{path}.overrides.{owners[-1]}",
+                    f"layer {i}: the overrides {list(owners)} merge into an invalid block: {exc}",
                 )
+                return None
 
         reported: set[tuple[str, str]] = set()
 
@@ -814,8 +823,9 @@ class _Analyzer:
         tokens = seq.length
         rel_bias: RelativeBias | None = None
         rel_heads: int | None = None
-        for i, (block, k) in enumerate(blocks):
-            owner = k if k is not None and _sets(node.overrides[k].partial, "attention") else None
+        for i, (block, owners) in enumerate(blocks):
+            last = owners[-1] if owners else None
+            owner = _last_setting(node, owners, "attention")
             attn = self._attention(
                 block.attention,
                 seq,
@@ -826,11 +836,7 @@ class _Analyzer:
             cross = None
             if isinstance(node, DecoderNode) and node.memory is not None:
                 assert memory_shape is not None
-                cowner = (
-                    k
-                    if k is not None and _sets(node.overrides[k].partial, "cross_attention")
-                    else None
-                )
+                cowner = _last_setting(node, owners, "cross_attention")
                 cross = self._cross_attention(
                     block,
                     memory_shape,
@@ -841,7 +847,7 @@ class _Analyzer:
                     ok = False
             elif block.cross_attention is not None:
                 report(
-                    k,
+                    last,
                     "cross_attention",
                     "cross_attention is set, but the decoder has no 'memory' to attend to",
                 )
@@ -854,7 +860,7 @@ class _Analyzer:
                     rel_bias, rel_heads = attn.position, attn.heads
                 elif attn.position != rel_bias or attn.heads != rel_heads:
                     report(
-                        k,
+                        last,
                         "attention.position",
                         f"layers sharing the stack's relative_bias table need equal settings and head "
                         f"counts: layer {i} has {attn.heads} heads and {attn.position.model_dump(exclude={'kind'})}, "
@@ -866,7 +872,7 @@ class _Analyzer:
             )
             if hidden < 1:
                 report(
-                    k,
+                    last,
                     "mlp.ratio",
                     f"ratio {block.mlp.ratio} of width {seq.dim} leaves no hidden units",
                 )
@@ -893,7 +899,7 @@ class _Analyzer:
                 block.drop_path * i / (node.depth - 1) if node.depth > 1 else block.drop_path
             )
             layers.append(
-                LayerPlan(i, block, attn, cross, hidden, drop_path, tokens_in, tokens, stage, k)
+                LayerPlan(i, block, attn, cross, hidden, drop_path, tokens_in, tokens, stage, last)
             )
         if not ok or base_attn is None:
             return None
@@ -902,7 +908,7 @@ class _Analyzer:
             if node.block.mlp.hidden is not None
             else int(node.block.mlp.ratio * seq.dim)
         )
-        base = LayerPlan(
+        base_plan = LayerPlan(
             -1,
             node.block,
             base_attn,
@@ -924,7 +930,7 @@ class _Analyzer:
             memory_shape,
             rel_bias,
             rel_heads,
-            base,
+            base_plan,
         )
         shape = replace(seq, length=tokens, grid=seq.grid if tokens == seq.length else None)
         return self._info(node_id, node, shape, stack=plan)
@@ -1179,8 +1185,10 @@ def _resolve_mask(mask: Mask | None, causal: bool) -> Mask:
     return mask
 
 
-def _sets(partial: dict[str, Any], key: str) -> bool:
-    return key in partial
+def _last_setting(node: EncoderNode | DecoderNode, owners: tuple[int, ...], key: str) -> int | None:
+    """The last of a layer's overrides that sets ``key`` (where its errors are reported)."""
+    setting = [k for k in owners if key in node.overrides[k].partial]
+    return setting[-1] if setting else None
 
 
 def _needs_cls(method: str) -> str:

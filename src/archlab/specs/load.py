@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from archlab.specs.errors import ErrorList, SpecError, format_path
-from archlab.specs.models import Block, Spec
+from archlab.specs.models import Block, DecoderNode, EncoderNode, Spec
 from archlab.specs.upgrade import upgrade
 
 SpecSource = str | os.PathLike[str] | Mapping[str, Any] | Spec
@@ -232,9 +232,9 @@ def merge_block(base: Mapping[str, Any], partial: Mapping[str, Any]) -> dict[str
 def check_overrides(spec: Spec, data: Mapping[str, Any], errors: ErrorList) -> None:
     """Every override, merged into its block, must give a valid block; errors point at it."""
     for node_id, node in spec.nodes.items():
-        overrides = getattr(node, "overrides", None)
-        if not overrides:
+        if not isinstance(node, EncoderNode | DecoderNode) or not node.overrides:
             continue
+        overrides = node.overrides
         base = node.block.model_dump(mode="json", exclude_unset=True)
         for k, override in enumerate(overrides):
             path = ("nodes", node_id, "overrides", k)

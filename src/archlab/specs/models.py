@@ -368,14 +368,14 @@ class _Stack(SpecModel):
     overrides: list[Override] = []
 
     @cached_property
-    def layer_overrides(self) -> list[int | None]:
-        """For each layer, the index of the last override that covers it (None: the base block)."""
-        owner: list[int | None] = [None] * self.depth
+    def layer_overrides(self) -> list[tuple[int, ...]]:
+        """For each layer, the indices of the overrides that cover it, in the order written."""
+        owners: list[list[int]] = [[] for _ in range(self.depth)]
         for k, override in enumerate(self.overrides):
             for layer in override.layers:
                 if layer < self.depth:
-                    owner[layer] = k
-        return owner
+                    owners[layer].append(k)
+        return [tuple(o) for o in owners]
 
 
 class EncoderNode(_Stack):
