@@ -14,8 +14,9 @@ from torch import Tensor, nn
 def alibi_slopes(heads: int) -> Tensor:
     """Per-head ALiBi slopes (Press et al. 2022), an `(H,)` float32 tensor.
 
-    For a power of two n the slopes are r, r^2, ..., r^n with r = 2^(-8/n). Otherwise the n' = largest
-    power of two below n heads take the slopes for n', and the rest take every other slope for 2n'.
+    For a power of two n the slopes are r, r^2, ..., r^n with r = 2^(-8/n). Otherwise the first m
+    heads, m the largest power of two below n, take the slopes for m, and the others take every
+    other slope for 2m.
     """
     if heads < 1:
         raise ValueError(f"alibi needs at least one head (got {heads})")

@@ -89,6 +89,9 @@ class MaskPattern:
         return self.allows(i, j)
 
 
+NO_MASK = MaskPattern("none")
+
+
 def dense_mask(
     pattern: MaskPattern,
     T: int,

@@ -11,7 +11,7 @@ Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"]
 
 
 class Gated(nn.Module):
-    """GLU variants (Shazeer 2020): splits `(..., 2F)` into value and gate, returns value * act(gate)."""
+    """A GLU variant (Shazeer 2020): value * act(gate), from one `(..., 2F)` input."""
 
     def __init__(self, act: nn.Module) -> None:
         super().__init__()

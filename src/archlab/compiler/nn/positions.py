@@ -49,10 +49,10 @@ def sincos_2d_table(grid_h: int, grid_w: int, dim: int) -> Tensor:
 
 
 def _add_table(x: Tensor, table: Tensor) -> Tensor:
-    T = x.shape[1]
-    if T > table.shape[0]:
-        raise ValueError(f"sequence length {T} exceeds the position table's {table.shape[0]}")
-    return x + table[:T].to(x.dtype)
+    length, max_len = x.shape[1], table.shape[0]
+    if length > max_len:
+        raise ValueError(f"sequence length {length} exceeds the position table's {max_len}")
+    return x + table[:length].to(x.dtype)
 
 
 class SinusoidalPosition(nn.Module):
@@ -93,4 +93,3 @@ class SinCos2dPosition(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Shape: x `(B, N, D)` -> `(B, N, D)`, N <= n_cls + grid_h * grid_w."""
         return _add_table(x, self.table)
-

@@ -26,6 +26,7 @@ class RotaryEmbedding(nn.Module):
                 "it must be a positive even number"
             )
         self.rotated = rotated
+        self.max_len = max_len
         inv_freq = base ** -(torch.arange(0, rotated, 2, dtype=torch.float64) / rotated)  # (R/2,)
         angle = torch.arange(max_len, dtype=torch.float64)[:, None] * inv_freq  # (L, R/2)
         angle = torch.cat([angle, angle], dim=1)  # (L, R)
@@ -37,11 +38,11 @@ class RotaryEmbedding(nn.Module):
 
     def rotate(self, x: Tensor) -> Tensor:
         """Shape: x `(B, H, T, E)` -> `(B, H, T, E)`, position t at index t."""
-        T = x.shape[-2]
-        if T > self.cos.shape[0]:
-            raise ValueError(f"sequence length {T} exceeds rotary max_len {self.cos.shape[0]}")
-        cos = self.cos[:T].to(x.dtype)  # (T, R)
-        sin = self.sin[:T].to(x.dtype)
+        length = x.shape[-2]
+        if length > self.max_len:
+            raise ValueError(f"sequence length {length} exceeds rotary max_len {self.max_len}")
+        cos = self.cos[:length].to(x.dtype)  # (T, R)
+        sin = self.sin[:length].to(x.dtype)
         head, rest = x[..., : self.rotated], x[..., self.rotated :]
         first, second = head.chunk(2, dim=-1)  # (B, H, T, R/2) each
         turned = torch.cat([-second, first], dim=-1)  # (B, H, T, R): head rotated by 90 degrees

@@ -1,0 +1,352 @@
+"""Softmax attention and the one place that chooses its kernel.
+
+Every kernel computes the same function, softmax(QK^T / sqrt(E) + bias + mask) V, and a query that
+may see no key outputs zeros:
+- `reference`: that formula written out; the baseline the others are tested against.
+- `sdpa`: `F.scaled_dot_product_attention` with `is_causal` or no mask (flash / efficient kernels);
+  a padding mask at run time switches it to a dense mask.
+- `sdpa_mask`: SDPA with a dense bool mask, or a float mask when there is a position bias.
+- `flex`: FlexAttention, with a block mask for the pattern and padding and a `score_mod` for the
+  position bias. Fused under `torch.compile` on CUDA; eager elsewhere, and forward-only on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from archlab.compiler.nn.bias import AlibiBias
+from archlab.compiler.nn.masks import NO_MASK, MaskPattern, dense_mask
+from archlab.compiler.nn.norms import NormKind
+from archlab.compiler.nn.projections import HeadProjections
+from archlab.compiler.nn.rotary import RotaryEmbedding
+
+try:
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # torch < 2.5
+    FLEX_IMPORTABLE = False
+else:
+    FLEX_IMPORTABLE = True
+
+KERNELS = ("sdpa", "sdpa_mask", "flex", "reference", "linear")
+Position = Literal["rotary", "alibi", "relative_bias"]
+_FLEX_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# SDPA's native GQA (`enable_gqa`) runs fused only in the flash kernel: half precision, no mask.
+# Elsewhere it falls back to the unfused math kernel, so repeating K/V heads is faster there.
+_FLASH_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """The attention kernel an `Attention` runs and why it was chosen (shown in summaries)."""
+
+    name: str
+    reason: str
+
+
+def kernel_problem(
+    name: str, *, mask: MaskPattern, position: Position | None, has_dropout: bool
+) -> str | None:
+    """Why softmax kernel `name` cannot run this attention, or None when it can."""
+    if name not in KERNELS:
+        return f"unknown kernel {name!r}; choose one of {', '.join(KERNELS)}"
+    if name == "linear":
+        return "linear is the kernel of linear attention, not of softmax attention"
+    if name == "sdpa" and not mask.is_plain:
+        return f"sdpa applies only the masks none and causal (got {mask.kind}); use sdpa_mask"
+    if name == "sdpa" and position in ("alibi", "relative_bias"):
+        return f"sdpa takes no additive bias (position {position}); use sdpa_mask or flex"
+    if name == "flex" and not FLEX_IMPORTABLE:
+        return "FlexAttention is not importable (torch < 2.5)"
+    if name == "flex" and has_dropout:
+        return "FlexAttention has no attention dropout"
+    return None
+
+
+def _why_not_flex(device: torch.device, dtype: torch.dtype | None, has_dropout: bool) -> str | None:
+    if not FLEX_IMPORTABLE:
+        return "FlexAttention is not importable (torch < 2.5)"
+    if device.type != "cuda":
+        return f"FlexAttention needs CUDA to be fused (device is {device.type})"
+    if has_dropout:
+        return "FlexAttention has no attention dropout"
+    if dtype is not None and dtype not in _FLEX_DTYPES:
+        return f"FlexAttention kernels take float16, bfloat16 or float32 (dtype is {dtype})"
+    return None
+
+
+def choose_kernel(
+    *,
+    kind: str,
+    mask: MaskPattern,
+    position: Position | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    has_dropout: bool,
+    override: str | None = None,
+) -> KernelChoice:
+    """Choose the attention kernel for `kind` ("softmax" or "linear") on `device` and `dtype`.
+
+    Order: `linear` for linear attention; an `override` (any of `KERNELS` that can run the
+    attention, else ValueError); `sdpa` when SDPA needs no mask tensor (masks none/causal,
+    positions none/rotary); `flex` when FlexAttention can be fused (CUDA, no dropout); otherwise
+    `sdpa_mask`, whose reason says why flex was not taken. `device=None` means CPU. An override
+    of `flex` on CPU runs FlexAttention eagerly and forward-only (it has no CPU backward).
+    """
+    if kind == "linear":
+        if override not in (None, "linear"):
+            raise ValueError(f"linear attention has only the kernel linear (override {override!r})")
+        return KernelChoice("linear", "linear attention: phi(Q) (phi(K)^T V), linear in length")
+    if kind != "softmax":
+        raise ValueError(f"unknown attention kind {kind!r}; choose softmax or linear")
+    if override is not None:
+        problem = kernel_problem(override, mask=mask, position=position, has_dropout=has_dropout)
+        if problem is not None:
+            raise ValueError(f"kernel override {override!r} cannot run this attention: {problem}")
+        return KernelChoice(override, "requested by override")
+    if mask.is_plain and position in (None, "rotary"):
+        how = "is_causal" if mask.kind == "causal" else "no mask"
+        return KernelChoice(
+            "sdpa",
+            f"SDPA with {how}; a padding mask at run time switches it to a dense (B, 1, T, S) mask",
+        )
+    needs = f"mask {mask.kind}" if not mask.is_plain else f"position {position}"
+    why_not = _why_not_flex(torch.device(device or "cpu"), dtype, has_dropout)
+    if why_not is None:
+        return KernelChoice("flex", f"{needs}: FlexAttention with a block mask and score_mod")
+    return KernelChoice("sdpa_mask", f"{needs} needs a mask tensor; {why_not}")
+
+
+MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def _mask_mod(pattern: MaskPattern, key_padding: Tensor | None) -> MaskMod:
+    """FlexAttention's mask_mod(b, h, q_idx, kv_idx) for a pattern and optional padding."""
+    if key_padding is None:
+        return lambda b, h, q_idx, kv_idx: pattern.allows(q_idx, kv_idx)
+    if pattern.kind == "none":
+        return lambda b, h, q_idx, kv_idx: key_padding[b, kv_idx]
+    return lambda b, h, q_idx, kv_idx: pattern.allows(q_idx, kv_idx) & key_padding[b, kv_idx]
+
+
+def _alibi_score_mod(slopes: Tensor) -> ScoreMod:
+    return lambda score, b, h, q_idx, kv_idx: score - slopes[h] * (q_idx - kv_idx).abs()
+
+
+def _table_score_mod(bias: Tensor) -> ScoreMod:
+    return lambda score, b, h, q_idx, kv_idx: score + bias[h, q_idx, kv_idx]
+
+
+class Attention(HeadProjections):
+    """Multi-head softmax attention: self-attention, or cross-attention to a memory.
+
+    Projections, grouped-query heads and QK norm come from `HeadProjections` (`qkv`, or `q` and
+    `kv`; `out`; `q_norm`, `k_norm`). Positions: `rotary` (a `RotaryEmbedding` for `head_dim`),
+    `alibi`, or `relative_bias`, for which the stack hands its shared `(H, T, S)` table to
+    `forward` as `bias`. `mask` is the structural pattern; padding comes with each call.
+    `max_len` bounds the query length. The kernel is fixed at construction (see `choose_kernel`)
+    and kept as `self.kernel`; `dropout` acts on the attention weights.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        kv_heads: int | None = None,
+        head_dim: int | None = None,
+        kv_dim: int | None = None,
+        bias: bool = True,
+        qk_norm: NormKind | None = None,
+        eps: float = 1e-6,
+        dropout: float = 0.0,
+        mask: MaskPattern = NO_MASK,
+        rotary: RotaryEmbedding | None = None,
+        alibi: bool = False,
+        relative_bias: bool = False,
+        max_len: int,
+        kernel: KernelChoice,
+    ) -> None:
+        super().__init__(
+            dim,
+            heads,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            kv_dim=kv_dim,
+            bias=bias,
+            qk_norm=qk_norm,
+            eps=eps,
+        )
+        if (rotary is not None) + alibi + relative_bias > 1:
+            raise ValueError("choose at most one of rotary, alibi and relative_bias")
+        if kv_dim is not None and (rotary is not None or alibi or relative_bias):
+            raise ValueError("cross-attention takes no in-attention position")
+        position: Position | None = None
+        if rotary is not None:
+            position = "rotary"
+        elif alibi:
+            position = "alibi"
+        elif relative_bias:
+            position = "relative_bias"
+        problem = kernel_problem(kernel.name, mask=mask, position=position, has_dropout=dropout > 0)
+        if problem is not None:
+            raise ValueError(f"kernel {kernel.name!r} cannot run this attention: {problem}")
+
+        self.kernel = kernel
+        self.mask = mask
+        self.max_len = max_len
+        self.scale = self.head_dim**-0.5
+        self.attn_dropout = dropout
+        self.uses_bias = relative_bias
+        self.rotary = rotary
+        self.alibi = AlibiBias(heads) if alibi else None
+        self._block_masks: dict[tuple[int, int, torch.device], BlockMask | None] = {}
+
+    def forward(
+        self,
+        x: Tensor,
+        key_padding: Tensor | None = None,
+        memory: Tensor | None = None,
+        bias: Tensor | None = None,
+    ) -> Tensor:
+        """Attend from `x` to itself, or to `memory` in cross-attention.
+
+        Args:
+            x: the queries' sequence.
+            key_padding: True for real keys (of `x`, or of `memory` in cross-attention).
+            memory: the keys' and values' sequence; required for, and only for, cross-attention.
+            bias: the stack's relative position table; required for, and only for, relative_bias.
+
+        Shape:
+            x `(B, T, D)`, key_padding `(B, S)`, memory `(B, S, Dm)`, bias `(H, T, S)`
+            -> `(B, T, D)`; S = T in self-attention.
+        """
+        if self.uses_bias != (bias is not None):
+            raise ValueError("a relative_bias attention needs bias; others take none")
+        if x.shape[1] > self.max_len:
+            raise ValueError(
+                f"sequence length {x.shape[1]} exceeds attention max_len {self.max_len}"
+            )
+        q, k, v = self.project(x, memory)  # (B, H, T, E), (B, K, S, E), (B, K, S, E)
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
+        T, S = q.shape[2], k.shape[2]
+
+        name = self.kernel.name
+        if name == "flex":
+            y = self._flex(q, k, v, key_padding, bias)
+        elif name == "sdpa" and key_padding is None:
+            y = self._sdpa(q, k, v, None, is_causal=self.mask.kind == "causal")
+        else:
+            allowed = dense_mask(self.mask, T, S, key_padding, q.device)  # (B|1, 1, T|1, S)
+            if self.alibi is not None:
+                bias = self.alibi(T, S)
+            bias = None if bias is None else bias.to(q.dtype)  # (H, T, S)
+            attend = self._reference if name == "reference" else self._sdpa_dense
+            y = attend(q, k, v, allowed, bias)
+        return self.merge(y)  # (B, H, T, E) -> (B, T, D)
+
+    def _reference(
+        self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, bias: Tensor | None
+    ) -> Tensor:
+        k, v = self.repeat_kv(k, v)  # (B, H, S, E)
+        scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
+        if bias is not None:
+            scores = scores + bias
+        if allowed is None:
+            weights = scores.softmax(dim=-1)
+        else:
+            allowed, sees = _unblock_empty_rows(allowed)
+            weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            weights = weights.masked_fill(~sees, 0.0)
+        weights = F.dropout(weights, self.attn_dropout, self.training)
+        return weights @ v  # (B, H, T, E)
+
+    def _sdpa(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool
+    ) -> Tensor:
+        native_gqa = self.groups > 1 and mask is None and q.dtype in _FLASH_DTYPES
+        if not native_gqa:
+            k, v = self.repeat_kv(k, v)
+        return F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            is_causal=is_causal,
+            scale=self.scale,
+            enable_gqa=native_gqa,
+        )
+
+    def _sdpa_dense(
+        self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, bias: Tensor | None
+    ) -> Tensor:
+        if allowed is None:
+            return self._sdpa(q, k, v, bias, is_causal=False)
+        allowed, sees = _unblock_empty_rows(allowed)
+        mask = allowed if bias is None else bias.masked_fill(~allowed, float("-inf"))
+        return self._sdpa(q, k, v, mask, is_causal=False).masked_fill(~sees, 0.0)
+
+    def _flex(
+        self, q: Tensor, k: Tensor, v: Tensor, key_padding: Tensor | None, bias: Tensor | None
+    ) -> Tensor:
+        score_mod = None
+        if self.alibi is not None:
+            score_mod = _alibi_score_mod(self.alibi.slopes)
+        elif bias is not None:
+            score_mod = _table_score_mod(bias.to(q.dtype))
+        block_mask = self._block_mask(q.shape[2], k.shape[2], key_padding, q.device)
+        return flex_attention(
+            q,
+            k,
+            v,
+            score_mod=score_mod,
+            block_mask=block_mask,
+            scale=self.scale,
+            enable_gqa=self.groups > 1,
+        )
+
+    def _block_mask(
+        self, T: int, S: int, key_padding: Tensor | None, device: torch.device
+    ) -> BlockMask | None:
+        """The block mask for T queries and S keys, cached per (T, S, device) unless padded.
+
+        Padding differs per batch, so a padded call builds its own mask. Under torch.compile the
+        mask is built inside the graph (no Python-side mutation); in eager it is cached.
+        """
+        if key_padding is not None:
+            mod = _mask_mod(self.mask, key_padding)
+            return create_block_mask(mod, key_padding.shape[0], None, T, S, device=device)
+        if self.mask.kind == "none":
+            return None
+        if torch.compiler.is_compiling():
+            return create_block_mask(_mask_mod(self.mask, None), None, None, T, S, device=device)
+        key = (T, S, device)
+        if key not in self._block_masks:
+            mod = _mask_mod(self.mask, None)
+            self._block_masks[key] = create_block_mask(mod, None, None, T, S, device=device)
+        return self._block_masks[key]
+
+    def extra_repr(self) -> str:
+        return (
+            f"heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}, "
+            f"mask={self.mask.kind}, kernel={self.kernel.name}"
+        )
+
+
+def _unblock_empty_rows(allowed: Tensor) -> tuple[Tensor, Tensor]:
+    """Let queries that may see no key see every key, so no softmax row is all -inf (NaN).
+
+    Returns the widened mask and `sees` (True where a query had a visible key), whose False rows
+    the caller zeroes in the output. Shape: allowed `(B, 1, T, S)` (broadcastable) ->
+    (same, `(B, 1, T, 1)`).
+    """
+    sees = allowed.any(dim=-1, keepdim=True)
+    return allowed | ~sees, sees

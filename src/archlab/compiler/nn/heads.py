@@ -1,0 +1,95 @@
+"""Output heads: pooling a sequence, classifying it, or predicting tokens."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archlab.compiler.nn.embeddings import TokenEmbedding
+
+PoolMode = Literal["cls", "mean", "max", "last"]
+
+
+class Pool(nn.Module):
+    """Sequence to vector: the first CLS token, or the mean, max or last of the other tokens.
+
+    `mean` and `max` skip the `n_cls` leading tokens (as timm does) and padding; `last` is the last
+    real token. A sample with no real token pools to zeros.
+    """
+
+    def __init__(self, mode: PoolMode, n_cls: int = 0) -> None:
+        super().__init__()
+        if mode not in ("cls", "mean", "max", "last"):
+            raise ValueError(f"unknown pool mode {mode!r}; choose cls, mean, max or last")
+        if mode == "cls" and n_cls < 1:
+            raise ValueError("pool mode cls needs a CLS token (n_cls is 0)")
+        self.mode = mode
+        self.n_cls = n_cls
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Shape: x `(B, N, D)`, mask `(B, N)` -> `(B, D)`."""
+        if self.mode == "cls":
+            return x[:, 0]
+        if self.mode == "last":
+            return self._last(x, mask)
+        x = x[:, self.n_cls :]  # (B, N', D): patch tokens only
+        if mask is None:
+            return x.mean(dim=1) if self.mode == "mean" else x.amax(dim=1)
+        real = mask[:, self.n_cls :, None]  # (B, N', 1)
+        if self.mode == "mean":
+            count = real.sum(dim=1).clamp(min=1)  # (B, 1)
+            return (x * real).sum(dim=1) / count
+        largest = x.masked_fill(~real, float("-inf")).amax(dim=1)  # (B, D)
+        return largest.masked_fill(~real.any(dim=1), 0.0)
+
+    def _last(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        if mask is None:
+            return x[:, -1]
+        position = torch.arange(x.shape[1], device=x.device)  # (N,)
+        last = torch.where(mask, position, -1).amax(dim=1)  # (B,), -1 when nothing is real
+        pooled = x[torch.arange(x.shape[0], device=x.device), last.clamp(min=0)]  # (B, D)
+        return pooled.masked_fill((last < 0)[:, None], 0.0)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, n_cls={self.n_cls}"
+
+
+class Classify(nn.Module):
+    """`pool` then a Linear classifier `fc`."""
+
+    def __init__(self, dim: int, classes: int, mode: PoolMode, n_cls: int = 0) -> None:
+        super().__init__()
+        self.pool = Pool(mode, n_cls)
+        self.fc = nn.Linear(dim, classes)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Shape: x `(B, N, D)`, mask `(B, N)` -> logits `(B, classes)`."""
+        return self.fc(self.pool(x, mask))
+
+
+class LMHead(nn.Module):
+    """Per-token vocabulary logits, x @ weight^T, with no bias.
+
+    With `tied`, `weight` is the embedding's own Parameter (one tensor, listed once by
+    `named_parameters`); otherwise a fresh `(V, D)` weight initialised normal with std 0.02.
+    """
+
+    def __init__(self, dim: int, vocab: int, tied: TokenEmbedding | None = None) -> None:
+        super().__init__()
+        if tied is None:
+            self.weight = nn.Parameter(torch.empty(vocab, dim))
+            nn.init.normal_(self.weight, std=0.02)
+        else:
+            if tuple(tied.weight.shape) != (vocab, dim):
+                raise ValueError(
+                    f"lm_head ({vocab} x {dim}) cannot tie an embedding of shape "
+                    f"{tuple(tied.weight.shape)}"
+                )
+            self.weight = tied.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shape: x `(B, T, D)` -> logits `(B, T, V)`."""
+        return F.linear(x, self.weight)
