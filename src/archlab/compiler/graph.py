@@ -188,7 +188,6 @@ class StackPlan:
     memory_shape: SeqShape | None
     relative_bias: RelativeBias | None
     relative_bias_heads: int | None
-    base: LayerPlan  # the stack's ``block`` itself, resolved (layer index -1), for canonical forms
 
     @property
     def stages(self) -> list[PruneStage]:
@@ -231,65 +230,79 @@ class Graph:
 # Attribute names of torch.nn.Module (torch 2.x), hard-coded so that validation imports no torch;
 # ``tests/compiler/test_graph.py`` checks the list against the installed torch. Plus the names
 # archlab's compiled model itself defines.
-MODULE_ATTRIBUTES = frozenset(
-    [
-        "T_destination",
-        "add_module",
-        "apply",
-        "bfloat16",
-        "buffers",
-        "call_super_init",
-        "children",
-        "compile",
-        "cpu",
-        "cuda",
-        "double",
-        "dump_patches",
-        "eval",
-        "extra_repr",
-        "float",
-        "forward",
-        "get_buffer",
-        "get_extra_state",
-        "get_parameter",
-        "get_submodule",
-        "half",
-        "ipu",
-        "load_state_dict",
-        "modules",
-        "mtia",
-        "named_buffers",
-        "named_children",
-        "named_modules",
-        "named_parameters",
-        "parameters",
-        "register_backward_hook",
-        "register_buffer",
-        "register_forward_hook",
-        "register_forward_pre_hook",
-        "register_full_backward_hook",
-        "register_full_backward_pre_hook",
-        "register_load_state_dict_post_hook",
-        "register_load_state_dict_pre_hook",
-        "register_module",
-        "register_parameter",
-        "register_state_dict_post_hook",
-        "register_state_dict_pre_hook",
-        "requires_grad_",
-        "set_extra_state",
-        "set_submodule",
-        "share_memory",
-        "smart_apply",
-        "state_dict",
-        "to",
-        "to_empty",
-        "train",
-        "training",
-        "type",
-        "xpu",
-        "zero_grad",
-    ]
-) | frozenset({"spec", "graph", "summary", "spec_hash", "inputs", "outputs", "code"})
+MODULE_ATTRIBUTES = (
+    frozenset(
+        [
+            "T_destination",
+            "add_module",
+            "apply",
+            "bfloat16",
+            "buffers",
+            "call_super_init",
+            "children",
+            "compile",
+            "cpu",
+            "cuda",
+            "double",
+            "dump_patches",
+            "eval",
+            "extra_repr",
+            "float",
+            "forward",
+            "get_buffer",
+            "get_extra_state",
+            "get_parameter",
+            "get_submodule",
+            "half",
+            "ipu",
+            "load_state_dict",
+            "modules",
+            "mtia",
+            "named_buffers",
+            "named_children",
+            "named_modules",
+            "named_parameters",
+            "parameters",
+            "register_backward_hook",
+            "register_buffer",
+            "register_forward_hook",
+            "register_forward_pre_hook",
+            "register_full_backward_hook",
+            "register_full_backward_pre_hook",
+            "register_load_state_dict_post_hook",
+            "register_load_state_dict_pre_hook",
+            "register_module",
+            "register_parameter",
+            "register_state_dict_post_hook",
+            "register_state_dict_pre_hook",
+            "requires_grad_",
+            "set_extra_state",
+            "set_submodule",
+            "share_memory",
+            "smart_apply",
+            "state_dict",
+            "to",
+            "to_empty",
+            "train",
+            "training",
+            "type",
+            "xpu",
+            "zero_grad",
+        ]
+    )
+    | frozenset({"spec", "graph", "summary", "spec_hash", "inputs", "outputs", "code"})
+    | frozenset(
+        # the private attributes nn.Module keeps on its class or in every instance's dict
+        """_apply _backward_hooks _backward_pre_hooks _buffers _call_impl _compiled_call_impl
+    _forward_hooks _forward_hooks_always_called _forward_hooks_with_kwargs _forward_pre_hooks
+    _forward_pre_hooks_with_kwargs _get_backward_hooks _get_backward_pre_hooks _get_name
+    _is_full_backward_hook _load_from_state_dict _load_state_dict_post_hooks
+    _load_state_dict_pre_hooks _maybe_warn_non_full_backward_hook _modules _named_members
+    _non_persistent_buffers_set _parameters _register_load_state_dict_pre_hook
+    _register_state_dict_hook _replicate_for_data_parallel _save_to_state_dict _slow_forward
+    _state_dict_hooks _state_dict_pre_hooks _version _wrapped_call_impl""".split()  # noqa: SIM905
+    )
+)
 
 
 def check_graph(spec: Spec, source: str | None = None) -> None:
@@ -326,7 +339,7 @@ class _Analyzer:
         spec = self.spec
         self._check_names()
         for name, inp in spec.inputs.items():
-            self.infos[name] = NodeInfo(name, "input", inp, _input_shape(inp))
+            self.infos[name] = NodeInfo(name, "input", inp, _input_shape(name, inp))
 
         data = nx.DiGraph()
         data.add_nodes_from(spec.inputs)
@@ -350,8 +363,8 @@ class _Analyzer:
         if len(set(spec.outputs)) != len(spec.outputs):
             self.errors.add("outputs", f"outputs list a node twice: {spec.outputs}")
 
-        cycles = list(nx.simple_cycles(data))
-        for cycle in cycles:
+        cycles = [_rotate(c, list(spec.nodes)) for c in nx.simple_cycles(data)]
+        for cycle in sorted(cycles):
             loop = " -> ".join([*cycle, cycle[0]])
             self.errors.add(f"nodes.{cycle[0]}.input", f"the graph has a cycle: {loop}")
         if not broken_refs:  # a mistyped reference would make everything upstream look unused
@@ -387,7 +400,7 @@ class _Analyzer:
                 self.errors.add(
                     path, f"node id {node_id!r} clashes with the input of that name; rename one"
                 )
-            if node_id in MODULE_ATTRIBUTES:
+            if node_id in MODULE_ATTRIBUTES or node_id.startswith("__"):
                 self.errors.add(
                     path,
                     f"node id {node_id!r} clashes with an attribute of the compiled nn.Module; rename it",
@@ -485,6 +498,9 @@ class _Analyzer:
 
     def _tie_target(self, node_id: str, ref: str, field_name: str) -> NodeInfo | None:
         path = f"nodes.{node_id}.{field_name}"
+        if ref in self.spec.inputs:
+            self.errors.add(path, f"can only tie to an embed node; {ref!r} is an input")
+            return None
         target = self.spec.nodes.get(ref)
         if target is None:
             return None  # reported as an unknown reference
@@ -711,6 +727,13 @@ class _Analyzer:
     def _infer_add(self, node_id: str, node: Any) -> NodeInfo | None:
         shapes = [self.infos[ref].shape for ref in node.inputs]
         first = shapes[0]
+        if not isinstance(first, SeqShape | VecShape):
+            src = node.inputs[0]
+            self.errors.add(
+                f"nodes.{node_id}.inputs",
+                f"add needs features, but {_describe(src, self.infos[src])}",
+            )
+            return None
         for ref, shape in zip(node.inputs[1:], shapes[1:], strict=True):
             if (
                 not isinstance(shape, SeqShape | VecShape)
@@ -758,7 +781,14 @@ class _Analyzer:
         return self._info(node_id, node, shape)
 
     def _infer_dropout(self, node_id: str, node: DropoutNode) -> NodeInfo | None:
-        return self._info(node_id, node, self.infos[node.input].shape)
+        src = self.infos[node.input]
+        if not isinstance(src.shape, SeqShape | VecShape):
+            self.errors.add(
+                f"nodes.{node_id}.input",
+                f"dropout needs features, but {_describe(node.input, src)}",
+            )
+            return None
+        return self._info(node_id, node, src.shape)
 
     # -- stacks ---------------------------------------------------------------------------------
 
@@ -792,62 +822,45 @@ class _Analyzer:
 
         reported: set[tuple[str, str]] = set()
 
-        def report(k: int | None, rel: str, message: str) -> None:
+        def report(owners: tuple[int, ...], rel: str, message: str, exact: bool = True) -> None:
+            """Report at the last override of the layer that sets ``rel`` (with ``exact=False``:
+            the layer's last override, whatever it sets), else at the stack's block."""
+            k = _last_setting(node, owners, rel) if exact else (owners[-1] if owners else None)
             where = f"{path}.block.{rel}" if k is None else f"{path}.overrides.{k}.{rel}"
-            # an override that merely inherits a broken base setting is reported once, at the base
-            key = (rel, message)
-            if key in reported:
-                return
-            reported.add(key)
-            self.errors.add(where, message)
+            if (where, message) not in reported:
+                reported.add((where, message))
+                self.errors.add(where, message)
 
         layers: list[LayerPlan] = []
-        base_attn = self._attention(
-            node.block.attention,
-            seq,
-            causal,
-            node.block,
-            lambda rel, msg: report(None, f"attention.{rel}", msg),
-        )
-        base_cross = None
-        if isinstance(node, DecoderNode) and node.memory is not None and memory_shape is not None:
-            base_cross = self._cross_attention(
-                node.block,
-                memory_shape,
-                seq,
-                lambda rel, msg: report(None, f"cross_attention.{rel}", msg),
-            )
         stages = self._prune_schedule(node_id, node, seq)
-        if stages is None:
-            return None
+        if stages is None:  # reported; check the layers all the same
+            ok, stages = False, {}
         tokens = seq.length
         rel_bias: RelativeBias | None = None
         rel_heads: int | None = None
         for i, (block, owners) in enumerate(blocks):
             last = owners[-1] if owners else None
-            owner = _last_setting(node, owners, "attention")
             attn = self._attention(
                 block.attention,
                 seq,
                 causal,
                 block,
-                lambda rel, msg, o=owner: report(o, f"attention.{rel}", msg),
+                lambda rel, msg, o=owners: report(o, f"attention.{rel}", msg),
             )
             cross = None
             if isinstance(node, DecoderNode) and node.memory is not None:
                 assert memory_shape is not None
-                cowner = _last_setting(node, owners, "cross_attention")
                 cross = self._cross_attention(
                     block,
                     memory_shape,
                     seq,
-                    lambda rel, msg, o=cowner: report(o, f"cross_attention.{rel}", msg),
+                    lambda rel, msg, o=owners: report(o, f"cross_attention.{rel}", msg),
                 )
                 if cross is None:
                     ok = False
             elif block.cross_attention is not None:
                 report(
-                    last,
+                    owners,
                     "cross_attention",
                     "cross_attention is set, but the decoder has no 'memory' to attend to",
                 )
@@ -860,11 +873,12 @@ class _Analyzer:
                     rel_bias, rel_heads = attn.position, attn.heads
                 elif attn.position != rel_bias or attn.heads != rel_heads:
                     report(
-                        last,
+                        owners,
                         "attention.position",
                         f"layers sharing the stack's relative_bias table need equal settings and head "
                         f"counts: layer {i} has {attn.heads} heads and {attn.position.model_dump(exclude={'kind'})}, "
                         f"an earlier layer {rel_heads} heads and {rel_bias.model_dump(exclude={'kind'})}",
+                        exact=False,
                     )
                     ok = False
             hidden = (
@@ -872,7 +886,7 @@ class _Analyzer:
             )
             if hidden < 1:
                 report(
-                    last,
+                    owners,
                     "mlp.ratio",
                     f"ratio {block.mlp.ratio} of width {seq.dim} leaves no hidden units",
                 )
@@ -901,25 +915,8 @@ class _Analyzer:
             layers.append(
                 LayerPlan(i, block, attn, cross, hidden, drop_path, tokens_in, tokens, stage, last)
             )
-        if not ok or base_attn is None:
+        if not ok:
             return None
-        base_hidden = (
-            node.block.mlp.hidden
-            if node.block.mlp.hidden is not None
-            else int(node.block.mlp.ratio * seq.dim)
-        )
-        base_plan = LayerPlan(
-            -1,
-            node.block,
-            base_attn,
-            base_cross,
-            base_hidden,
-            node.block.drop_path,
-            seq.length,
-            seq.length,
-            None,
-            None,
-        )
         plan = StackPlan(
             node_id,
             node.op,
@@ -930,7 +927,6 @@ class _Analyzer:
             memory_shape,
             rel_bias,
             rel_heads,
-            base_plan,
         )
         shape = replace(seq, length=tokens, grid=seq.grid if tokens == seq.length else None)
         return self._info(node_id, node, shape, stack=plan)
@@ -1145,6 +1141,12 @@ def _segment(
     )
 
 
+def _rotate(cycle: list[str], order: list[str]) -> list[str]:
+    """Start a cycle at its node written first in the spec, so messages never depend on hashing."""
+    first = min(range(len(cycle)), key=lambda i: order.index(cycle[i]) if cycle[i] in order else -1)
+    return cycle[first:] + cycle[:first]
+
+
 def _stage(
     settings: PruneSettings, layer: int | None, placement: str, seq: SeqShape, head_dim: int | None
 ) -> PruneStage:
@@ -1185,23 +1187,31 @@ def _resolve_mask(mask: Mask | None, causal: bool) -> Mask:
     return mask
 
 
-def _last_setting(node: EncoderNode | DecoderNode, owners: tuple[int, ...], key: str) -> int | None:
-    """The last of a layer's overrides that sets ``key`` (where its errors are reported)."""
-    setting = [k for k in owners if key in node.overrides[k].partial]
-    return setting[-1] if setting else None
+def _last_setting(node: EncoderNode | DecoderNode, owners: tuple[int, ...], rel: str) -> int | None:
+    """The last of a layer's overrides that sets the dotted block field ``rel``, if any."""
+    for k in reversed(owners):
+        value: Any = node.overrides[k].partial
+        for part in rel.split("."):
+            value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+        if value is not _MISSING:
+            return k
+    return None
+
+
+_MISSING = object()
 
 
 def _needs_cls(method: str) -> str:
     return f"{method} scores tokens by the CLS token's attention, but no cls_token is upstream; add one or use 'dynamic'"
 
 
-def _input_shape(inp: Any) -> Shape:
+def _input_shape(name: str, inp: Any) -> Shape:
     if isinstance(inp, TokensInput):
         return TokensShape(inp.max_len, inp.vocab_size, inp.pad_id)
     if isinstance(inp, ImageInput):
         return ImageShape(inp.channels, inp.size[0], inp.size[1])
     assert isinstance(inp, FeaturesInput)
-    return SeqShape(inp.max_len, inp.dim, dim_from="inputs.dim")
+    return SeqShape(inp.max_len, inp.dim, dim_from=f"inputs.{name}.dim")
 
 
 def _describe(ref: str, info: NodeInfo) -> str:

@@ -2,8 +2,8 @@
 
 Canonical form: every default filled (including those inferred from the graph: widths of tied
 embeddings, ``position.max_len``, pooling modes, per-layer attention settings, masks), every
-shorthand expanded, overrides rewritten as the exact per-layer differences from the stack's block
-(grouped by layer, sorted), keys sorted. Two files that differ only in layout, key order, names,
+shorthand expanded, the stack's ``block`` chosen as the block most of its layers have and overrides
+rewritten as the exact per-layer differences from it (grouped, sorted by layer), keys sorted. Two files that differ only in layout, key order, names,
 descriptions or explicitly written defaults have the same canonical form and hash.
 """
 
@@ -49,11 +49,12 @@ def canonical_form(spec: SpecSource) -> dict[str, Any]:
         elif info.op == "lm_head":
             node_doc["vocab_size"] = resolved["vocab"]
         elif info.stack is not None:
-            base = _block_doc(info.stack.base)
+            docs = [_block_doc(layer) for layer in info.stack.layers]
+            base = _most_common(docs)
             node_doc["block"] = base
             groups: dict[str, list[int]] = {}
-            for layer in info.stack.layers:
-                diff = _diff(base, _block_doc(layer))
+            for layer, layer_doc in zip(info.stack.layers, docs, strict=True):
+                diff = _diff(base, layer_doc)
                 if diff:
                     groups.setdefault(canonical_json(diff), []).append(layer.index)
             node_doc["overrides"] = [
@@ -74,7 +75,7 @@ def spec_hash(spec: SpecSource) -> str:
     return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
 
 
-def _attention_doc(plan: AttentionPlan, cross: bool) -> dict[str, Any]:
+def _attention_doc(plan: AttentionPlan) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "kind": plan.kind,
         "heads": plan.heads,
@@ -92,15 +93,27 @@ def _attention_doc(plan: AttentionPlan, cross: bool) -> dict[str, Any]:
 
 def _block_doc(layer: LayerPlan) -> dict[str, Any]:
     doc = layer.block.model_dump(mode="json")
-    doc["attention"] = _attention_doc(layer.attention, cross=False)
+    doc["attention"] = _attention_doc(layer.attention)
     doc["cross_attention"] = (
-        _attention_doc(layer.cross_attention, cross=True)
-        if layer.cross_attention is not None
-        else None
+        _attention_doc(layer.cross_attention) if layer.cross_attention is not None else None
     )
     doc["mlp"]["hidden"] = layer.hidden
     doc["mlp"]["ratio"] = layer.hidden / layer.attention.dim
     return doc
+
+
+def _most_common(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The block most layers have (the earliest on a tie): the canonical stack ``block``.
+
+    Choosing it from the resolved layers, not from what was written, makes a setting of every
+    layer the same document whether it was written in ``block`` or in an all-layer override.
+    """
+    counts: dict[str, int] = {}
+    for doc in docs:
+        key = canonical_json(doc)
+        counts[key] = counts.get(key, 0) + 1
+    best = max(counts.values())
+    return next(doc for doc in docs if counts[canonical_json(doc)] == best)
 
 
 def _diff(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,13 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from archlab.specs.errors import ErrorList, SpecError, format_path
-from archlab.specs.models import Block, DecoderNode, EncoderNode, Spec
+from archlab.specs.models import BLOCK_FIELDS, Block, DecoderNode, EncoderNode, Spec
 from archlab.specs.upgrade import upgrade
 
 SpecSource = str | os.PathLike[str] | Mapping[str, Any] | Spec
@@ -28,13 +29,15 @@ def load_spec(source: SpecSource) -> Spec:
     Returns a frozen ``Spec``; raises ``SpecError`` listing every problem with its JSON path.
     """
     if isinstance(source, Spec):
-        return source
-    data, origin = _read(source)
+        # a Spec built with Spec.model_validate skipped the loader's checks: run them (cheap)
+        data, origin = source.model_dump(mode="json", by_alias=True, exclude_unset=True), None
+    else:
+        data, origin = _read(source)
     spec = parse_spec(data, origin)
     from archlab.compiler.graph import check_graph  # torch-free; imported late to keep layers apart
 
     check_graph(spec, source=origin)
-    return spec
+    return source if isinstance(source, Spec) else spec
 
 
 def parse_spec(data: Any, origin: str | None = None) -> Spec:
@@ -55,10 +58,14 @@ def parse_spec(data: Any, origin: str | None = None) -> Spec:
 def _read(source: SpecSource) -> tuple[Any, str | None]:
     if isinstance(source, Mapping):
         return source, None
+    if isinstance(source, str) and not source.strip():
+        raise SpecError([("", "empty spec: give a path to a JSON file or the JSON text")])
     if isinstance(source, os.PathLike) or (
         isinstance(source, str) and not source.lstrip().startswith("{")
     ):
         path = Path(source)
+        if isinstance(source, str) and not path.exists() and _looks_like_json(source):
+            return parse_json(source, None), None
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -69,6 +76,14 @@ def _read(source: SpecSource) -> tuple[Any, str | None]:
             raise SpecError([("", f"cannot read {path}: {exc}")], str(path)) from None
         return parse_json(text, str(path)), str(path)
     return parse_json(str(source), None), None
+
+
+def _looks_like_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_json(text: str, origin: str | None = None) -> Any:
@@ -82,15 +97,25 @@ def parse_json(text: str, origin: str | None = None) -> Any:
             out[key] = value
         return out
 
+    def no_constants(name: str) -> Any:
+        raise _NotJsonError(name)
+
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates)
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
     except json.JSONDecodeError as exc:
         message = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise SpecError([("", message)], origin) from None
+    except _NotJsonError as exc:
+        message = f"invalid JSON: {exc.args[0]} is not a JSON number; write a finite number"
         raise SpecError([("", message)], origin) from None
     except _DuplicateKeyError as exc:
         raise SpecError(
             [("", f"invalid JSON: key {exc.key!r} appears twice in one object")], origin
         ) from None
+
+
+class _NotJsonError(Exception):
+    """``NaN``, ``Infinity`` or ``-Infinity``, which Python's json accepts and JSON does not."""
 
 
 class _DuplicateKeyError(Exception):
@@ -128,44 +153,66 @@ def _user_loc(data: Any, loc: tuple[Any, ...], err_type: str) -> tuple[str | int
     return tuple(out)
 
 
-def _all_field_names() -> set[str]:
-    names: set[str] = set()
-
-    def visit(model: Any) -> None:
-        for name, field in model.model_fields.items():
-            names.add(field.alias or name)
-            for sub in _models_in(field.annotation):
-                if sub not in seen:
-                    seen.add(sub)
-                    visit(sub)
-
-    seen: set[Any] = {Spec}
-    visit(Spec)
-    return names
+def _options(annotation: Any) -> list[Any]:
+    """The alternatives of a type: ``Annotated`` unwrapped, unions flattened."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _options(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return [o for arg in get_args(annotation) for o in _options(arg)]
+    return [annotation]
 
 
-def _models_in(annotation: Any) -> list[Any]:
-    from typing import get_args
-
-    from pydantic import BaseModel
-
-    found = []
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        found.append(annotation)
-    for arg in get_args(annotation):
-        found.extend(_models_in(arg))
-    return found
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-_FIELD_NAMES: set[str] | None = None
+def _fields(model: Any) -> dict[str, Any]:
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
-def _suggest(key: str) -> str:
-    global _FIELD_NAMES
-    if _FIELD_NAMES is None:
-        _FIELD_NAMES = _all_field_names()
-    close = difflib.get_close_matches(key, sorted(_FIELD_NAMES), n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def _step(annotation: Any, part: str | int) -> list[Any]:
+    """Where one step of a pydantic error location leads inside the spec's types."""
+    out: list[Any] = []
+    for option in _options(annotation):
+        if _is_model(option):
+            fields = _fields(option)
+            if part in fields:
+                out.append(fields[part].annotation)
+            elif any(part in get_args(f.annotation) for n, f in fields.items() if n in _TAGS):
+                out.append(option)  # a discriminated union's tag: the model it selects
+        elif get_origin(option) is dict and isinstance(part, str):
+            out.append(get_args(option)[1])
+        elif get_origin(option) in (list, tuple) and isinstance(part, int):
+            out.append(get_args(option)[0])
+    return out
+
+
+_TAGS = ("op", "kind", "method")
+
+
+def _models_at(root: Any, raw_loc: tuple[Any, ...]) -> list[Any]:
+    """The models an error location points into (several while a union is undecided)."""
+    current = [root]
+    for part in raw_loc:
+        following = [t for tp in current for t in _step(tp, part)]
+        if following:  # steps that lead nowhere are validator names; skip them
+            current = following
+    return [o for tp in current for o in _options(tp) if _is_model(o)]
+
+
+def _suggest(key: str, root: Any, raw_loc: tuple[Any, ...]) -> str:
+    """A did-you-mean from the keys of the object at hand, or where a known key belongs."""
+    models = _models_at(root, raw_loc)
+    names = sorted({name for model in models for name in _fields(model)})
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    for model in models:
+        for name, field in _fields(model).items():
+            if any(_is_model(o) and key in _fields(o) for o in _options(field.annotation)):
+                return f"; {key!r} belongs in {name!r}"
+    return ""
 
 
 def _show(value: Any) -> str:
@@ -177,7 +224,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _message(err: Any, loc: tuple[str | int, ...]) -> str:
+def _message(err: Any, loc: tuple[str | int, ...], root: Any = Spec) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
@@ -185,7 +232,7 @@ def _message(err: Any, loc: tuple[str | int, ...]) -> str:
     if kind == "missing":
         return f"{field!r} is required"
     if kind == "extra_forbidden":
-        return f"unknown key {field!r}{_suggest(str(field))}"
+        return f"unknown key {field!r}{_suggest(str(field), root, tuple(err['loc'][:-1]))}"
     if kind == "union_tag_invalid":
         expected = ctx.get("expected_tags", "")
         return f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {ctx.get('tag')!r}; expected one of {expected}"
@@ -244,6 +291,10 @@ def check_overrides(spec: Spec, data: Mapping[str, Any], errors: ErrorList) -> N
                     (*path, "layers"),
                     f"layer(s) {out_of_range} outside the stack (depth {node.depth}: layers 0-{node.depth - 1})",
                 )
+            for key in sorted(set(override.partial) - BLOCK_FIELDS):
+                errors.add((*path, key), f"unknown key {key!r}{_suggest(key, Block, ())}")
+            if not set(override.partial) <= BLOCK_FIELDS:
+                continue
             merged = merge_block(base, override.partial)
             try:
                 Block.model_validate(merged)
@@ -252,7 +303,7 @@ def check_overrides(spec: Spec, data: Mapping[str, Any], errors: ErrorList) -> N
                     loc = _user_loc(merged, err["loc"], err["type"])
                     owned = _in_partial(override.partial, loc)
                     where = (*path, *loc) if owned else ("nodes", node_id, "block", *loc)
-                    errors.add(where, f"{_message(err, loc)} (in layers {override.layers})")
+                    errors.add(where, f"{_message(err, loc, Block)} (in layers {override.layers})")
 
 
 def _in_partial(partial: Mapping[str, Any], loc: tuple[str | int, ...]) -> bool:

@@ -19,9 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeInt,
     PositiveFloat,
-    PositiveInt,
     StringConstraints,
     model_validator,
 )
@@ -30,6 +28,13 @@ SPEC_VERSION = 1
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+#: Upper bounds keep absurd values (``1e308``, ``10**400``) from overflowing the arithmetic of
+#: shape inference; they sit far above any real model.
+MAX_SIZE = 2**31 - 1
+MAX_DEPTH = 4096
+Count = Annotated[int, Field(gt=0, le=MAX_SIZE)]
+Index = Annotated[int, Field(ge=0, le=MAX_SIZE)]
+LayerIndex = Annotated[int, Field(ge=0, lt=MAX_DEPTH)]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -37,7 +42,9 @@ Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 class SpecModel(BaseModel):
     """Base of every spec model: strict about keys, immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 # --------------------------------------------------------------------------- shorthand expanders
@@ -73,13 +80,23 @@ def _layer_list(value: Any) -> Any:
     if match is None:
         raise ValueError(f"layers {value!r} is neither a list of indices nor a range 'a-b'")
     lo, hi = int(match.group(1)), int(match.group(2))
+    if hi >= MAX_DEPTH:
+        raise ValueError(
+            f"layers range {value!r} reaches past the deepest stack archlab builds ({MAX_DEPTH})"
+        )
     if lo > hi:
         raise ValueError(f"layers range {value!r} runs backwards; write '{hi}-{lo}'")
     return list(range(lo, hi + 1))
 
 
-Pair = Annotated[tuple[PositiveInt, PositiveInt], BeforeValidator(_pair)]
-LayerList = Annotated[list[NonNegativeInt], BeforeValidator(_layer_list), Field(min_length=1)]
+Pair = Annotated[
+    tuple[Count, Count], BeforeValidator(_pair, json_schema_input_type=int | tuple[int, int])
+]
+LayerList = Annotated[
+    list[LayerIndex],
+    BeforeValidator(_layer_list, json_schema_input_type=list[int] | int | str),
+    Field(min_length=1),
+]
 
 # --------------------------------------------------------------------------------------- inputs
 
@@ -88,9 +105,9 @@ class TokensInput(SpecModel):
     """Integer token ids ``(B, T)`` with ``T <= max_len``."""
 
     kind: Literal["tokens"]
-    vocab_size: PositiveInt
-    max_len: PositiveInt
-    pad_id: NonNegativeInt | None = None
+    vocab_size: Count
+    max_len: Count
+    pad_id: Index | None = None
 
     @model_validator(mode="after")
     def _pad_in_vocab(self) -> TokensInput:
@@ -105,7 +122,7 @@ class ImageInput(SpecModel):
     """Images ``(B, C, H, W)``; ``size`` is ``[H, W]`` (an int means a square)."""
 
     kind: Literal["image"]
-    channels: PositiveInt
+    channels: Count
     size: Pair
 
 
@@ -113,8 +130,8 @@ class FeaturesInput(SpecModel):
     """Real-valued feature sequences ``(B, T, dim)`` with ``T <= max_len``."""
 
     kind: Literal["features"]
-    dim: PositiveInt
-    max_len: PositiveInt
+    dim: Count
+    max_len: Count
 
 
 Input = Annotated[TokensInput | ImageInput | FeaturesInput, Field(discriminator="kind")]
@@ -138,7 +155,7 @@ class SlidingWindowMask(SpecModel):
     """Causal: i - window < j <= i. Not causal: |i - j| < window. ``causal`` null = the stack's."""
 
     kind: Literal["sliding_window"]
-    window: PositiveInt
+    window: Count
     causal: bool | None = None
 
 
@@ -146,14 +163,14 @@ class PrefixMask(SpecModel):
     """Prefix-LM: the first ``prefix_len`` positions see each other fully, the rest causally."""
 
     kind: Literal["prefix"]
-    prefix_len: PositiveInt
+    prefix_len: Count
 
 
 class BlockLocalMask(SpecModel):
     """Attention only inside consecutive blocks of ``block`` positions (causal inside if set)."""
 
     kind: Literal["block_local"]
-    block: PositiveInt
+    block: Count
     causal: bool | None = None
 
 
@@ -161,7 +178,13 @@ Mask = Annotated[
     NoMask | CausalMask | SlidingWindowMask | PrefixMask | BlockLocalMask,
     Field(discriminator="kind"),
 ]
-MaskField = Annotated[Mask | None, BeforeValidator(_kind_from_string)]
+MaskField = Annotated[
+    Mask | None,
+    BeforeValidator(
+        _kind_from_string,
+        json_schema_input_type=Literal["none", "causal"] | Mask | None,
+    ),
+]
 
 # ------------------------------------------------------------------------ in-attention positions
 
@@ -184,12 +207,18 @@ class RelativeBias(SpecModel):
     """T5 relative position buckets; one table shared by the stack's layers that use it."""
 
     kind: Literal["relative_bias"]
-    buckets: PositiveInt = 32
-    max_distance: PositiveInt = 128
+    buckets: Count = 32
+    max_distance: Count = 128
 
 
 Position = Annotated[Rotary | Alibi | RelativeBias, Field(discriminator="kind")]
-PositionField = Annotated[Position | None, BeforeValidator(_kind_from_string)]
+PositionField = Annotated[
+    Position | None,
+    BeforeValidator(
+        _kind_from_string,
+        json_schema_input_type=Literal["rotary", "alibi", "relative_bias"] | Position | None,
+    ),
+]
 
 # ------------------------------------------------------------------------------------ attention
 
@@ -198,9 +227,9 @@ class Attention(SpecModel):
     """Multi-head attention of a block (softmax or kernelised linear)."""
 
     kind: Literal["softmax", "linear"] = "softmax"
-    heads: PositiveInt
-    kv_heads: PositiveInt | None = None
-    head_dim: PositiveInt | None = None
+    heads: Count
+    kv_heads: Count | None = None
+    head_dim: Count | None = None
     mask: MaskField = None
     position: PositionField = None
     dropout: Probability = 0.0
@@ -213,9 +242,9 @@ class CrossAttention(SpecModel):
     """Cross-attention of a decoder block with ``memory``; unset fields come from ``attention``."""
 
     kind: Literal["softmax", "linear"] | None = None
-    heads: PositiveInt | None = None
-    kv_heads: PositiveInt | None = None
-    head_dim: PositiveInt | None = None
+    heads: Count | None = None
+    kv_heads: Count | None = None
+    head_dim: Count | None = None
     mask: MaskField = None
     position: PositionField = None
     dropout: Probability | None = None
@@ -230,8 +259,8 @@ Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"]
 class Mlp(SpecModel):
     """The feed-forward branch. ``hidden`` is the inner width (after gating for GLU variants)."""
 
-    ratio: PositiveFloat = 4.0
-    hidden: PositiveInt | None = None
+    ratio: Annotated[float, Field(gt=0, le=1024)] = 4.0
+    hidden: Count | None = None
     activation: Activation = "gelu"
     bias: bool = True
     dropout: Probability = 0.0
@@ -266,23 +295,13 @@ BLOCK_FIELDS = frozenset(Block.model_fields)
 class Override(SpecModel):
     """Partial block settings deep-merged into a stack's ``block`` for the listed ``layers``.
 
-    The partial keys are those of ``Block``; they are kept as given and validated once merged
-    (``archlab.specs.load``), so an error points at the override that caused it.
+    The partial keys are those of ``Block``; they are kept as given and checked once merged
+    (``archlab.specs.load.check_overrides``), so an error points at the override that caused it.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     layers: LayerList
-
-    @model_validator(mode="after")
-    def _known_keys(self) -> Override:
-        unknown = sorted(set(self.model_extra or {}) - BLOCK_FIELDS)
-        if unknown:
-            raise ValueError(
-                f"unknown block key(s) {', '.join(map(repr, unknown))}; "
-                f"an override may set: {', '.join(sorted(BLOCK_FIELDS))}"
-            )
-        return self
 
     @property
     def partial(self) -> dict[str, Any]:
@@ -300,7 +319,7 @@ class PruneSettings(SpecModel):
 
     method: PruneMethod
     keep: Fraction | None = None
-    r: PositiveInt | None = None
+    r: Count | None = None
     fuse: bool = False
 
     @model_validator(mode="after")
@@ -327,7 +346,7 @@ class PruneSettings(SpecModel):
 class PruneAt(PruneSettings):
     """The ``prune`` shorthand of an encoder: a stage at each 0-based layer index in ``at``."""
 
-    at: list[NonNegativeInt] = Field(min_length=1)
+    at: list[LayerIndex] = Field(min_length=1)
 
 
 # ---------------------------------------------------------------------------------------- nodes
@@ -336,7 +355,7 @@ class PruneAt(PruneSettings):
 class EmbedNode(SpecModel):
     op: Literal["embed"]
     input: Identifier
-    dim: PositiveInt | None = None
+    dim: Count | None = None
     tie: Identifier | None = None
     scale: bool = False
 
@@ -344,26 +363,26 @@ class EmbedNode(SpecModel):
 class PatchEmbedNode(SpecModel):
     op: Literal["patch_embed"]
     input: Identifier
-    dim: PositiveInt
+    dim: Count
     patch_size: Pair
 
 
 class ClsTokenNode(SpecModel):
     op: Literal["cls_token"]
     input: Identifier
-    count: PositiveInt = 1
+    count: Count = 1
 
 
 class PositionNode(SpecModel):
     op: Literal["position"]
     input: Identifier
     encoding: Literal["sinusoidal", "learned", "sincos_2d"]
-    max_len: PositiveInt | None = None
+    max_len: Count | None = None
 
 
 class _Stack(SpecModel):
     input: Identifier
-    depth: PositiveInt
+    depth: Annotated[int, Field(gt=0, le=MAX_DEPTH)]
     block: Block
     overrides: list[Override] = []
 
@@ -412,7 +431,7 @@ class PoolNode(SpecModel):
 class ClassifyNode(SpecModel):
     op: Literal["classify"]
     input: Identifier
-    classes: PositiveInt
+    classes: Count
     pool: PoolMode | None = None
 
 
@@ -420,7 +439,7 @@ class LMHeadNode(SpecModel):
     op: Literal["lm_head"]
     input: Identifier
     tie: Identifier | None = None
-    vocab_size: PositiveInt | None = None
+    vocab_size: Count | None = None
 
 
 class AddNode(SpecModel):
@@ -504,4 +523,8 @@ class Spec(SpecModel):
     description: str | None = None
     inputs: dict[Identifier, Input] = Field(min_length=1)
     nodes: dict[Identifier, Node] = Field(min_length=1)
-    outputs: Annotated[list[Identifier], BeforeValidator(_string_to_list), Field(min_length=1)]
+    outputs: Annotated[
+        list[Identifier],
+        BeforeValidator(_string_to_list, json_schema_input_type=Identifier | list[Identifier]),
+        Field(min_length=1),
+    ]

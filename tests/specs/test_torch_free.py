@@ -1,0 +1,45 @@
+"""Loading and checking a spec never imports torch (``arch validate`` stays fast and light)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+SCRIPT = """
+import sys
+import archlab
+import archlab.specs
+from archlab.compiler import cost
+from archlab.compiler.graph import analyze
+
+for path in sys.argv[1:]:
+    spec = archlab.load_spec(path)
+    graph = analyze(spec)
+    sum(cost.node_cost(graph, n).params for n in graph.expanded)
+    archlab.spec_hash(spec)
+archlab.specs.json_schema()
+try:
+    archlab.load_spec({"version": 1})
+except archlab.SpecError:
+    pass
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy", "safetensors"))
+assert not heavy, heavy
+print("ok")
+"""
+
+
+def test_loading_and_analysing_specs_imports_no_torch() -> None:
+    specs = [str(p) for p in sorted(ROOT.glob("specs/*.json"))]
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *specs],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
