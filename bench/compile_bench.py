@@ -42,7 +42,9 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
     return times
 
 
-def side_by_side(ours: Callable[[], Any], peer: Callable[[], Any], repeats: int) -> tuple[float, float]:
+def side_by_side(
+    ours: Callable[[], Any], peer: Callable[[], Any], repeats: int
+) -> tuple[float, float]:
     """Median seconds of each, warmed up, measured in alternating rounds."""
     for fn in (ours, peer, ours, peer):
         fn()
@@ -110,7 +112,12 @@ def bench_transformer_encoder(args: argparse.Namespace) -> dict[str, Any]:
     x = torch.randn(args.batch, args.seq, dim)
     with torch.inference_mode():
         ours, theirs = side_by_side(lambda: model(x), lambda: peer(x), args.repeats)
-    return row(f"BERT-base encoder, {args.batch}x{args.seq}", ours, theirs, "nn.TransformerEncoder (fast path)")
+    return row(
+        f"BERT-base encoder, {args.batch}x{args.seq}",
+        ours,
+        theirs,
+        "nn.TransformerEncoder (fast path)",
+    )
 
 
 def bench_bert(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -159,7 +166,9 @@ def tooling_times() -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=30)
@@ -179,9 +188,13 @@ def main() -> None:
             print("# transformers is not installed: HF peers skipped (pip install -e .[bench])")
         else:
             rows.append(extra)
-    print(f"\n| workload | peer | archlab ms | peer ms | ratio (peer/archlab) |\n|---|---|---:|---:|---:|")
+    print(
+        "\n| workload | peer | archlab ms | peer ms | ratio (peer/archlab) |\n|---|---|---:|---:|---:|"
+    )
     for r in rows:
-        print(f"| {r['workload']} | {r['peer']} | {r['archlab_ms']:.1f} | {r['peer_ms']:.1f} | {r['ratio']:.2f} |")
+        print(
+            f"| {r['workload']} | {r['peer']} | {r['archlab_ms']:.1f} | {r['peer_ms']:.1f} | {r['ratio']:.2f} |"
+        )
     tools = tooling_times()
     print("\n| spec tooling, GPT-2 small | seconds |\n|---|---:|")
     for name, seconds in tools.items():
