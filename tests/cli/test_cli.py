@@ -118,6 +118,11 @@ def test_compile_bad_options_exit_2(flag: list[str], message: str) -> None:
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_compile_with_a_forced_kernel() -> None:
+    code, out, _ = run("compile", VIT, "--attention-kernel", "reference")
+    assert code == 0 and "reference" in out and "requested by override" in out
+
+
 def test_compile_of_pruned_spec_says_why() -> None:
     code, _, err = run("compile", str(ROOT / "specs/dynamicvit-deit-s.json"))
     assert code == 2

@@ -190,6 +190,18 @@ def test_bad_device_and_dtype_are_user_errors() -> None:
             archlab.compile_spec(gpt(), device="cuda")
 
 
+def test_unknown_attention_kernel_is_a_user_error() -> None:
+    with pytest.raises(CompileError, match="unknown attention kernel 'fast'"):
+        archlab.compile_spec(gpt(), attention_kernel="fast")
+
+
+def test_forced_kernel_falls_back_where_it_cannot_run() -> None:
+    model = archlab.compile_spec(
+        encoder(mask={"kind": "sliding_window", "window": 3}), attention_kernel="sdpa"
+    )
+    assert {layer.attention.kernel.name for layer in model.enc.layers} == {"sdpa_mask"}
+
+
 def test_bfloat16_weights_forward() -> None:
     model = archlab.compile_spec(gpt(), dtype="bfloat16").eval()
     out = model(torch.randint(1, 50, (2, 8)))

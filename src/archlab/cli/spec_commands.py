@@ -117,6 +117,11 @@ def graph(spec: Path, output: Path | None, fmt: str | None) -> None:
 )
 @click.option("--no-forward", is_flag=True, help="Skip the forward pass on generated inputs.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the initial weights.")
+@click.option(
+    "--attention-kernel",
+    type=click.Choice(["sdpa", "sdpa_mask", "flex", "reference"]),
+    help="Force one softmax attention kernel wherever it can run (default: chosen per layer).",
+)
 def compile_command(
     spec: Path,
     device: str,
@@ -127,6 +132,7 @@ def compile_command(
     batch: int,
     no_forward: bool,
     seed: int,
+    attention_kernel: str | None,
 ) -> None:
     """Build SPEC into a PyTorch module and report what was built.
 
@@ -140,7 +146,9 @@ def compile_command(
 
     loaded = load_spec(spec)
     started = time.perf_counter()
-    model = compile_spec(loaded, device=device, dtype=dtype, seed=seed)
+    model = compile_spec(
+        loaded, device=device, dtype=dtype, seed=seed, attention_kernel=attention_kernel
+    )
     build_s = time.perf_counter() - started
     summary = model.summary()
     forward: dict[str, Any] = {}

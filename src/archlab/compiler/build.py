@@ -28,7 +28,13 @@ from archlab.compiler.graph import (
     VecShape,
     analyze,
 )
-from archlab.compiler.nn.attention import Attention, KernelChoice, choose_kernel
+from archlab.compiler.nn.attention import (
+    KERNELS,
+    Attention,
+    KernelChoice,
+    choose_kernel,
+    kernel_problem,
+)
 from archlab.compiler.nn.bias import RelativePositionBias
 from archlab.compiler.nn.block import Block
 from archlab.compiler.nn.combine import Add, Concat
@@ -371,20 +377,18 @@ class _Builder:
 
     def _attention(self, plan: AttentionPlan, max_len: int) -> nn.Module:
         mask = mask_pattern(plan.mask)
-        qk_norm = plan.norm_kind if plan.qk_norm else None
+        shared: dict[str, Any] = {
+            "kv_heads": plan.kv_heads,
+            "head_dim": plan.head_dim,
+            "kv_dim": plan.kv_dim,
+            "bias": plan.bias,
+            "qk_norm": plan.norm_kind if plan.qk_norm else None,
+            "eps": plan.norm_eps,
+            "dropout": plan.dropout,
+        }
         if plan.kind == "linear":
             return LinearAttention(
-                plan.dim,
-                plan.heads,
-                kv_heads=plan.kv_heads,
-                head_dim=plan.head_dim,
-                kv_dim=plan.kv_dim,
-                bias=plan.bias,
-                qk_norm=qk_norm,
-                eps=plan.norm_eps,
-                feature_map=plan.feature_map,
-                causal=mask.causal,
-                dropout=plan.dropout,
+                plan.dim, plan.heads, feature_map=plan.feature_map, causal=mask.causal, **shared
             )
         position = plan.position.kind if plan.position is not None else None
         kernel = choose_kernel(
@@ -404,31 +408,25 @@ class _Builder:
         return Attention(
             plan.dim,
             plan.heads,
-            kv_heads=plan.kv_heads,
-            head_dim=plan.head_dim,
-            kv_dim=plan.kv_dim,
-            bias=plan.bias,
-            qk_norm=qk_norm,
-            eps=plan.norm_eps,
-            dropout=plan.dropout,
             mask=mask,
             rotary=rotary,
             alibi=position == "alibi",
             relative_bias=position == "relative_bias",
             max_len=max_len,
             kernel=kernel,
+            **shared,
         )
 
     def _override(self, mask: MaskPattern, position: str | None, dropout: bool) -> str | None:
-        """The forced kernel where it can run this attention (else the automatic choice)."""
-        from archlab.compiler.nn.attention import kernel_problem
-
+        """The forced kernel where it can run this attention, else None (the automatic choice)."""
         wanted = self.kernel_override
         if wanted is None:
             return None
+        if wanted not in KERNELS:
+            raise CompileError(
+                f"unknown attention kernel {wanted!r}; choose one of {', '.join(KERNELS)}"
+            )
         problem = kernel_problem(wanted, mask=mask, position=position, has_dropout=dropout)  # type: ignore[arg-type]
-        if problem is not None and wanted not in ("sdpa",):
-            raise CompileError(f"attention kernel {wanted!r}: {problem}")
         return None if problem is not None else wanted
 
     def _build_token_prune(self, node_id: str) -> nn.Module:

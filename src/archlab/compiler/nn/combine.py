@@ -23,6 +23,17 @@ def _filled(xs: Sequence[Tensor], masks: Masks) -> list[Tensor] | None:
     ]
 
 
+def _all_real(xs: tuple[Tensor, ...], masks: Masks) -> Tensor | None:
+    """A token is real where it is real in every input (None: nothing is padded)."""
+    filled = _filled(xs, masks)
+    if filled is None:
+        return None
+    mask = filled[0]
+    for m in filled[1:]:
+        mask = mask & m
+    return mask
+
+
 class Add(nn.Module):
     """Elementwise sum of sequences of equal shape; a token is real where it is in every input."""
 
@@ -31,13 +42,7 @@ class Add(nn.Module):
         total = xs[0]
         for x in xs[1:]:
             total = total + x
-        filled = _filled(xs, masks)
-        if filled is None:
-            return total, None
-        mask = filled[0]
-        for m in filled[1:]:
-            mask = mask & m
-        return total, mask
+        return total, _all_real(xs, masks)
 
 
 class Concat(nn.Module):
@@ -61,13 +66,7 @@ class Concat(nn.Module):
         if self.axis == "sequence":
             mask = None if filled is None else torch.cat(filled, dim=1)
             return torch.cat(xs, dim=1), mask
-        x = torch.cat(xs, dim=-1)
-        if filled is None:
-            return x, None
-        mask = filled[0]
-        for m in filled[1:]:
-            mask = mask & m
-        return x, mask
+        return torch.cat(xs, dim=-1), _all_real(xs, masks)
 
     def extra_repr(self) -> str:
         return f"axis={self.axis}"
