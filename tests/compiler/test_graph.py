@@ -1399,3 +1399,9 @@ def test_module_attributes_include_the_compiled_models_own() -> None:
         "outputs",
         "code",
     } <= MODULE_ATTRIBUTES
+
+
+def test_feature_map_on_softmax_attention_is_refused(spec_error, minimal_gpt) -> None:
+    doc = minimal_gpt()
+    dec_attention(doc)["feature_map"] = "relu"
+    spec_error(doc, "nodes.dec.block.attention.feature_map", r"belongs to linear attention")

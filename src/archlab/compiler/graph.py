@@ -976,6 +976,12 @@ class _Analyzer:
             ok = False
         head_dim = attn.head_dim if attn.head_dim is not None else dim // attn.heads
         mask = _resolve_mask(attn.mask, causal)
+        if attn.kind == "softmax" and attn.feature_map != "elu":  # elu: the default, harmless
+            report(
+                "feature_map",
+                f"feature_map {attn.feature_map!r} belongs to linear attention; this attention is softmax, remove it",
+            )
+            ok = False
         if attn.kind == "linear":
             if not isinstance(mask, NoMask | CausalMask):
                 report(
@@ -1052,6 +1058,8 @@ class _Analyzer:
         if fields["kind"] == "linear":
             report("kind", "linear cross-attention is not supported; use softmax")
             ok = False
+        if fields["kind"] != "linear":
+            del fields["feature_map"]  # inherited, not written: softmax takes none
         attn = Attention.model_validate({**fields, "mask": "none", "position": None})
         plan = self._attention(attn, seq, False, block, report)
         if plan is None or not ok:
