@@ -58,3 +58,16 @@ def test_make_norm() -> None:
     torch.testing.assert_close(rms(x), x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
     with pytest.raises(ValueError, match="unknown norm kind 'batchnorm'"):
         make_norm("batchnorm", 8, 1e-5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"])
+def test_inference_in_place_equals_training_path(activation: str) -> None:
+    """Without autograd the activation runs in place; the result must not change."""
+    torch.manual_seed(0)
+    mlp = Mlp(8, 16, activation).double()  # type: ignore[arg-type]
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    with_grad = mlp(x)
+    with torch.inference_mode():
+        in_place = mlp(x)
+    torch.testing.assert_close(in_place, with_grad.detach())
+    with_grad.sum().backward()  # the graph built with grad on is intact
