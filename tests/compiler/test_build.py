@@ -202,10 +202,13 @@ def test_forced_kernel_falls_back_where_it_cannot_run() -> None:
     assert {layer.attention.kernel.name for layer in model.enc.layers} == {"sdpa_mask"}
 
 
-def test_bfloat16_weights_forward() -> None:
-    model = archlab.compile_spec(gpt(), dtype="bfloat16").eval()
+@pytest.mark.parametrize(
+    ("dtype", "torch_dtype"), [("bfloat16", torch.bfloat16), ("float16", torch.float16)]
+)
+def test_half_precision_weights_forward(dtype: str, torch_dtype: torch.dtype) -> None:
+    model = archlab.compile_spec(gpt(), dtype=dtype).eval()
     out = model(torch.randint(1, 50, (2, 8)))
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    assert out.dtype == torch_dtype and torch.isfinite(out.float()).all()
     reference = archlab.compile_spec(gpt(), dtype="float32").eval()
     reference.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
     ids = torch.randint(1, 50, (2, 8))
