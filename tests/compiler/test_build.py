@@ -153,6 +153,21 @@ def test_reference_kernel_equals_the_chosen_one(attention: dict[str, Any]) -> No
     torch.testing.assert_close(fast(x, x_mask=mask), reference(x, x_mask=mask))
 
 
+def test_input_names_cannot_shadow_generated_code() -> None:
+    """Inputs named like archlab's run-time helpers still compile and run."""
+    spec = {
+        "version": 1,
+        "inputs": {"_check_tokens": {"kind": "tokens", "vocab_size": 10, "max_len": 4}},
+        "nodes": {
+            "v_emb": {"op": "embed", "input": "_check_tokens", "dim": 8},
+            "Tensor": {"op": "pool", "input": "v_emb", "mode": "mean"},
+        },
+        "outputs": "Tensor",
+    }
+    model = archlab.compile_spec(spec)
+    assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 8)
+
+
 def test_summary_reports_kernels_and_why() -> None:
     summary = archlab.compile_spec(encoder(mask={"kind": "sliding_window", "window": 3})).summary()
     row = next(r for r in summary.nodes if r.id == "enc")

@@ -1379,14 +1379,24 @@ def test_module_attributes_cover_torch_nn_module() -> None:
     assert {n for n in vars(instance) if not n.startswith("_")} <= MODULE_ATTRIBUTES
 
 
-@pytest.mark.parametrize(
-    "name", ["_modules", "_parameters", "_buffers", "_version", "__class__", "__dict__"]
-)
+@pytest.mark.parametrize("name", ["_modules", "_parameters", "_buffers", "_version"])
 def test_node_id_equal_to_a_private_module_attribute(spec_error, minimal_vit, name: str) -> None:
     doc = minimal_vit()
     doc["nodes"][name] = doc["nodes"].pop("head")
     doc["outputs"] = name
     spec_error(doc, f"nodes.{name}", r"clashes with an attribute of the compiled nn.Module")
+
+
+@pytest.mark.parametrize("name", ["__class__", "__dict__", "__v_head"])
+def test_double_underscore_names_are_reserved(spec_error, minimal_vit, name: str) -> None:
+    doc = minimal_vit()
+    doc["nodes"][name] = doc["nodes"].pop("head")
+    doc["outputs"] = name
+    spec_error(doc, f"nodes.{name}", r"reserved for archlab's generated code")
+    doc = minimal_vit()
+    doc["inputs"][name] = doc["inputs"].pop("image")
+    doc["nodes"]["patches"]["input"] = name
+    spec_error(doc, f"inputs.{name}", r"reserved for archlab's generated code")
 
 
 def test_module_attributes_include_the_compiled_models_own() -> None:

@@ -503,25 +503,25 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
     for name in names:
         shape = graph.shape(name)
         if isinstance(shape, TokensShape):
-            lines.append(f"    _check_tokens({name}, {name!r}, {shape.length}, {name}_mask)")
+            lines.append(f"    __check_tokens({name}, {name!r}, {shape.length}, {name}_mask)")
             if shape.pad_id is not None:
-                lines.append(f"    {name}_mask = _pad_mask({name}, {shape.pad_id}, {name}_mask)")
+                lines.append(f"    {name}_mask = __pad_mask({name}, {shape.pad_id}, {name}_mask)")
             mask_of[name] = f"{name}_mask"
         elif isinstance(shape, ImageShape):
             lines.append(
-                f"    _check_image({name}, {name!r}, ({shape.channels}, {shape.height}, {shape.width}))"
+                f"    __check_image({name}, {name!r}, ({shape.channels}, {shape.height}, {shape.width}))"
             )
             mask_of[name] = "None"
         else:
             assert isinstance(shape, SeqShape)
             lines.append(
-                f"    _check_features({name}, {name!r}, {shape.length}, {shape.dim}, {name}_mask)"
+                f"    __check_features({name}, {name!r}, {shape.length}, {shape.dim}, {name}_mask)"
             )
             mask_of[name] = f"{name}_mask"
     value_of = {name: name for name in names}
     for node_id in graph.order:
         info = graph.nodes[node_id]
-        v, m = f"v_{node_id}", f"m_{node_id}"
+        v, m = f"__v_{node_id}", f"__m_{node_id}"
         ins = [value_of[r] for r in info.inputs]
         ms = [mask_of[r] for r in info.inputs]
         call = f"self.{node_id}"
@@ -635,12 +635,14 @@ def _pad_mask(ids: Tensor, pad_id: int, mask: Tensor | None) -> Tensor:
     return real if mask is None else real & mask
 
 
+# Generated code names its own variables and helpers with a leading '__', which spec ids and
+# input names may not have, so nothing a spec names can shadow them.
 _RUNTIME: dict[str, Any] = {
     "Tensor": Tensor,
-    "_check_tokens": _check_tokens,
-    "_check_features": _check_features,
-    "_check_image": _check_image,
-    "_pad_mask": _pad_mask,
+    "__check_tokens": _check_tokens,
+    "__check_features": _check_features,
+    "__check_image": _check_image,
+    "__pad_mask": _pad_mask,
 }
 
 

@@ -400,7 +400,7 @@ class _Analyzer:
                 self.errors.add(
                     path, f"node id {node_id!r} clashes with the input of that name; rename one"
                 )
-            if node_id in MODULE_ATTRIBUTES or node_id.startswith("__"):
+            if node_id in MODULE_ATTRIBUTES:
                 self.errors.add(
                     path,
                     f"node id {node_id!r} clashes with an attribute of the compiled nn.Module; rename it",
@@ -415,6 +415,11 @@ class _Analyzer:
     def _check_identifier(self, path: str, name: str, what: str) -> None:
         if keyword.iskeyword(name) or name == "self":
             self.errors.add(path, f"{what} {name!r} is a Python keyword; rename it")
+        elif name.startswith("__"):
+            self.errors.add(
+                path,
+                f"{what} {name!r}: names starting with '__' are reserved for archlab's generated code",
+            )
 
     def _check_unused(self, data: nx.DiGraph) -> None:
         used: set[str] = set()
