@@ -120,34 +120,26 @@ def bench_transformer_encoder(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def bench_bert(args: argparse.Namespace) -> dict[str, Any] | None:
+def bench_hf(args: argparse.Namespace, family: str) -> dict[str, Any] | None:
+    """A zoo spec's body against the HF transformers model of the same shape (``bert``, ``gpt2``)."""
     try:
-        from transformers import BertConfig, BertModel
+        import transformers
     except ImportError:
         return None
-    spec = without_head("bert-base", "head", "encoder")
-    model = archlab.compile_spec(spec, seed=0).eval()
-    peer = BertModel(BertConfig(attn_implementation="sdpa")).eval()
-    ids = torch.randint(1, 30522, (args.batch, args.seq))
-    with torch.inference_mode():
-        ours, theirs = side_by_side(lambda: model(ids), lambda: peer(input_ids=ids), args.repeats)
-    return row(f"BERT-base, {args.batch}x{args.seq}", ours, theirs, "HF BertModel (sdpa)")
-
-
-def bench_gpt2(args: argparse.Namespace) -> dict[str, Any] | None:
-    try:
-        from transformers import GPT2Config, GPT2Model
-    except ImportError:
-        return None
-    spec = without_head("gpt2-small", "lm_head", "norm")
-    model = archlab.compile_spec(spec, seed=0).eval()
-    peer = GPT2Model(GPT2Config(attn_implementation="sdpa")).eval()
-    ids = torch.randint(0, 50257, (args.batch, args.seq))
+    stem, head, body, vocab, label, peer_name = {
+        "bert": ("bert-base", "head", "encoder", 30522, "BERT-base", "BertModel"),
+        "gpt2": ("gpt2-small", "lm_head", "norm", 50257, "GPT-2 small", "GPT2Model"),
+    }[family]
+    config = getattr(transformers, peer_name.replace("Model", "Config"))(attn_implementation="sdpa")
+    peer = getattr(transformers, peer_name)(config).eval()
+    model = archlab.compile_spec(without_head(stem, head, body), seed=0).eval()
+    ids = torch.randint(1, vocab, (args.batch, args.seq))
+    extra = {"use_cache": False} if family == "gpt2" else {}
     with torch.inference_mode():
         ours, theirs = side_by_side(
-            lambda: model(ids), lambda: peer(input_ids=ids, use_cache=False), args.repeats
+            lambda: model(ids), lambda: peer(input_ids=ids, **extra), args.repeats
         )
-    return row(f"GPT-2 small, {args.batch}x{args.seq}", ours, theirs, "HF GPT2Model (sdpa)")
+    return row(f"{label}, {args.batch}x{args.seq}", ours, theirs, f"HF {peer_name} (sdpa)")
 
 
 def tooling_times() -> dict[str, float]:
@@ -183,7 +175,7 @@ def main() -> None:
         f"{platform.machine()}, {torch.get_num_threads()} threads, float32 inference on the CPU"
     )
     rows = [bench_transformer_encoder(args)]
-    for extra in (bench_bert(args), bench_gpt2(args)):
+    for extra in (bench_hf(args, "bert"), bench_hf(args, "gpt2")):
         if extra is None:
             print("# transformers is not installed: HF peers skipped (pip install -e .[bench])")
         else:

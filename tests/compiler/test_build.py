@@ -104,6 +104,44 @@ def test_trailing_padding_changes_nothing() -> None:
         torch.testing.assert_close(model(ids), model(padded)[:, :10])
 
 
+def test_source_padding_changes_nothing_through_cross_attention() -> None:
+    """Padding of the encoder's input is masked in the encoder and in the decoder's cross-attention."""
+    spec = {
+        "version": 1,
+        "inputs": {
+            "src": {"kind": "tokens", "vocab_size": 30, "max_len": 16, "pad_id": 0},
+            "tgt": {"kind": "tokens", "vocab_size": 30, "max_len": 16, "pad_id": 0},
+        },
+        "nodes": {
+            "src_emb": {"op": "embed", "input": "src", "dim": 16},
+            "tgt_emb": {"op": "embed", "input": "tgt", "tie": "src_emb"},
+            "enc": {
+                "op": "encoder",
+                "input": "src_emb",
+                "depth": 2,
+                "block": {"attention": {"heads": 2}},
+            },
+            "dec": {
+                "op": "decoder",
+                "input": "tgt_emb",
+                "memory": "enc",
+                "depth": 2,
+                "block": {"attention": {"heads": 2, "position": "rotary"}},
+            },
+            "logits": {"op": "lm_head", "input": "dec", "tie": "src_emb"},
+        },
+        "outputs": "logits",
+    }
+    model = f64(spec)
+    src = torch.randint(1, 30, (1, 7))
+    tgt = torch.randint(1, 30, (1, 5))
+    padded = torch.cat([src, torch.zeros(1, 9, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model(src=src, tgt=tgt), model(src=padded, tgt=tgt))
+    changed = padded.clone()
+    changed[0, 3] = (changed[0, 3] % 29) + 1
+    assert not torch.allclose(model(src=src, tgt=tgt), model(src=changed, tgt=tgt))
+
+
 def test_explicit_mask_argument_equals_pad_id() -> None:
     spec = encoder()
     model = f64(spec)
@@ -176,7 +214,9 @@ def test_summary_reports_kernels_and_why() -> None:
     assert "CUDA" in (row.kernel_reason or "")
     doc = summary.to_dict()
     assert {"params", "flops", "macs", "nodes"} <= set(doc)
-    assert all("id" in node for node in doc["nodes"])
+    assert all(
+        {"id", "op", "shape", "params", "flops", "macs"} <= set(node) for node in doc["nodes"]
+    )
 
 
 def test_run_time_input_checks() -> None:

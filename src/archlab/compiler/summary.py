@@ -54,6 +54,8 @@ class Summary:
         """JSON-ready dict: keys ``params``, ``flops``, ``macs``, ``nodes`` (each with ``id``), ..."""
         out = asdict(self)
         out["macs"] = self.macs
+        for row, node in zip(self.nodes, out["nodes"], strict=True):
+            node["macs"] = row.macs
         return out
 
 
