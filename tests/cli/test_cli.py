@@ -153,6 +153,22 @@ def test_graph_picture_needs_graphviz(tmp_path: Path, monkeypatch: pytest.Monkey
     assert code == 2 and "cannot tell the format" in err
 
 
+def test_graph_picture_through_graphviz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a `dot` on PATH, SVG and PNG are rendered by it from the DOT text."""
+    fake = tmp_path / "dot"
+    fake.write_text('#!/bin/sh\necho "rendered $1"\ncat > /dev/null\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    target = tmp_path / "g.svg"
+    code, out, _ = run("graph", VIT, "-o", str(target))
+    assert code == 0 and "(svg)" in out
+    assert target.read_text() == "rendered -Tsvg\n"
+    failing = tmp_path / "dot"
+    failing.write_text("#!/bin/sh\necho 'syntax error' >&2\nexit 1\n")
+    code, _, err = run("graph", VIT, "-o", str(tmp_path / "g.png"))
+    assert code == 2 and "Graphviz failed: syntax error" in err
+
+
 def test_schema() -> None:
     code, out, _ = run("schema")
     assert code == 0

@@ -90,6 +90,14 @@ def test_json_round_trip_keeps_hash(path: Path) -> None:
     assert archlab.spec_hash(canonical) == archlab.spec_hash(spec)
 
 
+def test_flops_counted_on_the_cpu_too() -> None:
+    """On the CPU, SDPA runs a kernel FlopCounterMode has no formula for; archlab registers one."""
+    from archlab.compiler.flops import measure_flops
+
+    model = archlab.compile_spec(ZOO[0].parent / "vit-tiny-digits.json")
+    assert measure_flops(model) == model.summary().flops
+
+
 @pytest.mark.parametrize(
     ("stem", "published", "tolerance"),
     [

@@ -31,14 +31,8 @@ def flop_counter() -> FlopCounterMode:
     mapping: dict[Any, Any] = {}
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_sdpa is not None:
-        mapping[cpu_sdpa] = _shape_wrapper(_sdpa_cpu_flops)
+        mapping[cpu_sdpa] = _sdpa_cpu_flops  # FlopCounterMode passes it shapes, not tensors
     return FlopCounterMode(display=False, custom_mapping=mapping)
-
-
-def _shape_wrapper(fn: Any) -> Any:
-    from torch.utils.flop_counter import shape_wrapper
-
-    return shape_wrapper(fn)
 
 
 def measure_flops(model: CompiledModel, batch: int = 1, length: int | None = None) -> int:
