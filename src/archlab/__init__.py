@@ -1,7 +1,8 @@
 """archlab: a declarative model-spec compiler and experiment registry for transformers.
 
 ``import archlab`` stays light (no torch): the spec language is loaded eagerly, the compiler
-lazily on first use of ``compile_spec`` / ``load_compiled``.
+lazily on first use of ``compile_spec`` / ``load_compiled``, the registry (SQLAlchemy) on first
+use of ``Registry``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from archlab.compiler import compile_spec, load_compiled
+    from archlab.registry import Registry
 
-_LAZY = {"compile_spec": "archlab.compiler", "load_compiled": "archlab.compiler"}
+_LAZY = {
+    "compile_spec": "archlab.compiler",
+    "load_compiled": "archlab.compiler",
+    "Registry": "archlab.registry",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +34,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Registry",
     "Spec",
     "SpecError",
     "__version__",

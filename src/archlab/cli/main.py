@@ -52,15 +52,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
     arch compile SPEC        build the module, report shapes, params, FLOPs, kernels
     arch graph SPEC          draw the expanded graph (DOT, Mermaid, SVG, PNG)
     arch schema              print the JSON Schema of the spec language
+    arch runs ...            query the experiment registry
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 
 
 def _register() -> None:
-    from archlab.cli import spec_commands
+    from archlab.cli import runs_commands, spec_commands
 
-    for command in spec_commands.COMMANDS:
+    for command in [*spec_commands.COMMANDS, *runs_commands.COMMANDS]:
         cli.add_command(command)
 
 

@@ -1,0 +1,30 @@
+"""The experiment registry: specs, runs, CV groups, mixup settings, metrics and artifacts.
+
+SQLAlchemy 2.0 on SQLite (the default, zero set-up) or PostgreSQL (by URL). Imports no torch.
+"""
+
+from archlab.registry.records import (
+    Aggregate,
+    Artifact,
+    Change,
+    CVGroup,
+    CVInfo,
+    MetricSummary,
+    MixupSetting,
+    Run,
+)
+from archlab.registry.store import Registry, RegistryError, RunHandle
+
+__all__ = [
+    "Aggregate",
+    "Artifact",
+    "CVGroup",
+    "CVInfo",
+    "Change",
+    "MetricSummary",
+    "MixupSetting",
+    "Registry",
+    "RegistryError",
+    "Run",
+    "RunHandle",
+]
