@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -146,21 +147,24 @@ class MetricRow(Base):
     key_id: Mapped[int] = mapped_column(ForeignKey("metric_keys.id"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     epoch: Mapped[float | None] = mapped_column(Float)
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float)  # NULL is NaN (SQLite cannot store NaN)
     time: Mapped[float] = mapped_column(Float)
 
 
 class SummaryRow(Base):
-    """Per run and metric: the final and best values, kept current on every write."""
+    """Per run and metric: the final and best values, kept current on every write.
+
+    ``last_value`` is NULL when the final value is NaN; ``best_value`` and ``best_step`` are NULL
+    while every value is NaN (NaN is never the best)."""
 
     __tablename__ = "metric_summaries"
 
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.pk", ondelete="CASCADE"), primary_key=True)
     key_id: Mapped[int] = mapped_column(ForeignKey("metric_keys.id"), primary_key=True)
-    last_value: Mapped[float] = mapped_column(Float)
+    last_value: Mapped[float | None] = mapped_column(Float)
     last_step: Mapped[int] = mapped_column(Integer)
-    best_value: Mapped[float] = mapped_column(Float)
-    best_step: Mapped[int] = mapped_column(Integer)
+    best_value: Mapped[float | None] = mapped_column(Float)
+    best_step: Mapped[int | None] = mapped_column(Integer)
     count: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (
@@ -196,6 +200,6 @@ class ArtifactRow(Base):
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.pk", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(Text)  # relative to the artifact folder
     kind: Mapped[str] = mapped_column(String(32))
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)  # checkpoints outgrow 32 bits
     sha256: Mapped[str] = mapped_column(String(64))
     created: Mapped[float] = mapped_column(Float)

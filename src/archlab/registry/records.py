@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -43,14 +44,24 @@ class MixupSetting:
         if self.mode not in MIXUP_MODES:
             problems.append(f"mode must be one of {', '.join(MIXUP_MODES)}, not {self.mode!r}")
         if self.cutmix_minmax is not None:
-            lo, hi = self.cutmix_minmax
-            if not 0 < lo < hi <= 1:
+            pair = self.cutmix_minmax
+            if not (
+                isinstance(pair, tuple | list)
+                and len(pair) == 2
+                and all(isinstance(v, int | float) for v in pair)
+                and 0 < pair[0] < pair[1] <= 1
+            ):
                 problems.append(
-                    f"cutmix_minmax must be (min, max) with 0 < min < max <= 1, not {self.cutmix_minmax!r}"
+                    f"cutmix_minmax must be (min, max) with 0 < min < max <= 1, not {pair!r}"
                 )
-            object.__setattr__(self, "cutmix_minmax", (float(lo), float(hi)))
-        if self.off_epoch is not None and self.off_epoch < 0:
-            problems.append(f"off_epoch must be >= 0, not {self.off_epoch}")
+            else:
+                object.__setattr__(self, "cutmix_minmax", (float(pair[0]), float(pair[1])))
+        if self.off_epoch is not None and not (
+            isinstance(self.off_epoch, int)
+            and not isinstance(self.off_epoch, bool)
+            and self.off_epoch >= 0
+        ):
+            problems.append(f"off_epoch must be an integer >= 0 or None, not {self.off_epoch!r}")
         if problems:
             raise ValueError("invalid mixup setting: " + "; ".join(problems))
 
@@ -74,8 +85,14 @@ class MixupSetting:
             data = dict(value)
         else:
             data = {n: getattr(value, n) for n in names if hasattr(value, n)}
-        if data.get("cutmix_minmax") is not None:
-            data["cutmix_minmax"] = tuple(data["cutmix_minmax"])
+            if not data:
+                raise ValueError(
+                    f"not a mixup setting: {value!r} has none of the fields {', '.join(names)}"
+                )
+        minmax = data.get("cutmix_minmax")
+        if minmax is not None and not isinstance(minmax, str | tuple):
+            with contextlib.suppress(TypeError):  # a list or array: a pair; else refused below
+                data["cutmix_minmax"] = tuple(minmax)
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,11 +116,16 @@ class CVInfo:
 
 @dataclass(frozen=True)
 class MetricSummary:
+    """A metric of a run: its final value (at the last step), its best value (highest, or lowest
+    for losses and errors) and the step of that, and how many steps were logged. NaN values count
+    as steps and can be final, never best: ``best`` is NaN and ``best_step`` None while every
+    value is NaN."""
+
     name: str
     final: float
     final_step: int
     best: float
-    best_step: int
+    best_step: int | None
     count: int
 
 

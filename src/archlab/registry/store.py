@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from array import array
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -116,7 +117,7 @@ def _sqlite_path(url: str) -> Path | None:
 def _connect_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise RegistryError(
             f"not a database URL: {url!r}; use sqlite:///PATH or postgresql://USER@HOST/DB"
         ) from None
@@ -160,6 +161,11 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+# Transient failures worth retrying: SQLite's "database is locked" / "busy", PostgreSQL's deadlock
+# and serialization failures (both roll the whole transaction back, so a retry is safe).
+_TRANSIENT = ("locked", "busy", "deadlock detected", "could not serialize")
+
+
 def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
     """Run a write, retrying with jittered backoff when the database is momentarily locked."""
     delay = 0.05
@@ -167,9 +173,8 @@ def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
         try:
             return fn()
         except OperationalError as exc:
-            if (
-                "locked" not in str(exc).lower() and "busy" not in str(exc).lower()
-            ) or attempt == attempts - 1:
+            message = str(exc).lower()
+            if not any(word in message for word in _TRANSIENT) or attempt == attempts - 1:
                 raise
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 2.0)
@@ -182,9 +187,30 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK = 0x61726368  # "arch": the advisory lock id serialising migrations on PostgreSQL
 
 
+def _known_revisions() -> set[str]:
+    return {p.stem.split("_", 1)[0] for p in (_MIGRATIONS / "versions").glob("[0-9]*.py")}
+
+
 def _head_revision() -> str:
-    heads = [p.stem.split("_", 1)[0] for p in (_MIGRATIONS / "versions").glob("[0-9]*.py")]
-    return max(heads)
+    return max(_known_revisions())
+
+
+def _check_known(revision: str | None, engine: Engine) -> None:
+    """A schema revision this archlab does not ship was written by a newer archlab: refuse it
+    clearly (alembic would fail with "Can't locate revision") rather than touch the data."""
+    if revision is not None and revision not in _known_revisions():
+        where = engine.url.render_as_string(hide_password=True)
+        raise RegistryError(
+            f"the registry at {where} has schema revision {revision!r}, which this archlab "
+            f"({_archlab_version()}) does not know (newest known: {_head_revision()}); it was "
+            "probably written by a newer archlab: upgrade archlab to open it"
+        )
+
+
+def _archlab_version() -> str:
+    import archlab
+
+    return archlab.__version__
 
 
 def _current_revision(engine: Engine) -> str | None:
@@ -197,8 +223,10 @@ def _current_revision(engine: Engine) -> str | None:
 
 def migrate(engine: Engine) -> None:
     """Create or upgrade the schema to the newest migration, once even under concurrent opens."""
-    if _current_revision(engine) == _head_revision():
+    current = _current_revision(engine)
+    if current == _head_revision():
         return
+    _check_known(current, engine)
     from alembic import command
     from alembic.config import Config
 
@@ -207,6 +235,11 @@ def migrate(engine: Engine) -> None:
     with _migration_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+        # another process may have migrated while this one waited for the lock
+        with contextlib.suppress(DBAPIError), conn.begin_nested():
+            _check_known(
+                conn.execute(text("SELECT version_num FROM alembic_version")).scalar(), engine
+            )
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 
@@ -231,28 +264,35 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 # -------------------------------------------------------------------------------- provenance
 
 
-def provenance() -> dict[str, Any]:
-    """Where and how a run was started: git state, host, user, pid, command, versions."""
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str | None], ...]:
+    """Versions of python, archlab, torch and scikit-learn, read from package metadata (this
+    imports neither torch nor scikit-learn); looked up once per process."""
     from importlib import metadata
 
     import archlab
 
-    versions: dict[str, str | None] = {
-        "python": sys.version.split()[0],
-        "archlab": archlab.__version__,
-    }
+    found: list[tuple[str, str | None]] = [
+        ("python", sys.version.split()[0]),
+        ("archlab", archlab.__version__),
+    ]
     for dist in ("torch", "scikit-learn"):
         try:
-            versions[dist] = metadata.version(dist)
+            found.append((dist, metadata.version(dist)))
         except metadata.PackageNotFoundError:
-            versions[dist] = None
+            found.append((dist, None))
+    return tuple(found)
+
+
+def provenance() -> dict[str, Any]:
+    """Where and how a run was started: git state, host, user, pid, command, versions."""
     info: dict[str, Any] = {
         "host": socket.gethostname(),
         "user": _user(),
         "pid": os.getpid(),
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
-        "versions": versions,
+        "versions": dict(_versions()),
         "git": _git_state_of(os.getcwd()),
     }
     return info
@@ -265,9 +305,20 @@ def _user() -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=8)
+GIT_STATE_TTL_S = 5.0
+_git_states: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+
 def _git_state_of(cwd: str) -> dict[str, Any] | None:
-    return _git_state()
+    """The git state of ``cwd``, reused for a few seconds: a burst of runs (a CV loop, a
+    benchmark) runs git once, while a run started after a commit or an edit records it."""
+    now = time.monotonic()
+    cached = _git_states.get(cwd)
+    if cached is not None and now - cached[0] < GIT_STATE_TTL_S:
+        return cached[1]
+    state = _git_state()
+    _git_states[cwd] = (now, state)
+    return state
 
 
 def _git_state() -> dict[str, Any] | None:
@@ -320,9 +371,20 @@ class Registry:
         self.engine = _connect_engine(self.url)
         try:
             migrate(self.engine)
-        except OperationalError as exc:
+        except RegistryError:
+            self.engine.dispose()
+            raise
+        except DBAPIError as exc:  # unreachable server, missing database, not a database file
+            self.engine.dispose()
             raise RegistryError(
                 f"cannot open the registry at {self._safe_url()}: {exc.orig}"
+            ) from None
+        except Exception as exc:  # alembic refusing the schema it found
+            self.engine.dispose()
+            if type(exc).__module__.split(".")[0] != "alembic":
+                raise
+            raise RegistryError(
+                f"cannot migrate the registry at {self._safe_url()}: {exc}"
             ) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(
@@ -359,8 +421,13 @@ class Registry:
 
     def _write(self, fn: Callable[[Session], T]) -> T:
         def attempt() -> T:
-            with self._write_sessions() as session, session.begin():
-                return fn(session)
+            with self._write_sessions() as session:
+                with session.begin():
+                    result = fn(session)
+                # metric key ids become known only once the transaction that found or made them
+                # has committed: a rolled-back insert must not leave a dangling id in the cache
+                self._key_ids.update(session.info.get("new_keys", {}))
+                return result
 
         return _retry(attempt)
 
@@ -380,15 +447,21 @@ class Registry:
             self._specs[id(spec)] = (spec, digest)  # the reference keeps the id from being reused
         row = session.get(SpecRow, digest)
         if row is None:
-            row = SpecRow(
-                hash=digest,
-                name=loaded.name,
-                version=loaded.version,
-                canonical=canonical_json(canonical_form(loaded)),
-                created=time.time(),
+            # ON CONFLICT DO NOTHING: two PostgreSQL writers may insert the same new spec at once
+            # (SQLite's IMMEDIATE transactions serialise them anyway)
+            dialect = session.get_bind().dialect.name
+            session.execute(
+                _upsert(dialect, SpecRow)
+                .values(
+                    hash=digest,
+                    name=loaded.name,
+                    version=loaded.version,
+                    canonical=canonical_json(canonical_form(loaded)),
+                    created=time.time(),
+                )
+                .on_conflict_do_nothing()
             )
-            session.add(row)
-            session.flush()
+            row = session.get_one(SpecRow, digest)
         return row
 
     def start_cv(
@@ -453,7 +526,13 @@ class Registry:
         """
         if kind not in KINDS:
             raise RegistryError(f"unknown run kind {kind!r}; choose one of {', '.join(KINDS)}")
-        setting = MixupSetting.from_any(mixup) if mixup is not None else None
+        if not float(heartbeat) > 0:
+            raise RegistryError(f"the heartbeat period must be > 0 seconds, not {heartbeat!r}")
+        try:
+            setting = MixupSetting.from_any(mixup) if mixup is not None else None
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
+        _check_tags(tags or {})
         group_id = cv_group.id if isinstance(cv_group, CVGroup) else cv_group
         if (group_id is None) != (fold is None):
             raise RegistryError("a fold run needs both cv_group and fold")
@@ -522,7 +601,8 @@ class Registry:
     # -- writes used by run handles ------------------------------------------------------------
 
     def _key_id(self, session: Session, name: str) -> int:
-        key = self._key_ids.get(name)
+        pending: dict[str, int] = session.info.setdefault("new_keys", {})
+        key = self._key_ids.get(name) or pending.get(name)
         if key is None:
             key = session.scalars(select(MetricKeyRow.id).where(MetricKeyRow.name == name)).first()
             if key is None:
@@ -532,7 +612,7 @@ class Registry:
                 key = session.scalars(
                     select(MetricKeyRow.id).where(MetricKeyRow.name == name)
                 ).one()
-            self._key_ids[name] = key
+            pending[name] = key  # cached by _write once the transaction commits
         return key
 
     def _write_metrics(
@@ -541,45 +621,33 @@ class Registry:
         points: list[tuple[str, int, float | None, float, float]],
         heartbeat: float | None,
     ) -> None:
-        """Insert metric points and fold them into the run's summaries, in one transaction."""
+        """Insert metric points and fold them into the run's summaries, in one transaction.
+
+        A step logged twice keeps its last value (within the batch and against earlier batches).
+        NaN is stored as NULL (SQLite cannot store NaN; PostgreSQL would sort it above every
+        number): it counts as a point and can be the final value, never the best.
+        """
+        unique: dict[tuple[str, int], tuple[str, int, float | None, float, float]] = {}
+        for point in points:  # one row per (name, step), the last logged wins
+            unique.pop((point[0], point[1]), None)
+            unique[(point[0], point[1])] = point
+        batch = list(unique.values())
 
         def write(session: Session) -> None:
             dialect = session.get_bind().dialect.name
-            if points:
-                rows = []
-                latest: dict[int, dict[str, Any]] = {}
-                for name, step, epoch, value, at in points:
-                    key = self._key_id(session, name)
-                    rows.append(
-                        {
-                            "run_pk": run_pk,
-                            "key_id": key,
-                            "step": step,
-                            "epoch": epoch,
-                            "value": value,
-                            "time": at,
-                        }
-                    )
-                    s = latest.get(key)
-                    better = (
-                        (lambda new, old: new < old)
-                        if minimize(name)
-                        else (lambda new, old: new > old)
-                    )
-                    if s is None:
-                        latest[key] = {
-                            "last_value": value,
-                            "last_step": step,
-                            "best_value": value,
-                            "best_step": step,
-                            "count": 1,
-                        }
-                    else:
-                        if step >= s["last_step"]:
-                            s["last_value"], s["last_step"] = value, step
-                        if better(value, s["best_value"]):
-                            s["best_value"], s["best_step"] = value, step
-                        s["count"] += 1
+            if batch:
+                keys = {name: self._key_id(session, name) for name, *_ in batch}
+                rows = [
+                    {
+                        "run_pk": run_pk,
+                        "key_id": keys[name],
+                        "step": step,
+                        "epoch": epoch,
+                        "value": None if math.isnan(value) else value,
+                        "time": at,
+                    }
+                    for name, step, epoch, value, at in batch
+                ]
                 stmt = _upsert(dialect, MetricRow)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["run_pk", "key_id", "step"],
@@ -590,7 +658,10 @@ class Registry:
                     },
                 )
                 session.execute(stmt, rows)
-                self._fold_summaries(session, run_pk, latest)
+                series: dict[str, list[tuple[int, float | None]]] = {}
+                for name, step, _epoch, value, _at in batch:
+                    series.setdefault(name, []).append((step, None if math.isnan(value) else value))
+                self._fold_summaries(session, run_pk, keys, series)
             if heartbeat is not None:
                 session.execute(
                     update(RunRow)
@@ -601,32 +672,73 @@ class Registry:
         self._write(write)
 
     def _fold_summaries(
-        self, session: Session, run_pk: int, latest: dict[int, dict[str, Any]]
+        self,
+        session: Session,
+        run_pk: int,
+        keys: dict[str, int],
+        series: dict[str, list[tuple[int, float | None]]],
     ) -> None:
-        names = {v: k for k, v in self._key_ids.items()}
+        """Bring the run's summaries of these metrics up to date with the points just written.
+
+        New steps past a metric's last step update its summary incrementally; a batch that
+        rewrites or back-fills steps recomputes the summary from the stored series instead.
+        """
         existing = {
             row.key_id: row
             for row in session.scalars(
                 select(SummaryRow).where(
-                    SummaryRow.run_pk == run_pk, SummaryRow.key_id.in_(list(latest))
+                    SummaryRow.run_pk == run_pk, SummaryRow.key_id.in_(list(keys.values()))
                 )
             )
         }
-        for key, new in latest.items():
+        for name, points in series.items():
+            key = keys[name]
+            low = minimize(name)
             row = existing.get(key)
-            if row is None:
-                session.add(SummaryRow(run_pk=run_pk, key_id=key, **new))
+            if row is not None and min(step for step, _ in points) <= row.last_step:
+                self._recompute_summary(session, run_pk, key, low, row)
                 continue
-            if new["last_step"] >= row.last_step:
-                row.last_value, row.last_step = new["last_value"], new["last_step"]
-            low = minimize(names.get(key, ""))
-            if (
-                (new["best_value"] < row.best_value)
-                if low
-                else (new["best_value"] > row.best_value)
-            ):
-                row.best_value, row.best_step = new["best_value"], new["best_step"]
-            row.count += new["count"]
+            points.sort(key=lambda p: p[0])
+            best, best_step = (row.best_value, row.best_step) if row else (None, None)
+            for step, value in points:
+                if value is not None and (best is None or (value < best if low else value > best)):
+                    best, best_step = value, step
+            last_step, last_value = points[-1]
+            if row is None:
+                session.add(
+                    SummaryRow(
+                        run_pk=run_pk,
+                        key_id=key,
+                        last_value=last_value,
+                        last_step=last_step,
+                        best_value=best,
+                        best_step=best_step,
+                        count=len(points),
+                    )
+                )
+            else:
+                row.last_value, row.last_step = last_value, last_step
+                row.best_value, row.best_step = best, best_step
+                row.count += len(points)
+
+    def _recompute_summary(
+        self, session: Session, run_pk: int, key: int, low: bool, row: SummaryRow
+    ) -> None:
+        mine = (MetricRow.run_pk == run_pk, MetricRow.key_id == key)
+        count, last_step = session.execute(
+            select(func.count(), func.max(MetricRow.step)).where(*mine)
+        ).one()
+        last_value = session.scalars(
+            select(MetricRow.value).where(*mine, MetricRow.step == last_step)
+        ).one()
+        best = session.execute(
+            select(MetricRow.value, MetricRow.step)
+            .where(*mine, MetricRow.value.is_not(None))
+            .order_by(MetricRow.value.asc() if low else MetricRow.value.desc(), MetricRow.step)
+            .limit(1)
+        ).first()
+        row.count, row.last_step, row.last_value = count, last_step, last_value
+        row.best_value, row.best_step = (best[0], best[1]) if best is not None else (None, None)
 
     def _finish(self, run_pk: int, status: str, error: str | None) -> None:
         now = time.time()
@@ -644,15 +756,26 @@ class Registry:
         self._write(write)
 
     def _aggregate(self, session: Session, group_pk: int) -> None:
-        """Recompute a CV group's per-metric aggregates over its completed folds."""
+        """Recompute a CV group's per-metric aggregates over its completed folds (a fold whose
+        final value is NaN does not count: ``n`` says how many did)."""
+        # One recomputation per group at a time: on PostgreSQL two folds ending at once would
+        # each read the other's fold as still running and insert the same aggregate rows. The
+        # row lock serialises them, and READ COMMITTED lets the second see the first's commit.
+        # (SQLite's IMMEDIATE write transactions are serial already; FOR UPDATE is dropped there.)
+        session.execute(select(CVGroupRow.pk).where(CVGroupRow.pk == group_pk).with_for_update())
         values: dict[int, list[float]] = {}
         rows = session.execute(
             select(SummaryRow.key_id, SummaryRow.last_value)
             .join(RunRow, RunRow.pk == SummaryRow.run_pk)
-            .where(RunRow.cv_group_pk == group_pk, RunRow.status == "completed")
+            .where(
+                RunRow.cv_group_pk == group_pk,
+                RunRow.status == "completed",
+                SummaryRow.last_value.is_not(None),
+            )
         )
         for key, value in rows:
-            values.setdefault(key, []).append(value)
+            if value is not None:
+                values.setdefault(key, []).append(value)
         session.execute(delete(AggregateRow).where(AggregateRow.group_pk == group_pk))
         for key, xs in values.items():
             n = len(xs)
@@ -670,14 +793,22 @@ class Registry:
         source = Path(path)
         if not source.is_file():
             raise RegistryError(f"no such artifact file: {source}")
+        if not 0 < len(kind) <= 32:
+            raise RegistryError(f"an artifact kind has 1 to 32 characters, not {kind!r}")
         root = self.artifacts.resolve()
         resolved = source.resolve()
         if copy or not resolved.is_relative_to(root):
-            target = root / run_id / source.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if resolved != target.resolve():
-                shutil.copy2(resolved, target)
-            resolved = target.resolve()
+            folder = root / run_id
+            folder.mkdir(parents=True, exist_ok=True)
+            folder = folder.resolve()
+            if not folder.is_relative_to(root):
+                raise RegistryError(
+                    f"the artifact folder of run {run_id} leads outside {root} (a symbolic link?)"
+                )
+            target = folder / source.name
+            if target.is_symlink() or not target.exists() or not target.samefile(resolved):
+                _copy_replacing(resolved, target)  # never writes through a link at target
+            resolved = target
         digest = hashlib.sha256()
         with open(resolved, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -823,6 +954,8 @@ class Registry:
         self._write(write)
 
     def tag(self, run_id: str, **tags: Any) -> None:
+        _check_tags(tags)
+
         def write(session: Session) -> None:
             row = self._row(session, run_id)
             for key, value in tags.items():
@@ -846,7 +979,9 @@ class Registry:
                 .where(MetricRow.run_pk == row.pk, MetricKeyRow.name == name)
                 .order_by(MetricRow.step)
             )
-            return [tuple(r) for r in session.execute(stmt)]  # type: ignore[misc]
+            return [
+                (step, epoch, _nan(value), at) for step, epoch, value, at in session.execute(stmt)
+            ]
 
     # -- record assembly -------------------------------------------------------------------------
 
@@ -889,7 +1024,7 @@ class Registry:
             .where(SummaryRow.run_pk.in_(pks))
         ):
             summaries.setdefault(s.run_pk, {})[name] = MetricSummary(
-                name, s.last_value, s.last_step, s.best_value, s.best_step, s.count
+                name, _nan(s.last_value), s.last_step, _nan(s.best_value), s.best_step, s.count
             )
         tags: dict[int, dict[str, str]] = {}
         for t in session.scalars(select(TagRow).where(TagRow.run_pk.in_(pks))):
@@ -1003,13 +1138,18 @@ class RunHandle:
         )
         self._thread.start()
         self._previous_sigterm: Any = None
+        self._sigterm_installed = False
 
     def log_metrics(
         self, values: Mapping[str, float], step: int | None = None, epoch: float | None = None
     ) -> None:
-        """Record metric values at ``step`` (default: one past the metric's last step)."""
-        now = time.time()
+        """Record metric values at ``step`` (default: one past the metric's last step).
+
+        Logging a step again replaces its value; NaN is kept (it can be final, never best)."""
+        if self._ended:
+            raise RegistryError(f"run {self.id} has ended: it takes no more metrics")
         with self._lock:
+            now = time.time()  # under the lock: ordered with the heartbeat a flush takes
             for name, value in values.items():
                 s = self._steps.get(name, -1) + 1 if step is None else int(step)
                 self._steps[name] = max(s, self._steps.get(name, -1))
@@ -1031,11 +1171,20 @@ class RunHandle:
         self.registry.tag(self.id, **tags)
 
     def flush(self, heartbeat: bool = True) -> None:
-        """Write buffered metrics now (and the heartbeat)."""
+        """Write buffered metrics now (and the heartbeat). If the write fails, the points go back
+        to the buffer for the next flush."""
         with self._write_lock:
             with self._lock:
+                # every point logged before this instant is in this batch: once it is written,
+                # the heartbeat vouches for all the points logged before it
+                beat = time.time()
                 points, self._buffer = self._buffer, []
-            self.registry._write_metrics(self.pk, points, time.time() if heartbeat else None)
+            try:
+                self.registry._write_metrics(self.pk, points, beat if heartbeat else None)
+            except BaseException:
+                with self._lock:
+                    self._buffer[:0] = points
+                raise
 
     def end(self, status: str = "completed", error: str | None = None) -> None:
         """End the run; idempotent."""
@@ -1045,7 +1194,15 @@ class RunHandle:
             raise RegistryError(f"a run ends completed, failed or interrupted, not {status!r}")
         self._stop.set()
         self._thread.join(timeout=10)
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:
+            # the metrics could not be written: still end the run rather than leave it running
+            with contextlib.suppress(Exception):
+                note = f"could not write the last metrics: {type(exc).__name__}: {exc}"
+                self.registry._finish(self.pk, "failed", f"{error}; {note}" if error else note)
+            self._ended = True
+            raise
         self.registry._finish(self.pk, status, error)
         self._ended = True
 
@@ -1057,18 +1214,23 @@ class RunHandle:
     def __enter__(self) -> RunHandle:
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+            self._sigterm_installed = True
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
+        if self._sigterm_installed:
+            # None: the previous handler was not set from Python; the default is the best guess
+            previous = self._previous_sigterm
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+            self._previous_sigterm, self._sigterm_installed = None, False
         if exc_type is None:
             self.end("completed")
-        elif issubclass(exc_type, KeyboardInterrupt | Terminated):
-            self.end("interrupted", "interrupted by the user or SIGTERM")
+        elif issubclass(exc_type, Terminated):
+            self.end("interrupted", "interrupted by SIGTERM")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end("interrupted", "interrupted by the user (KeyboardInterrupt)")
         else:
             self.end("failed", f"{exc_type.__name__}: {exc}")
 
@@ -1094,9 +1256,40 @@ def _upsert(dialect: str, table: Any) -> Any:
     return sqlite_insert(table)
 
 
+def _copy_replacing(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` through a temporary file and a rename, so that whatever was
+    at ``target`` (a symbolic link included) is replaced rather than written through."""
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, temporary)
+        shutil.copystat(source, temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _check_tags(tags: Mapping[str, Any]) -> None:
+    for key in tags:
+        if not 0 < len(str(key)) <= 100:
+            raise RegistryError(f"a tag key has 1 to 100 characters, not {str(key)!r}")
+
+
+def _nan(value: float | None) -> float:
+    """A stored metric value: NULL stands for NaN."""
+    return math.nan if value is None else value
+
+
+_NON_FINITE = {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}
+
+
 def _jsonable(value: Any) -> Any:
-    """Config values as JSON: tuples become lists, paths and other objects their str()."""
-    return json.loads(json.dumps(value, default=str))
+    """Config values as JSON: tuples become lists, paths and other objects their str(), and
+    NaN / infinities the strings "nan" / "inf" / "-inf" (strict JSON, which PostgreSQL requires,
+    has no such numbers)."""
+    return json.loads(json.dumps(value, default=str), parse_constant=_NON_FINITE.__getitem__)
 
 
 def _group_record(row: CVGroupRow, runs: list[str], aggregates: dict[str, Aggregate]) -> CVGroup:

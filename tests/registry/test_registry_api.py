@@ -1,0 +1,807 @@
+"""The registry's Python API: where it lives, runs and their provenance, specs, CV groups, mixup,
+metrics and artifacts. Tests taking ``registry`` / ``registry_url`` run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import math
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from array import array
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+
+import archlab
+from archlab.registry import MixupSetting, Registry, RegistryError
+from archlab.registry import store as store_module
+from archlab.registry.models import ArtifactRow, MetricRow, MixupRow, RunRow, SpecRow
+from archlab.registry.store import DEFAULT_URL, HEARTBEAT_S
+from archlab.specs import canonical_form, canonical_json
+
+Doc = dict[str, Any]
+
+
+@pytest.fixture
+def spec(minimal_vit: Callable[[], Doc]) -> Doc:
+    return minimal_vit()
+
+
+def count(engine: Engine, table: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+# --- where the registry lives ---------------------------------------------------------------------
+
+
+def test_default_location_is_created_under_the_current_directory(isolated: Path) -> None:
+    assert not (isolated / ".archlab").exists()
+    with Registry() as reg:
+        assert reg.url == DEFAULT_URL == "sqlite:///.archlab/registry.db"
+        assert (isolated / ".archlab" / "registry.db").is_file()
+        assert reg.artifacts.resolve() == (isolated / ".archlab" / "artifacts").resolve()
+
+
+def test_archlab_registry_variable_is_the_default(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARCHLAB_REGISTRY", f"sqlite:///{isolated / 'from-env.db'}")
+    with Registry() as reg:
+        assert reg.url.endswith("from-env.db")
+    assert (isolated / "from-env.db").is_file()
+    assert not (isolated / ".archlab").exists()
+    monkeypatch.setenv("ARCHLAB_REGISTRY", str(isolated / "plain-path.db"))  # a bare path: SQLite
+    with Registry():
+        pass
+    assert (isolated / "plain-path.db").is_file()
+    with Registry(f"sqlite:///{isolated / 'argument.db'}") as reg:  # the argument wins
+        assert reg.url.endswith("argument.db")
+
+
+def test_explicit_sqlite_file_is_created_but_not_its_folder(isolated: Path) -> None:
+    with Registry(f"sqlite:///{isolated / 'new.db'}"):
+        pass
+    assert (isolated / "new.db").is_file()
+    missing = isolated / "no" / "such" / "folder" / "reg.db"
+    with pytest.raises(RegistryError, match=r"folder .* does not exist"):
+        Registry(f"sqlite:///{missing}")
+    assert not (isolated / "no").exists()
+
+
+def test_unreachable_postgresql_is_a_registry_error() -> None:
+    with pytest.raises(RegistryError, match="cannot open the registry at postgresql"):
+        Registry("postgresql://postgres@127.0.0.1:1/test")
+
+
+def test_bad_url_and_non_database_file_are_registry_errors(isolated: Path) -> None:
+    with pytest.raises(RegistryError, match="not a database URL"):
+        Registry("sqlite+://::nonsense")
+    junk = isolated / "junk.db"
+    junk.write_bytes(b"this is not a database" * 200)
+    with pytest.raises(RegistryError, match="not a database"):
+        Registry(f"sqlite:///{junk}")
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def test_run_context_manager_completes(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec, {"lr": 0.1}) as run:
+        assert registry.get(run.id).status == "running"
+        run.log_metrics({"val_acc": 0.5}, step=0)
+    got = registry.get(run.id)
+    assert got.status == "completed"
+    assert got.error is None
+    assert got.ended is not None and got.started <= got.ended
+    assert got.kind == "train"
+    assert got.metrics == {"val_acc": 0.5}
+
+
+def test_exception_fails_the_run_with_its_text(registry: Registry, spec: Doc) -> None:
+    with pytest.raises(ValueError, match="diverged"), registry.start_run(spec) as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+        raise ValueError("loss diverged at step 3")
+    got = registry.get(run.id)
+    assert got.status == "failed"
+    assert got.error == "ValueError: loss diverged at step 3"
+    assert got.metrics == {"loss": 1.0}  # metrics logged before the failure are kept
+
+
+def test_keyboard_interrupt_interrupts_the_run(registry: Registry, spec: Doc) -> None:
+    with pytest.raises(KeyboardInterrupt), registry.start_run(spec) as run:
+        raise KeyboardInterrupt
+    got = registry.get(run.id)
+    assert got.status == "interrupted"
+    assert "KeyboardInterrupt" in (got.error or "")
+
+
+def test_end_by_hand_is_idempotent_and_checked(registry: Registry, spec: Doc) -> None:
+    run = registry.start_run(spec)
+    with pytest.raises(RegistryError, match="completed, failed or interrupted"):
+        run.end("running")
+    run.end("failed", "out of memory")
+    run.end("completed")  # idempotent: the first end stands
+    got = registry.get(run.id)
+    assert (got.status, got.error) == ("failed", "out of memory")
+    with pytest.raises(RegistryError, match="has ended"):
+        run.log_metrics({"loss": 1.0})
+
+
+def test_kinds_are_validated(registry: Registry, spec: Doc, raw_engine: Engine) -> None:
+    with pytest.raises(RegistryError, match=r"unknown run kind 'training'.*train, eval, bench"):
+        registry.start_run(spec, kind="training")
+    assert count(raw_engine, RunRow) == 0
+    for kind in ("train", "eval", "bench"):
+        with registry.start_run(spec, kind=kind) as run:
+            pass
+        assert registry.get(run.id).kind == kind
+
+
+def test_unknown_run_id_is_a_registry_error(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec) as run:
+        pass
+    with pytest.raises(RegistryError, match="no run 'nosuchid'"):
+        registry.get("nosuchid")
+    with pytest.raises(RegistryError, match=f"similar: {run.id}"):
+        registry.get(run.id[:4] + "zzzz")
+
+
+def test_config_and_tags_are_stored(registry: Registry, spec: Doc) -> None:
+    config = {
+        "optimizer": {"name": "adamw", "lr": 3e-4, "betas": (0.9, 0.95)},
+        "epochs": 10,
+        "data": Path("data/digits.npz"),
+        "clip": math.inf,
+        "warmup": math.nan,
+    }
+    with registry.start_run(spec, config, tags={"owner": "ada", "round": 2}) as run:
+        run.tag(stage="final")
+    registry.tag(run.id, round=3)
+    got = registry.get(run.id)
+    assert got.config == {
+        "optimizer": {"name": "adamw", "lr": 3e-4, "betas": [0.9, 0.95]},
+        "epochs": 10,
+        "data": "data/digits.npz",
+        "clip": "inf",  # strict JSON (PostgreSQL's) has no NaN or infinity
+        "warmup": "nan",
+    }
+    assert got.tags == {"owner": "ada", "round": "3", "stage": "final"}
+    with pytest.raises(RegistryError, match="tag key"):
+        registry.tag(run.id, **{"k" * 101: 1})
+
+
+def test_provenance_outside_a_git_repository(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec) as run:
+        pass
+    prov = registry.get(run.id).provenance
+    assert prov["git"] is None
+    assert prov["host"] == socket.gethostname()
+    assert prov["user"] == getpass.getuser()
+    assert prov["pid"] == os.getpid()
+    assert prov["argv"] == sys.argv
+    versions = prov["versions"]
+    assert set(versions) == {"python", "torch", "archlab", "scikit-learn"}
+    assert versions["python"] == sys.version.split()[0]
+    assert versions["archlab"] == archlab.__version__
+    assert versions["torch"] == metadata.version("torch")
+    try:
+        sklearn: str | None = metadata.version("scikit-learn")
+    except metadata.PackageNotFoundError:
+        sklearn = None
+    assert versions["scikit-learn"] == sklearn
+
+
+def git(repo: Path, *args: str) -> bytes:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def test_provenance_records_git_commit_dirty_flag_and_diff_hash(
+    registry: Registry, spec: Doc, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = isolated / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "train.py").write_text("print('v1')\n")
+    git(repo, "add", "train.py")
+    git(repo, "commit", "-q", "-m", "v1")
+    head = git(repo, "rev-parse", "HEAD").decode().strip()
+    monkeypatch.chdir(repo)
+
+    with registry.start_run(spec) as clean:
+        pass
+    assert registry.get(clean.id).provenance["git"] == {
+        "commit": head,
+        "dirty": False,
+        "diff_sha256": None,
+    }
+    assert registry.get(clean.id).provenance["cwd"] == str(repo)
+
+    (repo / "train.py").write_text("print('v2')\n")
+    monkeypatch.setattr(store_module, "GIT_STATE_TTL_S", 0.0)  # no reuse of the clean state
+    with registry.start_run(spec) as dirty:
+        pass
+    diff = git(repo, "diff", "HEAD")
+    assert diff
+    assert registry.get(dirty.id).provenance["git"] == {
+        "commit": head,
+        "dirty": True,
+        "diff_sha256": hashlib.sha256(diff).hexdigest(),
+    }
+
+
+def test_identical_architectures_share_one_spec_row(
+    registry: Registry, spec: Doc, raw_engine: Engine, tmp_path: Path
+) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec, indent=4, sort_keys=True))  # another layout, same spec
+    with registry.start_run(spec) as a:
+        pass
+    with registry.start_run(str(path), kind="eval") as b:
+        pass
+    with registry.start_run(archlab.load_spec(spec)) as c:
+        pass
+    assert count(raw_engine, SpecRow) == 1
+    hashes = {registry.get(r.id).spec_hash for r in (a, b, c)}
+    assert hashes == {archlab.spec_hash(archlab.load_spec(spec))}
+    assert registry.get(a.id).spec_name == "mini-vit"
+
+    wider = json.loads(json.dumps(spec))
+    wider["nodes"]["enc"]["depth"] = 6
+    with registry.start_run(wider) as d:
+        pass
+    assert count(raw_engine, SpecRow) == 2
+    assert registry.get(d.id).spec_hash != registry.get(a.id).spec_hash
+    with raw_engine.connect() as conn:
+        stored = dict(conn.execute(select(SpecRow.hash, SpecRow.canonical)).all())
+    for source in (spec, wider):
+        loaded = archlab.load_spec(source)
+        assert stored[archlab.spec_hash(loaded)] == canonical_json(canonical_form(loaded))
+
+
+# --- cross-validation ---------------------------------------------------------------------------
+
+
+def sha_of_sorted_int64_le(indices: list[int]) -> str:
+    """The fingerprint computed independently of the store: struct, little-endian int64."""
+    return hashlib.sha256(struct.pack(f"<{len(indices)}q", *sorted(indices))).hexdigest()
+
+
+def test_fold_runs_record_split_sizes_and_fingerprints(registry: Registry, spec: Doc) -> None:
+    group = registry.start_cv(
+        spec, {"epochs": 3}, k=3, splitter="StratifiedKFold", seed=7, stratified=True,
+        library="scikit-learn 1.7.2",
+    )  # fmt: skip
+    assert (group.k, group.splitter, group.seed, group.stratified) == (
+        3,
+        "StratifiedKFold",
+        7,
+        True,
+    )
+    train = [9, 3, 5, 2**40, 0, 7]  # unsorted, one beyond 32 bits
+    val = [1, 4, 8]
+    with registry.start_run(
+        spec, cv_group=group, fold=0, train_indices=train, val_indices=val
+    ) as run:
+        pass
+    cv = registry.get(run.id).cv
+    assert cv is not None
+    assert (cv.group, cv.k, cv.fold, cv.n_train, cv.n_val) == (group.id, 3, 0, 6, 3)
+    assert cv.train_sha256 == sha_of_sorted_int64_le(train)
+    assert cv.val_sha256 == sha_of_sorted_int64_le(val)
+    native = array("q", sorted(val))
+    if sys.byteorder == "big":
+        native.byteswap()
+    assert cv.val_sha256 == hashlib.sha256(native.tobytes()).hexdigest()
+    assert registry.group(group.id).runs == [run.id]
+    # a fold run of a group given by id works the same
+    with registry.start_run(spec, cv_group=group.id, fold=1) as other:
+        pass
+    assert registry.get(other.id).cv.fold == 1  # type: ignore[union-attr]
+    assert registry.get(other.id).cv.n_train is None  # type: ignore[union-attr]
+
+
+def test_cv_aggregates_follow_completed_folds(registry: Registry, spec: Doc) -> None:
+    group = registry.start_cv(spec, k=4, seed=0)
+    finals = [0.81, 0.86, 0.84]
+    ids = []
+    for fold, acc in enumerate(finals):
+        with registry.start_run(spec, cv_group=group, fold=fold) as run:
+            run.log_metrics({"val_acc": acc - 0.1, "val_loss": 1.0}, step=0)
+            run.log_metrics({"val_acc": acc, "val_loss": 1.0 - acc}, step=1)
+        ids.append(run.id)
+        agg = registry.group(group.id).aggregates["val_acc"]
+        done = finals[: fold + 1]
+        assert agg.n == len(done)
+        assert agg.mean == pytest.approx(statistics.fmean(done))
+        assert agg.std == pytest.approx(statistics.stdev(done) if len(done) > 1 else 0.0)
+        assert (agg.min, agg.max) == (min(done), max(done))
+    loss = registry.group(group.id).aggregates["val_loss"]
+    assert loss.mean == pytest.approx(statistics.fmean(1 - a for a in finals))
+
+    # a failed and a still-running fold do not count
+    with pytest.raises(RuntimeError), registry.start_run(spec, cv_group=group, fold=3) as bad:
+        bad.log_metrics({"val_acc": 0.1}, step=1)
+        raise RuntimeError("oom")
+    running = registry.start_run(spec, cv_group=group, fold=3)
+    running.log_metrics({"val_acc": 0.2}, step=1)
+    running.flush()
+    assert registry.group(group.id).aggregates["val_acc"].n == 3
+    running.end("interrupted")
+    assert registry.group(group.id).aggregates["val_acc"].n == 3
+
+    # removing a fold updates the aggregates
+    registry.remove(ids[1])
+    agg = registry.group(group.id).aggregates["val_acc"]
+    kept = [finals[0], finals[2]]
+    assert (agg.n, agg.min, agg.max) == (2, min(kept), max(kept))
+    assert agg.mean == pytest.approx(statistics.fmean(kept))
+    assert agg.std == pytest.approx(statistics.stdev(kept))
+    assert ids[1] not in registry.group(group.id).runs
+    with pytest.raises(RegistryError):
+        registry.get(ids[1])
+
+
+def test_a_nan_final_value_does_not_enter_the_aggregates(registry: Registry, spec: Doc) -> None:
+    group = registry.start_cv(spec, k=3)
+    for fold, value in enumerate([0.5, math.nan, 0.7]):
+        with registry.start_run(spec, cv_group=group, fold=fold) as run:
+            run.log_metrics({"val_acc": value}, step=0)
+    agg = registry.group(group.id).aggregates["val_acc"]
+    assert (agg.n, agg.min, agg.max) == (2, 0.5, 0.7)
+    assert agg.mean == pytest.approx(0.6)
+
+
+def test_fold_runs_are_checked(
+    registry: Registry, spec: Doc, raw_engine: Engine, minimal_gpt: Callable[[], Doc]
+) -> None:
+    with pytest.raises(RegistryError, match="k >= 2"):
+        registry.start_cv(spec, k=1)
+    group = registry.start_cv(spec, k=3)
+    with pytest.raises(RegistryError, match="belongs to another spec"):
+        registry.start_run(minimal_gpt(), cv_group=group, fold=0)
+    for fold in (3, -1):
+        with pytest.raises(RegistryError, match="outside the group's 3 folds"):
+            registry.start_run(spec, cv_group=group, fold=fold)
+    with pytest.raises(RegistryError, match="needs both cv_group and fold"):
+        registry.start_run(spec, cv_group=group)
+    with pytest.raises(RegistryError, match="needs both cv_group and fold"):
+        registry.start_run(spec, fold=0)
+    with pytest.raises(RegistryError, match="no CV group 'nosuch'"):
+        registry.start_run(spec, cv_group="nosuch", fold=0)
+    assert count(raw_engine, RunRow) == 0
+    repeated = registry.start_cv(spec, k=2, repeats=3)  # repeated k-fold: k x repeats folds
+    with registry.start_run(spec, cv_group=repeated, fold=5):
+        pass
+
+
+# --- mixup --------------------------------------------------------------------------------------
+
+
+MIXUP = {
+    "alpha": 0.8,
+    "cutmix_alpha": 1.0,
+    "cutmix_minmax": [0.3, 0.9],
+    "prob": 0.9,
+    "switch_prob": 0.4,
+    "mode": "pair",
+    "label_smoothing": 0.1,
+    "off_epoch": 90,
+}
+
+
+def test_mixup_round_trips(registry: Registry, spec: Doc) -> None:
+    want = MixupSetting(
+        alpha=0.8,
+        cutmix_alpha=1.0,
+        cutmix_minmax=(0.3, 0.9),
+        prob=0.9,
+        switch_prob=0.4,
+        mode="pair",
+        label_smoothing=0.1,
+        off_epoch=90,
+    )
+    forms: dict[str, Any] = {
+        "dict": dict(MIXUP),
+        "object": SimpleNamespace(**MIXUP, unrelated="ignored"),
+        "record": MixupSetting.from_any(MIXUP),
+    }
+    for form, given in forms.items():
+        with registry.start_run(spec, mixup=given) as run:
+            pass
+        got = registry.get(run.id).mixup
+        assert got == want, form
+        assert got.to_dict() == MIXUP
+        assert registry.get(run.id).to_dict()["mixup"] == MIXUP
+
+
+def test_partial_mixup_takes_timm_defaults(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec, mixup={"cutmix_alpha": 1.0}) as run:
+        pass
+    assert registry.get(run.id).mixup == MixupSetting(cutmix_alpha=1.0)
+
+
+def test_inactive_mixup_records_none(registry: Registry, spec: Doc, raw_engine: Engine) -> None:
+    inactive: list[Any] = [
+        {},
+        {"alpha": 0.0, "cutmix_alpha": 0.0},
+        {"alpha": 0.4, "prob": 0.0},  # never applied
+        SimpleNamespace(alpha=0.0, cutmix_alpha=0.0, mode="elem"),
+    ]
+    for setting in inactive:
+        with registry.start_run(spec, mixup=setting) as run:
+            pass
+        assert registry.get(run.id).mixup is None, setting
+        assert registry.get(run.id).to_dict()["mixup"] is None
+    assert count(raw_engine, MixupRow) == 0
+
+
+INVALID_MIXUP = [
+    ({"alpha": -0.1}, "alpha must be a finite number >= 0"),
+    ({"alpha": math.inf}, "alpha must be a finite number >= 0"),
+    ({"alpha": "0.2"}, "alpha must be a finite number"),
+    ({"prob": 1.5}, r"prob must be in \[0, 1\]"),
+    ({"switch_prob": -1}, r"switch_prob must be in \[0, 1\]"),
+    ({"mode": "batchwise"}, "mode must be one of batch, pair, elem"),
+    ({"cutmix_minmax": [0.9, 0.3]}, "cutmix_minmax must be"),
+    ({"cutmix_minmax": [0.5]}, "cutmix_minmax must be"),
+    ({"cutmix_minmax": 0.5}, "cutmix_minmax must be"),
+    ({"off_epoch": -1}, "off_epoch must be an integer >= 0"),
+    ({"off_epoch": "10"}, "off_epoch must be an integer >= 0"),
+    ({"alpha": 0.2, "beta": 1}, r"unknown mixup field\(s\) \['beta'\]"),
+    (0.2, "not a mixup setting"),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), INVALID_MIXUP)
+def test_invalid_mixup_values_are_refused(bad: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MixupSetting.from_any(bad)
+
+
+def test_a_run_with_invalid_mixup_is_not_started(
+    registry: Registry, spec: Doc, raw_engine: Engine
+) -> None:
+    for bad, message in INVALID_MIXUP:
+        with pytest.raises(RegistryError, match=message):
+            registry.start_run(spec, mixup=bad)
+    assert count(raw_engine, RunRow) == 0
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def history(registry: Registry, run_id: str, name: str) -> list[tuple[int, float]]:
+    return [(step, value) for step, _, value, _ in registry.metric_history(run_id, name)]
+
+
+def test_metrics_are_buffered_until_a_flush(registry: Registry, spec: Doc) -> None:
+    run = registry.start_run(spec, heartbeat=60)
+    assert run._interval == 5.0  # the heartbeat (and its flush) never waits more than 5 s
+    assert HEARTBEAT_S <= 5.0
+    run.log_metrics({"loss": 2.0, "acc": 0.1}, step=0)
+    run.log_metrics({"loss": 1.0, "acc": 0.2}, step=1)
+    assert history(registry, run.id, "loss") == []  # buffered, not yet written
+    beat = registry.get(run.id).heartbeat
+    time.sleep(0.01)
+    run.flush()
+    assert history(registry, run.id, "loss") == [(0, 2.0), (1, 1.0)]
+    assert registry.get(run.id).heartbeat > beat  # a flush is a heartbeat
+    run.log_metrics({"loss": 0.5}, step=2)
+    run.end()
+    assert history(registry, run.id, "loss")[-1] == (2, 0.5)  # the end flushes
+
+
+def test_the_heartbeat_flushes_in_the_background(registry: Registry, spec: Doc) -> None:
+    run = registry.start_run(spec, heartbeat=0.1)
+    start_beat = registry.get(run.id).heartbeat
+    run.log_metrics({"loss": 1.0}, step=0)
+    deadline = time.monotonic() + 10
+    while not history(registry, run.id, "loss") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert history(registry, run.id, "loss") == [(0, 1.0)]
+    assert registry.get(run.id).heartbeat > start_beat
+    run.end()
+
+
+def test_a_large_buffer_is_written_in_one_batch(
+    registry: Registry, spec: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = registry.start_run(spec, heartbeat=5)
+    monkeypatch.setattr(run, "FLUSH_ROWS", 100)
+    writes: list[int] = []
+    real = registry._write_metrics
+
+    def spy(pk: int, points: list[Any], beat: float | None) -> None:
+        writes.append(len(points))
+        real(pk, points, beat)
+
+    monkeypatch.setattr(registry, "_write_metrics", spy)
+    for step in range(99):
+        run.log_metrics({"loss": 1 / (step + 1)}, step=step)
+    assert writes == []
+    run.log_metrics({"loss": 0.001}, step=99)  # the 100th point fills the buffer
+    assert writes == [100]
+    assert len(history(registry, run.id, "loss")) == 100
+    run.end()
+
+
+def test_summaries_final_best_and_best_step(registry: Registry, spec: Doc) -> None:
+    series = {
+        "val_acc": [0.5, 0.7, 0.9, 0.8],  # higher is better
+        "train/loss": [2.0, 1.0, 1.5, 1.2],  # lower is better
+        "error_rate": [0.3, 0.1, 0.2, 0.25],
+        "perplexity": [30.0, 20.0, 10.0, 12.0],
+        "lr": [0.1, 0.3, 0.2, 0.05],  # neither: higher counts as better
+    }
+    with registry.start_run(spec) as run:
+        for step in range(4):
+            run.log_metrics({k: v[step] for k, v in series.items()}, step=step, epoch=step / 2)
+            if step == 1:
+                run.flush()  # summaries fold in over several batches
+    got = registry.get(run.id)
+    expect = {
+        "val_acc": (0.8, 3, 0.9, 2),
+        "train/loss": (1.2, 3, 1.0, 1),
+        "error_rate": (0.25, 3, 0.1, 1),
+        "perplexity": (12.0, 3, 10.0, 2),
+        "lr": (0.05, 3, 0.3, 1),
+    }
+    for name, (final, final_step, best, best_step) in expect.items():
+        s = got.summaries[name]
+        assert (s.final, s.final_step, s.best, s.best_step, s.count) == (
+            final,
+            final_step,
+            best,
+            best_step,
+            4,
+        ), name
+    assert got.metrics == {k: v[0] for k, v in expect.items()}
+    assert [e for _, e, _, _ in registry.metric_history(run.id, "val_acc")] == [0, 0.5, 1.0, 1.5]
+
+
+def test_steps_default_to_one_past_the_last(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec) as run:
+        run.log_metrics({"loss": 3.0})
+        run.log_metrics({"loss": 2.0})
+        run.log_metrics({"loss": 1.0}, step=10)
+        run.log_metrics({"loss": 0.5})
+    assert [s for s, _ in history(registry, run.id, "loss")] == [0, 1, 10, 11]
+
+
+def test_relogging_a_step_overwrites_it(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec) as run:
+        run.log_metrics({"val_acc": 0.9}, step=0)
+        run.log_metrics({"val_acc": 0.6}, step=0)  # same batch
+        run.log_metrics({"val_acc": 0.5}, step=1)
+        run.flush()
+        s = registry.get(run.id).summaries["val_acc"]
+        assert (s.best, s.best_step, s.count) == (0.6, 0, 2)
+        run.log_metrics({"val_acc": 0.4}, step=0)  # a later batch rewrites step 0 (the best)
+        run.flush()
+        s = registry.get(run.id).summaries["val_acc"]
+        assert (s.final, s.final_step, s.best, s.best_step, s.count) == (0.5, 1, 0.5, 1, 2)
+        run.log_metrics({"val_acc": 0.3}, step=1)  # and the final step
+    s = registry.get(run.id).summaries["val_acc"]
+    assert (s.final, s.final_step, s.best, s.best_step, s.count) == (0.3, 1, 0.4, 0, 2)
+    assert history(registry, run.id, "val_acc") == [(0, 0.4), (1, 0.3)]
+
+
+def test_backfilled_steps_keep_the_summary_right(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec) as run:
+        run.log_metrics({"loss": 1.0}, step=5)
+        run.flush()
+        run.log_metrics({"loss": 0.2}, step=3)  # an earlier step, logged late
+    s = registry.get(run.id).summaries["loss"]
+    assert (s.final, s.final_step, s.best, s.best_step, s.count) == (1.0, 5, 0.2, 3, 2)
+
+
+def test_nan_values_are_kept_but_never_best(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec) as run:
+        run.log_metrics({"loss": math.nan, "acc": 0.5, "all_nan": math.nan}, step=0)
+        run.flush()
+        run.log_metrics({"loss": 1.0, "acc": math.inf, "all_nan": math.nan}, step=1)
+        run.log_metrics({"loss": 2.0, "acc": math.nan, "all_nan": math.nan}, step=2)
+    got = registry.get(run.id)
+    loss, acc, nan = got.summaries["loss"], got.summaries["acc"], got.summaries["all_nan"]
+    assert (loss.final, loss.best, loss.best_step, loss.count) == (2.0, 1.0, 1, 3)
+    assert math.isnan(acc.final) and acc.final_step == 2
+    assert (acc.best, acc.best_step) == (math.inf, 1)
+    assert math.isnan(nan.final) and math.isnan(nan.best) and nan.best_step is None
+    assert nan.count == 3
+    values = [v for _, v in history(registry, run.id, "loss")]
+    assert math.isnan(values[0]) and values[1:] == [1.0, 2.0]
+    assert math.isnan(got.metrics["acc"])
+
+
+def test_metric_history_of_unknown_names(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec) as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+    assert registry.metric_history(run.id, "nope") == []
+    with pytest.raises(RegistryError, match="no run"):
+        registry.metric_history("nosuchrun", "loss")
+
+
+def test_metric_keys_stay_right_after_a_rolled_back_write(
+    registry: Registry, spec: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write must not leave a key id that its transaction never committed in the cache."""
+    run = registry.start_run(spec)
+    run.log_metrics({"fresh_metric": 1.0}, step=0)
+    real = registry._fold_summaries
+
+    def fail(*args: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(registry, "_fold_summaries", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run.flush()
+    assert "fresh_metric" not in registry._key_ids
+    monkeypatch.setattr(registry, "_fold_summaries", real)
+    run.end()  # the points went back to the buffer and are written now
+    assert history(registry, run.id, "fresh_metric") == [(0, 1.0)]
+
+
+def test_a_failed_final_flush_still_ends_the_run(
+    registry: Registry, spec: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = registry.start_run(spec)
+    run.log_metrics({"loss": 1.0}, step=0)
+
+    def fail(*args: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(registry, "_write_metrics", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run.end()
+    got = registry.get(run.id)
+    assert got.status == "failed"
+    assert "could not write the last metrics: RuntimeError: disk full" in (got.error or "")
+
+
+# --- artifacts ----------------------------------------------------------------------------------
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_outside_files_are_copied_into_the_run_folder(
+    registry: Registry, spec: Doc, isolated: Path
+) -> None:
+    source = isolated / "elsewhere" / "model.safetensors"
+    source.parent.mkdir()
+    source.write_bytes(os.urandom(3000))
+    with registry.start_run(spec) as run:
+        art = run.log_artifact(source, "checkpoint")
+    assert art.path == f"{run.id}/model.safetensors"
+    stored = registry.artifacts / art.path
+    assert stored.read_bytes() == source.read_bytes()
+    assert (art.kind, art.size, art.sha256) == ("checkpoint", 3000, sha256_of(source))
+    assert registry.get(run.id).artifacts == [art]
+
+
+def test_files_inside_the_folder_are_recorded_in_place(registry: Registry, spec: Doc) -> None:
+    with registry.start_run(spec) as run:
+        inside = registry.artifacts / "shared" / "plot.png"
+        inside.parent.mkdir(parents=True)
+        inside.write_bytes(b"png")
+        art = run.log_artifact(inside, "plot")
+        copied = run.log_artifact(inside, "plot", copy=True)
+    assert art.path == "shared/plot.png"
+    assert copied.path == f"{run.id}/plot.png"
+    assert [a.path for a in registry.get(run.id).artifacts] == [art.path, copied.path]
+
+
+def test_artifact_paths_cannot_escape_the_folder(
+    registry: Registry, spec: Doc, isolated: Path
+) -> None:
+    secret = isolated / "secret.txt"
+    secret.write_text("do not touch")
+    root = registry.artifacts
+    root.mkdir(parents=True)
+    with registry.start_run(spec) as run:
+        # a link inside the folder to a file outside: the content is copied in
+        link = root / "innocent.txt"
+        link.symlink_to(secret)
+        art = run.log_artifact(link)
+        assert art.path == f"{run.id}/innocent.txt"  # named as logged
+        stored = root / art.path
+        assert not stored.is_symlink() and stored.read_text() == "do not touch"
+
+        # ../ out of the folder and back: the resolved file is outside, so it is copied in
+        trick = root / run.id / ".." / ".." / "secret.txt"
+        art = run.log_artifact(trick)
+        assert ".." not in art.path and (root / art.path).resolve().is_relative_to(root.resolve())
+
+        # a link planted where the copy goes is replaced, never written through
+        (isolated / "payload.txt").write_text("evil")
+        planted = root / run.id / "payload.txt"
+        planted.symlink_to(secret)
+        art = run.log_artifact(isolated / "payload.txt")
+        assert secret.read_text() == "do not touch"
+        assert not planted.is_symlink() and planted.read_text() == "evil"
+        assert art.path == f"{run.id}/payload.txt"
+
+    # a run folder that is a link to elsewhere is refused
+    outside = isolated / "outside"
+    outside.mkdir()
+    with registry.start_run(spec) as other:
+        (root / other.id).symlink_to(outside, target_is_directory=True)
+        with pytest.raises(RegistryError, match="leads outside"):
+            other.log_artifact(isolated / "payload.txt")
+    assert list(outside.iterdir()) == []
+    for a in registry.get(run.id).artifacts:
+        assert (root / a.path).resolve().is_relative_to(root.resolve())
+        assert sha256_of(root / a.path) == a.sha256
+
+
+def test_missing_artifact_is_a_registry_error(
+    registry: Registry, spec: Doc, isolated: Path
+) -> None:
+    with registry.start_run(spec) as run:
+        with pytest.raises(RegistryError, match="no such artifact file"):
+            run.log_artifact(isolated / "nope.bin")
+        with pytest.raises(RegistryError, match="no such artifact file"):
+            run.log_artifact(isolated)  # a folder is not a file
+    assert registry.get(run.id).artifacts == []
+
+
+def test_artifact_sizes_beyond_32_bits(registry: Registry, spec: Doc, raw_engine: Engine) -> None:
+    """PostgreSQL's INTEGER stops at 2 GiB; checkpoints do not. (The row is written directly: a
+    3 GiB file would take seconds to hash.)"""
+    with registry.start_run(spec) as run:
+        pass
+    size = 3 * 2**30
+
+    def write(session: Any) -> None:
+        session.add(
+            ArtifactRow(
+                run_pk=run.pk,
+                path="x.pt",
+                kind="checkpoint",
+                size=size,
+                sha256="0" * 64,
+                created=0.0,
+            )
+        )
+
+    registry._write(write)
+    assert registry.get(run.id).artifacts[0].size == size
+    with raw_engine.connect() as conn:
+        assert conn.scalar(text("SELECT size FROM artifacts")) == size
+
+
+def test_removing_a_run_removes_its_rows(
+    registry: Registry, spec: Doc, raw_engine: Engine, isolated: Path
+) -> None:
+    (isolated / "f.txt").write_text("x")
+    with registry.start_run(spec, tags={"a": 1}, mixup={"alpha": 0.1}) as run:
+        run.log_metrics({"loss": 1.0, "acc": 0.5}, step=0)
+        art = run.log_artifact(isolated / "f.txt")
+    with registry.start_run(spec) as keep:
+        keep.log_metrics({"loss": 1.0}, step=0)
+    registry.remove(run.id)
+    assert count(raw_engine, RunRow) == 1
+    assert count(raw_engine, MetricRow) == 1
+    assert count(raw_engine, MixupRow) == 0
+    assert (registry.artifacts / art.path).is_file()  # files stay
+    with pytest.raises(RegistryError):
+        registry.remove(run.id)
