@@ -805,3 +805,30 @@ def test_removing_a_run_removes_its_rows(
     assert (registry.artifacts / art.path).is_file()  # files stay
     with pytest.raises(RegistryError):
         registry.remove(run.id)
+
+
+def test_a_run_removed_while_running_ends_quietly(registry: Registry, spec: Doc) -> None:
+    handle = registry.start_run(spec, {"lr": 1.0})
+    handle.log_metrics({"val_acc": 0.5}, step=0)
+    registry.remove(handle.id)
+    handle.log_metrics({"val_acc": 0.6}, step=1)
+    handle.end()  # neither the late metrics nor the end raise
+    assert registry.runs() == []
+
+
+def test_best_by_spec_with_odd_metric_names(
+    registry: Registry, minimal_vit: Callable[[], Doc], minimal_gpt: Callable[[], Doc]
+) -> None:
+    ids = {}
+    for name, doc, values in (
+        ("vit", minimal_vit(), (0.5, 0.7)),
+        ("gpt", minimal_gpt(), (0.6, 0.4)),
+    ):
+        for value in values:
+            with registry.start_run(doc) as run:
+                run.log_metrics({"acc@1": value, "val loss": 1 - value}, step=0)
+            ids[(name, value)] = run.id
+    best = registry.best("acc@1", group_by="spec")
+    assert [r.id for r in best] == [ids[("vit", 0.7)], ids[("gpt", 0.6)]]
+    assert [r.id for r in registry.best("val loss")] == [ids[("vit", 0.7)]]
+    assert registry.best("missing") == []

@@ -365,7 +365,7 @@ class Registry:
         url: str | None = None,
         *,
         artifacts: str | os.PathLike[str] | None = None,
-        grace: float = DEFAULT_GRACE_S,
+        grace: float | None = DEFAULT_GRACE_S,
     ) -> None:
         self.url = resolve_url(url)
         self.engine = _connect_engine(self.url)
@@ -393,7 +393,8 @@ class Registry:
         self._specs: dict[int, tuple[Any, str]] = {}
         self.artifacts = Path(artifacts) if artifacts is not None else self._default_artifacts()
         self._key_ids: dict[str, int] = {}
-        self.mark_stale(grace)
+        if grace is not None:  # None: leave stale runs to an explicit mark_stale (arch runs gc)
+            self.mark_stale(grace)
 
     def _safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
@@ -635,6 +636,8 @@ class Registry:
 
         def write(session: Session) -> None:
             dialect = session.get_bind().dialect.name
+            if session.get(RunRow, run_pk) is None:
+                return  # the run was removed while running: its late metrics go with it
             if batch:
                 keys = {name: self._key_id(session, name) for name, *_ in batch}
                 rows = [
@@ -749,7 +752,10 @@ class Registry:
                 .where(RunRow.pk == run_pk, RunRow.status == "running")
                 .values(status=status, ended=now, heartbeat=now, error=error)
             )
-            group_pk = session.scalars(select(RunRow.cv_group_pk).where(RunRow.pk == run_pk)).one()
+            # .first(): the run may have been removed while it was still running
+            group_pk = session.scalars(
+                select(RunRow.cv_group_pk).where(RunRow.pk == run_pk)
+            ).first()
             if group_pk is not None:
                 self._aggregate(session, group_pk)
 
@@ -920,23 +926,42 @@ class Registry:
         return changes
 
     def best(self, metric: str, group_by: str | None = None, where: str | None = None) -> list[Run]:
-        """The best run by ``metric``'s best value (lowest for losses), or one per spec."""
+        """The best run by ``metric``'s best value (lowest for losses), or the best of each spec.
+
+        One query: a window function ranks the runs of each spec, so the answer never loads
+        more runs than it returns.
+        """
+        from archlab.registry import query
+
         if group_by not in (None, "spec"):
             raise RegistryError(f"group_by takes 'spec' or nothing, not {group_by!r}")
-        sign = "" if minimize(metric) else "-"
-        candidates = self.runs(
-            where=where, order_by=f"{sign}best.{metric}", limit=None if group_by else 1
+        key = select(MetricKeyRow.id).where(MetricKeyRow.name == metric).scalar_subquery()
+        value = SummaryRow.best_value
+        ranking = value.asc() if minimize(metric) else value.desc()
+        stmt = (
+            select(RunRow.pk, value.label("value"))
+            .join(SummaryRow, (SummaryRow.run_pk == RunRow.pk) & (SummaryRow.key_id == key))
+            .where(value.is_not(None))
         )
-        candidates = [r for r in candidates if metric in r.summaries]
+        condition = query.compile_where(where)
+        if condition is not None:
+            stmt = stmt.where(condition)
         if group_by is None:
-            return candidates[:1]
-        seen: set[str] = set()
-        out = []
-        for run in candidates:
-            if run.spec_hash not in seen:
-                seen.add(run.spec_hash)
-                out.append(run)
-        return out
+            chosen = stmt.order_by(ranking, RunRow.started.desc(), RunRow.pk.desc()).limit(1)
+        else:
+            rank = func.row_number().over(
+                partition_by=RunRow.spec_hash,
+                order_by=(ranking, RunRow.started.desc(), RunRow.pk.desc()),
+            )
+            ranked = stmt.add_columns(rank.label("rank")).subquery()
+            best_first = ranked.c.value.asc() if minimize(metric) else ranked.c.value.desc()
+            chosen = (
+                select(ranked.c.pk, ranked.c.value).where(ranked.c.rank == 1).order_by(best_first)
+            )
+        with self.session() as session:
+            pks = [pk for pk, _ in session.execute(chosen)]
+            rows = {r.pk: r for r in session.scalars(select(RunRow).where(RunRow.pk.in_(pks)))}
+            return self._records(session, [rows[pk] for pk in pks])
 
     def remove(self, run_id: str) -> None:
         """Delete a run with its metrics, tags, mixup and artifact records (files stay)."""
