@@ -219,6 +219,14 @@ def _capped(names: list[str]) -> tuple[list[str], int]:
     return names[:METRIC_COLUMNS], max(0, len(names) - METRIC_COLUMNS)
 
 
+def _listing_table(metric_names: list[str], title: str | None = None) -> Table:
+    """The table of ``runs list``, plain or grouped: one column per shown metric."""
+    columns = ("id", "kind", "status", "spec", "cv", "mixup")
+    return _table(
+        *columns, *(f"metrics.{n}" for n in metric_names), "started", "duration", title=title
+    )
+
+
 def _table(*columns: str, title: str | None = None) -> Table:
     from rich.table import Table
 
@@ -407,18 +415,7 @@ def _print_runs(found: list[Run], where: str | None, title: str | None = None) -
         console.print("no runs" + (f" match {where!r}" if where else " in this registry"))
         return
     names, hidden = _capped(_metric_names(found))
-    table = _table(
-        "id",
-        "kind",
-        "status",
-        "spec",
-        "cv",
-        "mixup",
-        *(f"metrics.{n}" for n in names),
-        "started",
-        "duration",
-        title=title,
-    )
+    table = _listing_table(names, title=title)
     for run in found:
         table.add_row(
             run.id,
@@ -520,17 +517,7 @@ def _print_grouped(entries: list[Any], fmt: str) -> None:
     names, hidden = _capped(
         _metric_names(runs_only, [e[0].aggregates for e in entries if isinstance(e, tuple)])
     )
-    table = _table(
-        "id",
-        "kind",
-        "status",
-        "spec",
-        "cv",
-        "mixup",
-        *(f"metrics.{n}" for n in names),
-        "started",
-        "duration",
-    )
+    table = _listing_table(names)
     for e in entries:
         if not isinstance(e, tuple):
             table.add_row(
