@@ -164,6 +164,21 @@ def median_ms(
     }
 
 
+def ingest_record(args: Any, n_metrics: int, seconds: float, load_before: Any) -> dict[str, Any]:
+    """The ingest figures both sides report: runs, metric rows, rows per second, load."""
+    runs = args.groups * args.folds
+    rows = runs * args.steps * n_metrics
+    return {
+        "runs": runs,
+        "metric_rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "ms_per_run": seconds / runs * 1e3,
+        "load_before": load_before,
+        "load_after": loadavg(),
+    }
+
+
 def loadavg() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -243,18 +258,8 @@ def archlab_worker(args: argparse.Namespace) -> dict[str, Any]:
             profiler.dump_stats(out / "archlab_ingest.prof")
             with open(out / "archlab_ingest_profile.txt", "w") as f:
                 pstats.Stats(profiler, stream=f).sort_stats("cumulative").print_stats(60)
-        rows = args.groups * args.folds * args.steps * len(names)
-        result["ingest"] = {
-            "runs": args.groups * args.folds,
-            "groups": args.groups,
-            "metric_rows": rows,
-            "seconds": seconds,
-            "rows_per_s": rows / seconds,
-            "ms_per_run": seconds / (args.groups * args.folds) * 1e3,
-            "load_before": load_before,
-            "load_after": loadavg(),
-            "profiled": bool(args.profile),
-        }
+        result["ingest"] = ingest_record(args, len(names), seconds, load_before)
+        result["ingest"].update(groups=args.groups, profiled=bool(args.profile))
         registry.close()
         meta.write_text(json.dumps({"shape": shape, "ingest": result["ingest"]}))
     result["db_bytes"] = db_bytes(db)
@@ -401,17 +406,8 @@ def mlflow_worker(args: argparse.Namespace) -> dict[str, Any]:
             parents.append(pid)
             specs_of.append(spec_name)
         seconds = time.perf_counter() - start
-        rows = args.groups * args.folds * args.steps * len(names)
-        result["ingest"] = {
-            "runs": args.groups * args.folds,
-            "parent_runs": args.groups,
-            "metric_rows": rows,
-            "seconds": seconds,
-            "rows_per_s": rows / seconds,
-            "ms_per_run": seconds / (args.groups * args.folds) * 1e3,
-            "load_before": load_before,
-            "load_after": loadavg(),
-        }
+        result["ingest"] = ingest_record(args, len(names), seconds, load_before)
+        result["ingest"]["parent_runs"] = args.groups
         meta.write_text(
             json.dumps(
                 {
