@@ -470,8 +470,7 @@ def stale_run(tmp_path: Path) -> Iterator[tuple[str, str]]:
         handle = registry.start_run(load_spec(GPT), {"lr": 1e-3})
         handle.log_metrics({"loss": 2.0}, step=0)
         handle.flush()
-        handle._stop.set()  # the process "died": no more heartbeats
-        handle._thread.join()
+        handle._stop_heartbeat()  # the process "died": no more heartbeats
         _age_heartbeat(url, handle.id, 3600)
         yield url, handle.id
         handle.end()
@@ -498,8 +497,7 @@ def test_rm_running_needs_force(tmp_path: Path) -> None:
         fails("rm", "--registry", url, handle.id, "--yes", message="still running")
         with Registry(url) as check:
             assert check.get(handle.id).status == "running"
-        handle._stop.set()  # the process stops without ending: its run is about to vanish
-        handle._thread.join()
+        handle._stop_heartbeat()  # the process stops without ending: its run is about to vanish
         assert "removed 1 run(s)" in ok("rm", "--registry", url, handle.id, "--yes", "--force")
 
 

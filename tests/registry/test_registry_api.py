@@ -13,6 +13,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 from array import array
 from collections.abc import Callable
@@ -521,6 +522,92 @@ def test_the_heartbeat_flushes_in_the_background(registry: Registry, spec: Doc) 
     run.end()
 
 
+def heartbeat_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "archlab-heartbeat"]
+
+
+def test_one_heartbeat_thread_serves_every_run_of_a_registry(
+    registry_url: str, spec: Doc, isolated: Path
+) -> None:
+    before = len(heartbeat_threads())
+    registry = Registry(registry_url, artifacts=isolated / "artifacts")
+    fast = [registry.start_run(spec, heartbeat=0.05) for _ in range(3)]
+    slow = registry.start_run(spec, heartbeat=60)  # beats every 5 s at most
+    started = time.monotonic()
+    assert len(heartbeat_threads()) == before + 1
+    for i, run in enumerate([*fast, slow]):
+        run.log_metrics({"loss": float(i)}, step=0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(history(registry, r.id, "loss") for r in fast):
+        time.sleep(0.05)
+    assert [history(registry, r.id, "loss") for r in fast] == [[(0, 0.0)], [(0, 1.0)], [(0, 2.0)]]
+    if time.monotonic() - started < 4.5:  # (a very loaded machine may reach its period)
+        assert history(registry, slow.id, "loss") == []  # its own, slower period
+    for run in [*fast, slow]:
+        run.end()
+    assert history(registry, slow.id, "loss") == [(0, 3.0)]
+    registry.close()
+    deadline = time.monotonic() + 10
+    while len(heartbeat_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(heartbeat_threads()) == before  # closing the registry stops its thread
+
+
+def test_a_stopped_heartbeat_writes_nothing_more(registry: Registry, spec: Doc) -> None:
+    run = registry.start_run(spec, heartbeat=0.05)
+    run.flush()
+    run._stop_heartbeat()  # as when the process stops without ending the run
+    run.log_metrics({"loss": 1.0}, step=0)
+    beat = registry.get(run.id).heartbeat
+    time.sleep(0.3)
+    assert registry.get(run.id).heartbeat == beat
+    assert history(registry, run.id, "loss") == []
+    run.end()
+    assert history(registry, run.id, "loss") == [(0, 1.0)]
+
+
+def test_ending_a_fold_is_one_transaction(
+    registry: Registry, spec: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last metrics, the status and the group's aggregates commit together: a run is never
+    seen completed without its final values, nor its group without its fold."""
+    group = registry.start_cv(spec, k=2)
+    run = registry.start_run(spec, cv_group=group, fold=0)
+    run.log_metrics({"val_acc": 0.8}, step=0)
+    transactions: list[str] = []
+    real = registry._transaction
+
+    def spy(fn: Any) -> Any:
+        transactions.append(fn.__qualname__)
+        return real(fn)
+
+    monkeypatch.setattr(registry, "_transaction", spy)
+    run.end()
+    assert len(transactions) == 1
+    assert registry.get(run.id).status == "completed"
+    assert registry.group(group.id).aggregates["val_acc"].mean == pytest.approx(0.8)
+
+
+def test_groups_and_specs_made_by_another_registry_are_found(
+    registry_url: str, spec: Doc, isolated: Path
+) -> None:
+    with Registry(registry_url, artifacts=isolated / "a") as first:
+        group = first.start_cv(spec, k=3, seed=7)
+    with Registry(registry_url, artifacts=isolated / "a") as second:
+        with second.start_run(spec, cv_group=group.id, fold=2) as run:
+            run.log_metrics({"val_acc": 0.5}, step=0)
+        with pytest.raises(RegistryError, match="outside the group's 3 folds"):
+            second.start_run(spec, cv_group=group.id, fold=3)
+        got = second.group(group.id)
+    assert (got.k, got.seed, got.shuffle, got.runs) == (3, 7, True, [run.id])
+    assert got.aggregates["val_acc"].n == 1
+
+
+def test_a_cv_group_repeats_at_least_once(registry: Registry, spec: Doc) -> None:
+    with pytest.raises(RegistryError, match="at least once"):
+        registry.start_cv(spec, k=3, repeats=0)
+
+
 def test_a_large_buffer_is_written_in_one_batch(
     registry: Registry, spec: Doc, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -529,9 +616,9 @@ def test_a_large_buffer_is_written_in_one_batch(
     writes: list[int] = []
     real = registry._write_metrics
 
-    def spy(pk: int, points: list[Any], beat: float | None) -> None:
+    def spy(handle: Any, points: list[Any], *args: Any) -> None:
         writes.append(len(points))
-        real(pk, points, beat)
+        real(handle, points, *args)
 
     monkeypatch.setattr(registry, "_write_metrics", spy)
     for step in range(99):

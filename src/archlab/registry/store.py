@@ -28,10 +28,11 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +50,7 @@ from archlab.registry.models import (
     SummaryRow,
     TagRow,
 )
+from archlab.registry.prepared import Result, Statements, json_text, json_value
 from archlab.registry.records import (
     Aggregate,
     Artifact,
@@ -298,6 +300,7 @@ def provenance() -> dict[str, Any]:
     return info
 
 
+@functools.lru_cache(maxsize=1)
 def _user() -> str | None:
     try:
         return getpass.getuser()
@@ -390,9 +393,17 @@ class Registry:
         self._write_sessions = sessionmaker(
             self.engine.execution_options(archlab_write=True), expire_on_commit=False
         )
-        self._specs: dict[int, tuple[Any, str]] = {}
+        self._write_engine = self.engine.execution_options(archlab_write=True)
+        self._sql = Statements(self.engine.dialect)
         self.artifacts = Path(artifacts) if artifacts is not None else self._default_artifacts()
+        # What committed transactions established, so the write path need not ask again: metric
+        # key ids, the hashes of stored specs (and the hash of each spec object seen), and CV
+        # groups (pk, spec hash, number of folds). Keys, specs and groups are never deleted.
         self._key_ids: dict[str, int] = {}
+        self._spec_hashes: dict[int, tuple[Any, str]] = {}
+        self._stored_specs: set[str] = set()
+        self._groups: dict[str, tuple[int, str, int]] = {}
+        self._heart = _Heartbeat()
         if grace is not None:  # None: leave stale runs to an explicit mark_stale (arch runs gc)
             self.mark_stale(grace)
 
@@ -406,6 +417,7 @@ class Registry:
         return Path(os.environ.get("ARCHLAB_ARTIFACTS", ".archlab/artifacts"))
 
     def close(self) -> None:
+        self._heart.close()
         self.engine.dispose()
 
     def __enter__(self) -> Registry:
@@ -421,38 +433,54 @@ class Registry:
             yield session
 
     def _write(self, fn: Callable[[Session], T]) -> T:
+        """One ORM write transaction (the rarer writes: tags, artifacts, removals), retried when
+        the database is momentarily locked."""
+
         def attempt() -> T:
-            with self._write_sessions() as session:
-                with session.begin():
-                    result = fn(session)
-                # metric key ids become known only once the transaction that found or made them
-                # has committed: a rolled-back insert must not leave a dangling id in the cache
-                self._key_ids.update(session.info.get("new_keys", {}))
-                return result
+            with self._write_sessions() as session, session.begin():
+                return fn(session)
+
+        return _retry(attempt)
+
+    def _transaction(self, fn: Callable[[_Tx], T]) -> T:
+        """One write transaction on a plain connection (the hot paths, with ``Statements``),
+        retried when the database is momentarily locked. What it learnt (key ids, specs, groups)
+        enters the registry's caches only once it has committed: a rolled-back insert must not
+        leave a dangling id behind."""
+
+        def attempt() -> T:
+            with self._write_engine.begin() as conn:
+                tx = _Tx(conn)
+                result = fn(tx)
+            self._key_ids.update(tx.keys)
+            self._stored_specs.update(tx.specs)
+            self._groups.update(tx.groups)
+            return result
 
         return _retry(attempt)
 
     # -- specs, CV groups and runs ----------------------------------------------------------------
 
-    def _ensure_spec(self, session: Session, spec: Any) -> SpecRow:
+    def _spec_hash(self, tx: _Tx, spec: Any) -> str:
+        """Store ``spec`` unless a spec with its hash is stored; return the hash."""
         from archlab.specs import canonical_form, canonical_json, load_spec, spec_hash
 
-        cached = self._specs.get(id(spec))
-        if cached is not None and cached[0] is spec:
-            row = session.get(SpecRow, cached[1])
-            if row is not None:
-                return row
+        cached = self._spec_hashes.get(id(spec))
+        if cached is not None and cached[0] is spec and cached[1] in self._stored_specs:
+            return cached[1]
         loaded = load_spec(spec)
         digest = spec_hash(loaded)
         if not isinstance(spec, str | os.PathLike | Mapping):
-            self._specs[id(spec)] = (spec, digest)  # the reference keeps the id from being reused
-        row = session.get(SpecRow, digest)
-        if row is None:
+            # a Spec is immutable; the reference kept here keeps its id from being reused
+            self._spec_hashes[id(spec)] = (spec, digest)
+        if digest in self._stored_specs:
+            return digest
+        conn = tx.conn
+        if conn.scalar(select(SpecRow.hash).where(SpecRow.hash == digest)) is None:
             # ON CONFLICT DO NOTHING: two PostgreSQL writers may insert the same new spec at once
             # (SQLite's IMMEDIATE transactions serialise them anyway)
-            dialect = session.get_bind().dialect.name
-            session.execute(
-                _upsert(dialect, SpecRow)
+            conn.execute(
+                _upsert(conn.dialect.name, SpecRow)
                 .values(
                     hash=digest,
                     name=loaded.name,
@@ -462,8 +490,8 @@ class Registry:
                 )
                 .on_conflict_do_nothing()
             )
-            row = session.get_one(SpecRow, digest)
-        return row
+        tx.specs.add(digest)
+        return digest
 
     def start_cv(
         self,
@@ -482,28 +510,21 @@ class Registry:
         """Create a cross-validation group; its folds are runs started with ``cv_group=``."""
         if k < 2:
             raise RegistryError(f"a CV group needs k >= 2 folds, not {k}")
+        if repeats < 1:
+            raise RegistryError(f"a CV group is split at least once, not repeats={repeats}")
+        settings = _json_object(config)
 
-        def write(session: Session) -> CVGroup:
-            spec_row = self._ensure_spec(session, spec)
-            row = CVGroupRow(
-                id=new_id(),
-                spec_hash=spec_row.hash,
-                k=k,
-                splitter=splitter,
-                shuffle=shuffle,
-                seed=seed,
-                stratified=stratified,
-                grouped=grouped,
-                repeats=repeats,
-                library=library,
-                config=_jsonable(dict(config or {})),
-                created=time.time(),
-            )
-            session.add(row)
-            session.flush()
-            return _group_record(row, [], {})
+        def write(tx: _Tx) -> CVGroup:
+            digest = self._spec_hash(tx, spec)
+            group_id = new_id()
+            values = (group_id, digest, k, splitter, shuffle, seed, stratified, grouped, repeats,
+                      library, json_text(settings), time.time())  # fmt: skip
+            pk = _inserted_pk(self._sql.insert_group.one(tx.conn, values))
+            tx.groups[group_id] = (pk, digest, k * repeats)
+            return CVGroup(group_id, digest, k, splitter, shuffle, seed, stratified, grouped,
+                           repeats, library, settings, [], {})  # fmt: skip
 
-        return self._write(write)
+        return self._transaction(write)
 
     def start_run(
         self,
@@ -539,259 +560,214 @@ class Registry:
             raise RegistryError("a fold run needs both cv_group and fold")
         now = time.time()
         prov = provenance()
+        settings = _config_text(config)
+        origin = json.dumps(prov, default=str)
+        n_train, train_sha = _fingerprint(train_indices)
+        n_val, val_sha = _fingerprint(val_indices)
+        sql = self._sql
 
-        def write(session: Session) -> tuple[int, str]:
-            spec_row = self._ensure_spec(session, spec)
+        def write(tx: _Tx) -> tuple[int, str, int | None]:
+            conn = tx.conn
+            digest = self._spec_hash(tx, spec)
             group_pk = None
             if group_id is not None:
-                group = session.scalars(select(CVGroupRow).where(CVGroupRow.id == group_id)).first()
-                if group is None:
-                    raise RegistryError(f"no CV group {group_id!r} in this registry")
-                if not 0 <= fold < group.k * group.repeats:  # type: ignore[operator]
+                group_pk, group_spec, folds = self._group_info(tx, group_id)
+                if not 0 <= fold < folds:  # type: ignore[operator]
+                    raise RegistryError(f"fold {fold} is outside the group's {folds} folds")
+                if group_spec != digest:
                     raise RegistryError(
-                        f"fold {fold} is outside the group's {group.k * group.repeats} folds"
+                        f"CV group {group_id!r} belongs to another spec ({group_spec[:12]})"
                     )
-                if group.spec_hash != spec_row.hash:
-                    raise RegistryError(
-                        f"CV group {group_id!r} belongs to another spec ({group.spec_hash[:12]})"
-                    )
-                group_pk = group.pk
-            row = RunRow(
-                id=new_id(),
-                kind=kind,
-                status="running",
-                spec_hash=spec_row.hash,
-                cv_group_pk=group_pk,
-                fold=fold,
-                n_train=len(train_indices) if train_indices is not None else None,
-                n_val=len(val_indices) if val_indices is not None else None,
-                train_sha256=indices_sha256(train_indices) if train_indices is not None else None,
-                val_sha256=indices_sha256(val_indices) if val_indices is not None else None,
-                started=now,
-                heartbeat=now,
-                config=_jsonable(dict(config or {})),
-                provenance=prov,
-                host=prov["host"],
-                pid=prov["pid"],
-            )
-            session.add(row)
-            session.flush()
+            run_id = new_id()
+            row = (run_id, kind, "running", digest, group_pk, fold, n_train, n_val, train_sha,
+                   val_sha, now, now, settings, origin, prov["host"], prov["pid"])  # fmt: skip
+            pk = _inserted_pk(sql.insert_run.one(conn, row))
             if setting is not None and setting.active:
                 lo, hi = setting.cutmix_minmax or (None, None)
-                session.add(
-                    MixupRow(
-                        run_pk=row.pk,
-                        alpha=setting.alpha,
-                        cutmix_alpha=setting.cutmix_alpha,
-                        cutmix_min=lo,
-                        cutmix_max=hi,
-                        prob=setting.prob,
-                        switch_prob=setting.switch_prob,
-                        mode=setting.mode,
-                        label_smoothing=setting.label_smoothing,
-                        off_epoch=setting.off_epoch,
-                    )
-                )
-            for key, value in (tags or {}).items():
-                session.add(TagRow(run_pk=row.pk, key=str(key), value=str(value)))
-            return row.pk, row.id
+                sql.insert_mixup.one(
+                    conn,
+                    (pk, setting.alpha, setting.cutmix_alpha, lo, hi, setting.prob,
+                     setting.switch_prob, setting.mode, setting.label_smoothing,
+                     setting.off_epoch),
+                )  # fmt: skip
+            sql.insert_tag.many(conn, [(pk, str(k), str(v)) for k, v in (tags or {}).items()])
+            return pk, run_id, group_pk
 
-        pk, run_id = self._write(write)
-        return RunHandle(self, pk, run_id, heartbeat=heartbeat)
+        pk, run_id, group_pk = self._transaction(write)
+        return RunHandle(self, pk, run_id, heartbeat=heartbeat, group_pk=group_pk)
+
+    def _group_info(self, tx: _Tx, group_id: str) -> tuple[int, str, int]:
+        """A CV group's pk, spec hash and number of folds (k x repeats)."""
+        known = self._groups.get(group_id)
+        if known is None:
+            found = tx.conn.execute(
+                select(
+                    CVGroupRow.pk, CVGroupRow.spec_hash, CVGroupRow.k * CVGroupRow.repeats
+                ).where(CVGroupRow.id == group_id)
+            ).first()
+            if found is None:
+                raise RegistryError(f"no CV group {group_id!r} in this registry")
+            known = tx.groups[group_id] = (found[0], found[1], found[2])
+        return known
 
     # -- writes used by run handles ------------------------------------------------------------
 
-    def _key_id(self, session: Session, name: str) -> int:
-        pending: dict[str, int] = session.info.setdefault("new_keys", {})
-        key = self._key_ids.get(name) or pending.get(name)
-        if key is None:
-            key = session.scalars(select(MetricKeyRow.id).where(MetricKeyRow.name == name)).first()
+    def _key_ids_of(self, tx: _Tx, names: Iterable[str]) -> dict[str, int]:
+        """The ids of these metric names, interning the new ones."""
+        found: dict[str, int] = {}
+        for name in names:
+            key = self._key_ids.get(name) or tx.keys.get(name)
             if key is None:
-                dialect = session.get_bind().dialect.name
-                stmt = _upsert(dialect, MetricKeyRow).values(name=name).on_conflict_do_nothing()
-                session.execute(stmt)
-                key = session.scalars(
-                    select(MetricKeyRow.id).where(MetricKeyRow.name == name)
-                ).one()
-            pending[name] = key  # cached by _write once the transaction commits
-        return key
+                key = self._sql.key_id.one(tx.conn, (name,)).scalar()
+                if key is None:
+                    self._sql.insert_key.one(tx.conn, (name,))
+                    key = self._sql.key_id.one(tx.conn, (name,)).scalar_one()
+                tx.keys[name] = key
+            found[name] = key
+        return found
 
     def _write_metrics(
         self,
-        run_pk: int,
+        handle: RunHandle,
         points: list[tuple[str, int, float | None, float, float]],
         heartbeat: float | None,
+        finish: tuple[str, str | None] | None = None,
     ) -> None:
-        """Insert metric points and fold them into the run's summaries, in one transaction.
+        """Insert metric points, fold them into the run's summaries, beat the heartbeat and, with
+        ``finish=(status, error)``, end the run: all in one transaction.
 
         A step logged twice keeps its last value (within the batch and against earlier batches).
         NaN is stored as NULL (SQLite cannot store NaN; PostgreSQL would sort it above every
-        number): it counts as a point and can be the final value, never the best.
+        number): it counts as a point and can be the final value, never the best. A run that
+        completes as a CV fold brings its group's aggregates up to date in the same transaction.
         """
         unique: dict[tuple[str, int], tuple[str, int, float | None, float, float]] = {}
         for point in points:  # one row per (name, step), the last logged wins
-            unique.pop((point[0], point[1]), None)
-            unique[(point[0], point[1])] = point
+            unique[point[0], point[1]] = point
         batch = list(unique.values())
+        sql = self._sql
+        pk = handle.pk
 
-        def write(session: Session) -> None:
-            dialect = session.get_bind().dialect.name
-            if session.get(RunRow, run_pk) is None:
-                return  # the run was removed while running: its late metrics go with it
+        def write(tx: _Tx) -> dict[str, _Series]:
+            conn = tx.conn
+            if finish is not None:
+                now = time.time()
+                changed = sql.finish.one(conn, (finish[0], now, finish[1], pk)).rowcount
+            elif heartbeat is not None:
+                changed = sql.beat.one(conn, (heartbeat, pk)).rowcount
+            else:
+                changed = 0
+            if not changed and sql.run_exists.one(conn, (pk,)).first() is None:
+                return {}  # the run was removed while running: its late metrics go with it
+            series: dict[str, _Series] = {}
             if batch:
-                keys = {name: self._key_id(session, name) for name, *_ in batch}
-                rows = [
-                    {
-                        "run_pk": run_pk,
-                        "key_id": keys[name],
-                        "step": step,
-                        "epoch": epoch,
-                        "value": None if math.isnan(value) else value,
-                        "time": at,
-                    }
-                    for name, step, epoch, value, at in batch
-                ]
-                stmt = _upsert(dialect, MetricRow)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["run_pk", "key_id", "step"],
-                    set_={
-                        "value": stmt.excluded.value,
-                        "epoch": stmt.excluded.epoch,
-                        "time": stmt.excluded.time,
-                    },
+                keys = self._key_ids_of(tx, {name for name, *_ in batch})
+                sql.upsert_metrics.many(
+                    conn,
+                    [
+                        (pk, keys[name], step, epoch, None if value != value else value, at)
+                        for name, step, epoch, value, at in batch
+                    ],
                 )
-                session.execute(stmt, rows)
-                series: dict[str, list[tuple[int, float | None]]] = {}
-                for name, step, _epoch, value, _at in batch:
-                    series.setdefault(name, []).append((step, None if math.isnan(value) else value))
-                self._fold_summaries(session, run_pk, keys, series)
-            if heartbeat is not None:
-                session.execute(
-                    update(RunRow)
-                    .where(RunRow.pk == run_pk, RunRow.status == "running")
-                    .values(heartbeat=heartbeat)
+                series = self._fold_summaries(conn, handle, keys, batch)
+                sql.upsert_summaries.many(
+                    conn,
+                    [
+                        (pk, keys[name], s.last_value, s.last_step, s.best, s.best_step, s.count)
+                        for name, s in series.items()
+                    ],
                 )
+            completed = finish is not None and finish[0] == "completed"
+            if completed and changed and handle.group_pk is not None:
+                self._aggregate(conn, handle.group_pk)
+            return series
 
-        self._write(write)
+        handle._series.update(self._transaction(write))
 
     def _fold_summaries(
         self,
-        session: Session,
-        run_pk: int,
+        conn: Connection,
+        handle: RunHandle,
         keys: dict[str, int],
-        series: dict[str, list[tuple[int, float | None]]],
-    ) -> None:
-        """Bring the run's summaries of these metrics up to date with the points just written.
+        batch: list[tuple[str, int, float | None, float, float]],
+    ) -> dict[str, _Series]:
+        """The run's summaries of the metrics in ``batch``, brought up to date with it.
 
-        New steps past a metric's last step update its summary incrementally; a batch that
-        rewrites or back-fills steps recomputes the summary from the stored series instead.
+        The handle knows each metric's summary as last committed (it is the run's only writer):
+        new steps past a metric's last step update it incrementally; a batch that rewrites or
+        back-fills steps recomputes the summary from the stored series instead.
         """
-        existing = {
-            row.key_id: row
-            for row in session.scalars(
-                select(SummaryRow).where(
-                    SummaryRow.run_pk == run_pk, SummaryRow.key_id.in_(list(keys.values()))
-                )
-            )
-        }
-        for name, points in series.items():
-            key = keys[name]
+        by_name: dict[str, list[tuple[int, float | None]]] = {}
+        for name, step, _epoch, value, _at in batch:
+            by_name.setdefault(name, []).append((step, None if value != value else value))
+        out: dict[str, _Series] = {}
+        for name, points in by_name.items():
             low = minimize(name)
-            row = existing.get(key)
-            if row is not None and min(step for step, _ in points) <= row.last_step:
-                self._recompute_summary(session, run_pk, key, low, row)
-                continue
+            known = handle._series.get(name)
             points.sort(key=lambda p: p[0])
-            best, best_step = (row.best_value, row.best_step) if row else (None, None)
-            for step, value in points:
-                if value is not None and (best is None or (value < best if low else value > best)):
-                    best, best_step = value, step
+            if known is not None and points[0][0] <= known.last_step:
+                out[name] = self._recompute_summary(conn, handle.pk, keys[name], low)
+                continue
+            best, best_step = (known.best, known.best_step) if known else (None, None)
+            for step, number in points:
+                if number is not None and (
+                    best is None or (number < best if low else number > best)
+                ):
+                    best, best_step = number, step
             last_step, last_value = points[-1]
-            if row is None:
-                session.add(
-                    SummaryRow(
-                        run_pk=run_pk,
-                        key_id=key,
-                        last_value=last_value,
-                        last_step=last_step,
-                        best_value=best,
-                        best_step=best_step,
-                        count=len(points),
-                    )
-                )
-            else:
-                row.last_value, row.last_step = last_value, last_step
-                row.best_value, row.best_step = best, best_step
-                row.count += len(points)
+            count = (known.count if known else 0) + len(points)
+            out[name] = _Series(last_step, last_value, best, best_step, count)
+        return out
 
-    def _recompute_summary(
-        self, session: Session, run_pk: int, key: int, low: bool, row: SummaryRow
-    ) -> None:
+    def _recompute_summary(self, conn: Connection, run_pk: int, key: int, low: bool) -> _Series:
         mine = (MetricRow.run_pk == run_pk, MetricRow.key_id == key)
-        count, last_step = session.execute(
+        count, last_step = conn.execute(
             select(func.count(), func.max(MetricRow.step)).where(*mine)
         ).one()
-        last_value = session.scalars(
-            select(MetricRow.value).where(*mine, MetricRow.step == last_step)
-        ).one()
-        best = session.execute(
+        last_value = conn.scalar(select(MetricRow.value).where(*mine, MetricRow.step == last_step))
+        best = conn.execute(
             select(MetricRow.value, MetricRow.step)
             .where(*mine, MetricRow.value.is_not(None))
             .order_by(MetricRow.value.asc() if low else MetricRow.value.desc(), MetricRow.step)
             .limit(1)
         ).first()
-        row.count, row.last_step, row.last_value = count, last_step, last_value
-        row.best_value, row.best_step = (best[0], best[1]) if best is not None else (None, None)
+        best_value, best_step = (best[0], best[1]) if best is not None else (None, None)
+        return _Series(last_step, last_value, best_value, best_step, count)
 
     def _finish(self, run_pk: int, status: str, error: str | None) -> None:
+        """End a run without writing metrics (stale sweeps, a run whose last write failed)."""
         now = time.time()
 
-        def write(session: Session) -> None:
-            session.execute(
-                update(RunRow)
-                .where(RunRow.pk == run_pk, RunRow.status == "running")
-                .values(status=status, ended=now, heartbeat=now, error=error)
-            )
-            # .first(): the run may have been removed while it was still running
-            group_pk = session.scalars(
-                select(RunRow.cv_group_pk).where(RunRow.pk == run_pk)
-            ).first()
-            if group_pk is not None:
-                self._aggregate(session, group_pk)
+        def write(tx: _Tx) -> None:
+            changed = self._sql.finish.one(tx.conn, (status, now, error, run_pk)).rowcount
+            if changed and status == "completed":
+                group_pk = tx.conn.scalar(select(RunRow.cv_group_pk).where(RunRow.pk == run_pk))
+                if group_pk is not None:
+                    self._aggregate(tx.conn, group_pk)
 
-        self._write(write)
+        self._transaction(write)
 
-    def _aggregate(self, session: Session, group_pk: int) -> None:
+    def _aggregate(self, conn: Connection, group_pk: int) -> None:
         """Recompute a CV group's per-metric aggregates over its completed folds (a fold whose
         final value is NaN does not count: ``n`` says how many did)."""
-        # One recomputation per group at a time: on PostgreSQL two folds ending at once would
-        # each read the other's fold as still running and insert the same aggregate rows. The
-        # row lock serialises them, and READ COMMITTED lets the second see the first's commit.
-        # (SQLite's IMMEDIATE write transactions are serial already; FOR UPDATE is dropped there.)
-        session.execute(select(CVGroupRow.pk).where(CVGroupRow.pk == group_pk).with_for_update())
+        sql = self._sql
+        if sql.lock_group is not None:
+            # One recomputation per group at a time: on PostgreSQL two folds ending at once would
+            # each read the other's fold as still running and insert the same aggregate rows. The
+            # row lock serialises them, and READ COMMITTED lets the second see the first's commit.
+            # (SQLite's IMMEDIATE write transactions are serial already.)
+            sql.lock_group.one(conn, (group_pk,))
         values: dict[int, list[float]] = {}
-        rows = session.execute(
-            select(SummaryRow.key_id, SummaryRow.last_value)
-            .join(RunRow, RunRow.pk == SummaryRow.run_pk)
-            .where(
-                RunRow.cv_group_pk == group_pk,
-                RunRow.status == "completed",
-                SummaryRow.last_value.is_not(None),
-            )
-        )
-        for key, value in rows:
-            if value is not None:
-                values.setdefault(key, []).append(value)
-        session.execute(delete(AggregateRow).where(AggregateRow.group_pk == group_pk))
+        for key, value in sql.fold_finals.one(conn, (group_pk,)):
+            values.setdefault(key, []).append(value)
+        sql.delete_aggregates.one(conn, (group_pk,))
+        rows = []
         for key, xs in values.items():
             n = len(xs)
-            mean = sum(xs) / n
-            std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
-            session.add(
-                AggregateRow(
-                    group_pk=group_pk, key_id=key, mean=mean, std=std, n=n, min=min(xs), max=max(xs)
-                )
-            )
+            mean = math.fsum(xs) / n
+            std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+            rows.append((group_pk, key, mean, std, n, min(xs), max(xs)))
+        sql.insert_aggregate.many(conn, rows)
 
     def _add_artifact(
         self, run_pk: int, run_id: str, path: str | os.PathLike[str], kind: str, copy: bool
@@ -896,11 +872,21 @@ class Registry:
             return record
 
     def group(self, group_id: str) -> CVGroup:
-        with self.session() as session:
-            row = session.scalars(select(CVGroupRow).where(CVGroupRow.id == group_id)).first()
-            if row is None:
+        """A CV group with its fold runs and its aggregates (three prepared statements)."""
+        sql = self._sql
+        with self.engine.connect() as conn:
+            found = sql.group_by_id.one(conn, (group_id,)).first()
+            if found is None:
                 raise RegistryError(f"no CV group {group_id!r} in this registry")
-            return self._group(session, row)
+            pk, gid, digest, k, splitter, shuffle, seed, stratified, grouped, repeats = found[:10]
+            library, config = found[10], json_value(found[11])
+            runs = [run_id for (run_id,) in sql.group_runs.one(conn, (pk,))]
+            aggregates = {
+                name: Aggregate(name, mean, std, n, low, high)
+                for name, mean, std, n, low, high in sql.group_aggregates.one(conn, (pk,))
+            }
+        return CVGroup(gid, digest, k, splitter, bool(shuffle), seed, bool(stratified),
+                       bool(grouped), repeats, library, config or {}, runs, aggregates)  # fmt: skip
 
     def compare(self, ids: Sequence[str]) -> list[Run]:
         return [self.get(run_id) for run_id in ids]
@@ -974,7 +960,7 @@ class Registry:
             session.delete(row)
             session.flush()
             if group_pk is not None:
-                self._aggregate(session, group_pk)
+                self._aggregate(session.connection(), group_pk)
 
         self._write(write)
 
@@ -1133,6 +1119,81 @@ class Registry:
 # ---------------------------------------------------------------------------------- run handle
 
 
+class _Tx:
+    """A write transaction's connection and what it learnt, cached once it commits."""
+
+    __slots__ = ("conn", "groups", "keys", "specs")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.keys: dict[str, int] = {}
+        self.specs: set[str] = set()
+        self.groups: dict[str, tuple[int, str, int]] = {}
+
+
+@dataclass(slots=True)
+class _Series:
+    """A metric's summary in a run, as the run's handle last committed it."""
+
+    last_step: int
+    last_value: float | None
+    best: float | None
+    best_step: int | None
+    count: int
+
+
+class _Heartbeat:
+    """One background thread per registry that flushes each live run's metrics and beats its
+    heartbeat every ``heartbeat`` seconds (a thread per run cost more than a short run itself)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[RunHandle, float] = {}
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def add(self, handle: RunHandle) -> None:
+        with self._cond:
+            self._due[handle] = time.monotonic() + handle._interval
+            if self._thread is None or not self._thread.is_alive():
+                self._closed = False
+                self._thread = threading.Thread(
+                    target=self._run, name="archlab-heartbeat", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, handle: RunHandle) -> None:
+        with self._cond:
+            self._due.pop(handle, None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._due.clear()
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    now = time.monotonic()
+                    due = [h for h, at in self._due.items() if at <= now]
+                    if due:
+                        for handle in due:
+                            self._due[handle] = now + handle._interval
+                        break
+                    self._cond.wait(min(self._due.values()) - now if self._due else None)
+            for handle in due:
+                with contextlib.suppress(Exception):  # a missed beat is retried on the next one
+                    handle._beat()
+
+
 class RunHandle:
     """A running run: log metrics and artifacts, then end it (or use it as a context manager).
 
@@ -1146,24 +1207,28 @@ class RunHandle:
     FLUSH_ROWS = 5000
 
     def __init__(
-        self, registry: Registry, pk: int, run_id: str, heartbeat: float = HEARTBEAT_S
+        self,
+        registry: Registry,
+        pk: int,
+        run_id: str,
+        heartbeat: float = HEARTBEAT_S,
+        group_pk: int | None = None,
     ) -> None:
         self.registry = registry
         self.pk = pk
         self.id = run_id
+        self.group_pk = group_pk
         self._buffer: list[tuple[str, int, float | None, float, float]] = []
         self._steps: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._series: dict[str, _Series] = {}  # the summaries as last committed
+        self._lock = threading.Lock()  # guards the buffer
+        self._write_lock = threading.Lock()  # one write of this run at a time
+        self._beats = True  # False once the run ends (or its heartbeat is stopped)
         self._ended = False
         self._interval = min(float(heartbeat), 5.0)
-        self._thread = threading.Thread(
-            target=self._beat, name=f"archlab-heartbeat-{run_id}", daemon=True
-        )
-        self._thread.start()
         self._previous_sigterm: Any = None
         self._sigterm_installed = False
+        registry._heart.add(self)
 
     def log_metrics(
         self, values: Mapping[str, float], step: int | None = None, epoch: float | None = None
@@ -1173,15 +1238,20 @@ class RunHandle:
         Logging a step again replaces its value; NaN is kept (it can be final, never best)."""
         if self._ended:
             raise RegistryError(f"run {self.id} has ended: it takes no more metrics")
+        steps = self._steps
         with self._lock:
+            append = self._buffer.append  # under the lock: a flush swaps the buffer
             now = time.time()  # under the lock: ordered with the heartbeat a flush takes
-            for name, value in values.items():
-                s = self._steps.get(name, -1) + 1 if step is None else int(step)
-                self._steps[name] = max(s, self._steps.get(name, -1))
-                number = float(value)
-                if not math.isfinite(number):
-                    number = float("nan") if math.isnan(number) else number
-                self._buffer.append((str(name), s, epoch, number, now))
+            if step is None:
+                for name, value in values.items():
+                    s = steps[name] = steps.get(name, -1) + 1
+                    append((str(name), s, epoch, float(value), now))
+            else:
+                s = int(step)
+                for name, value in values.items():
+                    if steps.get(name, -1) < s:
+                        steps[name] = s
+                    append((str(name), s, epoch, float(value), now))
             large = len(self._buffer) >= self.FLUSH_ROWS
         if large:
             self.flush()
@@ -1199,42 +1269,51 @@ class RunHandle:
         """Write buffered metrics now (and the heartbeat). If the write fails, the points go back
         to the buffer for the next flush."""
         with self._write_lock:
+            self._flush(heartbeat)
+
+    def _flush(self, heartbeat: bool, finish: tuple[str, str | None] | None = None) -> None:
+        with self._lock:
+            # every point logged before this instant is in this batch: once it is written,
+            # the heartbeat vouches for all the points logged before it
+            beat = time.time()
+            points, self._buffer = self._buffer, []
+        try:
+            self.registry._write_metrics(self, points, beat if heartbeat else None, finish)
+        except BaseException:
             with self._lock:
-                # every point logged before this instant is in this batch: once it is written,
-                # the heartbeat vouches for all the points logged before it
-                beat = time.time()
-                points, self._buffer = self._buffer, []
-            try:
-                self.registry._write_metrics(self.pk, points, beat if heartbeat else None)
-            except BaseException:
-                with self._lock:
-                    self._buffer[:0] = points
-                raise
+                self._buffer[:0] = points
+            raise
 
     def end(self, status: str = "completed", error: str | None = None) -> None:
-        """End the run; idempotent."""
+        """End the run: write the last metrics and the status in one transaction; idempotent."""
         if self._ended:
             return
         if status not in STATUSES[1:]:
             raise RegistryError(f"a run ends completed, failed or interrupted, not {status!r}")
-        self._stop.set()
-        self._thread.join(timeout=10)
-        try:
-            self.flush()
-        except Exception as exc:
-            # the metrics could not be written: still end the run rather than leave it running
-            with contextlib.suppress(Exception):
-                note = f"could not write the last metrics: {type(exc).__name__}: {exc}"
-                self.registry._finish(self.pk, "failed", f"{error}; {note}" if error else note)
+        self._stop_heartbeat()
+        with self._write_lock:
+            try:
+                self._flush(True, finish=(status, error))
+            except Exception as exc:
+                # the metrics could not be written: still end the run rather than leave it running
+                with contextlib.suppress(Exception):
+                    note = f"could not write the last metrics: {type(exc).__name__}: {exc}"
+                    self.registry._finish(self.pk, "failed", f"{error}; {note}" if error else note)
+                self._ended = True
+                raise
             self._ended = True
-            raise
-        self.registry._finish(self.pk, status, error)
-        self._ended = True
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._interval):
-            with contextlib.suppress(Exception):  # a missed beat is retried on the next one
-                self.flush()
+        """The registry's heartbeat thread calls this every ``heartbeat`` seconds."""
+        with self._write_lock:
+            if self._beats:
+                self._flush(True)
+
+    def _stop_heartbeat(self) -> None:
+        """No more background beats (once one in progress is done)."""
+        self.registry._heart.remove(self)
+        with self._write_lock:
+            self._beats = False
 
     def __enter__(self) -> RunHandle:
         if threading.current_thread() is threading.main_thread():
@@ -1271,7 +1350,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _upsert(dialect: str, table: Any) -> Any:
+def _upsert(dialect: str, table: Any) -> Any:  # for the ORM paths; Statements has its own
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -1294,6 +1373,36 @@ def _copy_replacing(source: Path, target: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _inserted_pk(result: Result) -> int:
+    """The primary key of the row an INSERT (with RETURNING where the database has it) made."""
+    if result.returns_rows:
+        return int(result.scalar_one())
+    pk = result.lastrowid
+    if pk is None:
+        raise AssertionError("the database reported no id for the inserted row")
+    return int(pk)
+
+
+def _fingerprint(indices: Sequence[int] | None) -> tuple[int | None, str | None]:
+    """A split's size and SHA-256, or nothing."""
+    if indices is None:
+        return None, None
+    return len(indices), indices_sha256(indices)
+
+
+def _config_text(config: Mapping[str, Any] | None) -> str:
+    """A run's configuration as the JSON text it is stored as (see ``_jsonable``)."""
+    value = dict(config or {})
+    try:  # the common case in one pass: plain, finite values
+        return json.dumps(value, default=str, allow_nan=False)
+    except ValueError:
+        return json_text(_jsonable(value))
+
+
+def _json_object(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    return _jsonable(dict(config or {}))
 
 
 def _check_tags(tags: Mapping[str, Any]) -> None:

@@ -1,0 +1,238 @@
+"""Statements of the registry's hot paths, compiled once and sent straight to the driver.
+
+A training loop ends a run every few seconds, and a bulk import or a cross-validation sweep ends
+hundreds a second; each end writes a few hundred metric rows and a handful of small statements.
+Through ``Connection.execute`` every statement pays SQLAlchemy's cache lookup, parameter
+processing and result set-up (about 1.8 ms for 200 metric rows against 0.7 ms through the
+driver). ``Prepared`` compiles a Core statement once for the registry's dialect and runs it with
+``Connection.exec_driver_sql``: the same SQL text SQLAlchemy would send, the same transaction, the
+same error wrapping (so ``OperationalError`` retries still apply), none of the per-call work.
+
+The price is that values go to the driver as they are: numbers, strings and ``None``. A JSON
+column takes text (``json_text``), and results come back as the driver returns them (SQLite gives
+booleans as integers and JSON as text: ``json_value`` reads either).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias, Unpack, cast
+
+from sqlalchemy.engine import Connection, CursorResult, Dialect
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+Result: TypeAlias = CursorResult[Unpack[tuple[Any, ...]]]
+
+
+class Prepared:
+    """One statement compiled for ``dialect``; parameters are rows in the order of ``names``.
+
+    Bound values written into the statement itself (``status == "running"``) are sent as the
+    constants they are."""
+
+    __slots__ = ("_constants", "_named", "_order", "names", "sql")
+
+    def __init__(
+        self, statement: ClauseElement, dialect: Dialect, names: Sequence[str] = ()
+    ) -> None:
+        self.names = tuple(names)
+        # column_keys names an INSERT's parameters after its columns, as an executemany does
+        compiled = cast(
+            SQLCompiler,
+            statement.compile(dialect=dialect, column_keys=list(self.names) or None),
+        )
+        self.sql = compiled.string
+        constants = {k: v for k, v in compiled.params.items() if k not in self.names}
+        if any(v is None for v in constants.values()):
+            missing = sorted(k for k, v in constants.items() if v is None)
+            raise ValueError(f"statement parameters {missing} are not in {self.names}")
+        self._named = not compiled.positional
+        self._constants = constants
+        binds = list(compiled.positiontup or ()) if compiled.positional else []
+        # a row is extended with the constants, then picked in the order the SQL wants
+        extended = [*self.names, *constants]
+        order = [extended.index(name) for name in binds]
+        self._order: tuple[int, ...] | None = (
+            None if order == list(range(len(self.names))) else tuple(order)
+        )
+
+    def _shape(self, row: Sequence[Any]) -> Any:
+        if self._named:
+            return {**self._constants, **dict(zip(self.names, row, strict=True))}
+        if self._order is None:
+            return tuple(row)
+        extended = (*row, *self._constants.values())
+        return tuple(extended[i] for i in self._order)
+
+    def one(self, conn: Connection, row: Sequence[Any] = ()) -> Result:
+        """Execute with one row of parameters."""
+        return conn.exec_driver_sql(self.sql, self._shape(row))
+
+    def many(self, conn: Connection, rows: Iterable[Sequence[Any]]) -> None:
+        """Execute once per row, through the driver's ``executemany``."""
+        params = [self._shape(row) for row in rows]
+        if params:
+            conn.exec_driver_sql(self.sql, params)
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's value as the driver takes it."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column's value as the driver returned it: text (SQLite) or already parsed."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _upsert(dialect: Dialect, table: Any) -> Any:
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+class Statements:
+    """The registry's hot statements for one dialect: starting runs and CV groups, writing metric
+    batches, summaries and heartbeats, ending runs, recomputing CV aggregates, reading a group."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        from sqlalchemy import bindparam, delete, insert, select, update
+
+        from archlab.registry.models import (
+            AggregateRow,
+            CVGroupRow,
+            MetricKeyRow,
+            MetricRow,
+            MixupRow,
+            RunRow,
+            SummaryRow,
+            TagRow,
+        )
+
+        def prepare(statement: Any, *names: str) -> Prepared:
+            return Prepared(statement, dialect, names)
+
+        def inserting(model: Any, *names: str, returning: Any = None) -> Prepared:
+            statement = insert(model)
+            if returning is not None and self.returning:
+                statement = statement.returning(returning)
+            return prepare(statement, *names)
+
+        self.postgresql = dialect.name == "postgresql"
+        self.returning = bool(dialect.insert_returning)
+
+        run_columns = (
+            "id", "kind", "status", "spec_hash", "cv_group_pk", "fold", "n_train", "n_val",
+            "train_sha256", "val_sha256", "started", "heartbeat", "config", "provenance", "host",
+            "pid",
+        )  # fmt: skip
+        self.insert_run = inserting(RunRow, *run_columns, returning=RunRow.pk)
+        self.insert_mixup = inserting(
+            MixupRow,
+            "run_pk", "alpha", "cutmix_alpha", "cutmix_min", "cutmix_max", "prob", "switch_prob",
+            "mode", "label_smoothing", "off_epoch",
+        )  # fmt: skip
+        self.insert_tag = inserting(TagRow, "run_pk", "key", "value")
+        group_columns = (
+            "id", "spec_hash", "k", "splitter", "shuffle", "seed", "stratified", "grouped",
+            "repeats", "library", "config", "created",
+        )  # fmt: skip
+        self.insert_group = inserting(CVGroupRow, *group_columns, returning=CVGroupRow.pk)
+
+        run: Any = bindparam("run")
+        mine = (RunRow.pk == run, RunRow.status == "running")
+        self.beat = prepare(
+            update(RunRow).where(*mine).values(heartbeat=bindparam("at")), "at", "run"
+        )
+        self.finish = prepare(
+            update(RunRow)
+            .where(*mine)
+            .values(
+                status=bindparam("new_status"),
+                ended=bindparam("at"),
+                heartbeat=bindparam("at"),
+                error=bindparam("message"),
+            ),
+            "new_status", "at", "message", "run",
+        )  # fmt: skip
+        self.run_exists = prepare(select(RunRow.pk).where(RunRow.pk == run), "run")
+
+        name: Any = bindparam("key_name")
+        self.key_id = prepare(select(MetricKeyRow.id).where(MetricKeyRow.name == name), "key_name")
+        self.insert_key = prepare(
+            _upsert(dialect, MetricKeyRow).values(name=name).on_conflict_do_nothing(), "key_name"
+        )
+        metrics = _upsert(dialect, MetricRow)
+        self.upsert_metrics = prepare(
+            metrics.on_conflict_do_update(
+                index_elements=["run_pk", "key_id", "step"],
+                set_={
+                    "value": metrics.excluded.value,
+                    "epoch": metrics.excluded.epoch,
+                    "time": metrics.excluded.time,
+                },
+            ),
+            "run_pk", "key_id", "step", "epoch", "value", "time",
+        )  # fmt: skip
+        summaries = _upsert(dialect, SummaryRow)
+        summary_values = ("last_value", "last_step", "best_value", "best_step", "count")
+        self.upsert_summaries = prepare(
+            summaries.on_conflict_do_update(
+                index_elements=["run_pk", "key_id"],
+                set_={c: summaries.excluded[c] for c in summary_values},
+            ),
+            "run_pk", "key_id", *summary_values,
+        )  # fmt: skip
+
+        group: Any = bindparam("group")
+        lock = select(CVGroupRow.pk).where(CVGroupRow.pk == group)
+        self.lock_group = prepare(lock.with_for_update(), "group") if self.postgresql else None
+        self.fold_finals = prepare(
+            select(SummaryRow.key_id, SummaryRow.last_value)
+            .join(RunRow, RunRow.pk == SummaryRow.run_pk)
+            .where(
+                RunRow.cv_group_pk == group,
+                RunRow.status == "completed",
+                SummaryRow.last_value.is_not(None),
+            ),
+            "group",
+        )
+        self.delete_aggregates = prepare(
+            delete(AggregateRow).where(AggregateRow.group_pk == group), "group"
+        )
+        self.insert_aggregate = inserting(
+            AggregateRow, "group_pk", "key_id", "mean", "std", "n", "min", "max"
+        )
+
+        self.group_by_id = prepare(
+            select(CVGroupRow.pk, *(CVGroupRow.__table__.c[c] for c in group_columns)).where(
+                CVGroupRow.id == bindparam("group_id")
+            ),
+            "group_id",
+        )
+        self.group_runs = prepare(
+            select(RunRow.id)
+            .where(RunRow.cv_group_pk == group)
+            .order_by(RunRow.fold, RunRow.started),
+            "group",
+        )
+        self.group_aggregates = prepare(
+            select(
+                MetricKeyRow.name,
+                AggregateRow.mean,
+                AggregateRow.std,
+                AggregateRow.n,
+                AggregateRow.min,
+                AggregateRow.max,
+            )
+            .join(MetricKeyRow, MetricKeyRow.id == AggregateRow.key_id)
+            .where(AggregateRow.group_pk == group)
+            .order_by(MetricKeyRow.name),
+            "group",
+        )
