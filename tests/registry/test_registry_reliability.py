@@ -20,7 +20,7 @@ from sqlalchemy import Engine, func, make_url, select, text, update
 
 from archlab.registry import Registry
 from archlab.registry.models import MetricRow, RunRow, SpecRow, SummaryRow
-from archlab.registry.store import _head_revision
+from archlab.registry.store import _head_revision, _wal_mode
 
 Script = Callable[..., subprocess.Popen[str]]
 Doc = dict[str, Any]
@@ -305,6 +305,32 @@ def test_concurrent_first_opens_do_not_race(registry_url: str, run_script: Scrip
         ]
         assert conn.scalar(select(func.count()).select_from(RunRow)) == 0
     integrity_ok(registry_url)
+
+
+def test_switching_to_wal_waits_for_a_database_held_by_another_connection(
+    isolated: Path,
+) -> None:
+    """Switching a new file to WAL fails at once, without the busy timeout, while another
+    connection holds the database: the connect hook retries (the race of concurrent first
+    opens)."""
+    path = isolated / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("PRAGMA journal_mode=WAL")  # what a single attempt meets
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _wal_mode(other.cursor(), patience=0.2)  # patience runs out: the error stands
+    release = threading.Timer(0.3, holder.execute, ["COMMIT"])
+    release.start()
+    try:
+        _wal_mode(other.cursor(), patience=20)
+    finally:
+        release.join()
+    assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    other.close()
+    holder.close()
 
 
 def test_folds_ending_at_once_in_many_processes_aggregate_right(

@@ -148,11 +148,36 @@ def _connect_engine(url: str) -> Engine:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN itself
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    _wal_mode(cursor)  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _wal_mode(cursor: Any, patience: float = 30.0) -> None:
+    """Put the database in WAL mode (it stays so: later connections find it set).
+
+    The switch needs the database to itself and, unlike other statements, fails at once with
+    "database is locked" instead of waiting for the busy timeout; several processes opening a
+    brand-new registry together race for it. So: nothing to do when it is set, else retry with
+    jitter for up to ``patience`` seconds."""
+    import sqlite3
+
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            transient = any(word in str(exc).lower() for word in ("locked", "busy"))
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.25)
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -234,7 +259,11 @@ def migrate(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
-    with _migration_lock(engine), engine.begin() as conn:
+    # BEGIN IMMEDIATE on SQLite: the migration holds the write lock from its first statement. A
+    # deferred transaction that reads and then writes fails at once with "database is locked"
+    # (no busy wait) when another connection wrote in between, as a brand-new file's first
+    # connections do when they set WAL mode.
+    with _migration_lock(engine), engine.execution_options(archlab_write=True).begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
         # another process may have migrated while this one waited for the lock
