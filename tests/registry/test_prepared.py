@@ -5,9 +5,20 @@ registry tests)."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, create_engine, insert
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    func,
+    insert,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from archlab.registry.prepared import Prepared, Statements, json_text, json_value
 
@@ -37,7 +48,9 @@ def test_rows_follow_the_declared_names_whatever_order_the_sql_wants() -> None:
     with engine.begin() as conn:
         add.many(conn, [("a", 1), ("b", 2), ("c", 3)])
         add.many(conn, [])  # nothing to do is not an error
-        assert query.one(conn, (1,)).all() == [("b", 2), ("c", 3)]
+        assert query.all(conn, (1,)) == [("b", 2), ("c", 3)]
+        assert query.first(conn, (2,)) == ("c", 3)
+        assert query.scalar(conn, (5,)) is None
 
 
 def test_values_written_into_the_statement_are_sent_as_constants() -> None:
@@ -51,7 +64,21 @@ def test_values_written_into_the_statement_are_sent_as_constants() -> None:
             engine.dialect,
             ["s"],
         )
-        assert open_ones.one(conn, (0,)).all() == [("x",)]
+        assert open_ones.all(conn, (0,)) == [("x",)]
+
+
+def test_inserts_return_their_key_and_driver_errors_are_sqlalchemy_errors() -> None:
+    engine = create_engine("sqlite://")
+    meta.create_all(engine)
+    add = Prepared(insert(items).returning(items.c.pk), engine.dialect, ["pk", "name"])
+    plain = Prepared(insert(items), engine.dialect, ["pk", "name"])
+    with engine.begin() as conn:
+        assert add.insert(conn, (7, "a")) == 7
+        assert plain.insert(conn, (9, "b")) == 9  # no RETURNING: the driver's lastrowid
+        with pytest.raises(IntegrityError, match="UNIQUE"):  # what retries and callers catch
+            plain.many(conn, [(10, "c"), (7, "again")])
+        count = Prepared(sa_select(func.count()).select_from(items), engine.dialect)
+        assert count.scalar(conn) == 3  # the failed executemany stopped at its failing row
 
 
 def test_a_parameter_without_a_value_is_refused_at_preparation() -> None:

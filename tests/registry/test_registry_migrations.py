@@ -167,6 +167,14 @@ def test_a_revision_0001_registry_upgrades_without_loss(isolated: Path, minimal_
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        # revision 0003: the points live in their key's B-tree, and runs.status has no index of
+        # its own (the (status, heartbeat) index serves it)
+        [(metrics_sql,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'metrics'")
+        assert metrics_sql.rstrip().endswith("WITHOUT ROWID")
+        indexes = {
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        assert "ix_runs_status_heartbeat" in indexes and "ix_runs_status" not in indexes
     finally:
         db.close()
 

@@ -82,7 +82,7 @@ class RunRow(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(16), unique=True)
     kind: Mapped[str] = mapped_column(String(16), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # indexed with heartbeat, below
     spec_hash: Mapped[str] = mapped_column(ForeignKey("specs.hash"), index=True)
     cv_group_pk: Mapped[int | None] = mapped_column(ForeignKey("cv_groups.pk"), index=True)
     fold: Mapped[int | None] = mapped_column(Integer)
@@ -139,9 +139,12 @@ class MetricKeyRow(Base):
 
 
 class MetricRow(Base):
-    """One point of a metric's time series."""
+    """One point of a metric's time series.
+
+    On SQLite a WITHOUT ROWID table: the rows live in the B-tree of their key, written once."""
 
     __tablename__ = "metrics"
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     run_pk: Mapped[int] = mapped_column(ForeignKey("runs.pk", ondelete="CASCADE"), primary_key=True)
     key_id: Mapped[int] = mapped_column(ForeignKey("metric_keys.id"), primary_key=True)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeAlias, Unpack, cast
+from typing import Any, cast
 
-from sqlalchemy.engine import Connection, CursorResult, Dialect
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-
-Result: TypeAlias = CursorResult[Unpack[tuple[Any, ...]]]
 
 
 class Prepared:
@@ -66,15 +65,66 @@ class Prepared:
         extended = (*row, *self._constants.values())
         return tuple(extended[i] for i in self._order)
 
-    def one(self, conn: Connection, row: Sequence[Any] = ()) -> Result:
-        """Execute with one row of parameters."""
-        return conn.exec_driver_sql(self.sql, self._shape(row))
+    def _cursor(self, conn: Connection, params: Any, many: bool) -> Any:
+        """Run on the driver's own cursor, inside ``conn``'s transaction (already begun: see
+        ``Registry._transaction``); driver errors become SQLAlchemy's, as ``execute`` raises."""
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if many:
+                cursor.executemany(self.sql, params)
+            else:
+                cursor.execute(self.sql, params)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            cursor.close()
+            raise DBAPIError.instance(
+                self.sql, params, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+            ) from exc
+        return cursor
+
+    def rowcount(self, conn: Connection, row: Sequence[Any] = ()) -> int:
+        """Execute; the number of rows changed."""
+        cursor = self._cursor(conn, self._shape(row), many=False)
+        count = int(cursor.rowcount)
+        cursor.close()
+        return count
+
+    def first(self, conn: Connection, row: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """Execute; the first result row, or None."""
+        cursor = self._cursor(conn, self._shape(row), many=False)
+        found = cursor.fetchone()
+        cursor.close()
+        return tuple(found) if found is not None else None
+
+    def scalar(self, conn: Connection, row: Sequence[Any] = ()) -> Any:
+        """Execute; the first column of the first result row, or None."""
+        found = self.first(conn, row)
+        return found[0] if found is not None else None
+
+    def all(self, conn: Connection, row: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Execute; every result row."""
+        cursor = self._cursor(conn, self._shape(row), many=False)
+        rows = [tuple(r) for r in cursor.fetchall()]
+        cursor.close()
+        return rows
+
+    def insert(self, conn: Connection, row: Sequence[Any]) -> int:
+        """Execute an INSERT; the new row's integer key (from RETURNING where there is one)."""
+        cursor = self._cursor(conn, self._shape(row), many=False)
+        found = cursor.fetchone() if cursor.description else None
+        pk = found[0] if found is not None else cursor.lastrowid
+        cursor.close()
+        if pk is None:
+            raise AssertionError("the database reported no key for the inserted row")
+        return int(pk)
 
     def many(self, conn: Connection, rows: Iterable[Sequence[Any]]) -> None:
         """Execute once per row, through the driver's ``executemany``."""
-        params = [self._shape(row) for row in rows]
+        if self._named or self._order is not None:
+            params = [self._shape(row) for row in rows]
+        else:  # rows already are the driver's positional tuples
+            params = rows if isinstance(rows, list) else list(rows)
         if params:
-            conn.exec_driver_sql(self.sql, params)
+            self._cursor(conn, params, many=True).close()
 
 
 def json_text(value: Any) -> str:

@@ -50,7 +50,7 @@ from archlab.registry.models import (
     SummaryRow,
     TagRow,
 )
-from archlab.registry.prepared import Result, Statements, json_text, json_value
+from archlab.registry.prepared import Statements, json_text, json_value
 from archlab.registry.records import (
     Aggregate,
     Artifact,
@@ -548,7 +548,7 @@ class Registry:
             group_id = new_id()
             values = (group_id, digest, k, splitter, shuffle, seed, stratified, grouped, repeats,
                       library, json_text(settings), time.time())  # fmt: skip
-            pk = _inserted_pk(self._sql.insert_group.one(tx.conn, values))
+            pk = self._sql.insert_group.insert(tx.conn, values)
             tx.groups[group_id] = (pk, digest, k * repeats)
             return CVGroup(group_id, digest, k, splitter, shuffle, seed, stratified, grouped,
                            repeats, library, settings, [], {})  # fmt: skip
@@ -610,10 +610,10 @@ class Registry:
             run_id = new_id()
             row = (run_id, kind, "running", digest, group_pk, fold, n_train, n_val, train_sha,
                    val_sha, now, now, settings, origin, prov["host"], prov["pid"])  # fmt: skip
-            pk = _inserted_pk(sql.insert_run.one(conn, row))
+            pk = sql.insert_run.insert(conn, row)
             if setting is not None and setting.active:
                 lo, hi = setting.cutmix_minmax or (None, None)
-                sql.insert_mixup.one(
+                sql.insert_mixup.rowcount(
                     conn,
                     (pk, setting.alpha, setting.cutmix_alpha, lo, hi, setting.prob,
                      setting.switch_prob, setting.mode, setting.label_smoothing,
@@ -647,10 +647,10 @@ class Registry:
         for name in names:
             key = self._key_ids.get(name) or tx.keys.get(name)
             if key is None:
-                key = self._sql.key_id.one(tx.conn, (name,)).scalar()
+                key = self._sql.key_id.scalar(tx.conn, (name,))
                 if key is None:
-                    self._sql.insert_key.one(tx.conn, (name,))
-                    key = self._sql.key_id.one(tx.conn, (name,)).scalar_one()
+                    self._sql.insert_key.rowcount(tx.conn, (name,))
+                    key = self._sql.key_id.scalar(tx.conn, (name,))
                 tx.keys[name] = key
             found[name] = key
         return found
@@ -670,10 +670,9 @@ class Registry:
         number): it counts as a point and can be the final value, never the best. A run that
         completes as a CV fold brings its group's aggregates up to date in the same transaction.
         """
-        unique: dict[tuple[str, int], tuple[str, int, float | None, float, float]] = {}
-        for point in points:  # one row per (name, step), the last logged wins
-            unique[point[0], point[1]] = point
-        batch = list(unique.values())
+        # A step logged twice needs no de-duplication: executemany runs the upserts in order, so
+        # the last logged value wins, and _fold_summaries recomputes such a metric's summary.
+        batch = points
         sql = self._sql
         pk = handle.pk
 
@@ -681,12 +680,12 @@ class Registry:
             conn = tx.conn
             if finish is not None:
                 now = time.time()
-                changed = sql.finish.one(conn, (finish[0], now, finish[1], pk)).rowcount
+                changed = sql.finish.rowcount(conn, (finish[0], now, finish[1], pk))
             elif heartbeat is not None:
-                changed = sql.beat.one(conn, (heartbeat, pk)).rowcount
+                changed = sql.beat.rowcount(conn, (heartbeat, pk))
             else:
                 changed = 0
-            if not changed and sql.run_exists.one(conn, (pk,)).first() is None:
+            if not changed and sql.run_exists.first(conn, (pk,)) is None:
                 return {}  # the run was removed while running: its late metrics go with it
             series: dict[str, _Series] = {}
             if batch:
@@ -726,26 +725,39 @@ class Registry:
         new steps past a metric's last step update it incrementally; a batch that rewrites or
         back-fills steps recomputes the summary from the stored series instead.
         """
-        by_name: dict[str, list[tuple[int, float | None]]] = {}
+        # One pass over the batch, in logging order: per metric, whether the new points only
+        # extend its series (steps past the last committed one, increasing), their last value and
+        # the best so far. Slots: last step, last value, best, best step, count, extends, lower
+        # is better.
+        work: dict[str, list[Any]] = {}
+        series = handle._series
         for name, step, _epoch, value, _at in batch:
-            by_name.setdefault(name, []).append((step, None if value != value else value))
+            number = None if value != value else value  # NaN is stored as NULL
+            acc = work.get(name)
+            if acc is None:
+                known = series.get(name)
+                if known is None:
+                    acc = [step, number, None, None, 0, True, minimize(name)]
+                else:
+                    extends = step > known.last_step
+                    acc = [step, number, known.best, known.best_step, known.count, extends,
+                           minimize(name)]  # fmt: skip
+                work[name] = acc
+            elif step > acc[0]:
+                acc[0], acc[1] = step, number
+            else:
+                acc[5] = False  # out of order: recomputed from the stored series below
+            acc[4] += 1
+            if number is not None:
+                best = acc[2]
+                if best is None or (number < best if acc[6] else number > best):
+                    acc[2], acc[3] = number, step
         out: dict[str, _Series] = {}
-        for name, points in by_name.items():
-            low = minimize(name)
-            known = handle._series.get(name)
-            points.sort(key=lambda p: p[0])
-            if known is not None and points[0][0] <= known.last_step:
+        for name, (last_step, last_value, best, best_step, count, extends, low) in work.items():
+            if extends:
+                out[name] = _Series(last_step, last_value, best, best_step, count)
+            else:
                 out[name] = self._recompute_summary(conn, handle.pk, keys[name], low)
-                continue
-            best, best_step = (known.best, known.best_step) if known else (None, None)
-            for step, number in points:
-                if number is not None and (
-                    best is None or (number < best if low else number > best)
-                ):
-                    best, best_step = number, step
-            last_step, last_value = points[-1]
-            count = (known.count if known else 0) + len(points)
-            out[name] = _Series(last_step, last_value, best, best_step, count)
         return out
 
     def _recompute_summary(self, conn: Connection, run_pk: int, key: int, low: bool) -> _Series:
@@ -768,7 +780,7 @@ class Registry:
         now = time.time()
 
         def write(tx: _Tx) -> None:
-            changed = self._sql.finish.one(tx.conn, (status, now, error, run_pk)).rowcount
+            changed = self._sql.finish.rowcount(tx.conn, (status, now, error, run_pk))
             if changed and status == "completed":
                 group_pk = tx.conn.scalar(select(RunRow.cv_group_pk).where(RunRow.pk == run_pk))
                 if group_pk is not None:
@@ -785,11 +797,11 @@ class Registry:
             # each read the other's fold as still running and insert the same aggregate rows. The
             # row lock serialises them, and READ COMMITTED lets the second see the first's commit.
             # (SQLite's IMMEDIATE write transactions are serial already.)
-            sql.lock_group.one(conn, (group_pk,))
+            sql.lock_group.all(conn, (group_pk,))
         values: dict[int, list[float]] = {}
-        for key, value in sql.fold_finals.one(conn, (group_pk,)):
+        for key, value in sql.fold_finals.all(conn, (group_pk,)):
             values.setdefault(key, []).append(value)
-        sql.delete_aggregates.one(conn, (group_pk,))
+        sql.delete_aggregates.rowcount(conn, (group_pk,))
         rows = []
         for key, xs in values.items():
             n = len(xs)
@@ -903,16 +915,16 @@ class Registry:
     def group(self, group_id: str) -> CVGroup:
         """A CV group with its fold runs and its aggregates (three prepared statements)."""
         sql = self._sql
-        with self.engine.connect() as conn:
-            found = sql.group_by_id.one(conn, (group_id,)).first()
+        with self.engine.connect() as conn, conn.begin():  # one snapshot
+            found = sql.group_by_id.first(conn, (group_id,))
             if found is None:
                 raise RegistryError(f"no CV group {group_id!r} in this registry")
             pk, gid, digest, k, splitter, shuffle, seed, stratified, grouped, repeats = found[:10]
             library, config = found[10], json_value(found[11])
-            runs = [run_id for (run_id,) in sql.group_runs.one(conn, (pk,))]
+            runs = [run_id for (run_id,) in sql.group_runs.all(conn, (pk,))]
             aggregates = {
                 name: Aggregate(name, mean, std, n, low, high)
-                for name, mean, std, n, low, high in sql.group_aggregates.one(conn, (pk,))
+                for name, mean, std, n, low, high in sql.group_aggregates.all(conn, (pk,))
             }
         return CVGroup(gid, digest, k, splitter, bool(shuffle), seed, bool(stratified),
                        bool(grouped), repeats, library, config or {}, runs, aggregates)  # fmt: skip
@@ -1402,16 +1414,6 @@ def _copy_replacing(source: Path, target: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-
-
-def _inserted_pk(result: Result) -> int:
-    """The primary key of the row an INSERT (with RETURNING where the database has it) made."""
-    if result.returns_rows:
-        return int(result.scalar_one())
-    pk = result.lastrowid
-    if pk is None:
-        raise AssertionError("the database reported no id for the inserted row")
-    return int(pk)
 
 
 def _fingerprint(indices: Sequence[int] | None) -> tuple[int | None, str | None]:
