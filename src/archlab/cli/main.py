@@ -52,6 +52,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     arch compile SPEC        build the module, report shapes, params, FLOPs, kernels
     arch graph SPEC          draw the expanded graph (DOT, Mermaid, SVG, PNG)
     arch schema              print the JSON Schema of the spec language
+    arch train SPEC          train with cross-validation and mixup, recorded in the registry
     arch runs ...            query the experiment registry
     """
     ctx.ensure_object(dict)
@@ -59,9 +60,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from archlab.cli import runs_commands, spec_commands
+    from archlab.cli import runs_commands, spec_commands, train_commands
 
-    for command in [*spec_commands.COMMANDS, *runs_commands.COMMANDS]:
+    for command in [*spec_commands.COMMANDS, *train_commands.COMMANDS, *runs_commands.COMMANDS]:
         cli.add_command(command)
 
 

@@ -1,0 +1,119 @@
+"""``arch train``: train a spec with cross-validation and mixup, recorded in the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from archlab.cli.runs_commands import registry_option
+
+# (flag, config field, click options); flags left out keep the config file's (or default) value
+_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "--data",
+        "data",
+        {
+            "metavar": "SOURCE",
+            "help": "digits, npz:PATH, imagefolder:PATH, "
+            "text:PATH or seq2seq:copy|reverse|sort [default: digits].",
+        },
+    ),
+    ("--epochs", "epochs", {"type": int}),
+    ("--batch-size", "batch_size", {"type": int}),
+    ("--lr", "lr", {"type": float, "help": "Peak learning rate (AdamW)."}),
+    ("--weight-decay", "weight_decay", {"type": float}),
+    ("--warmup", "warmup", {"type": float, "help": "Epochs of linear warm-up."}),
+    ("--seed", "seed", {"type": int, "help": "Initialisation and data-order seed."}),
+    ("--grad-clip", "grad_clip", {"type": float}),
+    ("--accumulate", "accumulate", {"type": int, "help": "Gradient accumulation steps."}),
+    ("--folds", "folds", {"type": int, "help": "K-fold cross-validation (K >= 2)."}),
+    ("--repeats", "repeats", {"type": int, "help": "Repeated K-fold: R repeats."}),
+    ("--cv-seed", "cv_seed", {"type": int}),
+    ("--val-size", "val_size", {"type": float, "help": "Hold-out fraction without --folds."}),
+    ("--test-size", "test_size", {"type": float, "help": "Held-out test fraction."}),
+    ("--fold", "fold", {"type": int, "help": "Run only this fold (0-based)."}),
+    ("--cv-group", "cv_group", {"metavar": "ID", "help": "Join this existing CV group."}),
+    ("--mixup", "mixup", {"type": float, "metavar": "ALPHA"}),
+    ("--cutmix", "cutmix", {"type": float, "metavar": "ALPHA"}),
+    ("--cutmix-minmax", "cutmix_minmax", {"type": float, "nargs": 2, "metavar": "MIN MAX"}),
+    ("--mix-prob", "mix_prob", {"type": float}),
+    ("--switch-prob", "switch_prob", {"type": float}),
+    ("--mix-mode", "mix_mode", {"type": click.Choice(["batch", "pair", "elem"])}),
+    ("--label-smoothing", "label_smoothing", {"type": float}),
+    ("--mixup-off-epoch", "mixup_off_epoch", {"type": int}),
+    ("--early-stop", "early_stop_metric", {"metavar": "METRIC"}),
+    ("--patience", "patience", {"type": int}),
+    ("--device", "device", {"type": click.Choice(["auto", "cpu", "cuda"])}),
+]
+
+
+def _flags(f: Any) -> Any:
+    for flag, name, options in reversed(_FLAGS):
+        f = click.option(flag, name, default=None, **options)(f)
+    return f
+
+
+@click.command("train")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A training config (JSON); flags override it.")  # fmt: skip
+@_flags
+@click.option("--fold-seeds/--same-init", default=None,
+              help="Seed each fold's initialisation with seed + fold [default: same init].")  # fmt: skip
+@click.option("--compile/--no-compile", "compile_model", default=None, help="torch.compile.")
+@click.option("--quiet", is_flag=True, help="Only the final summary.")
+@registry_option
+def train_command(
+    spec: Path,
+    config_file: Path | None,
+    fold_seeds: bool | None,
+    compile_model: bool | None,
+    quiet: bool,
+    registry_url: str | None,
+    **flags: Any,
+) -> None:
+    """Train SPEC and record every run in the registry.
+
+    \b
+    arch train specs/vit-tiny-digits.json --data digits --folds 5 --mixup 0.2
+    arch train specs/gpt-tiny.json --data text:README.md --epochs 5
+    """
+    from archlab.registry import Registry
+    from archlab.runners.config import load_train_config
+    from archlab.runners.train import train
+
+    overrides = {
+        k: (tuple(v) if isinstance(v, list | tuple) and v else v) for k, v in flags.items()
+    }
+    overrides = {k: v for k, v in overrides.items() if v not in (None, ())}
+    if fold_seeds is not None:
+        overrides["fold_seeds"] = fold_seeds
+    if compile_model is not None:
+        overrides["compile"] = compile_model
+    config = load_train_config(config_file, overrides)
+
+    def progress(run_id: str, fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        if quiet:
+            return
+        shown = "  ".join(
+            f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("lr", "samples_per_s")
+        )
+        click.echo(f"run {run_id} fold {fold} epoch {epoch + 1}/{config.epochs}  {shown}")
+
+    with Registry(registry_url) as registry:
+        report = train(spec, config, registry, progress=progress)
+        click.echo(f"{report.spec.name}: {report.data.description}")
+        for run_id, result in zip(report.runs, report.results, strict=True):
+            best = "  ".join(f"{k} {v:.4g}" for k, v in result.best.items() if k.startswith("val"))
+            click.echo(f"  run {run_id}: best epoch {result.best_epoch + 1}  {best}")
+        if report.group is not None:
+            group = registry.group(report.group)
+            click.echo(f"CV group {group.id} ({group.k} folds x {group.repeats}):")
+            for name, agg in group.aggregates.items():
+                if name.startswith(("val", "test")):
+                    click.echo(f"  {name}: {agg.mean:.4f} ± {agg.std:.4f} (n={agg.n})")
+
+
+COMMANDS = [train_command]

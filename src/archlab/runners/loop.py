@@ -1,0 +1,288 @@
+"""One model's training on one split: the loop behind every fold of ``arch train``.
+
+``Trainer.fit`` builds the spec's module from an explicit seed, trains it with AdamW and a
+warm-up + cosine schedule over the split's training indices (mixup / CutMix on training batches
+only, gradient accumulation and clipping, bf16 autocast on CUDA), evaluates it on the validation
+indices after every epoch, keeps the best weights (by the early-stopping metric, else
+``val_loss``), stops early when asked, and finally evaluates the best weights once on the test
+indices. Every random number comes from generators seeded from the configuration, so on the CPU
+a run reproduces bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from archlab.compiler import compile_spec
+from archlab.compiler.nn.embeddings import TokenEmbedding
+from archlab.registry.store import minimize
+from archlab.runners.config import TrainConfig
+from archlab.runners.data import TaskData
+from archlab.runners.mixup import Mixer, MixParams, soft_target_cross_entropy
+from archlab.runners.optim import build_optimizer, warmup_cosine
+from archlab.specs.models import Spec
+
+Log = Callable[[int, dict[str, float]], None]  # (epoch, metrics) after every epoch
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one fit produced: the best epoch's metrics, test metrics, the best weights' file."""
+
+    best_epoch: int
+    best: dict[str, float]
+    epochs_run: int
+    stopped_early: bool
+    checkpoint: Path | None
+    test: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from archlab.errors import UserInputError
+
+        raise UserInputError("--device cuda was asked for, but this torch sees no CUDA device")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains ``spec`` on ``data`` under ``config``; one instance per fold."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        data: TaskData,
+        config: TrainConfig,
+        *,
+        init_seed: int,
+        data_seed: int,
+        out_dir: Path | None = None,
+        log: Log | None = None,
+    ) -> None:
+        self.spec, self.data, self.config = spec, data, config
+        self.device = resolve_device(config.device)
+        self.init_seed, self.data_seed = init_seed, data_seed
+        self.out_dir = out_dir
+        self.log = log
+        self.amp = config.amp != "off" and self.device.type == "cuda"
+        self.monitor = config.early_stop_metric or "val_loss"
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def fit(self, train: np.ndarray, val: np.ndarray, test: np.ndarray | None = None) -> FitResult:
+        config = self.config
+        model = compile_spec(self.spec, device=self.device, seed=self.init_seed)
+        step_model: Any = torch.compile(model) if config.compile else model
+        batches = math.ceil(len(train) / config.batch_size)
+        steps_per_epoch = math.ceil(batches / config.accumulate)
+        optimizer = build_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
+        schedule = warmup_cosine(
+            optimizer,
+            warmup_steps=round(config.warmup * steps_per_epoch),
+            total_steps=config.epochs * steps_per_epoch,
+            lr=config.lr,
+            min_lr=config.min_lr,
+        )
+        order = torch.Generator().manual_seed(self.data_seed)
+        setting = config.mixup_setting()
+        mixer = None
+        if setting is not None and self.data.task == "classify":
+            mixer = Mixer(
+                setting, self.data.classes or 0, torch.Generator().manual_seed(self.data_seed + 1)
+            )
+        image_input = self._image_input()
+        hook_state: dict[str, MixParams | None] = {"params": None}
+        hooks = []
+        if mixer is not None and image_input is None:
+            # token inputs: mixup acts on the embeddings (CutMix was refused by the config check)
+            for module in model.modules():
+                if isinstance(module, TokenEmbedding):
+                    hooks.append(
+                        module.register_forward_hook(
+                            lambda _m, _i, out: (
+                                mixer.mix_features(out, hook_state["params"])
+                                if hook_state["params"] is not None
+                                else out
+                            )
+                        )
+                    )
+        best: dict[str, float] = {}
+        best_epoch, bad_epochs, stopped = -1, 0, False
+        best_path = self.out_dir / "best.safetensors" if self.out_dir else None
+        best_state: dict[str, Tensor] | None = None
+        epoch = 0
+        try:
+            for epoch in range(config.epochs):
+                model.train()
+                started = time.perf_counter()
+                perm = train[torch.randperm(len(train), generator=order).numpy()]
+                total, seen = 0.0, 0
+                optimizer.zero_grad(set_to_none=True)
+                for i, chunk in enumerate(_chunks(perm, config.batch_size)):
+                    if mixer is not None and config.mix_mode == "pair" and len(chunk) % 2:
+                        # pair mode mixes element i with B-1-i: an odd last example sits out
+                        chunk = chunk[:-1]
+                        if not len(chunk):
+                            continue
+                    inputs, target = self._batch(chunk)
+                    params = None
+                    if mixer is not None and mixer.active(epoch):
+                        hw = tuple(inputs[image_input].shape[-2:]) if image_input else None
+                        params = mixer.sample(len(chunk), hw, epoch)  # type: ignore[arg-type]
+                        if image_input is not None:
+                            inputs[image_input] = mixer.mix_images(inputs[image_input], params)
+                    hook_state["params"] = params if image_input is None else None
+                    with self._autocast():
+                        logits = step_model(**inputs)
+                        loss = self._loss(logits, target, mixer, params, epoch)
+                    (loss / config.accumulate).backward()
+                    last = (i + 1) % config.accumulate == 0 or (i + 1) == batches
+                    if last:
+                        if config.grad_clip is not None:
+                            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                        optimizer.step()
+                        schedule.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    total += float(loss.detach()) * len(chunk)
+                    seen += len(chunk)
+                hook_state["params"] = None
+                elapsed = time.perf_counter() - started
+                metrics = {
+                    "train_loss": total / max(seen, 1),
+                    **self.evaluate(model, val, prefix="val"),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "samples_per_s": seen / elapsed if elapsed > 0 else 0.0,
+                }
+                if self.log is not None:
+                    self.log(epoch, metrics)
+                value = metrics.get(self.monitor, math.nan)
+                if best_epoch < 0 or _better(value, best.get(self.monitor, math.nan), self.monitor):
+                    best, best_epoch, bad_epochs = metrics, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if best_path is not None:
+                        _atomic(best_path, model.save)
+                else:
+                    bad_epochs += 1
+                    if config.early_stop_metric is not None and bad_epochs >= config.patience:
+                        stopped = True
+                        break
+        finally:
+            for hook in hooks:
+                hook.remove()
+        tested: dict[str, float] = {}
+        if test is not None and len(test) and best_state is not None:
+            model.load_state_dict(best_state)
+            tested = self.evaluate(model, test, prefix="test")
+        return FitResult(best_epoch, best, epoch + 1, stopped, best_path, tested)
+
+    # -- pieces -----------------------------------------------------------------------------------
+
+    def _image_input(self) -> str | None:
+        for name, spec_input in self.spec.inputs.items():
+            if spec_input.kind == "image":
+                return name
+        return None
+
+    def _batch(self, indices: np.ndarray) -> tuple[dict[str, Tensor], Tensor]:
+        rows = torch.tensor(indices, dtype=torch.int64)  # (split arrays are read-only)
+        inputs = {
+            name: tensor[rows].to(self.device, non_blocking=True)
+            for name, tensor in self.data.inputs.items()
+        }
+        return inputs, self.data.targets[rows].to(self.device, non_blocking=True)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _loss(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        mixer: Mixer | None,
+        params: MixParams | None,
+        epoch: int,
+    ) -> Tensor:
+        logits = logits.float()
+        if self.data.task == "classify":
+            if mixer is not None and params is not None:
+                return soft_target_cross_entropy(logits, mixer.targets(target, params))
+            return F.cross_entropy(logits, target, label_smoothing=self.config.label_smoothing)
+        return F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: torch.nn.Module, indices: np.ndarray, prefix: str
+    ) -> dict[str, float]:
+        """Loss and accuracy on ``indices``, never mixed: ``{prefix}_loss`` and, by task,
+        ``_acc`` (classify), ``_ppl`` (language modelling), ``_token_acc`` (seq2seq)."""
+        was_training = model.training
+        model.eval()
+        loss_sum, right, count = 0.0, 0, 0
+        for chunk in _chunks(indices, max(1, 2 * self.config.batch_size)):
+            inputs, target = self._batch(chunk)
+            with self._autocast():
+                logits = model(**inputs).float()
+            if self.data.task == "classify":
+                loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+                right += int((logits.argmax(-1) == target).sum())
+                count += len(chunk)
+            else:
+                flat, goal = logits.flatten(0, -2), target.flatten()
+                keep = goal != -100
+                loss_sum += float(F.cross_entropy(flat, goal, ignore_index=-100, reduction="sum"))
+                right += int((flat.argmax(-1)[keep] == goal[keep]).sum())
+                count += int(keep.sum())
+        model.train(was_training)
+        loss = loss_sum / max(count, 1)
+        out = {f"{prefix}_loss": loss}
+        if self.data.task == "classify":
+            out[f"{prefix}_acc"] = right / max(count, 1)
+        elif self.data.task == "lm":
+            out[f"{prefix}_ppl"] = math.exp(min(loss, 700.0))
+        else:
+            out[f"{prefix}_token_acc"] = right / max(count, 1)
+        return out
+
+
+def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
+
+
+def _better(value: float, best: float, name: str) -> bool:
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value < best if minimize(name) else value > best
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write ``path`` through a temporary file and a rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

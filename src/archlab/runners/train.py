@@ -1,0 +1,171 @@
+"""``arch train`` as a function: data, splits, one recorded run per fold, CV aggregates.
+
+``train(spec, config, registry)`` loads the data the spec can take, splits it (a stratified
+hold-out, or K folds, optionally repeated, with an optional test split), and trains one model per
+fold with ``Trainer``, each inside a registry run that records the resolved configuration, the
+split's fingerprints, the mixup setting, every epoch's metrics and the best checkpoint. Fold runs
+of a K-fold split share a CV group, whose aggregates (mean, std, n, min, max) the registry keeps.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from archlab.errors import UserInputError
+from archlab.registry import Registry
+from archlab.registry.records import CVGroup
+from archlab.runners.config import TrainConfig
+from archlab.runners.data import TaskData, load_data
+from archlab.runners.loop import FitResult, Trainer, resolve_device
+from archlab.runners.splits import SplitPlan, make_splits
+from archlab.specs import load_spec
+from archlab.specs.models import Spec
+
+
+@dataclass
+class TrainReport:
+    """The runs ``train`` recorded, their results and, for K folds, the group's id."""
+
+    spec: Spec
+    data: TaskData
+    plan: SplitPlan
+    group: str | None
+    runs: list[str] = field(default_factory=list)
+    results: list[FitResult] = field(default_factory=list)
+
+
+Progress = Callable[[str, int, int, dict[str, float]], None]  # (run id, fold, epoch, metrics)
+
+
+def train(
+    spec_source: Any,
+    config: TrainConfig,
+    registry: Registry,
+    *,
+    progress: Progress | None = None,
+) -> TrainReport:
+    spec = load_spec(spec_source)
+    data = load_data(config.data, spec, seed=config.seed)
+    plan = make_splits(
+        len(data),
+        folds=config.folds,
+        repeats=config.repeats,
+        seed=config.cv_seed,
+        val_size=config.val_size,
+        test_size=config.test_size,
+        labels=data.stratify_labels,
+        groups=data.groups,
+    )
+    if config.mixup_setting() is not None and data.task != "classify":
+        raise UserInputError(
+            f"mixup and CutMix mix class targets; {spec.name} is trained for {data.task} "
+            "(next-token or sequence targets): drop --mixup / --cutmix"
+        )
+    device = resolve_device(config.device)
+    record = {
+        **config.to_record(),
+        "task": data.task,
+        "data_sha256": data.content_sha256,
+        "data_size": len(data),
+        "device": str(device),
+        "device_name": _device_name(device),
+        "dtype": "bfloat16 autocast"
+        if device.type == "cuda" and config.amp != "off"
+        else "float32",
+        "optimizer": "AdamW",
+        "schedule": "warmup_cosine",
+    }
+    group: CVGroup | None = None
+    if plan.k is not None:
+        if config.cv_group is not None:
+            group = registry.group(config.cv_group)
+            _check_joinable(group, plan, data)
+        else:
+            group = registry.start_cv(
+                spec,
+                record,
+                k=plan.k,
+                splitter=plan.splitter,
+                seed=plan.seed,
+                shuffle=plan.shuffle,
+                stratified=plan.stratified,
+                grouped=plan.grouped,
+                repeats=plan.repeats,
+                library=plan.library,
+            )
+    report = TrainReport(spec, data, plan, group.id if group else None)
+    folds = plan.folds if config.fold is None else [plan.folds[config.fold]]
+    for fold in folds:
+        seed = config.seed + fold.index if config.fold_seeds else config.seed
+        with registry.start_run(
+            spec,
+            {**record, "init_seed": seed},
+            cv_group=group,
+            fold=fold.index if group is not None else None,
+            train_indices=fold.train.tolist(),
+            val_indices=fold.val.tolist(),
+            mixup=config.mixup_setting(),
+        ) as run:
+            folder = registry.artifacts / run.id
+
+            def log(
+                epoch: int, metrics: dict[str, float], run: Any = run, i: int = fold.index
+            ) -> None:
+                run.log_metrics(metrics, step=epoch, epoch=epoch)
+                if progress is not None:
+                    progress(run.id, i, epoch, metrics)
+
+            trainer = Trainer(
+                spec,
+                data,
+                config,
+                init_seed=seed,
+                data_seed=config.seed * 1_000_003 + fold.index,
+                out_dir=folder,
+                log=log,
+            )
+            result = trainer.fit(fold.train, fold.val, plan.test)
+            if result.test:
+                run.log_metrics(result.test, step=result.epochs_run - 1)
+            if result.checkpoint is not None and result.checkpoint.exists():
+                run.log_artifact(result.checkpoint, "checkpoint")
+            run.tag(best_epoch=result.best_epoch, stopped_early=result.stopped_early)
+        report.runs.append(run.id)
+        report.results.append(result)
+    return report
+
+
+def _check_joinable(group: CVGroup, plan: SplitPlan, data: TaskData) -> None:
+    """A fold run joining an existing group must split the same data the same way, or its fold
+    would not be one of the group's folds."""
+    ours = {"k": plan.k, "repeats": plan.repeats, "seed": plan.seed, "splitter": plan.splitter}
+    theirs = {
+        "k": group.k,
+        "repeats": group.repeats,
+        "seed": group.seed,
+        "splitter": group.splitter,
+    }
+    differ = [
+        f"{key} {theirs[key]} (group) vs {ours[key]} (here)"
+        for key in ours
+        if ours[key] != theirs[key]
+    ]
+    recorded = group.config.get("data_sha256")
+    if recorded is not None and recorded != data.content_sha256:
+        differ.append("the data's content hash")
+    if differ:
+        raise UserInputError(
+            f"CV group {group.id} was split differently: {'; '.join(differ)}; pass the same "
+            "--data, --folds, --repeats and --cv-seed as the run that created it"
+        )
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()

@@ -1,0 +1,174 @@
+"""``arch train`` end to end on small data: what a run records, cross-validation, mixup only on
+training batches, exact reproducibility on the CPU, every task, and bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from archlab import load_compiled, load_spec
+from archlab.cli.main import cli
+from archlab.registry import Registry
+from archlab.runners import mixup as mixup_module
+from archlab.runners.config import TrainConfig
+from archlab.runners.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+VIT = ROOT / "specs" / "vit-tiny-digits.json"
+SEQ2SEQ = ROOT / "specs" / "transformer-tiny.json"
+Doc = dict[str, Any]
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    reg = Registry(f"sqlite:///{tmp_path / 'r.db'}", artifacts=tmp_path / "artifacts")
+    yield reg  # type: ignore[misc]
+    reg.close()
+
+
+def config(**changes: Any) -> TrainConfig:
+    base: dict[str, Any] = {"epochs": 2, "warmup": 0.5, "batch_size": 128, "lr": 2e-3}
+    return TrainConfig(**{**base, **changes})
+
+
+def test_a_hold_out_run_records_everything(registry: Registry) -> None:
+    report = train(VIT, config(), registry)
+    [run_id] = report.runs
+    run = registry.get(run_id)
+    assert run.status == "completed" and run.cv is None and run.mixup is None
+    assert {"train_loss", "val_loss", "val_acc", "lr", "samples_per_s"} <= set(run.metrics)
+    assert run.summaries["val_acc"].count == 2  # one point per epoch
+    assert run.config["data"] == "digits" and run.config["task"] == "classify"
+    assert run.config["data_sha256"] == report.data.content_sha256
+    assert run.config["epochs"] == 2 and run.config["device"] == "cpu"
+    assert run.tags["best_epoch"] in {"0", "1"}
+    [checkpoint] = [a for a in run.artifacts if a.kind == "checkpoint"]
+    model = load_compiled(registry.artifacts / checkpoint.path)
+    assert model.spec_hash == run.spec_hash
+
+
+def test_k_folds_share_a_group_with_aggregates(registry: Registry) -> None:
+    report = train(VIT, config(epochs=1, folds=3), registry)
+    assert report.group is not None and len(report.runs) == 3
+    group = registry.group(report.group)
+    assert (group.k, group.splitter, group.stratified) == (3, "StratifiedKFold", True)
+    assert group.aggregates["val_acc"].n == 3
+    runs = [registry.get(r) for r in report.runs]
+    assert [r.cv.fold for r in runs if r.cv] == [0, 1, 2]
+    assert sum(r.cv.n_val for r in runs if r.cv) == 1797  # the val sets partition the data
+    vals = [set(f.val.tolist()) for f in report.plan.folds]
+    assert not (vals[0] & vals[1]) and not (vals[1] & vals[2])
+
+
+def test_mixup_touches_training_batches_only(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    real = mixup_module.Mixer.mix_images
+
+    def spy(self: Any, x: torch.Tensor, p: Any) -> torch.Tensor:
+        sizes.append(len(x))
+        return real(self, x, p)
+
+    monkeypatch.setattr(mixup_module.Mixer, "mix_images", spy)
+    report = train(VIT, config(epochs=2, mixup=0.2, cutmix=1.0), registry)
+    n_train = len(report.plan.folds[0].train)
+    assert sum(sizes) == 2 * n_train  # every training example, each epoch; never a val batch
+    run = registry.get(report.runs[0])
+    assert run.mixup is not None and run.mixup.alpha == 0.2 and run.mixup.cutmix_alpha == 1.0
+
+
+def test_identical_seeds_give_identical_metrics(tmp_path: Path) -> None:
+    histories = []
+    for name in ("a", "b"):
+        with Registry(f"sqlite:///{tmp_path / name}.db", artifacts=tmp_path / name) as reg:
+            report = train(VIT, config(mixup=0.2), reg)
+            histories.append(
+                [reg.metric_history(report.runs[0], m) for m in ("train_loss", "val_acc")]
+            )
+    strip = [[[(s, v) for s, _e, v, _t in series] for series in h] for h in histories]
+    assert strip[0] == strip[1]
+
+
+def test_language_modelling_on_a_text_file(
+    registry: Registry, tmp_path: Path, minimal_gpt: Callable[[], Doc]
+) -> None:
+    doc = minimal_gpt()
+    text = tmp_path / "book.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    report = train(doc, config(data=f"text:{text}", epochs=1), registry)
+    run = registry.get(report.runs[0])
+    assert run.config["task"] == "lm" and "val_ppl" in run.metrics
+    assert run.metrics["val_ppl"] == pytest.approx(np.exp(run.metrics["val_loss"]))
+
+
+def test_sequence_to_sequence_on_a_synthetic_task(registry: Registry) -> None:
+    report = train(SEQ2SEQ, config(data="seq2seq:reverse?n=300", epochs=1), registry)
+    run = registry.get(report.runs[0])
+    assert run.config["task"] == "seq2seq" and 0 <= run.metrics["val_token_acc"] <= 1
+
+
+def test_mixup_is_refused_for_token_targets(
+    registry: Registry, tmp_path: Path, minimal_gpt: Callable[[], Doc]
+) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("abc " * 500)
+    with pytest.raises(ValueError, match="drop --mixup"):
+        train(minimal_gpt(), config(data=f"text:{text}", mixup=0.2), registry)
+    assert registry.runs() == []  # nothing started
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "nosuch:x"], "nosuch"),
+        (["--epochs", "0"], "epochs"),
+        (["--folds", "1"], "folds"),
+        (["--data", "seq2seq:reverse"], "seq2seq"),
+    ],
+)
+def test_bad_flags_and_data_exit_2_and_record_nothing(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    result = CliRunner().invoke(cli, ["train", str(VIT), "--registry", url, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    with Registry(url) as reg:
+        assert reg.runs() == []
+
+
+def test_the_cli_trains_and_reports(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"epochs": 3, "warmup": 0.5, "batch_size": 128}))
+    result = CliRunner().invoke(
+        cli, ["train", str(VIT), "--registry", url, "--config", str(cfg), "--epochs", "1",
+              "--folds", "2", "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "CV group" in result.output and "val_acc" in result.output
+    with Registry(url) as reg:
+        runs = reg.runs()
+        assert len(runs) == 2 and all(r.config["epochs"] == 1 for r in runs)  # the flag wins
+    assert load_spec(VIT).name == "vit-tiny-digits"
+
+
+def test_folds_of_one_group_can_run_separately(registry: Registry) -> None:
+    first = train(VIT, config(epochs=1, folds=3, fold=0), registry)
+    assert first.group is not None and len(first.runs) == 1
+    second = train(VIT, config(epochs=1, folds=3, fold=2, cv_group=first.group), registry)
+    assert second.group == first.group
+    group = registry.group(first.group)
+    assert len(group.runs) == 2 and group.aggregates["val_acc"].n == 2
+    with pytest.raises(ValueError, match=r"split differently: k 3 \(group\) vs 4"):
+        train(VIT, config(epochs=1, folds=4, fold=1, cv_group=first.group), registry)
+    with pytest.raises(ValueError, match=r"seed 0 \(group\) vs 5"):
+        train(VIT, config(epochs=1, folds=3, fold=1, cv_seed=5, cv_group=first.group), registry)
