@@ -347,6 +347,7 @@ def runs() -> None:
     arch runs diff A B                what changed: spec paths, config, mixup, CV
     arch runs best --metric NAME      the best run, or one per spec
     arch runs export -o FILE          matching runs as CSV or JSON
+    arch runs plot ID -o FILE.png     a metric's curves: a run, or a CV group's folds
     arch runs gc --stale              mark silent running runs interrupted
     arch runs rm ID / tag ID k=v      remove or tag runs
     """
@@ -959,6 +960,65 @@ def _write_atomic(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@runs.command()
+@registry_option
+@click.argument("ident", metavar="ID")
+@click.option(
+    "--metric",
+    default="val_acc",
+    show_default=True,
+    metavar="NAME",
+    help="The metric to plot.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The image to write: .png, .svg or .pdf (by the suffix).",
+)
+def plot(registry_url: str | None, ident: str, metric: str, output: Path) -> None:
+    """Plot METRIC of run or CV group ID over its steps.
+
+    For a CV group (or a run that is one of its folds): one thin line per fold, the mean over
+    the folds at each step as a thick line with a ±1 std band, and beside it each fold's final
+    value as a bar with the group's mean ± std. std is the sample std (n - 1).
+    """
+    from archlab.registry import plots
+
+    try:
+        plots.output_format(output)
+    except plots.PlotError as exc:
+        raise click.BadParameter(str(exc), param_hint="'-o' / '--output'") from None
+    if not output.parent.is_dir():
+        raise click.BadParameter(
+            f"the folder {output.parent} does not exist", param_hint="'-o' / '--output'"
+        )
+    with _open(registry_url) as registry:
+        drawn = plots.plot(registry, ident, metric, output)
+    if drawn.group_id is None:
+        [curve] = drawn.curves
+        click.echo(
+            f"wrote {output}: {metric} of run {curve.run_id}, {len(curve.steps)} point(s), "
+            f"final {_num(curve.final)}"
+        )
+        return
+    if drawn.run_id is not None:
+        click.echo(f"run {drawn.run_id} is a fold of CV group {drawn.group_id}: plotting the group")
+    band = (
+        f"; final {_num(drawn.final_mean)} ± {_num(drawn.final_std)} "
+        f"(n={drawn.final_n}, {drawn.final_source})"
+        if drawn.final_n
+        else ""
+    )
+    click.echo(
+        f"wrote {output}: {metric} of CV group {drawn.group_id} (k={drawn.k}), "
+        f"{drawn.folds} fold(s){band}"
+    )
+    if drawn.skipped:
+        click.echo(f"fold run(s) without {metric}, not drawn: {', '.join(drawn.skipped)}")
 
 
 @runs.command()
