@@ -18,7 +18,8 @@ from archlab.cli.main import cli
 from archlab.registry import Registry
 from archlab.runners import mixup as mixup_module
 from archlab.runners.config import TrainConfig
-from archlab.runners.train import train
+from archlab.runners.progress import NullProgress
+from archlab.runners.train import resume, train
 
 ROOT = Path(__file__).resolve().parents[2]
 VIT = ROOT / "specs" / "vit-tiny-digits.json"
@@ -172,3 +173,49 @@ def test_folds_of_one_group_can_run_separately(registry: Registry) -> None:
         train(VIT, config(epochs=1, folds=4, fold=1, cv_group=first.group), registry)
     with pytest.raises(ValueError, match=r"seed 0 \(group\) vs 5"):
         train(VIT, config(epochs=1, folds=3, fold=1, cv_seed=5, cv_group=first.group), registry)
+
+
+def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path: Path) -> None:
+    """Interrupted after its second epoch's metrics (the state on disk is the first epoch's),
+    then resumed: the run completes with bit-identical metrics, mixup draws included."""
+    cfg = config(epochs=4, mixup=0.2, cutmix=1.0)
+    names = ("train_loss", "val_loss", "val_acc", "lr")
+
+    def series(reg: Registry, run_id: str) -> list[list[tuple[int, float]]]:
+        return [[(s, v) for s, _e, v, _t in reg.metric_history(run_id, m)] for m in names]
+
+    with Registry(f"sqlite:///{tmp_path / 'a.db'}", artifacts=tmp_path / "a") as reg:
+        whole = series(reg, train(VIT, cfg, reg).runs[0])
+
+    class StopAtSecondEpoch(NullProgress):
+        def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with Registry(f"sqlite:///{tmp_path / 'b.db'}", artifacts=tmp_path / "b") as reg:
+        with pytest.raises(KeyboardInterrupt):
+            train(VIT, cfg, reg, progress=StopAtSecondEpoch())
+        [stopped] = reg.runs()
+        assert stopped.status == "interrupted"
+        assert stopped.summaries["val_acc"].count == 2  # epoch 1's metrics were recorded
+        report = resume(stopped.id, reg)
+        assert report.runs == [stopped.id]
+        run = reg.get(stopped.id)
+        assert run.status == "completed" and run.error is None
+        assert series(reg, stopped.id) == whole
+        assert run.summaries["val_acc"].count == 4
+        with pytest.raises(ValueError, match="completed: only an interrupted or failed run"):
+            resume(stopped.id, reg)
+
+
+def test_resume_through_the_cli_and_its_mistakes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    runner = CliRunner()
+    both = runner.invoke(cli, ["train", str(VIT), "--resume", "abc", "--registry", url])
+    assert both.exit_code == 2 and "not both" in both.output
+    neither = runner.invoke(cli, ["train", "--registry", url])
+    assert neither.exit_code == 2 and "--resume RUN" in neither.output
+    unknown = runner.invoke(cli, ["train", "--resume", "nosuchrun", "--registry", url])
+    assert unknown.exit_code == 2 and "no run 'nosuchrun'" in unknown.output
+    flags = runner.invoke(cli, ["train", "--resume", "x", "--epochs", "3", "--registry", url])
+    assert flags.exit_code == 2 and "drop the other flags" in flags.output

@@ -56,7 +56,7 @@ def _flags(f: Any) -> Any:
 
 
 @click.command("train")
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="A training config (JSON); flags override it.")  # fmt: skip
 @_flags
@@ -64,13 +64,16 @@ def _flags(f: Any) -> Any:
               help="Seed each fold's initialisation with seed + fold [default: same init].")  # fmt: skip
 @click.option("--compile/--no-compile", "compile_model", default=None, help="torch.compile.")
 @click.option("--quiet", is_flag=True, help="Only the final summary.")
+@click.option("--resume", "resume_id", metavar="RUN",
+              help="Continue an interrupted run from its last finished epoch (no SPEC, no flags).")  # fmt: skip
 @registry_option
 def train_command(
-    spec: Path,
+    spec: Path | None,
     config_file: Path | None,
     fold_seeds: bool | None,
     compile_model: bool | None,
     quiet: bool,
+    resume_id: str | None,
     registry_url: str | None,
     **flags: Any,
 ) -> None:
@@ -80,10 +83,16 @@ def train_command(
     arch train specs/vit-tiny-digits.json --data digits --folds 5 --mixup 0.2
     arch train specs/gpt-tiny.json --data text:README.md --epochs 5
     """
+    from archlab.errors import UserInputError
     from archlab.registry import Registry
     from archlab.runners.config import load_train_config
-    from archlab.runners.train import train
+    from archlab.runners.progress import make_progress
+    from archlab.runners.train import resume, train
 
+    if (spec is None) == (resume_id is None):
+        raise UserInputError(
+            "give a SPEC to train, or --resume RUN to continue an interrupted run (not both)"
+        )
     overrides = {
         k: (tuple(v) if isinstance(v, list | tuple) and v else v) for k, v in flags.items()
     }
@@ -92,18 +101,19 @@ def train_command(
         overrides["fold_seeds"] = fold_seeds
     if compile_model is not None:
         overrides["compile"] = compile_model
+    if resume_id is not None and (overrides or config_file is not None):
+        raise UserInputError(
+            "--resume continues a run with the configuration it recorded: drop the other flags"
+        )
     config = load_train_config(config_file, overrides)
 
-    def progress(run_id: str, fold: int, epoch: int, metrics: dict[str, float]) -> None:
-        if quiet:
-            return
-        shown = "  ".join(
-            f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("lr", "samples_per_s")
-        )
-        click.echo(f"run {run_id} fold {fold} epoch {epoch + 1}/{config.epochs}  {shown}")
-
     with Registry(registry_url) as registry:
-        report = train(spec, config, registry, progress=progress)
+        # a live display on a terminal, plain lines in logs and pipes, nothing with --quiet
+        with make_progress(quiet) as progress:
+            if resume_id is not None:
+                report = resume(resume_id, registry, progress=progress)
+            else:
+                report = train(spec, config, registry, progress=progress)
         click.echo(f"{report.spec.name}: {report.data.description}")
         for run_id, result in zip(report.runs, report.results, strict=True):
             best = "  ".join(f"{k} {v:.4g}" for k, v in result.best.items() if k.startswith("val"))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, text
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -624,6 +624,68 @@ class Registry:
 
         pk, run_id, group_pk = self._transaction(write)
         return RunHandle(self, pk, run_id, heartbeat=heartbeat, group_pk=group_pk)
+
+    def resume_run(self, run_id: str, *, heartbeat: float = HEARTBEAT_S) -> RunHandle:
+        """Reopen an interrupted or failed run to continue it (``arch train --resume``).
+
+        The run is running again, with this process's host and pid and a fresh heartbeat; its
+        metrics and summaries stay, and what the handle logs next adds to them (a step logged
+        again replaces its value). Its CV group counts it once it completes."""
+        prov = provenance()
+
+        def write(tx: _Tx) -> tuple[int, int | None, list[Any]]:
+            conn = tx.conn
+            found = conn.execute(
+                select(RunRow.pk, RunRow.status, RunRow.cv_group_pk).where(RunRow.id == run_id)
+            ).first()
+            if found is None:
+                raise RegistryError(f"no run {run_id!r} in this registry")
+            pk, status, group_pk = found
+            if status not in ("interrupted", "failed"):
+                raise RegistryError(
+                    f"run {run_id} is {status}: only an interrupted or failed run can be resumed"
+                )
+            now = time.time()
+            conn.execute(
+                update(RunRow)
+                .where(RunRow.pk == pk)
+                .values(
+                    status="running",
+                    ended=None,
+                    error=None,
+                    heartbeat=now,
+                    host=prov["host"],
+                    pid=prov["pid"],
+                )
+            )
+            summaries = conn.execute(
+                select(
+                    MetricKeyRow.name,
+                    SummaryRow.last_step,
+                    SummaryRow.last_value,
+                    SummaryRow.best_value,
+                    SummaryRow.best_step,
+                    SummaryRow.count,
+                )
+                .join(MetricKeyRow, MetricKeyRow.id == SummaryRow.key_id)
+                .where(SummaryRow.run_pk == pk)
+            ).all()
+            return pk, group_pk, list(summaries)
+
+        pk, group_pk, summaries = self._transaction(write)
+        handle = RunHandle(self, pk, run_id, heartbeat=heartbeat, group_pk=group_pk)
+        for name, last_step, last_value, best, best_step, count in summaries:
+            handle._series[name] = _Series(last_step, last_value, best, best_step, count)
+            handle._steps[name] = last_step
+        return handle
+
+    def spec_document(self, digest: str) -> dict[str, Any]:
+        """The canonical spec stored under ``digest`` (a run's ``spec_hash``), as JSON data."""
+        with self.session() as session:
+            row = session.get(SpecRow, digest)
+            if row is None:
+                raise RegistryError(f"no spec {digest[:12]} in this registry")
+            return json.loads(row.canonical)
 
     def _group_info(self, tx: _Tx, group_id: str) -> tuple[int, str, int]:
         """A CV group's pk, spec hash and number of folds (k x repeats)."""

@@ -12,6 +12,7 @@ a run reproduces bit for bit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import tempfile
@@ -33,9 +34,11 @@ from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData
 from archlab.runners.mixup import Mixer, MixParams, soft_target_cross_entropy
 from archlab.runners.optim import build_optimizer, warmup_cosine
+from archlab.runners.progress import TrainProgress
 from archlab.specs.models import Spec
 
 Log = Callable[[int, dict[str, float]], None]  # (epoch, metrics) after every epoch
+STATE_FILE = "state.pt"  # the training state after the last finished epoch, for --resume
 
 
 @dataclass(frozen=True)
@@ -73,18 +76,29 @@ class Trainer:
         data_seed: int,
         out_dir: Path | None = None,
         log: Log | None = None,
+        progress: TrainProgress | None = None,
     ) -> None:
         self.spec, self.data, self.config = spec, data, config
         self.device = resolve_device(config.device)
         self.init_seed, self.data_seed = init_seed, data_seed
         self.out_dir = out_dir
         self.log = log
+        self.progress = progress  # told every training batch's loss
         self.amp = config.amp != "off" and self.device.type == "cuda"
         self.monitor = config.early_stop_metric or "val_loss"
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def fit(self, train: np.ndarray, val: np.ndarray, test: np.ndarray | None = None) -> FitResult:
+    def fit(
+        self,
+        train: np.ndarray,
+        val: np.ndarray,
+        test: np.ndarray | None = None,
+        *,
+        resume: Path | None = None,
+    ) -> FitResult:
+        """Train, evaluating every epoch; with ``resume`` (a ``state.pt`` an earlier fit of the
+        same split wrote), continue after its last finished epoch exactly as if never stopped."""
         config = self.config
         model = compile_spec(self.spec, device=self.device, seed=self.init_seed)
         step_model: Any = torch.compile(model) if config.compile else model
@@ -125,9 +139,23 @@ class Trainer:
         best_epoch, bad_epochs, stopped = -1, 0, False
         best_path = self.out_dir / "best.safetensors" if self.out_dir else None
         best_state: dict[str, Tensor] | None = None
-        epoch = 0
+        state_path = self.out_dir / STATE_FILE if self.out_dir else None
+        start = 0
+        if resume is not None:
+            saved = torch.load(resume, map_location="cpu", weights_only=False)
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+            order.set_state(saved["order"])
+            if mixer is not None and saved["mix"] is not None:
+                mixer.generator.set_state(saved["mix"])
+            torch.set_rng_state(saved["torch_rng"])
+            start = saved["epoch"] + 1
+            best, best_epoch, bad_epochs = saved["best"], saved["best_epoch"], saved["bad_epochs"]
+            best_state = saved["best_state"]
+        epoch = start - 1
         try:
-            for epoch in range(config.epochs):
+            for epoch in range(start, config.epochs):
                 model.train()
                 started = time.perf_counter()
                 perm = train[torch.randperm(len(train), generator=order).numpy()]
@@ -158,8 +186,11 @@ class Trainer:
                         optimizer.step()
                         schedule.step()
                         optimizer.zero_grad(set_to_none=True)
-                    total += float(loss.detach()) * len(chunk)
+                    value = float(loss.detach())
+                    total += value * len(chunk)
                     seen += len(chunk)
+                    if self.progress is not None:
+                        self.progress.batch(value)
                 hook_state["params"] = None
                 elapsed = time.perf_counter() - started
                 metrics = {
@@ -178,9 +209,24 @@ class Trainer:
                         _atomic(best_path, model.save)
                 else:
                     bad_epochs += 1
-                    if config.early_stop_metric is not None and bad_epochs >= config.patience:
-                        stopped = True
-                        break
+                if state_path is not None:  # what a resumed fit needs to go on exactly
+                    state = {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "order": order.get_state(),
+                        "mix": mixer.generator.get_state() if mixer is not None else None,
+                        "torch_rng": torch.get_rng_state(),
+                        "best": best,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "best_state": best_state,
+                    }
+                    _atomic(state_path, functools.partial(_save_state, state))
+                if config.early_stop_metric is not None and bad_epochs >= config.patience:
+                    stopped = True
+                    break
         finally:
             for hook in hooks:
                 hook.remove()
@@ -259,6 +305,10 @@ class Trainer:
         else:
             out[f"{prefix}_token_acc"] = right / max(count, 1)
         return out
+
+
+def _save_state(state: dict[str, Any], path: str) -> None:
+    torch.save(state, path)
 
 
 def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:

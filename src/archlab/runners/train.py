@@ -9,9 +9,10 @@ of a K-fold split share a CV group, whose aggregates (mean, std, n, min, max) th
 
 from __future__ import annotations
 
+import math
 import platform
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,8 +22,9 @@ from archlab.registry import Registry
 from archlab.registry.records import CVGroup
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData, load_data
-from archlab.runners.loop import FitResult, Trainer, resolve_device
-from archlab.runners.splits import SplitPlan, make_splits
+from archlab.runners.loop import STATE_FILE, FitResult, Trainer, resolve_device
+from archlab.runners.progress import TrainProgress
+from archlab.runners.splits import Fold, SplitPlan, make_splits
 from archlab.specs import load_spec
 from archlab.specs.models import Spec
 
@@ -39,7 +41,7 @@ class TrainReport:
     results: list[FitResult] = field(default_factory=list)
 
 
-Progress = Callable[[str, int, int, dict[str, float]], None]  # (run id, fold, epoch, metrics)
+Progress = TrainProgress  # the display train() and resume() report to (runners/progress.py)
 
 
 def train(
@@ -51,16 +53,7 @@ def train(
 ) -> TrainReport:
     spec = load_spec(spec_source)
     data = load_data(config.data, spec, seed=config.seed)
-    plan = make_splits(
-        len(data),
-        folds=config.folds,
-        repeats=config.repeats,
-        seed=config.cv_seed,
-        val_size=config.val_size,
-        test_size=config.test_size,
-        labels=data.stratify_labels,
-        groups=data.groups,
-    )
+    plan = _split(data, config)
     if config.mixup_setting() is not None and data.task != "classify":
         raise UserInputError(
             f"mixup and CutMix mix class targets; {spec.name} is trained for {data.task} "
@@ -100,7 +93,7 @@ def train(
             )
     report = TrainReport(spec, data, plan, group.id if group else None)
     folds = plan.folds if config.fold is None else [plan.folds[config.fold]]
-    for fold in folds:
+    for i, fold in enumerate(folds):
         seed = config.seed + fold.index if config.fold_seeds else config.seed
         with registry.start_run(
             spec,
@@ -111,33 +104,105 @@ def train(
             val_indices=fold.val.tolist(),
             mixup=config.mixup_setting(),
         ) as run:
-            folder = registry.artifacts / run.id
-
-            def log(
-                epoch: int, metrics: dict[str, float], run: Any = run, i: int = fold.index
-            ) -> None:
-                run.log_metrics(metrics, step=epoch, epoch=epoch)
-                if progress is not None:
-                    progress(run.id, i, epoch, metrics)
-
-            trainer = Trainer(
-                spec,
-                data,
-                config,
-                init_seed=seed,
-                data_seed=config.seed * 1_000_003 + fold.index,
-                out_dir=folder,
-                log=log,
+            result = _fit_fold(
+                run, registry, spec, data, config, plan, fold, seed, progress, at=(i, len(folds))
             )
-            result = trainer.fit(fold.train, fold.val, plan.test)
-            if result.test:
-                run.log_metrics(result.test, step=result.epochs_run - 1)
-            if result.checkpoint is not None and result.checkpoint.exists():
-                run.log_artifact(result.checkpoint, "checkpoint")
-            run.tag(best_epoch=result.best_epoch, stopped_early=result.stopped_early)
         report.runs.append(run.id)
         report.results.append(result)
     return report
+
+
+def resume(run_id: str, registry: Registry, *, progress: Progress | None = None) -> TrainReport:
+    """Continue an interrupted (or failed) training run from the state its last finished epoch
+    left, with the configuration, spec, data and split it recorded. On the CPU the resumed run
+    ends with exactly the metrics an uninterrupted one would have."""
+    run = registry.get(run_id)
+    fields = set(TrainConfig.model_fields)
+    config = TrainConfig(**{k: v for k, v in run.config.items() if k in fields})
+    state = registry.artifacts / run_id / STATE_FILE
+    if not state.is_file():
+        raise UserInputError(
+            f"run {run_id} left no training state ({state}): it stopped before its first "
+            "epoch ended, or was not started by arch train; start it again instead"
+        )
+    spec = load_spec(registry.spec_document(run.spec_hash))
+    data = load_data(config.data, spec, seed=config.seed)
+    if run.config.get("data_sha256") not in (None, data.content_sha256):
+        raise UserInputError(
+            f"the data {config.data!r} changed since run {run_id} started (its content hash "
+            "differs): resuming would train on other data"
+        )
+    plan = _split(data, config)
+    fold = plan.folds[run.cv.fold if run.cv is not None and run.cv.fold is not None else 0]
+    seed = int(run.config.get("init_seed", config.seed))
+    report = TrainReport(spec, data, plan, run.cv.group if run.cv is not None else None)
+    with registry.resume_run(run_id) as handle:
+        result = _fit_fold(
+            handle, registry, spec, data, config, plan, fold, seed, progress, resume=state
+        )
+    report.runs.append(run_id)
+    report.results.append(result)
+    return report
+
+
+def _fit_fold(
+    run: Any,
+    registry: Registry,
+    spec: Spec,
+    data: TaskData,
+    config: TrainConfig,
+    plan: SplitPlan,
+    fold: Fold,
+    seed: int,
+    progress: Progress | None,
+    resume: Path | None = None,
+    at: tuple[int, int] = (0, 1),
+) -> FitResult:
+    """Train one fold inside its registry run: metrics every epoch, then test metrics, the best
+    checkpoint as an artifact and the best epoch as a tag. ``at``: (position, count) of this
+    fold among the folds the caller trains, for ``progress``."""
+
+    def log(epoch: int, metrics: dict[str, float]) -> None:
+        run.log_metrics(metrics, step=epoch, epoch=epoch)
+        if progress is not None:
+            progress.epoch(epoch, metrics)
+
+    trainer = Trainer(
+        spec,
+        data,
+        config,
+        init_seed=seed,
+        data_seed=config.seed * 1_000_003 + fold.index,
+        out_dir=registry.artifacts / run.id,
+        log=log,
+        progress=progress,
+    )
+    if progress is not None:
+        batches = math.ceil(len(fold.train) / config.batch_size)
+        progress.start_fold(*at, run.id, config.epochs, batches)
+    result = trainer.fit(fold.train, fold.val, plan.test, resume=resume)
+    if result.test:
+        run.log_metrics(result.test, step=result.epochs_run - 1)
+    if result.checkpoint is not None and result.checkpoint.exists():
+        run.log_artifact(result.checkpoint, "checkpoint")
+    run.tag(best_epoch=result.best_epoch, stopped_early=result.stopped_early)
+    if progress is not None:
+        progress.end_fold(result.best_epoch, result.best)
+    return result
+
+
+def _split(data: TaskData, config: TrainConfig) -> SplitPlan:
+    """The configuration's split of the data (the same one every time: seeded)."""
+    return make_splits(
+        len(data),
+        folds=config.folds,
+        repeats=config.repeats,
+        seed=config.cv_seed,
+        val_size=config.val_size,
+        test_size=config.test_size,
+        labels=data.stratify_labels,
+        groups=data.groups,
+    )
 
 
 def _check_joinable(group: CVGroup, plan: SplitPlan, data: TaskData) -> None:
