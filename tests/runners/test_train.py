@@ -19,7 +19,7 @@ from archlab.registry import Registry
 from archlab.runners import mixup as mixup_module
 from archlab.runners.config import TrainConfig
 from archlab.runners.progress import NullProgress
-from archlab.runners.train import resume, train
+from archlab.runners.train import evaluate_run, resume, train
 
 ROOT = Path(__file__).resolve().parents[2]
 VIT = ROOT / "specs" / "vit-tiny-digits.json"
@@ -219,3 +219,26 @@ def test_resume_through_the_cli_and_its_mistakes(tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "no run 'nosuchrun'" in unknown.output
     flags = runner.invoke(cli, ["train", "--resume", "x", "--epochs", "3", "--registry", url])
     assert flags.exit_code == 2 and "drop the other flags" in flags.output
+
+
+def test_eval_records_a_linked_run_on_the_validation_split_or_other_data(
+    registry: Registry, tmp_path: Path
+) -> None:
+    report = train(VIT, config(epochs=1), registry)
+    [trained] = report.runs
+    own = evaluate_run(trained, registry)
+    run = registry.get(trained)
+    assert own.examples == len(report.plan.folds[0].val)
+    assert own.metrics["eval_acc"] == pytest.approx(run.metrics["val_acc"])  # same weights, split
+    record = registry.get(own.run)
+    assert record.kind == "eval" and record.tags["evaluates"] == trained
+    assert record.config["evaluates"] == trained and record.metrics == own.metrics
+    x = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "more.npz", x=x, y=np.arange(20) % 10)
+    other = evaluate_run(trained, registry, data_source=f"npz:{tmp_path / 'more.npz'}")
+    assert other.examples == 20 and 0 <= other.metrics["eval_acc"] <= 1
+    url = str(registry.url)
+    result = CliRunner().invoke(cli, ["eval", trained, "--registry", url])
+    assert result.exit_code == 0 and "eval_acc" in result.output
+    missing = CliRunner().invoke(cli, ["eval", "nosuchrun", "--registry", url])
+    assert missing.exit_code == 2 and "no run" in missing.output

@@ -53,6 +53,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     arch graph SPEC          draw the expanded graph (DOT, Mermaid, SVG, PNG)
     arch schema              print the JSON Schema of the spec language
     arch train SPEC          train with cross-validation and mixup, recorded in the registry
+    arch eval RUN            evaluate a trained run's checkpoint, recorded as an eval run
     arch runs ...            query the experiment registry
     """
     ctx.ensure_object(dict)

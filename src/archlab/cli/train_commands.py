@@ -126,4 +126,26 @@ def train_command(
                     click.echo(f"  {name}: {agg.mean:.4f} ± {agg.std:.4f} (n={agg.n})")
 
 
-COMMANDS = [train_command]
+@click.command("eval")
+@click.argument("run_id", metavar="RUN")
+@click.option("--data", "data_source", metavar="SOURCE",
+              help="Evaluate on all of this data [default: the run's own validation split].")  # fmt: skip
+@registry_option
+def eval_command(run_id: str, data_source: str | None, registry_url: str | None) -> None:
+    """Evaluate RUN's best checkpoint and record an eval run linked to it.
+
+    \b
+    arch eval RUN                      # on the run's own validation split
+    arch eval RUN --data npz:test.npz  # on every example of other data
+    """
+    from archlab.registry import Registry
+    from archlab.runners.train import evaluate_run
+
+    with Registry(registry_url) as registry:
+        report = evaluate_run(run_id, registry, data_source=data_source)
+    shown = "  ".join(f"{k} {v:.4g}" for k, v in report.metrics.items())
+    click.echo(f"eval run {report.run} of {report.evaluates} on {report.examples} examples")
+    click.echo(f"  {shown}")
+
+
+COMMANDS = [train_command, eval_command]

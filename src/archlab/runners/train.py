@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from archlab.errors import UserInputError
@@ -143,6 +144,64 @@ def resume(run_id: str, registry: Registry, *, progress: Progress | None = None)
     report.runs.append(run_id)
     report.results.append(result)
     return report
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """An ``eval`` run: which run's checkpoint it evaluated, on what, and the metrics."""
+
+    run: str
+    evaluates: str
+    data: TaskData
+    examples: int
+    metrics: dict[str, float]
+
+
+def evaluate_run(run_id: str, registry: Registry, *, data_source: str | None = None) -> EvalReport:
+    """Evaluate the best checkpoint of training run ``run_id`` and record it as an ``eval`` run.
+
+    With ``data_source``, on every example of that data; without, on the run's own validation
+    split (recomputed from its recorded configuration, and checked against its fingerprint).
+    Metrics are named ``eval_loss`` and ``eval_acc`` / ``eval_ppl`` / ``eval_token_acc``."""
+    from archlab.compiler import load_compiled
+    from archlab.registry.store import indices_sha256
+
+    run = registry.get(run_id)
+    checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
+    if not checkpoints:
+        raise UserInputError(f"run {run_id} has no checkpoint artifact to evaluate")
+    path = registry.artifacts / checkpoints[-1].path
+    fields = set(TrainConfig.model_fields)
+    config = TrainConfig(**{k: v for k, v in run.config.items() if k in fields})
+    model = load_compiled(path, device=resolve_device(config.device))
+    spec = model.spec
+    data = load_data(data_source or config.data, spec, seed=config.seed)
+    if data_source is None:
+        fold = _split(data, config).folds[run.cv.fold if run.cv and run.cv.fold else 0]
+        indices = fold.val
+        recorded = run.cv.val_sha256 if run.cv is not None else None
+        if recorded is not None and recorded != indices_sha256(indices.tolist()):
+            raise UserInputError(
+                f"run {run_id}'s validation split cannot be rebuilt (the data or splitter "
+                "changed); pass --data to evaluate on a data set of your choice"
+            )
+    else:
+        indices = np.arange(len(data), dtype=np.int64)
+    trainer = Trainer(spec, data, config, init_seed=config.seed, data_seed=config.seed)
+    metrics = trainer.evaluate(model, indices, prefix="eval")
+    record = {
+        "evaluates": run_id,
+        "checkpoint": checkpoints[-1].path,
+        "checkpoint_sha256": checkpoints[-1].sha256,
+        "data": data.source,
+        "data_sha256": data.content_sha256,
+        "examples": len(indices),
+        "split": "validation of the evaluated run" if data_source is None else "all",
+        "device": str(trainer.device),
+    }
+    with registry.start_run(spec, record, kind="eval", tags={"evaluates": run_id}) as handle:
+        handle.log_metrics(metrics, step=0)
+    return EvalReport(handle.id, run_id, data, len(indices), metrics)
 
 
 def _fit_fold(
