@@ -144,7 +144,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "field", "pattern"),
     [
-        ({"epochs": 2}, "warmup", r"warm-up of 2 epochs must be shorter than the 2 epochs"),
+        ({"epochs": 2, "warmup": 2.0}, "warmup", r"warm-up of 2 epochs must be shorter than"),
         ({"lr": 1e-4, "min_lr": 1e-3}, "min_lr", r"min_lr 0.001 is above lr 0.0001"),
         ({"fold": 0}, "fold", r"fold=0 picks one fold of a K-fold split; set folds too"),
         ({"folds": 5, "fold": 5}, "fold", r"folds=5 x repeats=1 gives folds 0-4"),
@@ -240,3 +240,11 @@ def test_to_record_is_plain_json_and_round_trips() -> None:
     assert record["cutmix_minmax"] == [0.2, 0.9] and record["grad_clip"] is None
     assert TrainConfig(**record) == config
     assert TrainConfig(**TrainConfig().to_record()) == TrainConfig()
+
+
+def test_the_default_warm_up_fits_short_trainings() -> None:
+    assert TrainConfig().warmup == 2.0  # 30 epochs: 2 epochs of warm-up
+    assert TrainConfig(epochs=1).warmup == pytest.approx(0.1)  # a tenth when that is shorter
+    assert TrainConfig(epochs=5).warmup == pytest.approx(0.5)
+    assert load_train_config(None, {"epochs": 2}).warmup == pytest.approx(0.2)
+    assert TrainConfig(epochs=3, warmup=1.0).warmup == 1.0  # an explicit value is kept

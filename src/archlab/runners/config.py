@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from archlab.errors import UserInputError
@@ -94,7 +95,8 @@ class TrainConfig(BaseModel):
     """Peak learning rate, reached at the end of the warm-up."""
     weight_decay: NonNegative = 0.05
     warmup: NonNegative = 2.0
-    """Epochs of linear warm-up (fractions allowed); shorter than ``epochs``."""
+    """Epochs of linear warm-up (fractions allowed); shorter than ``epochs``. Left out, 2 epochs,
+    or a tenth of the training when that is shorter (so ``--epochs 1`` just works)."""
     min_lr: NonNegative = 1e-5
     """The learning rate the schedule decays to; at most ``lr``."""
     seed: Seed = 0
@@ -164,6 +166,15 @@ class TrainConfig(BaseModel):
     """The teacher model (a compiled checkpoint) for distillation."""
 
     # ---------------------------------------------------------------- cross-field checks
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_warmup(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("warmup") is None:
+            epochs = data.get("epochs", cls.model_fields["epochs"].default)
+            if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:
+                return {**data, "warmup": min(2.0, epochs / 10)}
+        return data
 
     @field_validator("warmup")
     @classmethod
