@@ -50,6 +50,7 @@ def test_a_hold_out_run_records_everything(registry: Registry) -> None:
     assert run.config["data_sha256"] == report.data.content_sha256
     assert run.config["epochs"] == 2 and run.config["device"] == "cpu"
     assert run.tags["best_epoch"] in {"0", "1"}
+    assert [a.kind for a in run.artifacts].count("training-state") == 1  # for --resume
     [checkpoint] = [a for a in run.artifacts if a.kind == "checkpoint"]
     model = load_compiled(registry.artifacts / checkpoint.path)
     assert model.spec_hash == run.spec_hash
@@ -242,3 +243,17 @@ def test_eval_records_a_linked_run_on_the_validation_split_or_other_data(
     assert result.exit_code == 0 and "eval_acc" in result.output
     missing = CliRunner().invoke(cli, ["eval", "nosuchrun", "--registry", url])
     assert missing.exit_code == 2 and "no run" in missing.output
+
+
+def test_cutmix_is_refused_before_training_for_token_inputs(
+    registry: Registry, minimal_gpt: Callable[[], Doc], tmp_path: Path
+) -> None:
+    doc = minimal_gpt()
+    doc["nodes"]["head"] = {"op": "classify", "input": "norm", "classes": 3, "pool": "mean"}
+    doc["outputs"] = "head"
+    doc["nodes"].pop("logits")
+    x = np.random.default_rng(0).integers(0, 32, (30, 16))
+    np.savez(tmp_path / "tok.npz", x=x, y=np.arange(30) % 3)
+    with pytest.raises(ValueError, match="takes no image input: use --mixup"):
+        train(doc, config(data=f"npz:{tmp_path / 'tok.npz'}", cutmix=1.0), registry)
+    assert registry.runs() == []

@@ -60,6 +60,13 @@ def train(
             f"mixup and CutMix mix class targets; {spec.name} is trained for {data.task} "
             "(next-token or sequence targets): drop --mixup / --cutmix"
         )
+    setting = config.mixup_setting()
+    cutmix = setting is not None and (setting.cutmix_alpha > 0 or setting.cutmix_minmax is not None)
+    if cutmix and not any(i.kind == "image" for i in spec.inputs.values()):
+        raise UserInputError(
+            f"CutMix cuts boxes out of images, and {spec.name} takes no image input: use --mixup "
+            "(which mixes the embeddings of token inputs) instead of --cutmix / --cutmix-minmax"
+        )
     device = resolve_device(config.device)
     record = {
         **config.to_record(),
@@ -244,6 +251,9 @@ def _fit_fold(
         run.log_metrics(result.test, step=result.epochs_run - 1)
     if result.checkpoint is not None and result.checkpoint.exists():
         run.log_artifact(result.checkpoint, "checkpoint")
+    state = registry.artifacts / run.id / STATE_FILE
+    if state.exists():  # what --resume needs; kept with the run like the checkpoint
+        run.log_artifact(state, "training-state")
     run.tag(best_epoch=result.best_epoch, stopped_early=result.stopped_early)
     if progress is not None:
         progress.end_fold(result.best_epoch, result.best)
