@@ -4,6 +4,10 @@ training batches, exact reproducibility on the CPU, every task, and bad input.""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from archlab.cli.main import cli
 from archlab.registry import Registry
 from archlab.runners import mixup as mixup_module
 from archlab.runners.config import TrainConfig
+from archlab.runners.loop import STATE_FILE
 from archlab.runners.progress import NullProgress
 from archlab.runners.train import evaluate_run, resume, train
 
@@ -257,3 +262,47 @@ def test_cutmix_is_refused_before_training_for_token_inputs(
     with pytest.raises(ValueError, match="takes no image input: use --mixup"):
         train(doc, config(data=f"npz:{tmp_path / 'tok.npz'}", cutmix=1.0), registry)
     assert registry.runs() == []
+
+
+def _arch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "archlab", *args]
+
+
+@pytest.mark.slow
+def test_a_killed_training_is_recorded_interrupted_and_resumes_exactly(tmp_path: Path) -> None:
+    """SIGKILL in the middle of training: the next open of the registry marks the run
+    interrupted (its process is gone), and --resume finishes it with the metrics of a run that
+    was never stopped (both made by the same CLI, in fresh processes)."""
+    flags = ["--epochs", "6", "--warmup", "0.5", "--batch-size", "128", "--lr", "2e-3",
+             "--mixup", "0.2", "--quiet"]  # fmt: skip
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "killed").mkdir()  # each registry keeps its artifacts beside its file
+    whole_url = f"sqlite:///{tmp_path / 'whole' / 'r.db'}"
+    subprocess.run(_arch("train", str(VIT), "--registry", whole_url, *flags), check=True)
+    url = f"sqlite:///{tmp_path / 'killed' / 'r.db'}"
+    proc = subprocess.Popen(_arch("train", str(VIT), "--registry", url, *flags))
+    try:
+        deadline = time.monotonic() + 240
+        state = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list((tmp_path / "killed" / "artifacts").glob(f"*/{STATE_FILE}"))
+            if found and torch.load(found[0], weights_only=False)["epoch"] >= 1:
+                state = found[0]
+                break
+            time.sleep(0.05)
+        assert state is not None and proc.poll() is None, "training ended before it was killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    run_id = state.parent.name
+    with Registry(url) as reg:
+        assert reg.get(run_id).status == "interrupted"
+    subprocess.run(_arch("train", "--resume", run_id, "--registry", url, "--quiet"), check=True)
+    names = ("train_loss", "val_loss", "val_acc", "lr")
+    with Registry(whole_url) as whole, Registry(url) as killed:
+        [reference] = whole.runs()
+        assert killed.get(run_id).status == "completed"
+        for name in names:
+            want = [(s, v) for s, _e, v, _t in whole.metric_history(reference.id, name)]
+            got = [(s, v) for s, _e, v, _t in killed.metric_history(run_id, name)]
+            assert got == want, name

@@ -230,6 +230,9 @@ def _fit_fold(
 
     def log(epoch: int, metrics: dict[str, float]) -> None:
         run.log_metrics(metrics, step=epoch, epoch=epoch)
+        # committed before the epoch's training state is written: a run killed after that
+        # state never resumes past metrics the registry lost
+        run.flush()
         if progress is not None:
             progress.epoch(epoch, metrics)
 
