@@ -306,3 +306,12 @@ def test_a_killed_training_is_recorded_interrupted_and_resumes_exactly(tmp_path:
             want = [(s, v) for s, _e, v, _t in whole.metric_history(reference.id, name)]
             got = [(s, v) for s, _e, v, _t in killed.metric_history(run_id, name)]
             assert got == want, name
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(registry: Registry) -> None:
+    """--compile trains through torch.compile (inductor on the CPU) to the eager numbers."""
+    eager = train(VIT, config(epochs=1), registry).results[0].best
+    compiled = train(VIT, config(epochs=1, compile=True), registry).results[0].best
+    for name in ("train_loss", "val_loss", "val_acc"):
+        assert compiled[name] == pytest.approx(eager[name], rel=1e-4), name
