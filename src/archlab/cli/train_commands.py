@@ -46,6 +46,14 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--early-stop", "early_stop_metric", {"metavar": "METRIC"}),
     ("--patience", "patience", {"type": int}),
     ("--device", "device", {"type": click.Choice(["auto", "cpu", "cuda"])}),
+    (
+        "--amp",
+        "amp",
+        {
+            "type": click.Choice(["auto", "bf16", "off"]),
+            "help": "bf16 autocast: auto (on CUDA), bf16 (any device) or off.",
+        },
+    ),
 ]
 
 
@@ -86,6 +94,7 @@ def train_command(
     from archlab.errors import UserInputError
     from archlab.registry import Registry
     from archlab.runners.config import load_train_config
+    from archlab.runners.distributed import is_main_process
     from archlab.runners.progress import make_progress
     from archlab.runners.train import resume, train
 
@@ -109,11 +118,14 @@ def train_command(
 
     with Registry(registry_url) as registry:
         # a live display on a terminal, plain lines in logs and pipes, nothing with --quiet
-        with make_progress(quiet) as progress:
+        main = is_main_process()  # under torchrun, rank 0 alone shows and records
+        with make_progress(quiet or not main) as progress:
             if resume_id is not None:
                 report = resume(resume_id, registry, progress=progress)
             else:
                 report = train(spec, config, registry, progress=progress)
+        if not main:
+            return
         click.echo(f"{report.spec.name}: {report.data.description}")
         for run_id, result in zip(report.runs, report.results, strict=True):
             best = "  ".join(f"{k} {v:.4g}" for k, v in result.best.items() if k.startswith("val"))

@@ -151,7 +151,7 @@ class TrainConfig(BaseModel):
     compile: bool = False
     """Train through ``torch.compile``."""
     amp: Literal["auto", "bf16", "off"] = "auto"
-    """``auto``: bf16 autocast on CUDA, float32 elsewhere."""
+    """``auto``: bf16 autocast on CUDA, float32 elsewhere; ``bf16``: autocast on any device."""
     workers: Annotated[int, Field(ge=0)] = 0
     """Data-loading worker processes."""
 

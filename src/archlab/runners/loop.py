@@ -32,6 +32,7 @@ from archlab.compiler.nn.embeddings import TokenEmbedding
 from archlab.registry.store import minimize
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData
+from archlab.runners.distributed import Distributed
 from archlab.runners.mixup import Mixer, MixParams, soft_target_cross_entropy
 from archlab.runners.optim import build_optimizer, warmup_cosine
 from archlab.runners.progress import TrainProgress
@@ -63,6 +64,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def uses_autocast(amp: str, device: torch.device) -> bool:
+    """bf16 autocast: ``bf16`` on any device (the CPU has bf16 kernels too), ``auto`` on CUDA."""
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
 class Trainer:
     """Trains ``spec`` on ``data`` under ``config``; one instance per fold."""
 
@@ -77,14 +83,18 @@ class Trainer:
         out_dir: Path | None = None,
         log: Log | None = None,
         progress: TrainProgress | None = None,
+        distributed: Distributed | None = None,
     ) -> None:
         self.spec, self.data, self.config = spec, data, config
         self.device = resolve_device(config.device)
+        self.distributed = distributed
+        if distributed is not None and self.device.type == "cuda":
+            self.device = torch.device("cuda", distributed.local_rank)
         self.init_seed, self.data_seed = init_seed, data_seed
         self.out_dir = out_dir
         self.log = log
         self.progress = progress  # told every training batch's loss
-        self.amp = config.amp != "off" and self.device.type == "cuda"
+        self.amp = uses_autocast(config.amp, self.device)
         self.monitor = config.early_stop_metric or "val_loss"
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -101,8 +111,16 @@ class Trainer:
         same split wrote), continue after its last finished epoch exactly as if never stopped."""
         config = self.config
         model = compile_spec(self.spec, device=self.device, seed=self.init_seed)
-        step_model: Any = torch.compile(model) if config.compile else model
-        batches = math.ceil(len(train) / config.batch_size)
+        step_model: Any = model
+        if self.distributed is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            step_model = DistributedDataParallel(model, device_ids=ids)
+        if config.compile:
+            step_model = torch.compile(step_model)
+        shard = self.distributed.shard if self.distributed is not None else (lambda order: order)
+        batches = math.ceil(len(shard(train)) / config.batch_size)
         steps_per_epoch = math.ceil(batches / config.accumulate)
         optimizer = build_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
         schedule = warmup_cosine(
@@ -158,7 +176,7 @@ class Trainer:
             for epoch in range(start, config.epochs):
                 model.train()
                 started = time.perf_counter()
-                perm = train[torch.randperm(len(train), generator=order).numpy()]
+                perm = shard(train[torch.randperm(len(train), generator=order).numpy()])
                 total, seen = 0.0, 0
                 optimizer.zero_grad(set_to_none=True)
                 for i, chunk in enumerate(_chunks(perm, config.batch_size)):
@@ -192,6 +210,9 @@ class Trainer:
                     if self.progress is not None:
                         self.progress.batch(value)
                 hook_state["params"] = None
+                if self.distributed is not None:
+                    total, seen_all = self.distributed.sum(total, seen)
+                    seen = int(seen_all)
                 elapsed = time.perf_counter() - started
                 metrics = {
                     "train_loss": total / max(seen, 1),

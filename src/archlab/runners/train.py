@@ -10,6 +10,7 @@ of a K-fold split share a CV group, whose aggregates (mean, std, n, min, max) th
 from __future__ import annotations
 
 import math
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from archlab.registry import Registry
 from archlab.registry.records import CVGroup
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData, load_data
-from archlab.runners.loop import STATE_FILE, FitResult, Trainer, resolve_device
+from archlab.runners.distributed import Distributed, from_environment
+from archlab.runners.loop import STATE_FILE, FitResult, Trainer, resolve_device, uses_autocast
 from archlab.runners.progress import TrainProgress
 from archlab.runners.splits import Fold, SplitPlan, make_splits
 from archlab.specs import load_spec
@@ -68,6 +70,8 @@ def train(
             "(which mixes the embeddings of token inputs) instead of --cutmix / --cutmix-minmax"
         )
     device = resolve_device(config.device)
+    distributed = from_environment(device.type)
+    main = distributed is None or distributed.main
     record = {
         **config.to_record(),
         "task": data.task,
@@ -75,14 +79,13 @@ def train(
         "data_size": len(data),
         "device": str(device),
         "device_name": _device_name(device),
-        "dtype": "bfloat16 autocast"
-        if device.type == "cuda" and config.amp != "off"
-        else "float32",
+        "dtype": "bfloat16 autocast" if uses_autocast(config.amp, device) else "float32",
         "optimizer": "AdamW",
         "schedule": "warmup_cosine",
+        "world_size": distributed.world if distributed is not None else 1,
     }
     group: CVGroup | None = None
-    if plan.k is not None:
+    if plan.k is not None and main:
         if config.cv_group is not None:
             group = registry.group(config.cv_group)
             _check_joinable(group, plan, data)
@@ -103,6 +106,12 @@ def train(
     folds = plan.folds if config.fold is None else [plan.folds[config.fold]]
     for i, fold in enumerate(folds):
         seed = config.seed + fold.index if config.fold_seeds else config.seed
+        if not main:
+            result = _fit_fold(
+                None, registry, spec, data, config, plan, fold, seed, None, distributed=distributed
+            )
+            report.results.append(result)
+            continue
         with registry.start_run(
             spec,
             {**record, "init_seed": seed},
@@ -113,10 +122,16 @@ def train(
             mixup=config.mixup_setting(),
         ) as run:
             result = _fit_fold(
-                run, registry, spec, data, config, plan, fold, seed, progress, at=(i, len(folds))
-            )
+                run, registry, spec, data, config, plan, fold, seed, progress,
+                at=(i, len(folds)), distributed=distributed,
+            )  # fmt: skip
         report.runs.append(run.id)
         report.results.append(result)
+    if distributed is not None:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has recorded everything before any rank leaves
+        dist.destroy_process_group()
     return report
 
 
@@ -124,6 +139,8 @@ def resume(run_id: str, registry: Registry, *, progress: Progress | None = None)
     """Continue an interrupted (or failed) training run from the state its last finished epoch
     left, with the configuration, spec, data and split it recorded. On the CPU the resumed run
     ends with exactly the metrics an uninterrupted one would have."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserInputError("--resume runs in a single process: start it without torchrun")
     run = registry.get(run_id)
     fields = set(TrainConfig.model_fields)
     config = TrainConfig(**{k: v for k, v in run.config.items() if k in fields})
@@ -223,6 +240,7 @@ def _fit_fold(
     progress: Progress | None,
     resume: Path | None = None,
     at: tuple[int, int] = (0, 1),
+    distributed: Distributed | None = None,
 ) -> FitResult:
     """Train one fold inside its registry run: metrics every epoch, then test metrics, the best
     checkpoint as an artifact and the best epoch as a tag. ``at``: (position, count) of this
@@ -236,18 +254,23 @@ def _fit_fold(
         if progress is not None:
             progress.epoch(epoch, metrics)
 
+    main = distributed is None or distributed.main
     trainer = Trainer(
         spec,
         data,
         config,
         init_seed=seed,
         data_seed=config.seed * 1_000_003 + fold.index,
-        out_dir=registry.artifacts / run.id,
-        log=log,
-        progress=progress,
+        out_dir=registry.artifacts / run.id if main else None,
+        log=log if main else None,
+        progress=progress if main else None,
+        distributed=distributed,
     )
+    if not main:  # another rank of a torchrun job: rank 0 records everything
+        return trainer.fit(fold.train, fold.val, plan.test)
     if progress is not None:
-        batches = math.ceil(len(fold.train) / config.batch_size)
+        world = distributed.world if distributed is not None else 1
+        batches = math.ceil(len(fold.train) // world / config.batch_size)  # this rank's share
         progress.start_fold(*at, run.id, config.epochs, batches)
     result = trainer.fit(fold.train, fold.val, plan.test, resume=resume)
     if result.test:
