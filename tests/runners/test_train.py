@@ -345,3 +345,49 @@ def test_bf16_autocast_trains_and_is_recorded(registry: Registry) -> None:
     a, b = fp32.results[0].best, bf16.results[0].best
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.05)  # bf16 rounding, no more
     assert b["val_loss"] == pytest.approx(a["val_loss"], rel=0.05)
+
+
+def test_test_split_fold_seeds_and_early_stopping(registry: Registry) -> None:
+    # early stopping on "lr" (higher is better): it peaks when the 1-epoch warm-up ends and only
+    # falls after, so with patience 2 the fit stops after 2 epochs without a better value
+    cfg = config(
+        epochs=6, warmup=1.0, folds=2, fold_seeds=True, test_size=0.2,
+        early_stop_metric="lr", patience=2,
+    )  # fmt: skip
+    report = train(VIT, cfg, registry)
+    assert report.plan.test is not None and len(report.plan.test) == 360
+    for fold, (run_id, result) in enumerate(zip(report.runs, report.results, strict=True)):
+        run = registry.get(run_id)
+        assert run.config["init_seed"] == fold  # seed + fold index
+        assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 0
+        assert run.summaries["val_loss"].count == 3
+        # the test split: evaluated once, with the best weights, after training
+        assert run.summaries["test_acc"].count == 1 and run.summaries["test_acc"].final_step == 2
+        assert set(result.test) == {"test_loss", "test_acc"}
+        assert run.tags["stopped_early"] == "True"
+    same = train(VIT, config(epochs=1, folds=2), registry)
+    assert [registry.get(r).config["init_seed"] for r in same.runs] == [0, 0]
+
+
+def test_gradient_accumulation_and_clipping(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[int] = []
+    clips: list[float] = []
+    real_step = torch.optim.AdamW.step
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def count_step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        steps.append(1)
+        return real_step(self, *args, **kwargs)
+
+    def record_clip(params: Any, max_norm: float, *args: Any, **kwargs: Any) -> Any:
+        clips.append(max_norm)
+        return real_clip(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", count_step)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", record_clip)
+    report = train(VIT, config(epochs=1, batch_size=64, accumulate=4, grad_clip=0.5), registry)
+    batches = -(-len(report.plan.folds[0].train) // 64)  # 1,437 examples: 23 batches of 64
+    assert len(steps) == -(-batches // 4) == 6  # one optimiser step per 4 batches (+ the rest)
+    assert clips == [0.5] * 6
