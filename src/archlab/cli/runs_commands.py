@@ -15,10 +15,8 @@ import dataclasses
 import io
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -951,15 +949,13 @@ def export(registry_url: str | None, where: str | None, fmt: str | None, output:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, so a failure leaves the old file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+    from archlab.files import replace_atomically
+
+    def write(temporary: str) -> None:
+        with open(temporary, "x", newline="", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    replace_atomically(path, write)
 
 
 @runs.command()

@@ -18,10 +18,8 @@ folds), or, while no fold has completed, the same statistic over the plotted fol
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -392,13 +390,6 @@ def _draw_bars(ax: Any, summary: PlotSummary) -> None:
 
 def _save(fig: Any, path: Path, fmt: str) -> None:
     """Write through a temporary file in the same folder, so a failure leaves no partial file."""
-    # Not mkstemp: its 0600 mode would stay on the image; "xb" creates it with the umask's mode.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from archlab.files import replace_atomically
+
+    replace_atomically(path, lambda temporary: fig.savefig(temporary, format=fmt))

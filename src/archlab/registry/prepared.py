@@ -137,7 +137,8 @@ def json_value(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _upsert(dialect: Dialect, table: Any) -> Any:
+def upsert(dialect: Dialect, table: Any) -> Any:
+    """INSERT ... ON CONFLICT for the dialect (SQLite's and PostgreSQL's share the syntax)."""
     if dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -216,9 +217,9 @@ class Statements:
         name: Any = bindparam("key_name")
         self.key_id = prepare(select(MetricKeyRow.id).where(MetricKeyRow.name == name), "key_name")
         self.insert_key = prepare(
-            _upsert(dialect, MetricKeyRow).values(name=name).on_conflict_do_nothing(), "key_name"
+            upsert(dialect, MetricKeyRow).values(name=name).on_conflict_do_nothing(), "key_name"
         )
-        metrics = _upsert(dialect, MetricRow)
+        metrics = upsert(dialect, MetricRow)
         self.upsert_metrics = prepare(
             metrics.on_conflict_do_update(
                 index_elements=["run_pk", "key_id", "step"],
@@ -230,7 +231,7 @@ class Statements:
             ),
             "run_pk", "key_id", "step", "epoch", "value", "time",
         )  # fmt: skip
-        summaries = _upsert(dialect, SummaryRow)
+        summaries = upsert(dialect, SummaryRow)
         summary_values = ("last_value", "last_step", "best_value", "best_step", "count")
         self.upsert_summaries = prepare(
             summaries.on_conflict_do_update(

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from array import array
@@ -38,6 +37,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from sqlalchemy.orm import Session, sessionmaker
 
 from archlab.errors import UserInputError
+from archlab.files import replace_atomically
 from archlab.registry.models import (
     AggregateRow,
     ArtifactRow,
@@ -50,7 +50,7 @@ from archlab.registry.models import (
     SummaryRow,
     TagRow,
 )
-from archlab.registry.prepared import Statements, json_text, json_value
+from archlab.registry.prepared import Statements, json_text, json_value, upsert
 from archlab.registry.records import (
     Aggregate,
     Artifact,
@@ -509,7 +509,7 @@ class Registry:
             # ON CONFLICT DO NOTHING: two PostgreSQL writers may insert the same new spec at once
             # (SQLite's IMMEDIATE transactions serialise them anyway)
             conn.execute(
-                _upsert(conn.dialect.name, SpecRow)
+                upsert(conn.dialect, SpecRow)
                 .values(
                     hash=digest,
                     name=loaded.name,
@@ -892,7 +892,7 @@ class Registry:
                 )
             target = folder / source.name
             if target.is_symlink() or not target.exists() or not target.samefile(resolved):
-                _copy_replacing(resolved, target)  # never writes through a link at target
+                replace_atomically(target, functools.partial(_copy, resolved))  # no write-through
             resolved = target
         digest = hashlib.sha256()
         with open(resolved, "rb") as f:
@@ -1453,31 +1453,6 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _upsert(dialect: str, table: Any) -> Any:  # for the ORM paths; Statements has its own
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
-
-
-def _copy_replacing(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` through a temporary file and a rename, so that whatever was
-    at ``target`` (a symbolic link included) is replaced rather than written through."""
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, temporary)
-        shutil.copystat(source, temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def _fingerprint(indices: Sequence[int] | None) -> tuple[int | None, str | None]:
     """A split's size and SHA-256, or nothing."""
     if indices is None:
@@ -1496,6 +1471,11 @@ def _config_text(config: Mapping[str, Any] | None) -> str:
 
 def _json_object(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return _jsonable(dict(config or {}))
+
+
+def _copy(source: Path, temporary: str) -> None:
+    shutil.copyfile(source, temporary)
+    shutil.copystat(source, temporary)
 
 
 def _check_tags(tags: Mapping[str, Any]) -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from torch import Tensor
 
 from archlab.compiler import compile_spec
 from archlab.compiler.nn.embeddings import TokenEmbedding
+from archlab.files import replace_atomically
 from archlab.registry.store import minimize
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData
@@ -227,7 +226,8 @@ class Trainer:
                     best, best_epoch, bad_epochs = metrics, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     if best_path is not None:
-                        _atomic(best_path, model.save)
+                        best_path.parent.mkdir(parents=True, exist_ok=True)
+                        replace_atomically(best_path, model.save)
                 else:
                     bad_epochs += 1
                 if state_path is not None:  # what a resumed fit needs to go on exactly
@@ -244,7 +244,8 @@ class Trainer:
                         "bad_epochs": bad_epochs,
                         "best_state": best_state,
                     }
-                    _atomic(state_path, functools.partial(_save_state, state))
+                    state_path.parent.mkdir(parents=True, exist_ok=True)
+                    replace_atomically(state_path, functools.partial(_save_state, state))
                 if config.early_stop_metric is not None and bad_epochs >= config.patience:
                     stopped = True
                     break
@@ -343,17 +344,3 @@ def _better(value: float, best: float, name: str) -> bool:
     if math.isnan(best):
         return True
     return value < best if minimize(name) else value > best
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write ``path`` through a temporary file and a rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise

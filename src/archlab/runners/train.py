@@ -142,8 +142,7 @@ def resume(run_id: str, registry: Registry, *, progress: Progress | None = None)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserInputError("--resume runs in a single process: start it without torchrun")
     run = registry.get(run_id)
-    fields = set(TrainConfig.model_fields)
-    config = TrainConfig(**{k: v for k, v in run.config.items() if k in fields})
+    config = _recorded_config(run.config)
     state = registry.artifacts / run_id / STATE_FILE
     if not state.is_file():
         raise UserInputError(
@@ -195,8 +194,7 @@ def evaluate_run(run_id: str, registry: Registry, *, data_source: str | None = N
     if not checkpoints:
         raise UserInputError(f"run {run_id} has no checkpoint artifact to evaluate")
     path = registry.artifacts / checkpoints[-1].path
-    fields = set(TrainConfig.model_fields)
-    config = TrainConfig(**{k: v for k, v in run.config.items() if k in fields})
+    config = _recorded_config(run.config)
     model = load_compiled(path, device=resolve_device(config.device))
     spec = model.spec
     data = load_data(data_source or config.data, spec, seed=config.seed)
@@ -284,6 +282,11 @@ def _fit_fold(
     if progress is not None:
         progress.end_fold(result.best_epoch, result.best)
     return result
+
+
+def _recorded_config(record: dict[str, Any]) -> TrainConfig:
+    """The training configuration a run recorded (its record adds task, data hash, device...)."""
+    return TrainConfig(**{k: v for k, v in record.items() if k in TrainConfig.model_fields})
 
 
 def _split(data: TaskData, config: TrainConfig) -> SplitPlan:
