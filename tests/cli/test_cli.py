@@ -123,10 +123,16 @@ def test_compile_with_a_forced_kernel() -> None:
     assert code == 0 and "reference" in out and "requested by override" in out
 
 
-def test_compile_of_pruned_spec_says_why() -> None:
-    code, _, err = run("compile", str(ROOT / "specs/dynamicvit-deit-s.json"))
-    assert code == 2
-    assert "not in this version of archlab yet" in err
+def test_compile_of_a_pruned_spec_shows_tokens_per_stage_and_the_flops_saved() -> None:
+    code, out, _ = run("compile", str(ROOT / "specs/dynamicvit-deit-s.json"), "--no-forward")
+    assert code == 0, out
+    assert "token pruning" in out and "pruning saves 34.8% of the FLOPs" in out
+    for tokens in ("197", "139", "98", "69"):
+        assert tokens in out
+    code, out, _ = run("compile", str(ROOT / "specs/evit-deit-s.json"), "--json", "--no-forward")
+    doc = json.loads(out)
+    assert [s["tokens_after"] for s in doc["pruning"]] == [140, 100, 72]
+    assert doc["dense_flops"] > doc["flops"] and 0.3 < doc["flops_saved"] < 0.4
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

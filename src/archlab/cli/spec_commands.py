@@ -189,6 +189,13 @@ def _fmt(n: float) -> str:
     return f"{n:g}"
 
 
+_PLACEMENT = {
+    "before": "before its layer",
+    "inside": "after attention",
+    "between": "between nodes",
+}
+
+
 def _print_summary(
     summary: Summary, build_s: float, forward: dict[str, Any], output: Path | None
 ) -> None:
@@ -229,6 +236,33 @@ def _print_summary(
         f"[bold]weights[/] {summary.weight_bytes / 2**20:.1f} MiB {summary.dtype} on {summary.device}   "
         f"built in {build_s:.2f} s"
     )
+    if summary.pruning:
+        stages = Table(title="token pruning", title_justify="left", show_lines=False)
+        for col, justify in (
+            ("stage", "left"),
+            ("method", "left"),
+            ("acts", "left"),
+            ("tokens in", "right"),
+            ("tokens out", "right"),
+            ("patches kept", "right"),  # of the patches entering the model
+        ):
+            stages.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for st in summary.pruning:
+            stages.add_row(
+                st["id"],
+                st["method"],
+                _PLACEMENT[st["placement"]],
+                str(st["tokens_before"]),
+                str(st["tokens_after"]),
+                f"{st['kept_of_original']:.1%}",
+            )
+        console.print(stages)
+        assert summary.dense_flops is not None and summary.flops_saved is not None
+        console.print(
+            f"[bold]pruning saves[/] {summary.flops_saved:.1%} of the FLOPs: "
+            f"{_fmt(summary.flops)} per sample against {_fmt(summary.dense_flops)} without the "
+            f"stages ({summary.dense_flops / max(summary.flops, 1):.2f}x fewer)"
+        )
     if summary.kernels:
         kernels = Table(title="attention kernels", title_justify="left", show_lines=False)
         for col in ("node", "kernel", "layers", "why"):

@@ -22,6 +22,7 @@ from archlab.compiler.graph import (
     Graph,
     ImageShape,
     LayerPlan,
+    PruneStage,
     SeqShape,
     StackPlan,
     TokensShape,
@@ -45,8 +46,10 @@ from archlab.compiler.nn.masks import MaskPattern
 from archlab.compiler.nn.mlp import Mlp
 from archlab.compiler.nn.norms import make_norm
 from archlab.compiler.nn.positions import LearnedPosition, SinCos2dPosition, SinusoidalPosition
+from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenTrace
 from archlab.compiler.nn.rotary import RotaryEmbedding
 from archlab.compiler.nn.stack import Stack
+from archlab.compiler.pruning import dense_flops, pruning_stages
 from archlab.compiler.summary import Summary, build_rows, shape_list
 from archlab.errors import UserInputError
 from archlab.specs import SpecError, canonical_form, canonical_json, load_spec, spec_hash
@@ -132,6 +135,7 @@ class CompiledModel(nn.Module):
                 kernels[node_id] = choice
         rows = build_rows(self.graph, kernels)
         first = next(iter(self.parameters()), None)
+        stages = pruning_stages(self.graph)
         weight_bytes = sum(t.numel() * t.element_size() for t in _unique_tensors(self))
         return Summary(
             name=self.spec.name,
@@ -144,6 +148,8 @@ class CompiledModel(nn.Module):
             dtype=str(first.dtype).removeprefix("torch.") if first is not None else "float32",
             device=str(first.device) if first is not None else "cpu",
             kernels=_kernel_table(self),
+            pruning=[stage.to_dict() for stage in stages],
+            dense_flops=dense_flops(self.spec) if stages else None,
         )
 
     @property
@@ -177,6 +183,18 @@ class CompiledModel(nn.Module):
                 T = min(length or shape.length, shape.length)
                 out[name] = torch.randn(batch, T, shape.dim, generator=gen).to(device, dtype)
         return out
+
+    def trace_tokens(self, *args: Any, **kwargs: Any) -> tuple[Any, TokenTrace]:
+        """Run ``forward`` and return its output with what the pruning stages did.
+
+        The trace maps each pruned stack and ``token_prune`` node to its state (kept-token
+        ``index``, ``source`` map, ToMe ``size``, DynamicViT ``policy`` in training) and output;
+        ``trace.stages`` lists every stage, ``trace.kept(stage)`` which patches survived it.
+        """
+        if not has_pruning(self.graph):
+            return self(*args, **kwargs), TokenTrace({}, {})
+        out, (states, features) = self(*args, **kwargs, **{"__trace": True})
+        return out, TokenTrace(states, features)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Weights as safetensors, with the canonical spec in the metadata (``load_compiled``)."""
@@ -329,15 +347,9 @@ class _Builder:
         info = self.graph.nodes[node_id]
         plan = info.stack
         assert plan is not None
-        if plan.stages:
-            methods = sorted({s.method for s in plan.stages})
-            raise CompileError(
-                f"nodes.{node_id}.prune: token pruning ({', '.join(methods)}) is validated and costed, "
-                "but its modules are not in this version of archlab yet; remove 'prune' to compile"
-            )
-        seq_len = self.graph.shape(info.inputs[0])
-        assert isinstance(seq_len, SeqShape)
-        layers = [self._build_layer(plan, layer, seq_len.length) for layer in plan.layers]
+        # DynamicViT keeps every token in training: attention must take the unpruned length
+        max_len = _unpruned_length(self.graph, info.inputs[0])
+        layers = [self._build_layer(plan, layer, max_len) for layer in plan.layers]
         relative = None
         uses = None
         if plan.relative_bias is not None:
@@ -347,7 +359,12 @@ class _Builder:
                 plan.relative_bias_heads, rb.buckets, rb.max_distance, bidirectional=not plan.causal
             )
             uses = [isinstance(layer.attention.position, RelativeBias) for layer in plan.layers]
-        return Stack(layers, relative_bias=relative, relative_bias_layers=uses)
+        stages = {
+            layer.index: prune_stage(layer.prune, f"{node_id}.prune.{layer.index}")
+            for layer in plan.layers
+            if layer.prune is not None
+        }
+        return Stack(layers, relative_bias=relative, relative_bias_layers=uses, stages=stages)
 
     def _build_layer(self, plan: StackPlan, layer: LayerPlan, max_len: int) -> Block:
         block = layer.block
@@ -431,10 +448,8 @@ class _Builder:
 
     def _build_token_prune(self, node_id: str) -> nn.Module:
         info = self.graph.nodes[node_id]
-        raise CompileError(
-            f"nodes.{node_id}: token_prune (method {info.spec.method!r}) is validated and costed, but "
-            "its modules are not in this version of archlab yet"
-        )
+        assert info.prune is not None
+        return prune_stage(info.prune, node_id)
 
     def _build_norm(self, node_id: str) -> nn.Module:
         info = self.graph.nodes[node_id]
@@ -471,6 +486,18 @@ class _Builder:
         return nn.Dropout(node.p)
 
 
+def prune_stage(stage: PruneStage, name: str) -> nn.Module:
+    """The module of one analysed pruning stage; ``name`` labels its records in a trace."""
+    if stage.method == "dynamic":
+        assert stage.keep is not None
+        return DynamicPrune(stage.dim, stage.keep, stage.n_cls, name)
+    if stage.method == "attention_topk":
+        assert stage.keep is not None
+        return AttentionTopK(stage.keep, stage.n_cls, stage.fuse, name)
+    assert stage.r is not None
+    return TokenMerge(stage.r, stage.n_cls, name)
+
+
 def mask_pattern(mask: Mask) -> MaskPattern:
     """The spec's resolved mask as the attention layer's ``MaskPattern``."""
     if isinstance(mask, SlidingWindowMask):
@@ -497,7 +524,11 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
         n for n, i in graph.nodes.items() if i.op == "input" and not isinstance(i.shape, ImageShape)
     ]
     names = list(spec.inputs)
-    params = ", ".join(names + [f"{n}_mask: Tensor | None = None" for n in seq_inputs])
+    pruned = has_pruning(graph)
+    trace_param = ["*", "__trace=False"] if pruned else []
+    params = ", ".join(
+        names + [f"{n}_mask: Tensor | None = None" for n in seq_inputs] + trace_param
+    )
     lines.append(f"def forward(self, {params}):")
     mask_of: dict[str, str] = {}
     for name in names:
@@ -519,17 +550,24 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
             )
             mask_of[name] = f"{name}_mask"
     value_of = {name: name for name in names}
+    state_of = {name: "None" for name in names}  # each sequence's pruning state, if it has one
+    needs = _attention_needs(graph)
+    traced: dict[str, tuple[str, str]] = {}  # node -> (value, state) variables, for the trace
     for node_id in graph.order:
         info = graph.nodes[node_id]
-        v, m = f"__v_{node_id}", f"__m_{node_id}"
+        v, m, st = f"__v_{node_id}", f"__m_{node_id}", f"__s_{node_id}"
         ins = [value_of[r] for r in info.inputs]
         ms = [mask_of[r] for r in info.inputs]
+        state_in = state_of[info.inputs[0]] if info.inputs else "None"
         call = f"self.{node_id}"
         lines.append(f"    # {node_id}: {info.op} -> {info.shape}")
         op = info.op
+        state_of[node_id] = "None"
         if op in ("embed", "patch_embed", "position", "norm", "lm_head", "dropout"):
             lines.append(f"    {v} = {call}({ins[0]})")
             mask_of[node_id] = ms[0]
+            if op in ("norm", "dropout"):  # per-token maps keep the pruning state
+                state_of[node_id] = state_in
         elif op == "cls_token":
             lines.append(f"    {v}, {m} = {call}({ins[0]}, {ms[0]})")
             mask_of[node_id] = m
@@ -538,8 +576,27 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
             if info.stack is not None and info.stack.memory is not None:
                 mem = info.stack.memory
                 extra = f", memory={value_of[mem]}, memory_mask={mask_of[mem]}"
-            lines.append(f"    {v} = {call}({ins[0]}, {ms[0]}{extra})")
-            mask_of[node_id] = ms[0]
+            stack_prunes = info.stack is not None and bool(info.stack.stages)
+            if stack_prunes or state_in != "None" or node_id in needs:
+                need = repr(needs.get(node_id))
+                lines.append(
+                    f"    {v}, {m}, {st}, __a_{node_id} = {call}.forward_tokens({ins[0]}, "
+                    f"{ms[0]}{extra}, state={state_in}, trace=__trace, need={need})"
+                )
+                mask_of[node_id], state_of[node_id] = m, st
+                traced[node_id] = (v, st)
+            else:
+                lines.append(f"    {v} = {call}({ins[0]}, {ms[0]}{extra})")
+                mask_of[node_id] = ms[0]
+        elif op == "token_prune":
+            attention = ""
+            if info.spec.method in ("attention_topk", "merge"):
+                attention = f"__a_{_stack_behind(graph, info.inputs[0])}, "
+            lines.append(
+                f"    {v}, {m}, {st} = {call}({ins[0]}, {ms[0]}, {state_in}, {attention}__trace)"
+            )
+            mask_of[node_id], state_of[node_id] = m, st
+            traced[node_id] = (v, st)
         elif op in ("pool", "classify"):
             if isinstance(graph.shape(info.inputs[0]), VecShape):
                 lines.append(f"    {v} = {call}.fc({ins[0]})")
@@ -549,14 +606,19 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
         elif op in ("add", "concat"):
             lines.append(f"    {v}, {m} = {call}({', '.join(ins)}, masks=({', '.join(ms)},))")
             mask_of[node_id] = m
-        else:  # token_prune never reaches here: the builder refuses it first
+        else:
             raise CompileError(f"no code for op {op!r}")
         value_of[node_id] = v
     if len(spec.outputs) == 1:
-        lines.append(f"    return {value_of[spec.outputs[0]]}")
+        result = value_of[spec.outputs[0]]
     else:
-        items = ", ".join(f"{o!r}: {value_of[o]}" for o in spec.outputs)
-        lines.append(f"    return {{{items}}}")
+        result = "{" + ", ".join(f"{o!r}: {value_of[o]}" for o in spec.outputs) + "}"
+    if pruned:
+        states = ", ".join(f"{n!r}: {s}" for n, (_, s) in traced.items())
+        values = ", ".join(f"{n!r}: {val}" for n, (val, _) in traced.items())
+        lines.append("    if __trace:")
+        lines.append(f"        return {result}, ({{{states}}}, {{{values}}})")
+    lines.append(f"    return {result}")
     source = "\n".join(lines) + "\n"
     filename = f"<archlab forward {spec.name or 'spec'} {spec_hash(spec)[:12]}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -568,6 +630,49 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
         f"Compiled_{_class_name(spec.name)}", (CompiledModel,), {"forward": namespace["forward"]}
     )
     return cls, source
+
+
+def has_pruning(graph: Graph) -> bool:
+    """Whether the spec has token pruning stages (its ``forward`` then takes ``__trace``)."""
+    return any(
+        info.op == "token_prune" or (info.stack is not None and bool(info.stack.stages))
+        for info in graph.nodes.values()
+    )
+
+
+def _unpruned_length(graph: Graph, ref: str) -> int:
+    """The length of sequence ``ref`` before any pruning stage upstream shortened it."""
+    info = graph.nodes[ref]
+    shape = info.shape
+    assert isinstance(shape, SeqShape)
+    length = shape.length
+    while info.op in ("norm", "dropout", "token_prune") or (
+        info.stack is not None and info.stack.stages
+    ):
+        info = graph.nodes[info.inputs[0]]
+        before = info.shape
+        assert isinstance(before, SeqShape)
+        length = max(length, before.length)
+    return length
+
+
+def _stack_behind(graph: Graph, ref: str) -> str:
+    """The encoder/decoder whose output reaches ``ref`` through norm and dropout nodes."""
+    info = graph.nodes[ref]
+    while info.op in ("norm", "dropout"):
+        info = graph.nodes[info.inputs[0]]
+    return info.id
+
+
+def _attention_needs(graph: Graph) -> dict[str, str]:
+    """Stacks whose last layer's attention a later ``token_prune`` node reads, and what of it."""
+    needs = {}
+    for info in graph.nodes.values():
+        if info.op == "token_prune" and info.spec.method in ("attention_topk", "merge"):
+            needs[_stack_behind(graph, info.inputs[0])] = (
+                "cls" if info.spec.method == "attention_topk" else "keys"
+            )
+    return needs
 
 
 def _class_name(name: str | None) -> str:

@@ -607,13 +607,47 @@ class _Analyzer:
             last = upstream.layers[-1].attention
             if not self._check_prune_attention(path, node.method, last):
                 return None
+            if upstream.layers[-1].prune is not None:
+                self.errors.add(
+                    f"{path}.method",
+                    f"{node.method} reads the attention of {upstream.id!r}'s last layer, which "
+                    "prunes tokens itself after that attention; let the stack's 'prune' cover "
+                    "this stage too, or put a layer between them",
+                )
+                return None
             if node.method == "attention_topk" and seq.n_cls == 0:
                 self.errors.add(f"{path}.method", _needs_cls(node.method))
                 return None
             head_dim = last.head_dim
+        if node.method != "dynamic" and "dynamic" in self._methods_upstream(node.input):
+            self.errors.add(f"{path}.method", _after_dynamic(node.method))
+            return None
         stage = _stage(node, None, "between", seq, head_dim)
         shape = replace(seq, length=stage.tokens_after, grid=None)
         return self._info(node_id, node, shape, prune=stage)
+
+    def _methods_upstream(self, ref: str) -> set[str]:
+        """The pruning methods the sequence ``ref`` went through (norm, dropout pass it on)."""
+        methods: set[str] = set()
+        info = self.infos.get(ref)
+        while info is not None:
+            if info.op == "token_prune" and info.prune is not None:
+                methods.add(info.prune.method)
+            elif info.stack is not None:
+                methods.update(stage.method for stage in info.stack.stages)
+            elif info.op not in ("norm", "dropout"):
+                break
+            info = self.infos.get(info.inputs[0]) if info.inputs else None
+        return methods
+
+    def _pruned_upstream(self, ref: str) -> bool:
+        """Whether the sequence ``ref`` passed a pruning stage (through norm and dropout nodes)."""
+        info = self.infos.get(ref)
+        while info is not None and info.op in ("norm", "dropout"):
+            info = self.infos.get(info.inputs[0])
+        if info is None:
+            return False
+        return info.op == "token_prune" or (info.stack is not None and bool(info.stack.stages))
 
     def _upstream_stack(self, ref: str) -> StackPlan | None:
         info = self.infos.get(ref)
@@ -843,6 +877,14 @@ class _Analyzer:
         tokens = seq.length
         rel_bias: RelativeBias | None = None
         rel_heads: int | None = None
+        # layers that see pruned (reordered) tokens: from the first stage on, or all of them when
+        # the stack's input was pruned upstream
+        pruned_from = 0 if self._pruned_upstream(node.input) else None
+        if stages:
+            first = min(stages)
+            placed = stages[first].placement
+            pruned_from = first if placed == "before" else first + 1
+            pruned_from = min(pruned_from, 0) if self._pruned_upstream(node.input) else pruned_from
         for i, (block, owners) in enumerate(blocks):
             last = owners[-1] if owners else None
             attn = self._attention(
@@ -885,6 +927,11 @@ class _Analyzer:
                         f"an earlier layer {rel_heads} heads and {rel_bias.model_dump(exclude={'kind'})}",
                         exact=False,
                     )
+                    ok = False
+            if pruned_from is not None and (i >= pruned_from or i in stages):
+                problem = _pruned_attention_problem(attn, i >= pruned_from)
+                if problem is not None:
+                    report(owners, "attention", f"layer {i} {problem}", exact=False)
                     ok = False
             hidden = (
                 block.mlp.hidden if block.mlp.hidden is not None else int(block.mlp.ratio * seq.dim)
@@ -958,6 +1005,9 @@ class _Analyzer:
             ok = False
         if prune.method == "attention_topk" and seq.n_cls == 0:
             self.errors.add(f"{path}.method", _needs_cls(prune.method))
+            ok = False
+        if prune.method != "dynamic" and "dynamic" in self._methods_upstream(node.input):
+            self.errors.add(f"{path}.method", _after_dynamic(prune.method))
             ok = False
         if not ok:
             return None
@@ -1212,6 +1262,40 @@ def _last_setting(node: EncoderNode | DecoderNode, owners: tuple[int, ...], rel:
 
 
 _MISSING = object()
+
+
+def _pruned_attention_problem(attn: AttentionPlan, after: bool) -> str | None:
+    """Why a layer that sees pruned tokens (``after``) or hosts a stage cannot, else None.
+
+    Pruning keeps, reorders and merges tokens, so the positions of the survivors are no longer
+    their slots: attention that depends on slots (rotary, ALiBi, relative tables, structural
+    masks) would silently compute something else. DynamicViT's training policy, ToMe's
+    proportional attention and EViT's CLS scores need softmax attention.
+    """
+    if attn.kind != "softmax":
+        return f"sees pruned tokens, which needs softmax attention (it uses {attn.kind})"
+    if not after:
+        return None
+    if attn.position is not None:
+        return (
+            f"sees pruned tokens, whose slots are no longer their positions, so it cannot use "
+            f"{attn.position.kind} positions; encode positions before the first pruning stage "
+            "(a 'position' node) or prune later"
+        )
+    if attn.mask.kind != "none":
+        return (
+            f"sees pruned tokens, whose slots are no longer their positions, so it cannot use a "
+            f"{attn.mask.kind} mask; prune only bidirectional, unmasked stacks"
+        )
+    return None
+
+
+def _after_dynamic(method: str) -> str:
+    return (
+        f"{method} cannot follow a dynamic stage: in training DynamicViT keeps every token and "
+        f"only masks the dropped ones, which {method} would score, fuse or merge as if alive; "
+        "use dynamic for the later stages too, or put this stage before the dynamic one"
+    )
 
 
 def _needs_cls(method: str) -> str:

@@ -32,7 +32,9 @@ class Summary:
     """``params`` (total), ``flops`` (per sample, forward; a multiply-add counts 2), ``macs``.
 
     ``nodes`` lists every node of the expanded graph in execution order. ``kernels`` lists the
-    attention kernel choices of the whole model with the reason for each.
+    attention kernel choices of the whole model with the reason for each. For a pruned spec,
+    ``pruning`` lists its stages with their token counts and ``dense_flops`` the FLOPs without
+    them (``flops_saved`` the fraction saved).
     """
 
     name: str | None
@@ -45,15 +47,25 @@ class Summary:
     dtype: str = "float32"
     device: str = "cpu"
     kernels: list[dict[str, str]] = field(default_factory=list)
+    pruning: list[dict[str, Any]] = field(default_factory=list)
+    dense_flops: int | None = None  # FLOPs of the spec without its pruning stages
 
     @property
     def macs(self) -> int:
         return self.flops // 2
 
+    @property
+    def flops_saved(self) -> float | None:
+        """The fraction of the dense spec's FLOPs pruning saves (None for a dense spec)."""
+        if self.dense_flops is None or not self.dense_flops:
+            return None
+        return 1.0 - self.flops / self.dense_flops
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: keys ``params``, ``flops``, ``macs``, ``nodes`` (each with ``id``), ..."""
         out = asdict(self)
         out["macs"] = self.macs
+        out["flops_saved"] = self.flops_saved
         for row, node in zip(self.nodes, out["nodes"], strict=True):
             node["macs"] = row.macs
         return out

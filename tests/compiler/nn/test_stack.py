@@ -39,7 +39,10 @@ def test_stack_without_bias_passes_mask_and_memory() -> None:
     padding[0, 4:] = False
     y = stack(x, padding)
     torch.testing.assert_close(y[0, :4], stack(x[:1, :4])[0])
-    assert stack.before_layer(0, x, padding) == (x, padding)  # the pruning seam is a no-op
+    # an unpruned stack's token path carries no state and equals the plain one
+    out, mask, state, extra = stack.forward_tokens(x, padding)
+    torch.testing.assert_close(out, y)
+    assert mask is padding and state is None and extra is None
 
 
 def test_stack_checks_bias_flags() -> None:

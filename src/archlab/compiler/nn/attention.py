@@ -24,6 +24,7 @@ from archlab.compiler.nn.bias import AlibiBias
 from archlab.compiler.nn.masks import NO_MASK, MaskPattern, dense_mask
 from archlab.compiler.nn.norms import NormKind
 from archlab.compiler.nn.projections import HeadProjections
+from archlab.compiler.nn.prune import policy_attention
 from archlab.compiler.nn.rotary import RotaryEmbedding
 
 try:
@@ -35,6 +36,7 @@ else:
 
 KERNELS = ("sdpa", "sdpa_mask", "flex", "reference", "linear")
 Position = Literal["rotary", "alibi", "relative_bias"]
+NeedKind = Literal["cls", "keys"]
 _FLEX_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # SDPA's native GQA (`enable_gqa`) runs fused only in the flash kernel: half precision, no mask.
 # Elsewhere it falls back to the unfused math kernel, so repeating K/V heads is faster there.
@@ -227,6 +229,31 @@ class Attention(HeadProjections):
             x `(B, T, D)`, key_padding `(B, S)`, memory `(B, S, Dm)`, bias `(H, T, S)`
             -> `(B, T, D)`; S = T in self-attention.
         """
+        return self.attend(x, key_padding, memory, bias)[0]
+
+    def attend(
+        self,
+        x: Tensor,
+        key_padding: Tensor | None = None,
+        memory: Tensor | None = None,
+        bias: Tensor | None = None,
+        *,
+        policy: Tensor | None = None,
+        size: Tensor | None = None,
+        need: NeedKind | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """`forward` with what token pruning adds (see `archlab.compiler.nn.prune`).
+
+        Args:
+            policy: DynamicViT's keep policy over the keys `(B, S)`: attention runs the
+                policy-weighted softmax in float32 instead of the kernel.
+            size: tokens each key stands for `(B, S)` (ToMe): log(size) is added to the scores
+                (proportional attention), through a dense mask.
+            need: also return `"cls"`, the first query's attention averaged over heads `(B, S)`
+                (EViT), or `"keys"`, the keys averaged over heads `(B, S, E)` (ToMe).
+
+        Returns: the output `(B, T, D)` and what `need` asked for (else None).
+        """
         if self.uses_bias != (bias is not None):
             raise ValueError("a relative_bias attention needs bias; others take none")
         if x.shape[1] > self.max_len:
@@ -239,18 +266,68 @@ class Attention(HeadProjections):
         T, S = q.shape[2], k.shape[2]
 
         name = self.kernel.name
-        if name == "flex":
+        if policy is not None:
+            allowed = dense_mask(self.mask, T, S, key_padding, q.device)
+            table = self._bias(T, S, bias, size, q.dtype)
+            kr, vr = self.repeat_kv(k, v)
+            y = policy_attention(
+                q,
+                kr,
+                vr,
+                policy,
+                scale=self.scale,
+                allowed=allowed,
+                bias=table,
+                dropout=self.attn_dropout,
+                training=self.training,
+            )
+        elif name == "flex" and size is None:
             y = self._flex(q, k, v, key_padding, bias)
-        elif name == "sdpa" and key_padding is None:
+        elif name == "sdpa" and key_padding is None and size is None:
             y = self._sdpa(q, k, v, None, is_causal=self.mask.kind == "causal")
         else:
             allowed = dense_mask(self.mask, T, S, key_padding, q.device)  # (B|1, 1, T|1, S)
-            if self.alibi is not None:
-                bias = self.alibi(T, S)
-            bias = None if bias is None else bias.to(q.dtype)  # (H, T, S)
+            table = self._bias(T, S, bias, size, q.dtype)  # (H|B, ..., T|1, S)
             attend = self._reference if name == "reference" else self._sdpa_dense
-            y = attend(q, k, v, allowed, bias)
-        return self.merge(y)  # (B, H, T, E) -> (B, T, D)
+            y = attend(q, k, v, allowed, table)
+        out = self.merge(y)  # (B, H, T, E) -> (B, T, D)
+        if need is None:
+            return out, None
+        if need == "keys":
+            return out, k.mean(dim=1)  # (B, S, E)
+        return out, self._cls_attention(q, k, key_padding, bias, size)
+
+    def _bias(
+        self, T: int, S: int, bias: Tensor | None, size: Tensor | None, dtype: torch.dtype
+    ) -> Tensor | None:
+        """The additive score bias: ALiBi or the relative table `(H, T, S)`, plus log(size)."""
+        if self.alibi is not None:
+            bias = self.alibi(T, S)
+        bias = None if bias is None else bias.to(dtype)  # (H, T, S)
+        if size is None:
+            return bias
+        log_size = size.log().to(dtype)[:, None, None, :]  # (B, 1, 1, S)
+        return log_size if bias is None else bias + log_size
+
+    def _cls_attention(
+        self,
+        q: Tensor,
+        k: Tensor,
+        key_padding: Tensor | None,
+        bias: Tensor | None,
+        size: Tensor | None,
+    ) -> Tensor:
+        """The first query's softmax attention averaged over heads. Shape: -> `(B, S)`."""
+        T, S = q.shape[2], k.shape[2]
+        kr, _ = self.repeat_kv(k, k)
+        scores = (q[:, :, :1].float() @ kr.float().transpose(-2, -1)) * self.scale  # (B, H, 1, S)
+        table = self._bias(T, S, bias, size, torch.float32)
+        if table is not None:
+            scores = scores + table[..., :1, :]
+        allowed = dense_mask(self.mask, T, S, key_padding, q.device)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed[..., :1, :], float("-inf"))
+        return scores.softmax(dim=-1).mean(dim=1)[:, 0]  # (B, S)
 
     def _reference(
         self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, bias: Tensor | None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from archlab.compiler.nn.attention import NeedKind
 from archlab.compiler.nn.drop import DropPath, LayerScale
 
 Placement = Literal["pre", "post"]
@@ -22,7 +23,8 @@ class Block(nn.Module):
     stochastic depth before the residual sum; parts that are off are `nn.Identity`.
 
     The attentions are called as `attention(x, key_padding, memory, bias)` (`Attention` or
-    `LinearAttention`); the MLP as `mlp(x)`.
+    `LinearAttention`); the MLP as `mlp(x)`. `attend` and `feed` split the layer where EViT and
+    ToMe stages act, between its attention and its MLP.
     """
 
     def __init__(
@@ -83,9 +85,39 @@ class Block(nn.Module):
             x `(B, T, D)`, key_padding `(B, T)`, memory `(B, S, Dm)`, memory_padding `(B, S)`,
             bias `(H, T, T)` -> `(B, T, D)`.
         """
-        x = self._residual(
-            x, self.norm1, self.ls1, lambda h: self.attention(h, key_padding, None, bias)
-        )
+        x, _ = self.attend(x, key_padding, memory, memory_padding, bias)
+        return self.feed(x)
+
+    def attend(
+        self,
+        x: Tensor,
+        key_padding: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_padding: Tensor | None = None,
+        bias: Tensor | None = None,
+        *,
+        policy: Tensor | None = None,
+        size: Tensor | None = None,
+        need: NeedKind | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The attention branches (self, then cross), without the MLP.
+
+        `policy`, `size` and `need` go to the self-attention's `Attention.attend` (token pruning
+        runs between this and `feed`); the second value is what `need` asked for, else None.
+        """
+        extra: list[Tensor | None] = [None]
+
+        def self_attention(h: Tensor) -> Tensor:
+            if policy is None and size is None and need is None:
+                out: Tensor = self.attention(h, key_padding, None, bias)
+                return out
+            attention: Any = self.attention  # an Attention: pruned layers are softmax
+            out, extra[0] = attention.attend(
+                h, key_padding, None, bias, policy=policy, size=size, need=need
+            )
+            return out
+
+        x = self._residual(x, self.norm1, self.ls1, self_attention)
         cross = self.cross_attention
         if cross is not None:
             if memory is None:
@@ -93,7 +125,10 @@ class Block(nn.Module):
             x = self._residual(
                 x, self.norm_cross, self.ls_cross, lambda h: cross(h, memory_padding, memory)
             )
-        # Seam for EViT / ToMe token pruning: between the attention and the MLP of a layer.
+        return x, extra[0]
+
+    def feed(self, x: Tensor) -> Tensor:
+        """The MLP branch. Shape: `(B, T, D)` -> `(B, T, D)`."""
         return self._residual(x, self.norm2, self.ls2, self.mlp)
 
     def _residual(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from archlab.compiler.nn.attention import NeedKind
 from archlab.compiler.nn.bias import RelativePositionBias
 from archlab.compiler.nn.block import Block
+from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenState
 
 
 class Stack(nn.Module):
@@ -13,6 +15,10 @@ class Stack(nn.Module):
 
     With `relative_bias` (T5), the `(H, T, T)` table is computed once per forward and handed to
     the layers flagged in `relative_bias_layers` (all of them when the flags are omitted).
+    `stages` maps layer indices to token pruning stages (`archlab.compiler.nn.prune`): a
+    `DynamicPrune` runs before its layer, an `AttentionTopK` or `TokenMerge` between the layer's
+    attention and its MLP, reading that attention. Layers from the first stage on take no
+    relative table (the compiler refuses such specs: pruning reorders tokens).
     """
 
     def __init__(
@@ -20,6 +26,7 @@ class Stack(nn.Module):
         layers: list[Block],
         relative_bias: RelativePositionBias | None = None,
         relative_bias_layers: list[bool] | None = None,
+        stages: dict[int, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         if relative_bias_layers is None:
@@ -31,9 +38,22 @@ class Stack(nn.Module):
             )
         if relative_bias is None and any(relative_bias_layers):
             raise ValueError("relative_bias_layers flags layers but the stack has no relative_bias")
+        stages = stages or {}
+        outside = [i for i in stages if not 0 <= i < len(layers)]
+        if outside:
+            raise ValueError(f"pruning stages at {outside}, outside the {len(layers)} layers")
         self.layers = nn.ModuleList(layers)
         self.relative_bias = relative_bias
         self.bias_layers = tuple(relative_bias_layers)
+        # state-dict keys read like the expanded graph: encoder.prune.3.predictor...
+        self.prune = nn.ModuleDict({str(i): stages[i] for i in sorted(stages)}) if stages else None
+        self.stage_at: tuple[str | None, ...] = tuple(
+            str(i) if i in stages else None for i in range(len(layers))
+        )
+
+    @property
+    def pruned(self) -> bool:
+        return self.prune is not None
 
     def forward(
         self,
@@ -45,22 +65,66 @@ class Stack(nn.Module):
         """Run the layers; `mask` marks the real tokens of `x`, `memory_mask` those of `memory`.
 
         Shape:
-            x `(B, T, D)`, mask `(B, T)`, memory `(B, S, Dm)`, memory_mask `(B, S)` -> `(B, T, D)`.
+            x `(B, T, D)`, mask `(B, T)`, memory `(B, S, Dm)`, memory_mask `(B, S)` -> `(B, T', D)`
+            (T' < T when the stack prunes tokens).
         """
+        if self.prune is not None:
+            return self.forward_tokens(x, mask, memory, memory_mask)[0]
         T = x.shape[1]
         bias = self.relative_bias(T, T) if self.relative_bias is not None else None  # (H, T, T)
         for index, layer in enumerate(self.layers):
-            x, mask = self.before_layer(index, x, mask)
             x = layer(x, mask, memory, memory_mask, bias if self.bias_layers[index] else None)
         return x
 
-    def before_layer(
-        self, index: int, x: Tensor, mask: Tensor | None
-    ) -> tuple[Tensor, Tensor | None]:
-        """PRUNING SEAM: where a token_prune stage placed before layer `index` will run.
+    def forward_tokens(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        state: TokenState | None = None,
+        trace: bool = False,
+        need: NeedKind | None = None,
+    ) -> tuple[Tensor, Tensor | None, TokenState | None, Tensor | None]:
+        """`forward` for pruned sequences: runs the stack's own stages and carries their state.
 
-        DynamicViT-style stages will plug in here, returning fewer tokens and their mask (CLS
-        kept). Nothing is installed yet, so this returns its inputs. A stage that shortens the
-        sequence must also recompute the relative position table for the new length.
+        Args:
+            state: what pruning before this stack did (a DynamicViT policy to apply, ToMe sizes).
+            trace: carry the kept-token indices and source map (`TokenState.index`, `.source`).
+            need: also return the last layer's `"cls"` attention or `"keys"` (for a
+                `token_prune` node after the stack).
+
+        Returns: the output, its padding mask, the state after the stack, and what `need` asked.
         """
-        return x, mask
+        T = x.shape[1]
+        bias = self.relative_bias(T, T) if self.relative_bias is not None else None  # (H, T, T)
+        extra = None
+        last = len(self.layers) - 1
+        for index, module in enumerate(self.layers):
+            layer: Block = module  # type: ignore[assignment]
+            b = bias if self.bias_layers[index] else None
+            key = self.stage_at[index]
+            stage = self.prune[key] if self.prune is not None and key is not None else None
+            if isinstance(stage, DynamicPrune):  # DynamicViT: before the layer
+                x, mask, state = stage(x, mask, state, trace)
+                stage = None
+            want: NeedKind | None = None
+            if isinstance(stage, AttentionTopK):
+                want = "cls"
+            elif isinstance(stage, TokenMerge):
+                want = "keys"
+            elif index == last:
+                want = need
+            policy = state.policy if state is not None else None
+            size = state.size if state is not None else None
+            if policy is None and size is None and want is None:
+                x = layer(x, mask, memory, memory_mask, b)
+                continue
+            x, extra = layer.attend(
+                x, mask, memory, memory_mask, b, policy=policy, size=size, need=want
+            )
+            if stage is not None:  # EViT / ToMe: between the attention and the MLP
+                assert extra is not None
+                x, mask, state = stage(x, mask, state, extra, trace)
+            x = layer.feed(x)
+        return x, mask, state, extra
