@@ -32,13 +32,6 @@ SEQ2SEQ = ROOT / "specs" / "transformer-tiny.json"
 Doc = dict[str, Any]
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    reg = Registry(f"sqlite:///{tmp_path / 'r.db'}", artifacts=tmp_path / "artifacts")
-    yield reg  # type: ignore[misc]
-    reg.close()
-
-
 def config(**changes: Any) -> TrainConfig:
     base: dict[str, Any] = {"epochs": 2, "warmup": 0.5, "batch_size": 128, "lr": 2e-3}
     return TrainConfig(**{**base, **changes})

@@ -45,6 +45,20 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--mixup-off-epoch", "mixup_off_epoch", {"type": int}),
     ("--early-stop", "early_stop_metric", {"metavar": "METRIC"}),
     ("--patience", "patience", {"type": int}),
+    (
+        "--teacher",
+        "teacher",
+        {
+            "metavar": "RUN",
+            "help": "DynamicViT: the dense teacher, a run or CV group (fold i teaches fold i) "
+            "[default: train the spec without pruning first].",
+        },
+    ),
+    ("--ratio-weight", "ratio_weight", {"type": float, "help": "DynamicViT keep-ratio loss."}),
+    ("--distill-weight", "distill_weight", {"type": float, "help": "KL to the teacher."}),
+    ("--token-distill-weight", "token_distill_weight", {"type": float}),
+    ("--keep-warmup", "keep_warmup", {"type": int, "help": "EViT: epochs at keep 1.0."}),
+    ("--keep-ramp", "keep_ramp", {"type": int, "help": "EViT: epochs of cosine keep decay."}),
     ("--device", "device", {"type": click.Choice(["auto", "cpu", "cuda"])}),
     (
         "--amp",

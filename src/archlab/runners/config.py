@@ -155,7 +155,7 @@ class TrainConfig(BaseModel):
     workers: Annotated[int, Field(ge=0)] = 0
     """Data-loading worker processes."""
 
-    # ---- DynamicViT objectives (used only by specs with dynamic token pruning stages)
+    # ---- token pruning: DynamicViT's objectives (specs with dynamic stages), EViT's warm-up
     ratio_weight: NonNegative = 2.0
     """Weight of the keep-ratio loss."""
     distill_weight: NonNegative = 0.5
@@ -163,7 +163,13 @@ class TrainConfig(BaseModel):
     token_distill_weight: NonNegative = 0.5
     """Weight of the distillation loss on the kept tokens."""
     teacher: Name | None = None
-    """The teacher model (a compiled checkpoint) for distillation."""
+    """The dense teacher: a registry run, or a CV group whose fold i teaches fold i. Null: train
+    the spec without its pruning stages first and use that. The student starts from its
+    weights."""
+    keep_warmup: Annotated[int, Field(ge=0)] = 0
+    """EViT's warm-up: epochs at keep 1.0 before ``attention_topk`` stages start dropping."""
+    keep_ramp: Annotated[int, Field(ge=0)] = 0
+    """Epochs of a cosine from keep 1.0 down to each ``attention_topk`` stage's keep."""
 
     # ---------------------------------------------------------------- cross-field checks
 

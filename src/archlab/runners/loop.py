@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from archlab.compiler import compile_spec
+from archlab.compiler.build import CompiledModel
 from archlab.compiler.nn.embeddings import TokenEmbedding
 from archlab.files import replace_atomically
 from archlab.registry.store import minimize
@@ -35,6 +36,7 @@ from archlab.runners.distributed import Distributed
 from archlab.runners.mixup import Mixer, MixParams, soft_target_cross_entropy
 from archlab.runners.optim import build_optimizer, warmup_cosine
 from archlab.runners.progress import TrainProgress
+from archlab.runners.pruning import Distiller, has_dynamic, init_from_teacher, set_keep_rates
 from archlab.specs.models import Spec
 
 Log = Callable[[int, dict[str, float]], None]  # (epoch, metrics) after every epoch
@@ -83,8 +85,11 @@ class Trainer:
         log: Log | None = None,
         progress: TrainProgress | None = None,
         distributed: Distributed | None = None,
+        teacher: CompiledModel | None = None,
+        teacher_name: str = "",
     ) -> None:
         self.spec, self.data, self.config = spec, data, config
+        self.teacher, self.teacher_name = teacher, teacher_name
         self.device = resolve_device(config.device)
         self.distributed = distributed
         if distributed is not None and self.device.type == "cuda":
@@ -110,6 +115,18 @@ class Trainer:
         same split wrote), continue after its last finished epoch exactly as if never stopped."""
         config = self.config
         model = compile_spec(self.spec, device=self.device, seed=self.init_seed)
+        distiller = None
+        if has_dynamic(model):  # DynamicViT: start from the dense teacher, add its objectives
+            teacher = self.teacher.to(self.device) if self.teacher is not None else None
+            if teacher is not None and resume is None:
+                init_from_teacher(model, teacher, self.teacher_name)
+            distiller = Distiller(
+                model,
+                teacher,
+                ratio_weight=config.ratio_weight,
+                distill_weight=config.distill_weight,
+                token_distill_weight=config.token_distill_weight,
+            )
         step_model: Any = model
         if self.distributed is not None:
             from torch.nn.parallel import DistributedDataParallel
@@ -174,9 +191,11 @@ class Trainer:
         try:
             for epoch in range(start, config.epochs):
                 model.train()
+                set_keep_rates(model, epoch, config.keep_warmup, config.keep_ramp)
                 started = time.perf_counter()
                 perm = shard(train[torch.randperm(len(train), generator=order).numpy()])
                 total, seen = 0.0, 0
+                terms: dict[str, float] = {}
                 optimizer.zero_grad(set_to_none=True)
                 for i, chunk in enumerate(_chunks(perm, config.batch_size)):
                     if mixer is not None and config.mix_mode == "pair" and len(chunk) % 2:
@@ -193,8 +212,16 @@ class Trainer:
                             inputs[image_input] = mixer.mix_images(inputs[image_input], params)
                     hook_state["params"] = params if image_input is None else None
                     with self._autocast():
-                        logits = step_model(**inputs)
-                        loss = self._loss(logits, target, mixer, params, epoch)
+                        if distiller is None:
+                            logits = step_model(**inputs)
+                            loss = self._loss(logits, target, mixer, params, epoch)
+                        else:
+                            logits, traced = step_model(**inputs, **{"__trace": True})
+                            loss = self._loss(logits, target, mixer, params, epoch)
+                            extra, parts = distiller(logits, traced, inputs)
+                            loss = loss + extra
+                            for name, part in parts.items():
+                                terms[name] = terms.get(name, 0.0) + part * len(chunk)
                     (loss / config.accumulate).backward()
                     last = (i + 1) % config.accumulate == 0 or (i + 1) == batches
                     if last:
@@ -213,8 +240,13 @@ class Trainer:
                     total, seen_all = self.distributed.sum(total, seen)
                     seen = int(seen_all)
                 elapsed = time.perf_counter() - started
+                if self.distributed is not None and terms:
+                    names = sorted(terms)
+                    summed = self.distributed.sum(*(terms[n] for n in names))
+                    terms = dict(zip(names, summed, strict=True))
                 metrics = {
                     "train_loss": total / max(seen, 1),
+                    **{name: value / max(seen, 1) for name, value in terms.items()},
                     **self.evaluate(model, val, prefix="val"),
                     "lr": optimizer.param_groups[0]["lr"],
                     "samples_per_s": seen / elapsed if elapsed > 0 else 0.0,

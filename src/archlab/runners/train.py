@@ -21,12 +21,13 @@ import torch
 
 from archlab.errors import UserInputError
 from archlab.registry import Registry
-from archlab.registry.records import CVGroup
+from archlab.registry.records import CVGroup, Run
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData, load_data
 from archlab.runners.distributed import Distributed, from_environment
 from archlab.runners.loop import STATE_FILE, FitResult, Trainer, resolve_device, uses_autocast
 from archlab.runners.progress import TrainProgress
+from archlab.runners.pruning import spec_has_dynamic
 from archlab.runners.splits import Fold, SplitPlan, make_splits
 from archlab.specs import load_spec
 from archlab.specs.models import Spec
@@ -84,6 +85,10 @@ def train(
         "schedule": "warmup_cosine",
         "world_size": distributed.world if distributed is not None else 1,
     }
+    teachers: dict[int, str] = {}  # fold index -> the dense teacher's run
+    if spec_has_dynamic(spec) and (config.distill_weight > 0 or config.token_distill_weight > 0):
+        teachers = _teachers(spec, config, registry, plan, data, distributed, progress)
+        record["teacher"] = config.teacher or _teacher_label(registry, teachers)
     group: CVGroup | None = None
     if plan.k is not None and main:
         if config.cv_group is not None:
@@ -108,13 +113,18 @@ def train(
         seed = config.seed + fold.index if config.fold_seeds else config.seed
         if not main:
             result = _fit_fold(
-                None, registry, spec, data, config, plan, fold, seed, None, distributed=distributed
-            )
+                None, registry, spec, data, config, plan, fold, seed, None,
+                distributed=distributed, teacher_run=teachers.get(fold.index),
+            )  # fmt: skip
             report.results.append(result)
             continue
+        teacher_run = teachers.get(fold.index)
+        fold_record = {**record, "init_seed": seed}
+        if teacher_run is not None:
+            fold_record["teacher_run"] = teacher_run
         with registry.start_run(
             spec,
-            {**record, "init_seed": seed},
+            fold_record,
             cv_group=group,
             fold=fold.index if group is not None else None,
             train_indices=fold.train.tolist(),
@@ -123,7 +133,7 @@ def train(
         ) as run:
             result = _fit_fold(
                 run, registry, spec, data, config, plan, fold, seed, progress,
-                at=(i, len(folds)), distributed=distributed,
+                at=(i, len(folds)), distributed=distributed, teacher_run=teacher_run,
             )  # fmt: skip
         report.runs.append(run.id)
         report.results.append(result)
@@ -162,8 +172,9 @@ def resume(run_id: str, registry: Registry, *, progress: Progress | None = None)
     report = TrainReport(spec, data, plan, run.cv.group if run.cv is not None else None)
     with registry.resume_run(run_id) as handle:
         result = _fit_fold(
-            handle, registry, spec, data, config, plan, fold, seed, progress, resume=state
-        )
+            handle, registry, spec, data, config, plan, fold, seed, progress, resume=state,
+            teacher_run=run.config.get("teacher_run"),
+        )  # fmt: skip
     report.runs.append(run_id)
     report.results.append(result)
     return report
@@ -187,7 +198,6 @@ def evaluate_run(run_id: str, registry: Registry, *, data_source: str | None = N
     split (recomputed from its recorded configuration, and checked against its fingerprint).
     Metrics are named ``eval_loss`` and ``eval_acc`` / ``eval_ppl`` / ``eval_token_acc``."""
     from archlab.compiler import load_compiled
-    from archlab.registry.store import indices_sha256
 
     run = registry.get(run_id)
     checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
@@ -199,14 +209,7 @@ def evaluate_run(run_id: str, registry: Registry, *, data_source: str | None = N
     spec = model.spec
     data = load_data(data_source or config.data, spec, seed=config.seed)
     if data_source is None:
-        fold = _split(data, config).folds[run.cv.fold if run.cv and run.cv.fold else 0]
-        indices = fold.val
-        recorded = run.cv.val_sha256 if run.cv is not None else None
-        if recorded is not None and recorded != indices_sha256(indices.tolist()):
-            raise UserInputError(
-                f"run {run_id}'s validation split cannot be rebuilt (the data or splitter "
-                "changed); pass --data to evaluate on a data set of your choice"
-            )
+        indices = validation_rows(run, data, config, "evaluate on")
     else:
         indices = np.arange(len(data), dtype=np.int64)
     trainer = Trainer(spec, data, config, init_seed=config.seed, data_seed=config.seed)
@@ -226,6 +229,21 @@ def evaluate_run(run_id: str, registry: Registry, *, data_source: str | None = N
     return EvalReport(handle.id, run_id, data, len(indices), metrics)
 
 
+def validation_rows(run: Run, data: TaskData, config: TrainConfig, purpose: str) -> np.ndarray:
+    """Run ``run``'s validation indices, rebuilt from its recorded configuration and checked
+    against the fingerprint it recorded; ``purpose`` ends the advice ("evaluate on", ...)."""
+    from archlab.registry.store import indices_sha256
+
+    fold = _split(data, config).folds[run.cv.fold if run.cv and run.cv.fold else 0]
+    recorded = run.cv.val_sha256 if run.cv is not None else None
+    if recorded is not None and recorded != indices_sha256(fold.val.tolist()):
+        raise UserInputError(
+            f"run {run.id}'s validation split cannot be rebuilt (the data or splitter changed); "
+            f"pass --data to {purpose} a data set of your choice"
+        )
+    return np.asarray(fold.val)
+
+
 def _fit_fold(
     run: Any,
     registry: Registry,
@@ -239,6 +257,7 @@ def _fit_fold(
     resume: Path | None = None,
     at: tuple[int, int] = (0, 1),
     distributed: Distributed | None = None,
+    teacher_run: str | None = None,
 ) -> FitResult:
     """Train one fold inside its registry run: metrics every epoch, then test metrics, the best
     checkpoint as an artifact and the best epoch as a tag. ``at``: (position, count) of this
@@ -253,6 +272,7 @@ def _fit_fold(
             progress.epoch(epoch, metrics)
 
     main = distributed is None or distributed.main
+    teacher = _load_teacher(registry, teacher_run, trainer_device(config)) if teacher_run else None
     trainer = Trainer(
         spec,
         data,
@@ -263,6 +283,8 @@ def _fit_fold(
         log=log if main else None,
         progress=progress if main else None,
         distributed=distributed,
+        teacher=teacher,
+        teacher_name=f"run {teacher_run}",
     )
     if not main:  # another rank of a torchrun job: rank 0 records everything
         return trainer.fit(fold.train, fold.val, plan.test)
@@ -282,6 +304,111 @@ def _fit_fold(
     if progress is not None:
         progress.end_fold(result.best_epoch, result.best)
     return result
+
+
+def trainer_device(config: TrainConfig) -> torch.device:
+    return resolve_device(config.device)
+
+
+# the settings a teacher's split depends on: they must match the student's
+_SPLIT_KEYS = ("data_sha256", "folds", "repeats", "cv_seed", "val_size", "test_size")
+
+
+def _teachers(
+    spec: Spec,
+    config: TrainConfig,
+    registry: Registry,
+    plan: SplitPlan,
+    data: TaskData,
+    distributed: Distributed | None,
+    progress: Progress | None,
+) -> dict[int, str]:
+    """The dense teacher run of each fold: from ``config.teacher``, or trained here first."""
+    from archlab.registry.store import RegistryError, indices_sha256
+    from archlab.runners.pruning import dense_spec
+
+    if config.teacher is None:
+        if distributed is not None:
+            raise UserInputError(
+                "under torchrun, train the dense teacher first and pass --teacher RUN (or leave "
+                "distillation off with --distill-weight 0 --token-distill-weight 0)"
+            )
+        dense = dense_spec(spec)
+        first = train(
+            dense, config.model_copy(update={"cv_group": None}), registry, progress=progress
+        )
+        folds = plan.folds if config.fold is None else [plan.folds[config.fold]]
+        return {f.index: run for f, run in zip(folds, first.runs, strict=True)}
+    try:
+        group = registry.group(config.teacher)
+    except RegistryError:
+        group = None
+    if group is not None:
+        _check_joinable(group, plan, data)  # a teacher group split otherwise would leak
+        by_fold = {}
+        for run_id in group.runs:
+            run = registry.get(run_id)
+            if run.cv is not None and run.cv.fold is not None and run.status == "completed":
+                by_fold[run.cv.fold] = run_id
+        wanted = [f.index for f in plan.folds] if config.fold is None else [config.fold]
+        missing = [i for i in wanted if i not in by_fold]
+        if missing:
+            raise UserInputError(
+                f"teacher CV group {group.id} has no completed run for fold(s) "
+                f"{', '.join(map(str, missing))}; finish them (arch train --cv-group) first"
+            )
+        runs = {i: by_fold[i] for i in wanted}
+    else:
+        try:
+            registry.get(config.teacher)
+        except RegistryError:
+            raise UserInputError(
+                f"--teacher {config.teacher}: no run or CV group with that id in this registry"
+            ) from None
+        if plan.k is not None and config.fold is None:
+            raise UserInputError(
+                f"--teacher {config.teacher} is one run, but the student trains {len(plan.folds)} "
+                "folds: pass the teacher's CV group, so each fold learns from the teacher that "
+                "never saw its validation examples"
+            )
+        runs = {(config.fold or 0): config.teacher}
+    for index, run_id in runs.items():
+        run = registry.get(run_id)
+        differ = [
+            f"{key} {run.config.get(key)!r} (teacher) vs {ours!r} (here)"
+            for key in _SPLIT_KEYS
+            if (ours := {**config.to_record(), "data_sha256": data.content_sha256}.get(key))
+            != run.config.get(key)
+        ]
+        val = plan.folds[index].val
+        if run.cv is not None and run.cv.val_sha256 not in (None, indices_sha256(val.tolist())):
+            differ.append("its validation examples")
+        if differ:
+            raise UserInputError(
+                f"teacher run {run_id} was trained on another split ({'; '.join(differ)}): its "
+                "knowledge of the student's validation examples would leak into the student; "
+                "train the teacher with the same --data, --folds, --repeats, --cv-seed, "
+                "--val-size and --test-size"
+            )
+        if not any(a.kind == "checkpoint" for a in run.artifacts):
+            raise UserInputError(f"teacher run {run_id} has no checkpoint artifact")
+    return runs
+
+
+def _teacher_label(registry: Registry, teachers: dict[int, str]) -> str:
+    """The teachers' CV group when they form one, else the single teacher run."""
+    first = registry.get(next(iter(teachers.values())))
+    return first.cv.group if first.cv is not None and len(teachers) > 1 else first.id
+
+
+def _load_teacher(registry: Registry, run_id: str, device: torch.device) -> Any:
+    from archlab.compiler import load_compiled
+
+    run = registry.get(run_id)
+    checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
+    if not checkpoints:
+        raise UserInputError(f"teacher run {run_id} has no checkpoint artifact")
+    return load_compiled(registry.artifacts / checkpoints[-1].path, device=device)
 
 
 def _recorded_config(record: dict[str, Any]) -> TrainConfig:
