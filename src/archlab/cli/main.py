@@ -54,6 +54,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     arch schema              print the JSON Schema of the spec language
     arch train SPEC          train with cross-validation and mixup, recorded in the registry
     arch eval RUN            evaluate a trained run's checkpoint, recorded as an eval run
+    arch prune show RUN      draw which patches each token pruning stage kept
     arch runs ...            query the experiment registry
     """
     ctx.ensure_object(dict)
@@ -61,9 +62,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from archlab.cli import runs_commands, spec_commands, train_commands
+    from archlab.cli import prune_commands, runs_commands, spec_commands, train_commands
 
-    for command in [*spec_commands.COMMANDS, *train_commands.COMMANDS, *runs_commands.COMMANDS]:
+    for command in [
+        *spec_commands.COMMANDS,
+        *train_commands.COMMANDS,
+        *runs_commands.COMMANDS,
+        *prune_commands.COMMANDS,
+    ]:
         cli.add_command(command)
 
 

@@ -1,0 +1,426 @@
+"""``arch prune show``: which patches each token pruning stage of a trained run kept.
+
+``show_run(RUN, registry, output=...)`` loads the run's best checkpoint (on the CPU: a few images
+need no accelerator), takes the first N images of the run's own validation split (or of other
+data), runs ``CompiledModel.trace_tokens`` in eval mode and draws, as the DynamicViT paper does,
+one row per image: the image itself, then one panel per pruning stage in which the patches that
+stage (or an earlier one) dropped are painted light grey. For ToMe ``merge`` stages nothing is
+dropped: the patches that were merged into one token share a colour (tokens still made of one
+patch are left as they are). For EViT ``attention_topk`` stages with ``fuse``, the patches folded
+into the fused token are shown faded rather than blanked.
+
+The two halves can be used apart: ``kept_panels(model, inputs)`` computes what each stage left of
+each image's patch grid (``KeptPanels``, numpy arrays; no drawing), ``draw_kept`` draws it.
+matplotlib loads inside the drawing functions, with the Agg canvas attached to a bare ``Figure``
+(no pyplot), as in ``archlab.registry.plots``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from archlab.compiler.graph import SeqShape
+from archlab.errors import UserInputError
+from archlab.registry.plots import PlotError, output_format
+
+if TYPE_CHECKING:
+    from archlab.compiler.build import CompiledModel
+    from archlab.registry import Registry
+
+DEFAULT_IMAGES = 6
+DROPPED = np.array([0.88, 0.88, 0.88])  # a dropped patch: light grey, as in DynamicViT's figures
+TILE_EDGE = "0.62"  # the outline of each dropped patch, to tell it from light image content
+FUSED_FADE = 0.7  # a patch folded into EViT's fused token: this much of DROPPED over the image
+MERGE_ALPHA = 0.55  # opacity of a merged group's colour over its patches
+PANEL_INCHES = 1.8  # width and height of one panel
+
+
+class PruneShowError(UserInputError):
+    """A run whose pruning cannot be drawn as asked: no checkpoint, no pruning, no image input."""
+
+
+# ------------------------------------------------------------------------------ the panel data
+
+
+@dataclass(frozen=True)
+class StagePanel:
+    """What one pruning stage left of each image's patches (B images, N patches in row-major grid
+    order, the original order).
+
+    ``visible`` bool ``(B, N)``: the patch is still a token of its own or part of a merged one;
+    ``fused`` bool ``(B, N)``: it only lives on inside EViT's fused token; ``slot`` int ``(B, N)``:
+    the position of the token the patch now belongs to (-1 once dropped), so patches with the same
+    slot were merged (ToMe).
+    """
+
+    name: str
+    method: str
+    visible: np.ndarray
+    fused: np.ndarray
+    slot: np.ndarray
+
+    @property
+    def patches(self) -> int:
+        return int(self.visible.shape[1])
+
+    def kept(self, row: int) -> int:
+        """Patches of image ``row`` still present (not dropped, not only in a fused token)."""
+        return int(self.visible[row].sum())
+
+    def tokens(self, row: int) -> int:
+        """Patch tokens image ``row`` has after the stage (merged groups and a fused token count
+        once each)."""
+        slots = self.slot[row]
+        return len(np.unique(slots[slots >= 0]))
+
+    def merged_groups(self, row: int) -> list[list[int]]:
+        """The patch indices of each token made of two or more patches, in grid order."""
+        groups: dict[int, list[int]] = {}
+        for i, (slot, visible) in enumerate(zip(self.slot[row], self.visible[row], strict=True)):
+            if visible:
+                groups.setdefault(int(slot), []).append(i)
+        return [group for group in groups.values() if len(group) > 1]
+
+    def describe(self, row: int = 0) -> str:
+        """``12/16 patches``, ``16 patches -> 13 tokens`` (merge), ``12/16 patches + fused``."""
+        if self.method == "merge":
+            return f"{self.patches} patches → {self.tokens(row)} tokens"
+        fused = " + fused" if self.fused[row].any() else ""
+        return f"{self.kept(row)}/{self.patches} patches{fused}"
+
+    def uniform(self) -> bool:
+        """Whether every image shows the same count (static keep counts: always, so far)."""
+        return len({self.describe(r) for r in range(self.visible.shape[0])}) == 1
+
+
+@dataclass(frozen=True)
+class KeptPanels:
+    """Everything ``draw_kept`` draws: the images, rescaled to [0, 1] for display
+    (``(B, H, W, 3)``, grey images repeated over the 3 channels), the patch grid and size, a
+    ``StagePanel`` per pruning stage in the order they ran, and for classification the true
+    labels and the model's predictions."""
+
+    images: np.ndarray
+    grey: bool
+    grid: tuple[int, int]
+    patch: tuple[int, int]
+    stages: tuple[StagePanel, ...]
+    labels: tuple[int, ...] | None = None
+    predictions: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def image_input(model: CompiledModel) -> tuple[str, str] | None:
+    """The image input the model's patches come from and its ``patch_embed`` node, or None."""
+    for node_id, info in model.graph.nodes.items():
+        if info.op != "patch_embed":
+            continue
+        source = info.spec.input
+        if getattr(model.spec.inputs.get(source), "kind", None) == "image":
+            return source, node_id
+    return None
+
+
+def display_images(images: torch.Tensor) -> tuple[np.ndarray, bool]:
+    """Images ``(B, C, H, W)`` (any scale, e.g. normalised) as ``(B, H, W, 3)`` in [0, 1], each
+    rescaled by its own minimum and maximum; and whether they are grey. Images of other than 1 or
+    3 channels are shown as the mean over their channels."""
+    x = images.detach().float().cpu().numpy()
+    grey = x.shape[1] != 3
+    if grey:
+        x = x.mean(axis=1, keepdims=True).repeat(3, axis=1)
+    low = x.min(axis=(1, 2, 3), keepdims=True)
+    span = x.max(axis=(1, 2, 3), keepdims=True) - low
+    x = np.where(span > 0, (x - low) / np.where(span > 0, span, 1.0), 0.5)
+    return x.transpose(0, 2, 3, 1), grey
+
+
+@torch.no_grad()
+def kept_panels(
+    model: CompiledModel,
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor | None = None,
+) -> KeptPanels:
+    """Run ``model`` (in eval mode) on ``inputs`` (by input name, one of them the image input the
+    patches come from) and collect what each pruning stage left of every image's patch grid.
+
+    With ``labels`` (classification), the model's predictions (argmax of its output) come too.
+    """
+    found = image_input(model)
+    if found is None:
+        name = model.spec.name or model.spec_hash[:12]
+        raise PruneShowError(
+            f"spec {name} has no patch_embed node reading an image input; "
+            "there is no patch grid to draw"
+        )
+    name, embed = found
+    shape = model.graph.shape(embed)
+    assert isinstance(shape, SeqShape) and shape.grid is not None
+    grid = shape.grid
+    patch = tuple(model.graph.nodes[embed].spec.patch_size)
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    feed = {
+        k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()
+    }
+    model.eval()
+    out, trace = model.trace_tokens(**feed)
+    stages: list[StagePanel] = []
+    for record in trace.stages:
+        assert record.source is not None and record.index is not None
+        n = record.n_cls
+        slot = record.source[:, n:]  # (B, N)
+        if slot.shape[1] != grid[0] * grid[1]:
+            raise PruneShowError(
+                f"stage {record.name} traces {slot.shape[1]} patch tokens, but {embed} makes a "
+                f"{grid[0]}x{grid[1]} grid of {grid[0] * grid[1]}; cannot place them on the image"
+            )
+        present = trace.kept(record)  # (B, N)
+        fused = present & (record.index.gather(1, slot.clamp(min=0)) < 0)  # EViT's fused token
+        stages.append(
+            StagePanel(
+                name=record.name,
+                method=record.method,
+                visible=(present & ~fused).cpu().numpy(),
+                fused=fused.cpu().numpy(),
+                slot=slot.cpu().numpy(),
+            )
+        )
+    shown, grey = display_images(inputs[name])
+    predictions = None
+    if labels is not None and isinstance(out, torch.Tensor) and out.dim() == 2:
+        predictions = tuple(int(p) for p in out.argmax(dim=-1).tolist())
+    return KeptPanels(
+        images=shown,
+        grey=grey,
+        grid=(int(grid[0]), int(grid[1])),
+        patch=(int(patch[0]), int(patch[1])),
+        stages=tuple(stages),
+        labels=None if labels is None else tuple(int(t) for t in labels.tolist()),
+        predictions=predictions,
+    )
+
+
+def stage_image(panels: KeptPanels, stage: StagePanel, row: int) -> np.ndarray:
+    """Image ``row`` as ``stage`` left it, ``(H, W, 3)`` in [0, 1]: dropped patches light grey,
+    fused ones faded towards it, each merged group tinted with a colour of its own."""
+    (gh, gw), (ph, pw) = panels.grid, panels.patch
+    out = panels.images[row].copy()
+
+    def per_pixel(mask: np.ndarray) -> np.ndarray:  # (N,) -> (H, W)
+        return np.kron(mask.reshape(gh, gw), np.ones((ph, pw))).astype(bool)
+
+    fused = per_pixel(stage.fused[row])
+    out[fused] = FUSED_FADE * DROPPED + (1 - FUSED_FADE) * out[fused]
+    out[per_pixel(~stage.visible[row] & ~stage.fused[row])] = DROPPED
+    if stage.method == "merge":
+        palette = _palette()
+        for i, group in enumerate(stage.merged_groups(row)):
+            mask = np.zeros(stage.patches, dtype=bool)
+            mask[group] = True
+            where = per_pixel(mask)
+            colour = palette[i % len(palette)]
+            out[where] = MERGE_ALPHA * colour + (1 - MERGE_ALPHA) * out[where]
+    return out
+
+
+def _palette() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return np.asarray(colormaps["tab10"](np.arange(10)))[:, :3]
+
+
+# --------------------------------------------------------------------------------------- drawing
+
+
+def draw_kept(panels: KeptPanels, path: str | os.PathLike[str], title: str) -> None:
+    """Draw ``panels`` to ``path`` (.png, .svg or .pdf), atomically: rows are images, the columns
+    the image and then each stage. PlotError if the file cannot be written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fmt = output_format(path)
+    rows, cols = len(panels), 1 + len(panels.stages)
+    fig = Figure(
+        figsize=(PANEL_INCHES * cols, PANEL_INCHES * rows + 0.5), layout="constrained", dpi=100
+    )
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r in range(rows):
+        ax = axes[r][0]
+        if panels.grey:
+            ax.imshow(panels.images[r, :, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
+        else:
+            ax.imshow(panels.images[r])
+        text, colour = _row_title(panels, r)
+        ax.set_title(text, fontsize="small", color=colour)
+        for c, stage in enumerate(panels.stages, start=1):
+            ax = axes[r][c]
+            ax.imshow(stage_image(panels, stage, r), vmin=0.0, vmax=1.0)
+            _outline_dropped(ax, panels, stage, r)
+            if r == 0:
+                ax.set_title(f"{stage.name}\n{stage.describe(0)}", fontsize="small")
+            elif not stage.uniform():
+                ax.set_title(stage.describe(r), fontsize="x-small")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_linewidth(0.5)
+            spine.set_color("0.6")
+    fig.suptitle(title, fontsize="medium")
+    _save(fig, Path(path), fmt)
+
+
+def _outline_dropped(ax: Any, panels: KeptPanels, stage: StagePanel, row: int) -> None:
+    """A thin outline around each patch ``stage`` dropped (or fused), so the blanked tiles read as
+    tiles even next to white strokes."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    (_, gw), (ph, pw) = panels.grid, panels.patch
+    gone = np.flatnonzero(~stage.visible[row])
+    tiles = [Rectangle(((i % gw) * pw - 0.5, (i // gw) * ph - 0.5), pw, ph) for i in gone]
+    if tiles:
+        ax.add_collection(
+            PatchCollection(tiles, facecolor="none", edgecolor=TILE_EDGE, linewidth=0.5)
+        )
+
+
+def _row_title(panels: KeptPanels, row: int) -> tuple[str, str]:
+    """The title over image ``row``, and its colour (red for a wrong prediction)."""
+    if panels.labels is None:
+        return ("input" if row == 0 else "", "black")
+    label = panels.labels[row]
+    if panels.predictions is None:
+        return (f"label {label}", "black")
+    pred = panels.predictions[row]
+    return (f"label {label} · pred {pred}", "black" if pred == label else "tab:red")
+
+
+def _save(fig: Any, path: Path, fmt: str) -> None:
+    from archlab.files import replace_atomically
+
+    try:
+        replace_atomically(path, lambda temporary: fig.savefig(temporary, format=fmt))
+    except OSError as exc:
+        raise PlotError(
+            f"cannot write {str(path)!r}: {exc.strerror or exc}; choose another -o path"
+        ) from None
+
+
+def check_output(output: str | os.PathLike[str]) -> Path:
+    """``output`` as a Path if a picture can go there (a .png, .svg or .pdf name in an existing,
+    writable folder); PlotError naming the problem otherwise."""
+    path = Path(output)
+    output_format(path)
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise PlotError(f"the folder {str(parent)!r} {what} (for -o {str(path)!r})")
+    if path.is_dir():
+        raise PlotError(f"{str(path)!r} is a folder, not a file name; give -o a .png file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PlotError(f"cannot write in the folder {str(parent)!r}; choose another -o path")
+    return path
+
+
+# ------------------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class ShowReport:
+    """What ``show_run`` drew: where, for which run, from which images."""
+
+    path: Path
+    run_id: str
+    spec_name: str
+    source: str  # the images: "the validation split of run X" or the data source
+    panels: KeptPanels
+
+
+def show_run(
+    run_id: str,
+    registry: Registry,
+    *,
+    output: str | os.PathLike[str] = "kept.png",
+    data_source: str | None = None,
+    images: int = DEFAULT_IMAGES,
+) -> ShowReport:
+    """Draw which patches each pruning stage of run ``run_id``'s best checkpoint keeps, for the
+    first ``images`` examples of its validation split (recomputed from its recorded
+    configuration, as ``arch eval`` does) or, with ``data_source``, of that data."""
+    from archlab.compiler import load_compiled
+    from archlab.compiler.pruning import pruning_stages
+    from archlab.runners.data import load_data
+    from archlab.runners.train import _recorded_config, validation_rows
+
+    if images < 1:
+        raise PruneShowError(f"--images is how many images to draw: at least 1, not {images}")
+    path = check_output(output)
+    run = registry.get(run_id)
+    checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
+    if not checkpoints:
+        raise PruneShowError(
+            f"run {run.id} has no checkpoint artifact to draw from (a {run.kind} run, "
+            f"{run.status}); pick a training run that finished at least one epoch "
+            "(`arch runs list` shows them)"
+        )
+    model = load_compiled(registry.artifacts / checkpoints[-1].path, device="cpu")
+    spec = model.spec
+    name = spec.name or model.spec_hash[:12]
+    if not pruning_stages(model.graph):
+        raise PruneShowError(
+            f"run {run.id}'s spec {name} has no token pruning stages; there is nothing to "
+            "draw. Pick a run of a spec with `prune` on an encoder or `token_prune` nodes "
+            "(e.g. specs/dynamicvit-tiny-digits.json)"
+        )
+    if image_input(model) is None:
+        inputs = ", ".join(f"{k} ({v.kind})" for k, v in spec.inputs.items())
+        raise PruneShowError(
+            f"run {run.id}'s spec {name} has no image input (its inputs: {inputs}); "
+            "arch prune show draws image patches, so it needs a vision spec whose patch_embed "
+            "reads an image input"
+        )
+    config = _recorded_config(run.config or {})
+    data = load_data(data_source or config.data, spec, seed=config.seed)
+    if data_source is None:
+        rows = validation_rows(run, data, config, "draw images of")
+        source = f"the validation split of run {run.id}"
+    else:
+        rows = np.arange(len(data), dtype=np.int64)
+        source = data.source
+    picked = torch.tensor(rows[:images], dtype=torch.long)
+    if len(picked) == 0:
+        raise PruneShowError(f"{source} has no examples to draw; pass --data SOURCE")
+    labels = data.targets[picked] if data.task == "classify" else None
+    panels = kept_panels(model, {k: v[picked] for k, v in data.inputs.items()}, labels)
+    where = "its validation split" if data_source is None else data.source
+    title = f"{name} · run {run.id}\nthe patches each pruning stage kept, on {where}"
+    draw_kept(panels, path, title)
+    return ShowReport(path, run.id, name, source, panels)
+
+
+__all__ = [
+    "DEFAULT_IMAGES",
+    "KeptPanels",
+    "PruneShowError",
+    "ShowReport",
+    "StagePanel",
+    "check_output",
+    "display_images",
+    "draw_kept",
+    "image_input",
+    "kept_panels",
+    "show_run",
+    "stage_image",
+]
