@@ -275,20 +275,20 @@ def loadavg() -> str:
         return "n/a"
 
 
-def busy_warning(threads: int) -> str | None:
+def busy_warning(threads: int, load: float | None) -> str | None:
     """A warning when other processes leave fewer free cores than the threads this run uses.
 
-    With more runnable threads than cores, every OpenMP barrier waits for a descheduled thread;
-    models made of many small operators (the pruned ones) suffer most, and the speed-ups shrink.
+    ``load`` is the 1-minute load average from before this run started (during the run it counts
+    the run's own threads). With more runnable threads than cores, every OpenMP barrier waits for
+    a descheduled thread; models made of many small operators (the pruned ones) suffer most, and
+    the speed-ups shrink.
     """
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
+    if load is None:
         return None
     cores = os.cpu_count() or 1
-    if threads > 1 and load > cores - 0.5:
+    if threads > 1 and load > cores - threads + 1.0:  # another core-hog was running
         return (
-            f"WARNING: load {load:.1f} on {cores} CPUs with {threads} threads: the machine is "
+            f"WARNING: load {load:.1f} before the run on {cores} CPUs with {threads} threads: the machine is "
             "busy, multi-threaded timings (and the speed-ups of the pruned models most) are "
             "unreliable; rerun when it is quiet, or with --threads 1"
         )
@@ -374,6 +374,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        before: float | None = os.getloadavg()[0]  # what other processes were doing
+    except OSError:
+        before = None
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available")
@@ -408,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
             "\nNote: few timed calls at batch > 64 on the CPU (seconds each); read with the spread."
         )
 
-    warning = busy_warning(torch.get_num_threads()) if args.device == "cpu" else None
+    warning = busy_warning(torch.get_num_threads(), before) if args.device == "cpu" else None
     if warning:
         print("\n" + warning)
     print("\n" + target_line(results, args.device))

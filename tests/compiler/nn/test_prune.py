@@ -977,3 +977,23 @@ def test_attention_topk_without_a_cls_token_is_refused() -> None:
     }
     spec["nodes"]["head"]["input"] = "tp"
     check_spec_error(spec, "nodes.tp.method", "no cls_token is upstream")
+
+
+@pytest.mark.parametrize(
+    "prune",
+    [
+        {"method": "dynamic", "at": [1, 2], "keep": 0.7},
+        {"method": "attention_topk", "at": [1], "keep": 0.5, "fuse": True},
+        {"method": "merge", "at": [0, 1, 2], "r": 2},
+    ],
+    ids=["dynamic", "evit", "tome"],
+)
+def test_pruned_models_trace_without_graph_breaks(prune: Doc) -> None:
+    """torch.compile sees one graph: static keep counts, no host synchronisation."""
+    model = build(vit(prune))
+    x = images(2)
+    for training in (False, True):
+        model.train(training)
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(model)(x, **{"__trace": True})
+        assert explained.graph_break_count == 0, explained.break_reasons
