@@ -127,6 +127,7 @@ def test_compile_of_a_pruned_spec_shows_tokens_per_stage_and_the_flops_saved() -
     code, out, _ = run("compile", str(ROOT / "specs/dynamicvit-deit-s.json"), "--no-forward")
     assert code == 0, out
     assert "token pruning" in out and "pruning saves 34.8% of the FLOPs" in out
+    assert "performance paths" in out and "static keep counts" in out
     for tokens in ("197", "139", "98", "69"):
         assert tokens in out
     code, out, _ = run("compile", str(ROOT / "specs/evit-deit-s.json"), "--json", "--no-forward")

@@ -263,6 +263,13 @@ def _print_summary(
             f"{_fmt(summary.flops)} per sample against {_fmt(summary.dense_flops)} without the "
             f"stages ({summary.dense_flops / max(summary.flops, 1):.2f}x fewer)"
         )
+    if summary.paths:
+        paths = Table(title="performance paths", title_justify="left", show_lines=False)
+        for col in ("path", "choice", "modules", "why"):
+            paths.add_column(col)
+        for p in summary.paths:
+            paths.add_row(p["name"], p["choice"], str(p["count"]), p["reason"])
+        console.print(paths)
     if summary.kernels:
         kernels = Table(title="attention kernels", title_justify="left", show_lines=False)
         for col in ("node", "kernel", "layers", "why"):

@@ -49,6 +49,7 @@ from archlab.compiler.nn.positions import LearnedPosition, SinCos2dPosition, Sin
 from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenTrace
 from archlab.compiler.nn.rotary import RotaryEmbedding
 from archlab.compiler.nn.stack import Stack
+from archlab.compiler.paths import performance_paths
 from archlab.compiler.pruning import dense_flops, pruning_stages
 from archlab.compiler.summary import Summary, build_rows, shape_list
 from archlab.errors import UserInputError
@@ -149,6 +150,7 @@ class CompiledModel(nn.Module):
             device=str(first.device) if first is not None else "cpu",
             kernels=_kernel_table(self),
             pruning=[stage.to_dict() for stage in stages],
+            paths=[path.to_dict() for path in performance_paths(self)],
             dense_flops=dense_flops(self.spec) if stages else None,
         )
 

@@ -34,7 +34,8 @@ class Summary:
     ``nodes`` lists every node of the expanded graph in execution order. ``kernels`` lists the
     attention kernel choices of the whole model with the reason for each. For a pruned spec,
     ``pruning`` lists its stages with their token counts and ``dense_flops`` the FLOPs without
-    them (``flops_saved`` the fraction saved).
+    them (``flops_saved`` the fraction saved). ``paths`` lists the performance paths the built
+    model takes (weights' dtype, fused projections, mask-free kernels, ...) and why.
     """
 
     name: str | None
@@ -48,6 +49,7 @@ class Summary:
     device: str = "cpu"
     kernels: list[dict[str, str]] = field(default_factory=list)
     pruning: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[dict[str, Any]] = field(default_factory=list)  # compiler/paths.py
     dense_flops: int | None = None  # FLOPs of the spec without its pruning stages
 
     @property
