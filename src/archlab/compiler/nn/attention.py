@@ -12,6 +12,7 @@ may see no key outputs zeros:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -263,8 +264,31 @@ class Attention(HeadProjections):
         q, k, v = self.project(x, memory)  # (B, H, T, E), (B, K, S, E), (B, K, S, E)
         if self.rotary is not None:
             q, k = self.rotary(q, k)
-        T, S = q.shape[2], k.shape[2]
+        y = self.core(q, k, v, key_padding, bias, policy=policy, size=size)
+        out = self.merge(y)  # (B, H, T, E) -> (B, T, D)
+        if need is None:
+            return out, None
+        if need == "keys":
+            return out, k.mean(dim=1)  # (B, S, E)
+        return out, self._cls_attention(q, k, key_padding, bias, size)
 
+    def core(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_padding: Tensor | None = None,
+        bias: Tensor | None = None,
+        *,
+        policy: Tensor | None = None,
+        size: Tensor | None = None,
+    ) -> Tensor:
+        """The attention itself on projected heads, through the kernel chosen at construction.
+
+        Shape: q `(B, H, T, E)`, k and v `(B, K, S, E)`, key_padding `(B, S)`, bias `(H, T, S)`
+        -> `(B, H, T, E)`. (`attend` projects, calls this, and merges the heads.)
+        """
+        T, S = q.shape[2], k.shape[2]
         name = self.kernel.name
         if policy is not None:
             allowed = dense_mask(self.mask, T, S, key_padding, q.device)
@@ -286,16 +310,13 @@ class Attention(HeadProjections):
         elif name == "sdpa" and key_padding is None and size is None:
             y = self._sdpa(q, k, v, None, is_causal=self.mask.kind == "causal")
         else:
-            allowed = dense_mask(self.mask, T, S, key_padding, q.device)  # (B|1, 1, T|1, S)
+            allowed = self._allowed(T, S, key_padding, q.device)  # (B|1, 1, T|1, S)
             table = self._bias(T, S, bias, size, q.dtype)  # (H|B, ..., T|1, S)
             attend = self._reference if name == "reference" else self._sdpa_dense
-            y = attend(q, k, v, allowed, table)
-        out = self.merge(y)  # (B, H, T, E) -> (B, T, D)
-        if need is None:
-            return out, None
-        if need == "keys":
-            return out, k.mean(dim=1)  # (B, S, E)
-        return out, self._cls_attention(q, k, key_padding, bias, size)
+            # every pattern lets a query see its own position: without padding, in
+            # self-attention, no row is empty and the unblocking pass can be skipped
+            y = attend(q, k, v, allowed, table, may_be_empty=key_padding is not None or T != S)
+        return y
 
     def _bias(
         self, T: int, S: int, bias: Tensor | None, size: Tensor | None, dtype: torch.dtype
@@ -329,8 +350,25 @@ class Attention(HeadProjections):
             scores = scores.masked_fill(~allowed[..., :1, :], float("-inf"))
         return scores.softmax(dim=-1).mean(dim=1)[:, 0]  # (B, S)
 
+    def _allowed(
+        self, T: int, S: int, key_padding: Tensor | None, device: torch.device
+    ) -> Tensor | None:
+        """`dense_mask` for this layer; the structural part alone comes from a small cache shared
+        by every layer (pattern, T, S, device) in eager mode, and is rebuilt inside the graph
+        under torch.compile."""
+        if key_padding is not None or self.mask.kind == "none" or torch.compiler.is_compiling():
+            return dense_mask(self.mask, T, S, key_padding, device)
+        return _structural_mask(self.mask, T, S, device)
+
     def _reference(
-        self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, bias: Tensor | None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        allowed: Tensor | None,
+        bias: Tensor | None,
+        *,
+        may_be_empty: bool = True,
     ) -> Tensor:
         k, v = self.repeat_kv(k, v)  # (B, H, S, E)
         scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
@@ -338,6 +376,8 @@ class Attention(HeadProjections):
             scores = scores + bias
         if allowed is None:
             weights = scores.softmax(dim=-1)
+        elif not may_be_empty:
+            weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
         else:
             allowed, sees = _unblock_empty_rows(allowed)
             weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
@@ -363,10 +403,20 @@ class Attention(HeadProjections):
         )
 
     def _sdpa_dense(
-        self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, bias: Tensor | None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        allowed: Tensor | None,
+        bias: Tensor | None,
+        *,
+        may_be_empty: bool = True,
     ) -> Tensor:
         if allowed is None:
             return self._sdpa(q, k, v, bias, is_causal=False)
+        if not may_be_empty:
+            mask = allowed if bias is None else bias.masked_fill(~allowed, float("-inf"))
+            return self._sdpa(q, k, v, mask, is_causal=False)
         allowed, sees = _unblock_empty_rows(allowed)
         mask = allowed if bias is None else bias.masked_fill(~allowed, float("-inf"))
         return self._sdpa(q, k, v, mask, is_causal=False).masked_fill(~sees, 0.0)
@@ -416,6 +466,14 @@ class Attention(HeadProjections):
             f"heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}, "
             f"mask={self.mask.kind}, kernel={self.kernel.name}"
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _structural_mask(pattern: MaskPattern, T: int, S: int, device: torch.device) -> Tensor | None:
+    """The pattern's (1, 1, T, S) bool mask, shared by all layers with the same pattern: a
+    sliding window at T = 8192 is 64 MiB, built once instead of per layer and per call."""
+    with torch.inference_mode(False):  # a normal tensor: training may save it for backward
+        return dense_mask(pattern, T, S, None, device)
 
 
 def _unblock_empty_rows(allowed: Tensor) -> tuple[Tensor, Tensor]:
