@@ -54,6 +54,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     arch schema              print the JSON Schema of the spec language
     arch train SPEC          train with cross-validation and mixup, recorded in the registry
     arch eval RUN            evaluate a trained run's checkpoint, recorded as an eval run
+    arch bench SPEC          latency, throughput, peak memory per batch size, recorded
     arch prune show RUN      draw which patches each token pruning stage kept
     arch runs ...            query the experiment registry
     """
@@ -62,11 +63,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from archlab.cli import prune_commands, runs_commands, spec_commands, train_commands
+    from archlab.cli import (
+        bench_commands,
+        prune_commands,
+        runs_commands,
+        spec_commands,
+        train_commands,
+    )
 
     for command in [
         *spec_commands.COMMANDS,
         *train_commands.COMMANDS,
+        *bench_commands.COMMANDS,
         *runs_commands.COMMANDS,
         *prune_commands.COMMANDS,
     ]:
