@@ -1,4 +1,5 @@
-"""Loading and checking a spec never imports torch (``arch validate`` stays fast and light)."""
+"""Loading, checking and shrinking a spec never imports torch (``arch validate`` stays fast and
+light; ``small_version`` serves torch-free tooling too)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ from pathlib import Path
 ROOT = Path(__file__).parents[2]
 
 SCRIPT = """
+import json
 import sys
 import archlab
 import archlab.specs
 from archlab.compiler import cost
 from archlab.compiler.graph import analyze
+from archlab.specs.shrink import small_version
 
 for path in sys.argv[1:]:
     spec = archlab.load_spec(path)
     graph = analyze(spec)
     sum(cost.node_cost(graph, n).params for n in graph.expanded)
     archlab.spec_hash(spec)
+    with open(path) as f:
+        analyze(archlab.load_spec(small_version(json.load(f))))
 archlab.specs.json_schema()
 try:
     archlab.load_spec({"version": 1})
