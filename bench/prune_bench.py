@@ -275,6 +275,14 @@ def loadavg() -> str:
         return "n/a"
 
 
+def load_before() -> float | None:
+    """The 1-minute load average now, before this run adds its own threads (None if unknown)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def busy_warning(threads: int, load: float | None) -> str | None:
     """A warning when other processes leave fewer free cores than the threads this run uses.
 
@@ -374,10 +382,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        before: float | None = os.getloadavg()[0]  # what other processes were doing
-    except OSError:
-        before = None
+    before = load_before()  # what other processes were doing
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available")
