@@ -20,9 +20,10 @@ Workloads (``--only`` picks some; each is an archlab spec and a peer of the same
 
 The ``nn.TransformerEncoder`` peers are built with ``batch_first=True``, ``enable_nested_tensor``
 and GELU, so in eval under ``torch.inference_mode`` they take PyTorch's fast path
-(``torch._transformer_encoder_layer_fwd``). The timm rows need timm (and a torchvision that
-matches torch), the HF rows transformers (``pip install -e .[bench]``); a row whose peer does not
-import is skipped with a note.
+(``torch._transformer_encoder_layer_fwd``). The timm rows need timm and a torchvision built for
+the installed torch (install them yourself: pip would otherwise swap a CPU torch for a CUDA one),
+the HF rows transformers (``pip install -e .[bench]``); a row whose peer does not import is
+skipped with a note.
 
 Weights: each peer gets the archlab model's (seeded, random) weights copied in, and the two are
 run once in float32, eval, on a small input of the same kind; the ``outputs`` column says
@@ -774,6 +775,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+TIMM_HINT = "pip install timm, with a torchvision built for this torch"
+
+
 def main(argv: list[str] | None = None) -> None:
     before = load_before()  # what other processes were doing
     args = parse_args(argv)
@@ -799,7 +803,8 @@ def main(argv: list[str] | None = None) -> None:
     for key in args.only:
         w = WORKLOADS[key]
         if w.needs is not None and versions[w.needs][0] is None:
-            skipped.append(f"{w.label}: skipped, {versions[w.needs][1]} (pip install -e .[bench])")
+            how = "pip install -e .[bench]" if w.needs == "transformers" else TIMM_HINT
+            skipped.append(f"{w.label}: skipped, {versions[w.needs][1]} ({how})")
             print(f"# {skipped[-1]}", flush=True)
             continue
         rows += run_workload(w, args)
