@@ -272,7 +272,9 @@ def _fit_fold(
             progress.epoch(epoch, metrics)
 
     main = distributed is None or distributed.main
-    teacher = _load_teacher(registry, teacher_run, trainer_device(config)) if teacher_run else None
+    teacher = (
+        _load_teacher(registry, teacher_run, resolve_device(config.device)) if teacher_run else None
+    )
     trainer = Trainer(
         spec,
         data,
@@ -304,10 +306,6 @@ def _fit_fold(
     if progress is not None:
         progress.end_fold(result.best_epoch, result.best)
     return result
-
-
-def trainer_device(config: TrainConfig) -> torch.device:
-    return resolve_device(config.device)
 
 
 # the settings a teacher's split depends on: they must match the student's

@@ -100,7 +100,9 @@ def _keep_rows(
     """Keep the CLS tokens and patch tokens `keep` (positions among the patches), then `extra`.
 
     `extra` `(B, 1, D)` is appended as a patch token (EViT's fused token); the dropped tokens'
-    `source` then points to it. Shape: x `(B, T, D)`, keep `(B, k)` -> `(B, n_cls + k [+1], D)`.
+    `source` then points to it. Rows are really removed only where no training policy exists
+    (DynamicViT in inference; EViT refuses a policy), so the state's policy is not gathered.
+    Shape: x `(B, T, D)`, keep `(B, k)` -> `(B, n_cls + k [+1], D)`.
     """
     B, T = x.shape[:2]
     k = keep.shape[1]
@@ -111,9 +113,6 @@ def _keep_rows(
     new_mask = None if mask is None else gather_tokens(mask, rows)
     if new_mask is not None and extra is not None:
         new_mask = torch.cat([new_mask, new_mask.new_ones(B, 1)], dim=1)
-    policy = None if state.policy is None else gather_tokens(state.policy, rows)
-    if policy is not None and extra is not None:
-        policy = torch.cat([policy, policy.new_ones(B, 1)], dim=1)
     size = None if state.size is None else gather_tokens(state.size, rows)
     if state.size is not None and size is not None and extra is not None:
         dropped = state.size.sum(1, keepdim=True) - size.sum(1, keepdim=True)
@@ -127,7 +126,7 @@ def _keep_rows(
         source = _remap(source, slot_of)
         if extra is not None:
             index = torch.cat([index, index.new_full((B, 1), -1)], dim=1)
-    state = state._replace(policy=policy, size=size, index=index, source=source)
+    state = state._replace(size=size, index=index, source=source)
     return out, new_mask, state
 
 
