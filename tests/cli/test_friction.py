@@ -1,0 +1,116 @@
+"""Everyday use of the command line: tables that fit the terminal, text that cannot drive it,
+flags described, machine-readable output spelled ``--json`` everywhere, arguments that are not
+UTF-8."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from archlab import load_spec
+from archlab.cli import cli
+from archlab.registry import Registry
+
+ROOT = Path(__file__).parents[2]
+VIT = ROOT / "specs/vit-tiny-digits.json"
+GPT = ROOT / "specs/gpt-tiny.json"
+
+# every task's metrics, as training logs them, plus the bookkeeping ones
+CLASSIFY = {"train_loss": 0.61, "val_loss": 0.52, "val_acc": 0.834, "lr": 3e-4, "epoch_s": 2.5}
+SEQ2SEQ = {"train_loss": 0.9, "val_loss": 0.81, "val_token_acc": 0.7712, "lr": 1e-3}
+LM = {"train_loss": 2.1, "val_loss": 2.02, "val_ppl": 7.538, "lr": 1e-3}
+EVIL = "\x1b]0;owned\x07\x1b[31mred"
+
+
+def runs(*args: str, columns: int = 200) -> click.testing.Result:
+    return CliRunner().invoke(cli, ["runs", *args], env={"COLUMNS": str(columns)})
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Three classify runs with many metrics, a seq2seq and an LM run with fewer, one tagged with
+    an escape sequence."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('friction') / 'r.db'}"
+    vit, gpt = load_spec(VIT), load_spec(GPT)
+    with Registry(url) as reg:
+        for i in range(3):
+            extra = {f"grad_norm_{j}": 1.0 + j for j in range(4)}
+            with reg.start_run(vit, {"lr": 3e-4, "seed": i}, tags={"note": EVIL}) as run:
+                run.log_metrics({**CLASSIFY, **extra}, step=0)
+        with reg.start_run(gpt, {"lr": 1e-3, "task": "seq2seq"}) as run:
+            run.log_metrics(SEQ2SEQ, step=0)
+        with reg.start_run(gpt, {"lr": 1e-3, "task": "lm"}) as run:
+            run.log_metrics(LM, step=0)
+    yield url
+
+
+def _data_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("│")]
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_list_fits_the_terminal_and_shows_every_tasks_main_metric(url: str, width: int) -> None:
+    result = runs("list", "--registry", url, columns=width)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= width for line in lines)
+    header = next(line for line in lines if line.startswith("┃"))
+    for column in ("id", "spec", "status", "val_acc", "val_token_acc", "val_ppl"):
+        assert f" {column} " in header, (column, header)
+    rows = _data_lines(result.stdout)
+    assert len(rows) == 5
+    cells = [c.strip() for row in rows for c in row.strip("│").split("│")]
+    assert sum("…" in c for c in cells) == 0, result.stdout
+    for value in ("0.834", "0.7712", "7.538", "vit-tiny-digits", "gpt-tiny", "completed"):
+        assert value in result.stdout
+    if width == 200:
+        assert " kind " in header and " mixup " in header and " grad_norm_3 " in header
+    else:
+        assert "not shown at 80 columns" in result.stdout  # and names what it left out
+        assert "--columns" in result.stdout
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_compare_keeps_its_field_names(url: str, width: int) -> None:
+    ids = [r["id"] for r in json.loads(runs("list", "--registry", url, "--json").stdout)]
+    result = runs("compare", "--registry", url, *ids, "--all", columns=width)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert all(len(line) <= width for line in out.splitlines())
+    tables = out.count("┃ field ")
+    assert tables >= 1 and (tables == 1) == (width == 200)
+    for field in ("status", "spec", "config.lr", "metrics.val_token_acc", "metrics.val_ppl"):
+        assert out.count(f"│ {field} ") == tables, field
+    assert all(run_id in out for run_id in ids)
+    assert "…" not in out
+    for value in ("0.834", "0.7712", "7.538", "completed"):
+        assert value in out
+
+
+def test_user_text_reaches_the_terminal_escaped(url: str) -> None:
+    ids = [r["id"] for r in json.loads(runs("list", "--registry", url, "--json").stdout)]
+    with Registry(url) as reg:
+        doc = json.loads(VIT.read_text())
+        doc["nodes"]["encoder"]["depth"] = 3  # an architecture of its own, so its name is shown
+        named = load_spec(doc).model_copy(update={"name": "\x1b[2Jwiped"})
+        with reg.start_run(named, {"lr": 1.0}, tags={"k\x1b[1m": "v"}) as run:
+            run.log_metrics({"val_acc": 0.5}, step=0)
+    outputs = [
+        runs("list", "--registry", url).stdout,
+        runs("list", "--registry", url, "--group").stdout,
+        runs("show", "--registry", url, ids[-1]).stdout,
+        runs("show", "--registry", url, run.id).stdout,
+        runs("compare", "--registry", url, ids[-1], run.id, "--all").stdout,
+        runs("best", "--registry", url, "--metric", "val_acc", "--group-by", "spec").stdout,
+    ]
+    for out in outputs:
+        assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2Jwiped" in outputs[0] and "\\x1b[2Jwiped" in outputs[3]
+    assert "\\x1b]0;owned\\x07" in outputs[2].replace("\n", "")
+    assert "tags.k\\x1b[1m" in outputs[3]
+    assert "\\x1b[2Jwiped" in outputs[5]
