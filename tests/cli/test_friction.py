@@ -114,3 +114,75 @@ def test_user_text_reaches_the_terminal_escaped(url: str) -> None:
     assert "\\x1b]0;owned\\x07" in outputs[2].replace("\n", "")
     assert "tags.k\\x1b[1m" in outputs[3]
     assert "\\x1b[2Jwiped" in outputs[5]
+
+
+# ------------------------------------------------------------------ train, eval, bench: --json
+
+
+@pytest.mark.slow  # two folds and an eval: about 15 s on two shared cores
+def test_train_json_threads_and_the_config_flags(tmp_path: Path) -> None:
+    """train --json prints one object a script reads (no "CV group ..." text to parse); --threads
+    is applied and recorded; --min-lr and --workers override the --config file."""
+    import torch
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"min_lr": 1e-4, "workers": 2, "batch_size": 128, "lr": 2e-3}))
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(
+            cli,
+            ["train", str(VIT), "--registry", url, "--config", str(cfg), "--epochs", "1",
+             "--folds", "2", "--min-lr", "1e-6", "--workers", "0", "--threads", "1", "--json"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    doc = json.loads(result.stdout)  # nothing but the JSON object on stdout
+    assert doc["spec"]["name"] == "vit-tiny-digits" and len(doc["spec"]["hash"]) == 64
+    assert doc["threads"] == 1 and doc["task"] == "classify"
+    assert len(doc["runs"]) == 2 and all(r["best_epoch"] == 1 for r in doc["runs"])
+    assert all(0 <= r["best"]["val_acc"] <= 1 for r in doc["runs"])
+    group = doc["group"]
+    assert group["k"] == 2 and group["runs"] == [r["id"] for r in doc["runs"]]
+    assert group["aggregates"]["val_acc"]["n"] == 2
+    with Registry(url) as reg:
+        runs = reg.runs()
+        assert {r.id for r in runs} == set(group["runs"])
+        assert {r.cv.group for r in runs if r.cv} == {group["id"]}
+        for run in runs:
+            assert run.config["min_lr"] == 1e-6 and run.config["workers"] == 0
+            assert run.config["threads"] == 1
+        trained = runs[0].id
+
+    result = CliRunner().invoke(
+        cli, ["eval", trained, "--registry", url, "--json", "--threads", "1", "--device", "cpu"]
+    )
+    torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["evaluates"] == trained and 0 <= doc["metrics"]["eval_acc"] <= 1
+    with Registry(url) as reg:
+        record = reg.get(doc["run"])
+        assert record.config["threads"] == 1 and record.config["device"] == "cpu"
+
+
+def test_bench_threads_are_applied_and_recorded(tmp_path: Path) -> None:
+    import torch
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(
+            cli,
+            ["bench", str(VIT), "--registry", url, "--threads", "1", "--json", "--iters", "1",
+             "--warmup", "0", "--device", "cpu"],
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["threads"] == 1
+    with Registry(url) as reg:
+        assert reg.get(doc["run"]).config["threads"] == 1

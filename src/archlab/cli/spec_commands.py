@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from archlab.cli.options import device_option
 from archlab.specs import SpecError, json_schema, load_spec, spec_hash
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def graph(spec: Path, output: Path | None, fmt: str | None) -> None:
 
 @click.command(name="compile")
 @spec_argument
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@device_option("cpu", "cpu, cuda, cuda:N or auto (CUDA when there is one).")
 @click.option(
     "--dtype",
     default="float32",

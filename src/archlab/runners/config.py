@@ -147,7 +147,8 @@ class TrainConfig(BaseModel):
     patience: Annotated[int, Field(ge=1)] = 10
 
     # ---- runtime
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")] = "auto"
+    """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
     compile: bool = False
     """Train through ``torch.compile``."""
     amp: Literal["auto", "bf16", "off"] = "auto"
