@@ -186,3 +186,171 @@ def test_bench_threads_are_applied_and_recorded(tmp_path: Path) -> None:
     assert doc["threads"] == 1
     with Registry(url) as reg:
         assert reg.get(doc["run"]).config["threads"] == 1
+
+
+# --------------------------------------------------------------------------- help and options
+
+
+def _commands(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
+
+
+def _options(path: tuple[str, ...]) -> dict[str, click.Option]:
+    return {opt: p for p in _command(path).params if isinstance(p, click.Option) for opt in p.opts}
+
+
+ALL_COMMANDS = list(_commands(cli))
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda p: " ".join(p) or "arch")
+def test_every_option_is_described(path: tuple[str, ...]) -> None:
+    for name, option in _options(path).items():
+        assert (option.help or "").strip(), f"arch {' '.join(path)} {name} has no help"
+
+
+def test_train_shows_every_default_and_the_warm_up() -> None:
+    from archlab.runners.config import TrainConfig
+
+    command = _command(("train",))
+    ctx = click.Context(command, info_name="train")
+    checked = 0
+    for option in command.params:
+        if not isinstance(option, click.Option):
+            continue
+        if option.name in TrainConfig.model_fields or option.name in ("compile_model", "threads"):
+            record = option.get_help_record(ctx)
+            assert record is not None and "default:" in record[1], option.opts
+            checked += 1
+    from archlab.cli.train_commands import _FLAGS
+
+    assert checked == len(_FLAGS) + 3  # and --fold-seeds, --compile, --threads
+    out = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).stdout
+    for flag in ("--min-lr", "--workers", "--threads", "--json"):
+        assert flag in out
+    assert "[default: 1e-05]" in out and "[default: 30]" in out
+    assert "warm" in out and "spends most of its steps warming up" in " ".join(out.split())
+
+
+MACHINE_READABLE = [("train",), ("eval",), ("validate",), ("compile",), ("bench",)]
+
+
+def test_json_is_spelled_the_same_everywhere() -> None:
+    for path in ALL_COMMANDS:
+        options = _options(path)
+        fmt = options.get("--format")
+        if fmt is not None and isinstance(fmt.type, click.Choice) and "json" in fmt.type.choices:
+            assert "--json" in options, f"arch {' '.join(path)} has --format json but no --json"
+    for path in MACHINE_READABLE:
+        assert "--json" in _options(path), path
+
+
+def test_json_and_format_agree(url: str) -> None:
+    assert json.loads(runs("list", "--registry", url, "--json").stdout) == json.loads(
+        runs("list", "--registry", url, "--format", "json").stdout
+    )
+    clash = runs("list", "--registry", url, "--json", "--format", "csv")
+    assert clash.exit_code == 2 and "--json and --format csv" in clash.stderr
+
+
+def test_validate_json(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1}')
+    result = CliRunner().invoke(cli, ["validate", "--json", str(VIT), str(bad)])
+    assert result.exit_code == 2
+    good, wrong = json.loads(result.stdout)
+    assert good["valid"] and len(good["spec_hash"]) == 64 and good["errors"] == []
+    assert (
+        not wrong["valid"]
+        and {"path": "nodes", "message": "'nodes' is required"} in wrong["errors"]
+    )
+
+
+@pytest.mark.parametrize("path", [("train",), ("eval",), ("bench",), ("compile",)])
+def test_device_takes_cuda_n_everywhere(path: tuple[str, ...]) -> None:
+    from archlab.cli.options import DEVICE
+
+    option = _options(path)["--device"]
+    assert option.type is DEVICE
+    assert option.type.convert("cuda:1", option, None) == "cuda:1"
+    with pytest.raises(click.BadParameter, match="unknown device 'gpu1'"):
+        option.type.convert("gpu1", option, None)
+
+
+def test_cuda_n_reaches_the_trainer() -> None:
+    import torch
+
+    from archlab.runners.config import TrainConfig
+    from archlab.runners.loop import resolve_device
+
+    assert TrainConfig(device="cuda:1").device == "cuda:1"
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="no CUDA device"):
+            resolve_device("cuda:1")
+    else:
+        count = torch.cuda.device_count()
+        assert resolve_device("cuda:0") == torch.device("cuda:0")
+        with pytest.raises(Exception, match=f"{count} CUDA device"):
+            resolve_device(f"cuda:{count}")
+
+
+def test_registry_and_debug_before_or_after_the_subcommand(url: str, tmp_path: Path) -> None:
+    before = CliRunner().invoke(cli, ["--registry", url, "runs", "list", "--json"])
+    after = CliRunner().invoke(cli, ["runs", "list", "--json", "--registry", url])
+    assert before.exit_code == after.exit_code == 0
+    assert len(json.loads(before.stdout)) == len(json.loads(after.stdout)) >= 5
+    # the subcommand's own --registry wins
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    both = CliRunner().invoke(
+        cli, ["--registry", url, "runs", "list", "--json", "--registry", empty]
+    )
+    assert json.loads(both.stdout) == []
+    for args in (["--debug", "compile", str(VIT), "--dtype", "float8"],
+                 ["compile", str(VIT), "--dtype", "float8", "--debug"]):  # fmt: skip
+        result = CliRunner().invoke(cli, args)
+        assert type(result.exception).__name__ == "CompileError", args
+
+
+def test_plot_draws_every_metric_asked_for(url: str, tmp_path: Path) -> None:
+    [run] = [r for r in json.loads(runs("list", "--registry", url, "--json").stdout)][-1:]
+    out = tmp_path / "curves.png"
+    result = runs(
+        "plot", "--registry", url, run["id"], "--metric", "val_acc", "--metric", "val_loss",
+        "-o", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("val_acc", "val_loss"):
+        path = tmp_path / f"curves-{name}.png"
+        assert path.read_bytes().startswith(b"\x89PNG") and f"{name} of run" in result.stdout
+
+
+# ----------------------------------------------------------------------------- invalid UTF-8
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["validate", "spec-\udcff.json"], "spec-\\xff.json"),
+        (["compile", "\udce9t\udce9.json"], "\\xe9t\\xe9.json"),
+        (["runs", "tag", "abc", "note=caf\udce9", "--registry", "REG"], "note=caf\\xe9"),
+        (["runs", "list", "--where", "tags.x == '\udcff'", "--registry", "REG"], "\\xff"),
+        (["train", "--tag", "k=\udcff"], "k=\\xff"),
+    ],
+)
+def test_arguments_that_are_not_utf8_exit_2(args: list[str], shown: str, tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape)."""
+    registry = f"sqlite:///{tmp_path / 'r.db'}"
+    result = CliRunner().invoke(cli, [registry if a == "REG" else a for a in args])
+    assert result.exit_code == 2, result.output
+    assert "is not valid UTF-8" in result.stderr and shown in result.stderr, result.stderr
+    assert "Traceback" not in result.output and "UnicodeEncodeError" not in result.output

@@ -407,8 +407,12 @@ def test_best(reg: Fixture) -> None:
     assert filtered["id"] == reg.vit_a
     rows = as_csv(ok("best", "--registry", reg.url, "--metric", "val_loss", "--format", "csv"))
     assert [r["id"] for r in rows] == [reg.folds[2]]
-    out = ok("best", "--registry", reg.url, "--metric", "bleu")
-    assert "has metric 'bleu'" in out and "acc" in out
+    err = fails("best", "--registry", reg.url, "--metric", "bleu", message="metric 'bleu'")
+    assert "acc, loss, val_loss" in err  # the metrics that are recorded
+    fails("best", "--registry", reg.url, "--metric", "val_los", message="did you mean 'val_loss'")
+    # a metric some run records, but none of those matching: not an error
+    out = ok("best", "--registry", reg.url, "--metric", "loss", "--where", "cv.k == 3")
+    assert "has metric 'loss'" in out
 
 
 # --------------------------------------------------------------------------------------- export

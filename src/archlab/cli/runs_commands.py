@@ -1046,6 +1046,8 @@ def best(
     with _open(registry_url) as registry:
         found = registry.best(metric, group_by=group_by, where=where)
         known = _metric_names(registry.runs(where=where, limit=500)) if not found else []
+        if not found:
+            _known_metric(metric, _metric_names(registry.runs(limit=2000)))
     if fmt == "json":
         click.echo(_dumps([_run_dict(r) for r in found]))
         return
@@ -1086,6 +1088,20 @@ def best(
             _when(run.started),
         )
     console.print(table)
+
+
+def _known_metric(metric: str, recorded: list[str]) -> None:
+    """Exit 2 when no run in the registry records ``metric``, naming those that are recorded."""
+    if metric in recorded:
+        return
+    import difflib
+
+    from archlab.errors import UserInputError
+
+    close = difflib.get_close_matches(metric, recorded, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    names = ", ".join(sorted(recorded)) or "none yet"
+    raise UserInputError(f"no run records a metric {metric!r}; {hint}the metrics recorded: {names}")
 
 
 @runs.command()
@@ -1142,10 +1158,11 @@ def _write_atomic(path: Path, text: str) -> None:
 @click.argument("ident", metavar="ID")
 @click.option(
     "--metric",
-    default="val_acc",
-    show_default=True,
+    "metrics",
+    multiple=True,
     metavar="NAME",
-    help="The metric to plot.",
+    help="The metric to plot [default: val_acc]. Repeat it for several: one image each, named "
+    "FILE-NAME.png after -o FILE.png.",
 )
 @click.option(
     "-o",
@@ -1154,7 +1171,7 @@ def _write_atomic(path: Path, text: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The image to write: .png, .svg or .pdf (by the suffix).",
 )
-def plot(registry_url: str | None, ident: str, metric: str, output: Path) -> None:
+def plot(registry_url: str | None, ident: str, metrics: tuple[str, ...], output: Path) -> None:
     """Plot METRIC of run or CV group ID over its steps.
 
     For a CV group (or a run that is one of its folds): one thin line per fold, the mean over
@@ -1171,8 +1188,21 @@ def plot(registry_url: str | None, ident: str, metric: str, output: Path) -> Non
         raise click.BadParameter(
             f"the folder {output.parent} does not exist", param_hint="'-o' / '--output'"
         )
+    names = list(dict.fromkeys(metrics)) or ["val_acc"]
     with _open(registry_url) as registry:
-        drawn = plots.plot(registry, ident, metric, output)
+        for name in names:
+            path = output if len(names) == 1 else _metric_path(output, name)
+            drawn = plots.plot(registry, ident, name, path)
+            _report_plot(drawn, name, path)
+
+
+def _metric_path(output: Path, metric: str) -> Path:
+    """``runs.png`` -> ``runs-val_loss.png``: one image per metric (unsafe characters as _)."""
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", metric)
+    return output.with_name(f"{output.stem}-{safe}{output.suffix}")
+
+
+def _report_plot(drawn: Any, metric: str, output: Path) -> None:
     if drawn.group_id is None:
         [curve] = drawn.curves
         click.echo(
