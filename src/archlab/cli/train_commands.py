@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from archlab.cli.options import DEVICE, device_option, threads_option
-from archlab.cli.runs_commands import registry_option
+from archlab.cli.runs_commands import _dumps, registry_option
 
 # (flag, config field, click options); flags left out keep the config file's (or default) value.
 # Each flag shows the configuration's default, or the "default" text given here.
@@ -332,12 +332,6 @@ def _spec_hash(spec: Any) -> str:
     from archlab.specs import spec_hash
 
     return spec_hash(spec)
-
-
-def _dumps(doc: Any) -> str:
-    from archlab.cli.runs_commands import _dumps
-
-    return _dumps(doc)
 
 
 @click.command("eval")
