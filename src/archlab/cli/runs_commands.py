@@ -361,6 +361,7 @@ def _table(*columns: str, title: str | None = None) -> Table:
             name.removeprefix("metrics."),
             justify="right" if right else "left",
             no_wrap=name in ("id", "started", "cv"),
+            overflow="fold" if name == "spec" else "ellipsis",  # a long name folds, never cut
         )
     return table
 
