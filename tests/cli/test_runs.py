@@ -228,13 +228,13 @@ def test_list_where_sort_limit(reg: Fixture) -> None:
     assert "--limit 0" not in ok("list", "--registry", reg.url)
 
 
-def test_list_caps_metric_columns(reg: Fixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    from archlab.cli import runs_commands
-
-    monkeypatch.setattr(runs_commands, "METRIC_COLUMNS", 1)
-    out = ok("list", "--registry", reg.url)
-    assert "acc" in out and "val_loss" not in out
-    assert "2 more metric(s) not shown" in out
+def test_list_names_the_columns_left_out(reg: Fixture) -> None:
+    out = CliRunner().invoke(cli, ["runs", "list", "--registry", reg.url], env={"COLUMNS": "60"})
+    assert out.exit_code == 0 and "acc" in out.stdout
+    assert "not shown at 60 columns" in out.stdout and "started" in out.stdout.split("not shown")[1]
+    out = ok("list", "--registry", reg.url, "--columns", "id,metrics.loss,acc")
+    assert out.splitlines()[1].split() == ["┃", "id", "┃", "loss", "┃", "acc", "┃"]
+    fails("list", "--registry", reg.url, "--columns", "id,val_accuracy", message="val_loss")
 
 
 def test_list_grouped(reg: Fixture) -> None:
@@ -407,8 +407,12 @@ def test_best(reg: Fixture) -> None:
     assert filtered["id"] == reg.vit_a
     rows = as_csv(ok("best", "--registry", reg.url, "--metric", "val_loss", "--format", "csv"))
     assert [r["id"] for r in rows] == [reg.folds[2]]
-    out = ok("best", "--registry", reg.url, "--metric", "bleu")
-    assert "has metric 'bleu'" in out and "acc" in out
+    err = fails("best", "--registry", reg.url, "--metric", "bleu", message="metric 'bleu'")
+    assert "acc, loss, val_loss" in err  # the metrics that are recorded
+    fails("best", "--registry", reg.url, "--metric", "val_los", message="did you mean 'val_loss'")
+    # a metric some run records, but none of those matching: not an error
+    out = ok("best", "--registry", reg.url, "--metric", "loss", "--where", "cv.k == 3")
+    assert "has metric 'loss'" in out
 
 
 # --------------------------------------------------------------------------------------- export

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from archlab.cli.options import device_option, threads_option
 from archlab.cli.runs_commands import registry_option
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ class _BatchesCommand(click.Command):
 
 @click.command("bench", cls=_BatchesCommand)
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="auto: CUDA when there is one.")  # fmt: skip
+@device_option("auto", "auto (CUDA when there is one), cpu, cuda or cuda:N.")
+@threads_option
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
               show_default=True, help="The weights' dtype (no autocast).")  # fmt: skip
 @click.option("--batch", "batches", type=int, multiple=True, metavar="N ...",
@@ -83,6 +84,7 @@ def bench(
     no_record: bool,
     registry_url: str | None,
     as_json: bool,
+    threads: int | None,
 ) -> None:
     """Measure SPEC's latency, throughput and peak memory at each batch size.
 
@@ -100,7 +102,9 @@ def bench(
     """
     from archlab.registry import Registry
     from archlab.runners.benchmark import benchmark, record_bench
+    from archlab.runners.threads import configure_threads
 
+    configure_threads(threads)
     report = benchmark(
         spec,
         device=device,

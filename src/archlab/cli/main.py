@@ -23,7 +23,18 @@ class UsageProblem(click.ClickException):
 
 
 class ArchGroup(click.Group):
-    """Turns library errors into messages and exit codes; ``--debug`` re-raises them."""
+    """Turns library errors into messages and exit codes; ``--debug`` re-raises them.
+
+    The root group also reads ``--debug`` wherever it stands (``arch runs list --debug``), and
+    refuses arguments that are not valid UTF-8 before any command sees them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            _check_utf8(args)
+            end = args.index("--") if "--" in args else len(args)
+            if "--debug" in args[:end]:
+                args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -40,11 +51,52 @@ class ArchGroup(click.Group):
             ctx.exit(1)
 
 
+def _check_utf8(args: list[str]) -> None:
+    """Arguments that are not valid UTF-8 (Python keeps their bytes as lone surrogates) cannot be
+    printed, stored or compared: refuse them with a message rather than a UnicodeEncodeError."""
+    for position, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            raise UsageProblem(
+                f"argument {position} ({shown}) is not valid UTF-8; archlab takes spec paths, "
+                "run ids, tags and every other argument as UTF-8 text (rename the file, or set a "
+                "UTF-8 locale such as LANG=C.UTF-8 where the text came from)"
+            ) from None
+
+
+def _registry_defaults(command: click.Command, url: str) -> dict[str, Any]:
+    """A default_map giving every command below ``command`` that takes ``--registry`` the URL
+    given before the subcommand (``arch --registry URL runs list``)."""
+    out: dict[str, Any] = {}
+    if any(p.name == "registry_url" for p in command.params):
+        out["registry_url"] = url
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            below = _registry_defaults(sub, url)
+            if below:
+                out[name] = below
+    return out
+
+
 @click.group(cls=ArchGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-paragraph errors.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show tracebacks instead of one-paragraph errors (before or after the subcommand).",
+)
+@click.option(
+    "--registry",
+    "registry_url",
+    metavar="URL",
+    default=None,
+    help="The registry of every command below, the same as giving the command --registry URL "
+    "(which wins when both are given).",
+)
 @click.version_option(package_name="archlab", prog_name="arch (archlab)")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
     """archlab: compile declarative transformer specs into PyTorch modules.
 
     \b
@@ -60,6 +112,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if registry_url is not None:
+        ctx.default_map = {**(ctx.default_map or {}), **_registry_defaults(cli, registry_url)}
 
 
 def _register() -> None:

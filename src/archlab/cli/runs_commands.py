@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
+from click.core import ParameterSource
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,7 +36,16 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-METRIC_COLUMNS = 6  # at most this many metric columns in a table; json and csv have them all
+METRIC_COLUMNS = 6  # at most this many metric columns in show's group table; json has them all
+# the columns of ``runs list`` (metric columns go between mixup and started)
+LIST_COLUMNS = ("id", "kind", "status", "spec", "cv", "mixup", "started", "duration")
+# headline metrics, shown before any other: accuracy-like, perplexity, loss; by split
+MAIN_METRICS = tuple(
+    f"{split}{name}"
+    for split in ("val_", "eval_", "test_", "")
+    for name in ("acc", "token_acc", "seq_acc", "ppl", "loss")
+)
+SPEC_WIDTH = 24  # the width a spec column is counted at when fitting columns (it wraps)
 STATUS_STYLE = {
     "completed": "green",
     "failed": "red",
@@ -80,14 +92,33 @@ def where_option(f: F) -> F:
 
 
 def format_option(choices: Sequence[str], default: str | None = None) -> Callable[[F], F]:
-    return click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(list(choices)),
-        default=default,
-        show_default=default is not None,
-        help="Output format.",
-    )
+    """``--format CHOICE`` and ``--json``, its short form (every command spells machine-readable
+    output ``--json``); the command receives ``fmt``."""
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, as_json: bool, **kwargs: Any) -> Any:
+            if as_json:
+                ctx = click.get_current_context()
+                given = ctx.get_parameter_source("fmt") is not ParameterSource.DEFAULT
+                if given and kwargs["fmt"] != "json":
+                    raise click.UsageError(f"--json and --format {kwargs['fmt']}: give one of them")
+                kwargs["fmt"] = "json"
+            return f(*args, **kwargs)
+
+        command = click.option(
+            "--json", "as_json", is_flag=True, help="Print JSON (the same as --format json)."
+        )(command)
+        return click.option(  # type: ignore[return-value]
+            "--format",
+            "fmt",
+            type=click.Choice(list(choices)),
+            default=default,
+            show_default=default is not None,
+            help="Output format.",
+        )(command)
+
+    return decorate
 
 
 class Duration(click.ParamType):
@@ -129,8 +160,10 @@ def _open(url: str | None, **kwargs: Any) -> Iterator[Registry]:
 def _console() -> Console:
     from rich.console import Console
 
-    # Piped output is not cut to 80 columns: tables keep their natural width up to 200.
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+    # A terminal's own width (or $COLUMNS); piped output is not cut to 80 columns: tables keep
+    # their natural width up to 200.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+    return Console(width=width, highlight=False)
 
 
 def _num(value: float | None) -> str:
@@ -217,12 +250,105 @@ def _capped(names: list[str]) -> tuple[list[str], int]:
     return names[:METRIC_COLUMNS], max(0, len(names) - METRIC_COLUMNS)
 
 
-def _listing_table(metric_names: list[str], title: str | None = None) -> Table:
-    """The table of ``runs list``, plain or grouped: one column per shown metric."""
-    columns = ("id", "kind", "status", "spec", "cv", "mixup")
-    return _table(
-        *columns, *(f"metrics.{n}" for n in metric_names), "started", "duration", title=title
+def _main_metrics(names: Iterable[str]) -> list[str]:
+    """The headline metrics among ``names``: each task's validation (else eval, test, bare)
+    accuracy-like metric, perplexity and loss, in MAIN_METRICS order."""
+    present = set(names)
+    return [n for n in MAIN_METRICS if n in present]
+
+
+def _fit(
+    cells: list[dict[str, str]], priority: list[str], width: int
+) -> tuple[list[str], list[str]]:
+    """The columns of ``priority`` (most wanted first) that fit ``width`` characters of table,
+    and those left out. A column takes its widest cell (the spec column at most SPEC_WIDTH, as
+    it wraps) plus its padding and border."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    used, shown, left = 1, list[str](), list[str]()
+    for name in priority:
+        texts = [Text.from_markup(row.get(name, "")).plain for row in cells]
+        need = max([cell_len(_header(name)), *(cell_len(t) for t in texts)])
+        if name == "spec":
+            need = min(need, SPEC_WIDTH)
+        if used + need + 3 <= width or not shown:
+            used += need + 3
+            shown.append(name)
+        else:
+            left.append(name)
+    return shown, left
+
+
+def _header(column: str) -> str:
+    return column.removeprefix("metrics.")
+
+
+def _pick_columns(
+    cells: list[dict[str, str]], metric_names: list[str], chosen: list[str] | None, width: int
+) -> tuple[list[str], list[str]]:
+    """The listing's columns in display order, and those left out for want of width.
+
+    ``chosen`` (``--columns``) is taken as given; otherwise id, spec, status and the main
+    metrics come first, then kind, the other metrics, cv, mixup, duration and started, as many
+    as the width holds."""
+    metrics = [f"metrics.{n}" for n in metric_names]
+    if chosen is not None:
+        return chosen, []
+    main = [f"metrics.{n}" for n in _main_metrics(metric_names)]
+    others = [m for m in metrics if m not in main]
+    priority = ["id", "spec", "status", *main, "kind", *others, "cv", "mixup"]
+    priority += ["duration", "started"]
+    shown, left = _fit(cells, priority, width)
+    order = [*LIST_COLUMNS[:6], *main, *others, *LIST_COLUMNS[6:]]
+    return [c for c in order if c in shown], left
+
+
+def _columns_option(value: str | None, metric_names: list[str]) -> list[str] | None:
+    """``--columns id,spec,val_acc``: the named columns, metric names with or without their
+    ``metrics.`` prefix; an unknown name exits 2 naming the known ones."""
+    if value is None:
+        return None
+    out: list[str] = []
+    for raw in value.split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if name in LIST_COLUMNS:
+            out.append(name)
+        elif name.removeprefix("metrics.") in metric_names:
+            out.append("metrics." + name.removeprefix("metrics."))
+        else:
+            known = ", ".join([*LIST_COLUMNS, *metric_names])
+            raise click.BadParameter(
+                f"no column {name!r}; the columns are {known}", param_hint="'--columns'"
+            )
+    if not out:
+        raise click.BadParameter("name at least one column", param_hint="'--columns'")
+    return out
+
+
+def _print_listing(
+    console: Console,
+    cells: list[dict[str, str]],
+    metric_names: list[str],
+    columns: str | None,
+    title: str | None = None,
+) -> None:
+    """The table of ``runs list``, plain or grouped: the columns that fit the console (or
+    ``--columns``), then a line naming those left out."""
+    shown, left = _pick_columns(
+        cells, metric_names, _columns_option(columns, metric_names), console.width
     )
+    table = _table(*shown, title=title)
+    for row in cells:
+        table.add_row(*(row.get(c, "-") for c in shown))
+    console.print(table)
+    if left:
+        console.print(
+            f"(not shown at {console.width} columns: {', '.join(_header(c) for c in left)}; "
+            "--columns picks them, --json has everything)"
+        )
 
 
 def _table(*columns: str, title: str | None = None) -> Table:
@@ -235,6 +361,7 @@ def _table(*columns: str, title: str | None = None) -> Table:
             name.removeprefix("metrics."),
             justify="right" if right else "left",
             no_wrap=name in ("id", "started", "cv"),
+            overflow="fold" if name == "spec" else "ellipsis",  # a long name folds, never cut
         )
     return table
 
@@ -377,6 +504,15 @@ def runs() -> None:
     help="One row per CV group with each metric's mean ± std over its completed folds, "
     "then the runs outside groups.",
 )
+@click.option(
+    "--columns",
+    metavar="A,B,...",
+    default=None,
+    help="The table's columns, in order: id, kind, status, spec, cv, mixup, started, duration "
+    "and metric names (e.g. --columns id,spec,val_acc,val_loss) "
+    "[default: as many as the terminal's width holds, id, spec, status and each task's main "
+    "metrics first].",
+)
 def list_command(
     registry_url: str | None,
     where: str | None,
@@ -384,17 +520,20 @@ def list_command(
     limit: int,
     fmt: str,
     grouped: bool,
+    columns: str | None,
 ) -> None:
     """List runs, newest first: id, kind, status, spec, CV fold, mixup, final metrics, times.
 
-    The cv column reads GROUP/FOLD, the mixup column ALPHA/CUTMIX_ALPHA. Tables show the most
-    common metrics; --format json or csv has them all.
+    The cv column reads GROUP/FOLD, the mixup column ALPHA/CUTMIX_ALPHA. The table shows the
+    columns the terminal's width holds (id, spec, status and the main metrics, such as val_acc,
+    val_token_acc or val_ppl, first) and names those left out; --columns chooses them, --json or
+    --format csv has everything.
     """
     if grouped:
         with _open(registry_url) as registry:
             matching = registry.runs(where=where, order_by=list(sort))
             entries = _group_entries(registry, matching)[: limit or None]
-        _print_grouped(entries, fmt)
+        _print_grouped(entries, fmt, columns)
         return
     with _open(registry_url) as registry:
         found = registry.runs(where=where, order_by=list(sort), limit=limit or None)
@@ -403,33 +542,35 @@ def list_command(
     elif fmt == "csv":
         click.echo(_csv_text([_csv_row(r) for r in found]), nl=False)
     else:
-        _print_runs(found, where)
+        _print_runs(found, where, columns)
         if limit and len(found) == limit:
             _console().print(f"(the first {limit}; --limit 0 lists all)")
 
 
-def _print_runs(found: list[Run], where: str | None, title: str | None = None) -> None:
+def _print_runs(
+    found: list[Run], where: str | None, columns: str | None, title: str | None = None
+) -> None:
     console = _console()
     if not found:
         console.print("no runs" + (f" match {where!r}" if where else " in this registry"))
         return
-    names, hidden = _capped(_metric_names(found))
-    table = _listing_table(names, title=title)
-    for run in found:
-        table.add_row(
-            run.id,
-            run.kind,
-            _status(run.status),
-            run.spec_name or run.spec_hash[:12],
-            _cv_cell(run),
-            _mixup_cell(run),
-            *(_num(run.metrics.get(n)) for n in names),
-            _when(run.started),
-            _duration(run),
-        )
-    console.print(table)
-    if hidden:
-        console.print(f"({hidden} more metric(s) not shown; --format json or csv has them all)")
+    names = _metric_names(found)
+    _print_listing(console, [_run_cells(r, names) for r in found], names, columns, title)
+
+
+def _run_cells(run: Run, metric_names: list[str]) -> dict[str, str]:
+    """One run's cells in ``runs list``, by column."""
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "status": _status(run.status),
+        "spec": _escape(run.spec_name or run.spec_hash[:12]),
+        "cv": _cv_cell(run),
+        "mixup": _mixup_cell(run),
+        **{f"metrics.{n}": _num(run.metrics.get(n)) for n in metric_names},
+        "started": _when(run.started),
+        "duration": _duration(run),
+    }
 
 
 def _group_entries(registry: Registry, found: list[Run]) -> list[Any]:
@@ -478,7 +619,7 @@ def _group_dict(group: CVGroup, folds: list[Run]) -> dict[str, Any]:
     }
 
 
-def _print_grouped(entries: list[Any], fmt: str) -> None:
+def _print_grouped(entries: list[Any], fmt: str, columns: str | None) -> None:
     if fmt == "json":
         click.echo(
             _dumps(
@@ -513,51 +654,39 @@ def _print_grouped(entries: list[Any], fmt: str) -> None:
         console.print("no runs")
         return
     runs_only = [e for e in entries if not isinstance(e, tuple)]
-    names, hidden = _capped(
-        _metric_names(runs_only, [e[0].aggregates for e in entries if isinstance(e, tuple)])
-    )
-    table = _listing_table(names)
+    names = _metric_names(runs_only, [e[0].aggregates for e in entries if isinstance(e, tuple)])
+    cells: list[dict[str, str]] = []
     for e in entries:
         if not isinstance(e, tuple):
-            table.add_row(
-                e.id,
-                e.kind,
-                _status(e.status),
-                e.spec_name or e.spec_hash[:12],
-                "-",
-                _mixup_cell(e),
-                *(_num(e.metrics.get(n)) for n in names),
-                _when(e.started),
-                _duration(e),
-            )
+            cells.append({**_run_cells(e, names), "cv": "-"})
             continue
         group, folds = e
         doc = _group_dict(group, folds)
         mixups = {_mixup_cell(r) for r in folds}
-        cells = []
+        values = {}
         for name in names:
             agg = group.aggregates.get(name)
             if agg is None:
-                cells.append("-")
+                values[f"metrics.{name}"] = "-"
             else:
                 note = f" (n={agg.n})" if agg.n != group.k * group.repeats else ""
-                cells.append(f"{_num(agg.mean)} ± {_num(agg.std)}{note}")
+                values[f"metrics.{name}"] = f"{_num(agg.mean)} ± {_num(agg.std)}{note}"
         end = doc["ended"] if doc["ended"] is not None else time.time()
-        table.add_row(
-            group.id,
-            ",".join(sorted({r.kind for r in folds})),
-            ", ".join(f"{n} {_status(s)}" for s, n in sorted(doc["status"].items())),
-            doc["spec_name"] or group.spec_hash[:12],
-            f"{len(folds)} of {group.k * group.repeats} folds",
-            mixups.pop() if len(mixups) == 1 else "varies",
-            *cells,
-            _when(doc["started"]),
-            _span(end - doc["started"]) + ("" if doc["ended"] is not None else "+"),
+        cells.append(
+            {
+                "id": group.id,
+                "kind": ",".join(sorted({r.kind for r in folds})),
+                "status": ", ".join(f"{n} {_status(s)}" for s, n in sorted(doc["status"].items())),
+                "spec": _escape(doc["spec_name"] or group.spec_hash[:12]),
+                "cv": f"{len(folds)} of {group.k * group.repeats} folds",
+                "mixup": mixups.pop() if len(mixups) == 1 else "varies",
+                **values,
+                "started": _when(doc["started"]),
+                "duration": _span(end - doc["started"]) + ("" if doc["ended"] is not None else "+"),
+            }
         )
-    console.print(table)
+    _print_listing(console, cells, names, columns)
     console.print("CV groups: mean ± sample std of each metric's final value over completed folds")
-    if hidden:
-        console.print(f"({hidden} more metric(s) not shown; --format json or csv has them all)")
 
 
 @runs.command()
@@ -612,16 +741,16 @@ def _print_show(run: Run, group: CVGroup | None, folds: list[Run]) -> None:
         facts.add_row("heartbeat", _when_long(run.heartbeat))
     if run.error:
         facts.add_row("error", f"[red]{_escape(run.error)}[/]")
-    facts.add_row("spec", f"{run.spec_name or '-'}  {run.spec_hash}")
+    facts.add_row("spec", f"{_escape(run.spec_name or '-')}  {run.spec_hash}")
     for name, value in run.config.items():
-        facts.add_row(f"config.{name}", _escape(_value(value)))
+        facts.add_row(_escape(f"config.{name}"), _escape(_value(value)))
     if run.mixup is not None:
         for name, value in run.mixup.to_dict().items():
             facts.add_row(f"mixup.{name}", _value(value))
     else:
         facts.add_row("mixup", "-")
     for name, value in run.tags.items():
-        facts.add_row(f"tags.{name}", _escape(value))
+        facts.add_row(_escape(f"tags.{name}"), _escape(value))
     for name, value in _provenance_rows(run.provenance):
         facts.add_row(name, _escape(value))
     console.print(facts)
@@ -630,7 +759,7 @@ def _print_show(run: Run, group: CVGroup | None, folds: list[Run]) -> None:
         metrics = _table("metric", "final", "step", "best", "best step", "count", title="metrics")
         for s in run.summaries.values():
             metrics.add_row(
-                s.name,
+                _escape(s.name),
                 _num(s.final),
                 str(s.final_step),
                 _num(s.best),
@@ -650,9 +779,13 @@ def _print_show(run: Run, group: CVGroup | None, folds: list[Run]) -> None:
 
 
 def _escape(text: str) -> str:
+    """User text (spec names, tags, config values) as inert rich markup: control characters shown
+    as escapes, brackets not read as styles."""
     from rich.markup import escape
 
-    return escape(text)
+    from archlab.textsafe import printable
+
+    return escape(printable(text))
 
 
 def _provenance_rows(prov: dict[str, Any]) -> list[tuple[str, str]]:
@@ -744,24 +877,71 @@ def compare(registry_url: str | None, run_ids: tuple[str, ...], show_all: bool, 
             )
         )
         return
-    from rich.table import Table
-
-    table = Table(title="compare", title_justify="left")
-    table.add_column("field", style="bold")
-    for run in found:
-        table.add_column(run.id, no_wrap=True)
-    for field, values in rows:
-        differs = _differs(values)
-        label = f"[yellow]{field}[/]" if differs and len(found) > 1 else field
-        cells = [
-            _status(v) if field == "status" and isinstance(v, str) else _escape(_cell(v))
-            for v in values
-        ]
-        table.add_row(label, *cells)
     console = _console()
-    console.print(table)
+    for part, chunk in enumerate(_compare_chunks(found, rows, console.width)):
+        table = _compare_table(found, rows, chunk)
+        if part:
+            console.print()
+        console.print(table)
     if not show_all:
         console.print("config, mixup and tags: only fields that differ (--all shows every one)")
+
+
+COMPARE_VALUE_WIDTH = 24  # a run's column is counted at most this wide (longer values wrap)
+
+
+def _compare_cells(values: list[Any], field: str) -> list[str]:
+    return [
+        _status(v) if field == "status" and isinstance(v, str) else _escape(_cell(v))
+        for v in values
+    ]
+
+
+def _compare_chunks(
+    found: list[Run], rows: list[tuple[str, list[Any]]], width: int
+) -> list[list[int]]:
+    """The runs (by index) of each table ``compare`` prints: as many side by side as ``width``
+    holds beside the field column, which every table keeps."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    field_width = max([5, *(cell_len(_escape(f)) for f, _ in rows)])
+    needs = []
+    for i, run in enumerate(found):
+        texts = [Text.from_markup(_compare_cells([v[i]], f)[0]).plain for f, v in rows]
+        widest = max([cell_len(t) for t in texts] or [0])
+        needs.append(max(cell_len(run.id), min(widest, COMPARE_VALUE_WIDTH)) + 3)
+    chunks: list[list[int]] = [[]]
+    used = 1 + field_width + 3
+    for i, need in enumerate(needs):
+        if chunks[-1] and used + need > width:
+            chunks.append([])
+            used = 1 + field_width + 3
+        chunks[-1].append(i)
+        used += need
+    return chunks
+
+
+def _compare_table(found: list[Run], rows: list[tuple[str, list[Any]]], chunk: list[int]) -> Table:
+    from rich.table import Table
+
+    title = (
+        "compare"
+        if len(chunk) == len(found)
+        else f"compare (runs {chunk[0] + 1}-{chunk[-1] + 1} of {len(found)})"
+    )
+    table = Table(title=title, title_justify="left")
+    # the field names never shrink: values wrap instead
+    table.add_column("field", style="bold", no_wrap=True)
+    for i in chunk:
+        table.add_column(found[i].id, overflow="fold", min_width=len(found[i].id))
+    for field, values in rows:
+        differs = _differs(values)
+        name = _escape(field)
+        label = f"[yellow]{name}[/]" if differs and len(found) > 1 else name
+        cells = _compare_cells(values, field)
+        table.add_row(label, *(cells[i] for i in chunk))
+    return table
 
 
 def _differs(values: list[Any]) -> bool:
@@ -867,6 +1047,8 @@ def best(
     with _open(registry_url) as registry:
         found = registry.best(metric, group_by=group_by, where=where)
         known = _metric_names(registry.runs(where=where, limit=500)) if not found else []
+        if not found:
+            _known_metric(metric, _metric_names(registry.runs(limit=2000)))
     if fmt == "json":
         click.echo(_dumps([_run_dict(r) for r in found]))
         return
@@ -896,7 +1078,7 @@ def best(
     for run in found:
         s = run.summaries[metric]
         table.add_row(
-            f"{run.spec_name or '-'} ({run.spec_hash[:8]})",
+            f"{_escape(run.spec_name or '-')} ({run.spec_hash[:8]})",
             run.id,
             _status(run.status),
             _num(s.best),
@@ -907,6 +1089,20 @@ def best(
             _when(run.started),
         )
     console.print(table)
+
+
+def _known_metric(metric: str, recorded: list[str]) -> None:
+    """Exit 2 when no run in the registry records ``metric``, naming those that are recorded."""
+    if metric in recorded:
+        return
+    import difflib
+
+    from archlab.errors import UserInputError
+
+    close = difflib.get_close_matches(metric, recorded, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    names = ", ".join(sorted(recorded)) or "none yet"
+    raise UserInputError(f"no run records a metric {metric!r}; {hint}the metrics recorded: {names}")
 
 
 @runs.command()
@@ -963,10 +1159,11 @@ def _write_atomic(path: Path, text: str) -> None:
 @click.argument("ident", metavar="ID")
 @click.option(
     "--metric",
-    default="val_acc",
-    show_default=True,
+    "metrics",
+    multiple=True,
     metavar="NAME",
-    help="The metric to plot.",
+    help="The metric to plot [default: val_acc]. Repeat it for several: one image each, named "
+    "FILE-NAME.png after -o FILE.png.",
 )
 @click.option(
     "-o",
@@ -975,7 +1172,7 @@ def _write_atomic(path: Path, text: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The image to write: .png, .svg or .pdf (by the suffix).",
 )
-def plot(registry_url: str | None, ident: str, metric: str, output: Path) -> None:
+def plot(registry_url: str | None, ident: str, metrics: tuple[str, ...], output: Path) -> None:
     """Plot METRIC of run or CV group ID over its steps.
 
     For a CV group (or a run that is one of its folds): one thin line per fold, the mean over
@@ -992,8 +1189,21 @@ def plot(registry_url: str | None, ident: str, metric: str, output: Path) -> Non
         raise click.BadParameter(
             f"the folder {output.parent} does not exist", param_hint="'-o' / '--output'"
         )
+    names = list(dict.fromkeys(metrics)) or ["val_acc"]
     with _open(registry_url) as registry:
-        drawn = plots.plot(registry, ident, metric, output)
+        for name in names:
+            path = output if len(names) == 1 else _metric_path(output, name)
+            drawn = plots.plot(registry, ident, name, path)
+            _report_plot(drawn, name, path)
+
+
+def _metric_path(output: Path, metric: str) -> Path:
+    """``runs.png`` -> ``runs-val_loss.png``: one image per metric (unsafe characters as _)."""
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", metric)
+    return output.with_name(f"{output.stem}-{safe}{output.suffix}")
+
+
+def _report_plot(drawn: Any, metric: str, output: Path) -> None:
     if drawn.group_id is None:
         [curve] = drawn.curves
         click.echo(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from archlab.cli.options import device_option
 from archlab.specs import SpecError, json_schema, load_spec, spec_hash
 
 if TYPE_CHECKING:
@@ -21,23 +22,48 @@ spec_argument = click.argument("spec", type=click.Path(dir_okay=False, path_type
 @click.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-q", "--quiet", is_flag=True, help="Print only the problems.")
-def validate(specs: tuple[Path, ...], quiet: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON list on stdout: per SPEC its path, valid, spec_hash, nodes and errors "
+    "(each with its JSON path and message).",
+)
+def validate(specs: tuple[Path, ...], quiet: bool, as_json: bool) -> None:
     """Check SPEC files: exit 0 when all are valid, else 2 with every problem and its JSON path.
 
     Loads no torch: safe and fast in editors, pre-commit hooks and CI.
     """
     failed = 0
+    results: list[dict[str, Any]] = []
     for path in specs:
         try:
             spec = load_spec(path)
         except SpecError as exc:
             failed += 1
-            click.echo(exc.render(), err=True)
+            errors = [{"path": where, "message": message} for where, message in exc.errors]
+            results.append({"path": str(path), "valid": False, "errors": errors})
+            if not as_json:
+                click.echo(exc.render(), err=True)
             continue
-        if not quiet:
-            click.echo(f"ok  {path}  ({len(spec.nodes)} nodes, spec_hash {spec_hash(spec)[:12]})")
+        digest = spec_hash(spec)
+        results.append(
+            {
+                "path": str(path),
+                "valid": True,
+                "name": spec.name,
+                "spec_hash": digest,
+                "nodes": len(spec.nodes),
+                "errors": [],
+            }
+        )
+        if not quiet and not as_json:
+            click.echo(f"ok  {path}  ({len(spec.nodes)} nodes, spec_hash {digest[:12]})")
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
     if failed:
-        click.echo(f"{failed} of {len(specs)} spec(s) invalid", err=True)
+        if not as_json:
+            click.echo(f"{failed} of {len(specs)} spec(s) invalid", err=True)
         sys.exit(2)
 
 
@@ -91,7 +117,7 @@ def graph(spec: Path, output: Path | None, fmt: str | None) -> None:
 
 @click.command(name="compile")
 @spec_argument
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@device_option("cpu", "cpu, cuda, cuda:N or auto (CUDA when there is one).")
 @click.option(
     "--dtype",
     default="float32",

@@ -7,59 +7,165 @@ from typing import Any
 
 import click
 
-from archlab.cli.runs_commands import registry_option
+from archlab.cli.options import DEVICE, device_option, threads_option
+from archlab.cli.runs_commands import _dumps, registry_option
 
-# (flag, config field, click options); flags left out keep the config file's (or default) value
+# (flag, config field, click options); flags left out keep the config file's (or default) value.
+# Each flag shows the configuration's default, or the "default" text given here.
 _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--data",
         "data",
         {
             "metavar": "SOURCE",
-            "help": "digits, npz:PATH, imagefolder:PATH, "
-            "text:PATH or seq2seq:copy|reverse|sort [default: digits].",
+            "help": "digits, npz:PATH, imagefolder:PATH, text:PATH or seq2seq:copy|reverse|sort.",
         },
     ),
-    ("--epochs", "epochs", {"type": int}),
-    ("--batch-size", "batch_size", {"type": int}),
-    ("--lr", "lr", {"type": float, "help": "Peak learning rate (AdamW)."}),
-    ("--weight-decay", "weight_decay", {"type": float}),
-    ("--warmup", "warmup", {"type": float, "help": "Epochs of linear warm-up."}),
-    ("--seed", "seed", {"type": int, "help": "Initialisation and data-order seed."}),
-    ("--grad-clip", "grad_clip", {"type": float}),
-    ("--accumulate", "accumulate", {"type": int, "help": "Gradient accumulation steps."}),
-    ("--folds", "folds", {"type": int, "help": "K-fold cross-validation (K >= 2)."}),
-    ("--repeats", "repeats", {"type": int, "help": "Repeated K-fold: R repeats."}),
-    ("--cv-seed", "cv_seed", {"type": int}),
+    ("--epochs", "epochs", {"type": int, "help": "Passes over the training data."}),
+    ("--batch-size", "batch_size", {"type": int, "help": "Examples per micro-batch."}),
+    ("--lr", "lr", {"type": float, "help": "Peak learning rate (AdamW), reached after --warmup."}),
+    (
+        "--min-lr",
+        "min_lr",
+        {"type": float, "help": "The learning rate the cosine decays to (at most --lr)."},
+    ),
+    ("--weight-decay", "weight_decay", {"type": float, "help": "AdamW's decoupled weight decay."}),
+    (
+        "--warmup",
+        "warmup",
+        {
+            "type": float,
+            "help": "Epochs of linear learning-rate warm-up (fractions allowed), shorter than "
+            "--epochs. A run of a few epochs spends much of itself in the warm-up, below the "
+            "peak --lr.",
+            "default": "2, or a tenth of --epochs when that is shorter",
+        },
+    ),
+    ("--seed", "seed", {"type": int, "help": "Initialisation, data-order and augmentation seed."}),
+    (
+        "--grad-clip",
+        "grad_clip",
+        {"type": float, "help": "Clip the gradient norm to this value ('null' in --config: off)."},
+    ),
+    (
+        "--accumulate",
+        "accumulate",
+        {"type": int, "help": "Gradient accumulation: micro-batches per optimiser step."},
+    ),
+    (
+        "--folds",
+        "folds",
+        {
+            "type": int,
+            "help": "K-fold cross-validation (K >= 2).",
+            "default": "off: one hold-out split",
+        },
+    ),
+    ("--repeats", "repeats", {"type": int, "help": "Repeated K-fold: R repeats (needs --folds)."}),
+    (
+        "--cv-seed",
+        "cv_seed",
+        {"type": int, "help": "Seed of the splits (fixed while --seed varies)."},
+    ),
     ("--val-size", "val_size", {"type": float, "help": "Hold-out fraction without --folds."}),
-    ("--test-size", "test_size", {"type": float, "help": "Held-out test fraction."}),
-    ("--fold", "fold", {"type": int, "help": "Run only this fold (0-based)."}),
-    ("--cv-group", "cv_group", {"metavar": "ID", "help": "Join this existing CV group."}),
-    ("--mixup", "mixup", {"type": float, "metavar": "ALPHA"}),
-    ("--cutmix", "cutmix", {"type": float, "metavar": "ALPHA"}),
-    ("--cutmix-minmax", "cutmix_minmax", {"type": float, "nargs": 2, "metavar": "MIN MAX"}),
-    ("--mix-prob", "mix_prob", {"type": float}),
-    ("--switch-prob", "switch_prob", {"type": float}),
-    ("--mix-mode", "mix_mode", {"type": click.Choice(["batch", "pair", "elem"])}),
-    ("--label-smoothing", "label_smoothing", {"type": float}),
-    ("--mixup-off-epoch", "mixup_off_epoch", {"type": int}),
-    ("--early-stop", "early_stop_metric", {"metavar": "METRIC"}),
-    ("--patience", "patience", {"type": int}),
+    (
+        "--test-size",
+        "test_size",
+        {"type": float, "help": "Held-out test fraction.", "default": "no test set"},
+    ),
+    (
+        "--fold",
+        "fold",
+        {"type": int, "help": "Run only this fold (0-based).", "default": "every fold"},
+    ),
+    (
+        "--cv-group",
+        "cv_group",
+        {"metavar": "ID", "help": "Join this existing CV group.", "default": "a new group"},
+    ),
+    (
+        "--mixup",
+        "mixup",
+        {"type": float, "metavar": "ALPHA", "help": "Mixup's Beta alpha; 0: off."},
+    ),
+    (
+        "--cutmix",
+        "cutmix",
+        {"type": float, "metavar": "ALPHA", "help": "CutMix's Beta alpha; 0: off."},
+    ),
+    (
+        "--cutmix-minmax",
+        "cutmix_minmax",
+        {
+            "type": float,
+            "nargs": 2,
+            "metavar": "MIN MAX",
+            "help": "CutMix box-size ratio range, used instead of --cutmix's alpha.",
+            "default": "off",
+        },
+    ),
+    ("--mix-prob", "mix_prob", {"type": float, "help": "Chance a batch is mixed at all."}),
+    (
+        "--switch-prob",
+        "switch_prob",
+        {"type": float, "help": "Chance of CutMix rather than mixup when both are on."},
+    ),
+    (
+        "--mix-mode",
+        "mix_mode",
+        {
+            "type": click.Choice(["batch", "pair", "elem"]),
+            "help": "Mix parameters drawn per batch, per pair or per element.",
+        },
+    ),
+    (
+        "--label-smoothing",
+        "label_smoothing",
+        {"type": float, "help": "Label smoothing of the class targets."},
+    ),
+    (
+        "--mixup-off-epoch",
+        "mixup_off_epoch",
+        {"type": int, "help": "Stop mixing from this epoch on.", "default": "never"},
+    ),
+    (
+        "--early-stop",
+        "early_stop_metric",
+        {
+            "metavar": "METRIC",
+            "help": "Stop when METRIC (val_loss, val_acc, ...) has not improved for --patience "
+            "epochs.",
+            "default": "train every epoch",
+        },
+    ),
+    (
+        "--patience",
+        "patience",
+        {"type": int, "help": "Epochs without improvement for --early-stop."},
+    ),
     (
         "--teacher",
         "teacher",
         {
             "metavar": "RUN",
-            "help": "DynamicViT: the dense teacher, a run or CV group (fold i teaches fold i) "
-            "[default: train the spec without pruning first].",
+            "help": "DynamicViT: the dense teacher, a run or CV group (fold i teaches fold i).",
+            "default": "train the spec without pruning first",
         },
     ),
     ("--ratio-weight", "ratio_weight", {"type": float, "help": "DynamicViT keep-ratio loss."}),
     ("--distill-weight", "distill_weight", {"type": float, "help": "KL to the teacher."}),
-    ("--token-distill-weight", "token_distill_weight", {"type": float}),
+    (
+        "--token-distill-weight",
+        "token_distill_weight",
+        {"type": float, "help": "DynamicViT: distillation loss on the kept tokens."},
+    ),
     ("--keep-warmup", "keep_warmup", {"type": int, "help": "EViT: epochs at keep 1.0."}),
     ("--keep-ramp", "keep_ramp", {"type": int, "help": "EViT: epochs of cosine keep decay."}),
-    ("--device", "device", {"type": click.Choice(["auto", "cpu", "cuda"])}),
+    (
+        "--device",
+        "device",
+        {"type": DEVICE, "help": "auto (CUDA when there is one), cpu, cuda or cuda:N."},
+    ),
     (
         "--amp",
         "amp",
@@ -68,12 +174,26 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
             "help": "bf16 autocast: auto (on CUDA), bf16 (any device) or off.",
         },
     ),
+    ("--workers", "workers", {"type": int, "help": "Data-loading worker processes."}),
 ]
+
+
+def _default_text(name: str, options: dict[str, Any]) -> str:
+    """What a flag left out gives: the configuration's default, unless the flag says."""
+    from archlab.runners.config import TrainConfig
+
+    if "default" in options:
+        return str(options["default"])
+    value = TrainConfig.model_fields[name].default
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _flags(f: Any) -> Any:
     for flag, name, options in reversed(_FLAGS):
-        f = click.option(flag, name, default=None, **options)(f)
+        given = {k: v for k, v in options.items() if k not in ("default", "help")}
+        # the default goes into the help text (left out, the flag keeps --config's value)
+        text = f"{options['help']}  [default: {_default_text(name, options)}]"
+        f = click.option(flag, name, default=None, help=text, **given)(f)
     return f
 
 
@@ -84,8 +204,13 @@ def _flags(f: Any) -> Any:
 @_flags
 @click.option("--fold-seeds/--same-init", default=None,
               help="Seed each fold's initialisation with seed + fold [default: same init].")  # fmt: skip
-@click.option("--compile/--no-compile", "compile_model", default=None, help="torch.compile.")
+@click.option("--compile/--no-compile", "compile_model", default=None,
+              help="Train through torch.compile [default: no-compile].")  # fmt: skip
+@threads_option
 @click.option("--quiet", is_flag=True, help="Only the final summary.")
+@click.option("--json", "as_json", is_flag=True,
+              help="No display; print one JSON object: the run ids, the CV group and the "
+              "summary metrics.")  # fmt: skip
 @click.option("--resume", "resume_id", metavar="RUN",
               help="Continue an interrupted run from its last finished epoch (no SPEC, no flags).")  # fmt: skip
 @registry_option
@@ -94,23 +219,33 @@ def train_command(
     config_file: Path | None,
     fold_seeds: bool | None,
     compile_model: bool | None,
+    threads: int | None,
     quiet: bool,
+    as_json: bool,
     resume_id: str | None,
     registry_url: str | None,
     **flags: Any,
 ) -> None:
     """Train SPEC and record every run in the registry.
 
+    The learning rate rises linearly for --warmup epochs (2, or a tenth of --epochs when that is
+    shorter), then follows a cosine from --lr down to --min-lr: a run of only a few epochs, or
+    one with a --warmup close to --epochs, spends most of its steps warming up, below the peak
+    --lr. Every flag left out keeps the --config file's value, else the default shown.
+
     \b
     arch train specs/vit-tiny-digits.json --data digits --folds 5 --mixup 0.2
     arch train specs/gpt-tiny.json --data text:README.md --epochs 5
+    arch train specs/vit-tiny-digits.json --epochs 1 --json | jq .group.id
     """
     from archlab.errors import UserInputError
     from archlab.registry import Registry
     from archlab.runners.config import load_train_config
     from archlab.runners.distributed import is_main_process
     from archlab.runners.progress import make_progress
+    from archlab.runners.threads import configure_threads
     from archlab.runners.train import resume, train
+    from archlab.textsafe import printable
 
     if (spec is None) == (resume_id is None):
         raise UserInputError(
@@ -129,18 +264,22 @@ def train_command(
             "--resume continues a run with the configuration it recorded: drop the other flags"
         )
     config = load_train_config(config_file, overrides)
+    configure_threads(threads)
 
     with Registry(registry_url) as registry:
         # a live display on a terminal, plain lines in logs and pipes, nothing with --quiet
         main = is_main_process()  # under torchrun, rank 0 alone shows and records
-        with make_progress(quiet or not main) as progress:
+        with make_progress(quiet or as_json or not main) as progress:
             if resume_id is not None:
                 report = resume(resume_id, registry, progress=progress)
             else:
                 report = train(spec, config, registry, progress=progress)
         if not main:
             return
-        click.echo(f"{report.spec.name}: {report.data.description}")
+        if as_json:
+            click.echo(_dumps(_train_json(report, registry)))
+            return
+        click.echo(printable(f"{report.spec.name}: {report.data.description}"))
         for run_id, result in zip(report.runs, report.results, strict=True):
             best = "  ".join(f"{k} {v:.4g}" for k, v in result.best.items() if k.startswith("val"))
             click.echo(f"  run {run_id}: best epoch {result.best_epoch + 1}  {best}")
@@ -152,12 +291,67 @@ def train_command(
                     click.echo(f"  {name}: {agg.mean:.4f} ± {agg.std:.4f} (n={agg.n})")
 
 
+def _train_json(report: Any, registry: Any) -> dict[str, Any]:
+    """``train --json``: the spec, the data, each run's best epoch (1-based, as printed) and
+    metrics, and the CV group with each metric's mean, std and n over its completed folds."""
+    import torch
+
+    group = registry.group(report.group) if report.group is not None else None
+    return {
+        "spec": {"name": report.spec.name, "hash": _spec_hash(report.spec)},
+        "data": report.data.description,
+        "task": report.data.task,
+        "threads": torch.get_num_threads(),
+        "runs": [
+            {
+                "id": run_id,
+                "best_epoch": result.best_epoch + 1,
+                "epochs_run": result.epochs_run,
+                "stopped_early": result.stopped_early,
+                "best": result.best,
+                "test": result.test,
+            }
+            for run_id, result in zip(report.runs, report.results, strict=True)
+        ],
+        "group": None
+        if group is None
+        else {
+            "id": group.id,
+            "k": group.k,
+            "repeats": group.repeats,
+            "runs": list(group.runs),
+            "aggregates": {
+                name: {"mean": a.mean, "std": a.std if a.n > 1 else None, "n": a.n}
+                for name, a in group.aggregates.items()
+            },
+        },
+    }
+
+
+def _spec_hash(spec: Any) -> str:
+    from archlab.specs import spec_hash
+
+    return spec_hash(spec)
+
+
 @click.command("eval")
 @click.argument("run_id", metavar="RUN")
 @click.option("--data", "data_source", metavar="SOURCE",
               help="Evaluate on all of this data [default: the run's own validation split].")  # fmt: skip
+@device_option(None, "auto (CUDA when there is one), cpu, cuda or cuda:N [default: the device "
+               "the run recorded].")  # fmt: skip
+@threads_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: the eval run, the run it evaluates, the metrics.")  # fmt: skip
 @registry_option
-def eval_command(run_id: str, data_source: str | None, registry_url: str | None) -> None:
+def eval_command(
+    run_id: str,
+    data_source: str | None,
+    device: str | None,
+    threads: int | None,
+    as_json: bool,
+    registry_url: str | None,
+) -> None:
     """Evaluate RUN's best checkpoint and record an eval run linked to it.
 
     \b
@@ -165,10 +359,22 @@ def eval_command(run_id: str, data_source: str | None, registry_url: str | None)
     arch eval RUN --data npz:test.npz  # on every example of other data
     """
     from archlab.registry import Registry
+    from archlab.runners.threads import configure_threads
     from archlab.runners.train import evaluate_run
 
+    configure_threads(threads)
     with Registry(registry_url) as registry:
-        report = evaluate_run(run_id, registry, data_source=data_source)
+        report = evaluate_run(run_id, registry, data_source=data_source, device=device)
+    if as_json:
+        doc = {
+            "run": report.run,
+            "evaluates": report.evaluates,
+            "data": report.data.description,
+            "examples": report.examples,
+            "metrics": report.metrics,
+        }
+        click.echo(_dumps(doc))
+        return
     shown = "  ".join(f"{k} {v:.4g}" for k, v in report.metrics.items())
     click.echo(f"eval run {report.run} of {report.evaluates} on {report.examples} examples")
     click.echo(f"  {shown}")

@@ -10,6 +10,8 @@ with each run; ``TrainConfig(**record)`` gives the same configuration back.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -147,7 +149,8 @@ class TrainConfig(BaseModel):
     patience: Annotated[int, Field(ge=1)] = 10
 
     # ---- runtime
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"
+    """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
     compile: bool = False
     """Train through ``torch.compile``."""
     amp: Literal["auto", "bf16", "off"] = "auto"
@@ -192,6 +195,16 @@ class TrainConfig(BaseModel):
                 "training; lower warmup or raise epochs"
             )
         return warmup
+
+    @field_validator("device")
+    @classmethod
+    def _device_spelling(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", device):
+            raise ValueError(
+                f"{json.dumps(device)} is not one of 'auto', 'cpu', 'cuda' or 'cuda:N' (N: the "
+                "GPU's index, from 0)"
+            )
+        return device
 
     @field_validator("min_lr")
     @classmethod

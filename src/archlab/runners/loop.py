@@ -56,13 +56,22 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked against the GPUs torch sees."""
+    from archlab.errors import UserInputError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from archlab.errors import UserInputError
-
-        raise UserInputError("--device cuda was asked for, but this torch sees no CUDA device")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {name} was asked for, but this torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise UserInputError(
+                f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to "
+                f"cuda:{count - 1}"
+            )
+    return device
 
 
 def uses_autocast(amp: str, device: torch.device) -> bool:

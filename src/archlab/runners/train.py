@@ -80,6 +80,7 @@ def train(
         "data_size": len(data),
         "device": str(device),
         "device_name": _device_name(device),
+        "threads": torch.get_num_threads(),  # CPU threads (runners/threads.py)
         "dtype": "bfloat16 autocast" if uses_autocast(config.amp, device) else "float32",
         "optimizer": "AdamW",
         "schedule": "warmup_cosine",
@@ -191,12 +192,15 @@ class EvalReport:
     metrics: dict[str, float]
 
 
-def evaluate_run(run_id: str, registry: Registry, *, data_source: str | None = None) -> EvalReport:
+def evaluate_run(
+    run_id: str, registry: Registry, *, data_source: str | None = None, device: str | None = None
+) -> EvalReport:
     """Evaluate the best checkpoint of training run ``run_id`` and record it as an ``eval`` run.
 
     With ``data_source``, on every example of that data; without, on the run's own validation
     split (recomputed from its recorded configuration, and checked against its fingerprint).
-    Metrics are named ``eval_loss`` and ``eval_acc`` / ``eval_ppl`` / ``eval_token_acc``."""
+    Metrics are named ``eval_loss`` and ``eval_acc`` / ``eval_ppl`` / ``eval_token_acc``.
+    ``device``: evaluate there rather than on the device the run's configuration names."""
     from archlab.compiler import load_compiled
 
     run = registry.get(run_id)
@@ -205,6 +209,8 @@ def evaluate_run(run_id: str, registry: Registry, *, data_source: str | None = N
         raise UserInputError(f"run {run_id} has no checkpoint artifact to evaluate")
     path = registry.artifacts / checkpoints[-1].path
     config = _recorded_config(run.config)
+    if device is not None:
+        config = config.model_copy(update={"device": device})
     model = load_compiled(path, device=resolve_device(config.device))
     spec = model.spec
     data = load_data(data_source or config.data, spec, seed=config.seed)
@@ -223,6 +229,7 @@ def evaluate_run(run_id: str, registry: Registry, *, data_source: str | None = N
         "examples": len(indices),
         "split": "validation of the evaluated run" if data_source is None else "all",
         "device": str(trainer.device),
+        "threads": torch.get_num_threads(),
     }
     with registry.start_run(spec, record, kind="eval", tags={"evaluates": run_id}) as handle:
         handle.log_metrics(metrics, step=0)

@@ -169,6 +169,11 @@ class TokenTrace:
     def kept(self, stage: StageRecord | str) -> Tensor:
         """Which original patch tokens are still present (not dropped) after `stage`.
 
+        `stage` is a `StageRecord` of `stages` or its name: `STACK.prune.LAYER` for a stage a
+        stack's `prune` places at layer LAYER (`encoder.prune.3` for `"at": [3]` in node
+        `encoder`), or the node id of a `token_prune` node. `[r.name for r in trace.stages]`
+        lists them in the order they ran; an unknown name raises a `KeyError` naming them.
+
         Needs a trace (`source`). Shape: -> bool `(B, N0 - n_cls)`, in the original patch order.
         """
         record = self._record(stage)
