@@ -167,7 +167,7 @@ def eval_command(run_id: str, data_source: str | None, registry_url: str | None)
     from archlab.registry import Registry
     from archlab.runners.train import evaluate_run
 
-    with Registry(registry_url) as registry:
+    with Registry(registry_url, create=False) as registry:  # the run to evaluate must exist
         report = evaluate_run(run_id, registry, data_source=data_source)
     shown = "  ".join(f"{k} {v:.4g}" for k, v in report.metrics.items())
     click.echo(f"eval run {report.run} of {report.evaluates} on {report.examples} examples")
