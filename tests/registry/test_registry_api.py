@@ -1065,3 +1065,140 @@ def test_big_integers_compare_on_every_backend(registry: Registry, spec: Doc) ->
         registry.runs(where="config.seed == 18446744073709551616")
     with pytest.raises(RegistryError, match="limit"):
         registry.runs(limit=2**64)
+
+
+# --- where artifacts live, damaged and full registries, stale sweeps (issue 11) ----------------
+
+
+def test_artifacts_are_found_from_any_directory(
+    registry_url: str, isolated: Path, monkeypatch: pytest.MonkeyPatch, spec: Doc
+) -> None:
+    """An artifact recorded from one directory is read from another: beside a SQLite file, and
+    for PostgreSQL under the root the registry records (``$ARCHLAB_ARTIFACTS`` when it was
+    first opened to write), never under the current directory."""
+    for name in ("a", "b", "shared"):
+        (isolated / name).mkdir()
+    monkeypatch.setenv("ARCHLAB_ARTIFACTS", str(isolated / "shared"))
+    monkeypatch.chdir(isolated / "a")
+    Path("w.bin").write_bytes(b"weights")
+    with Registry(registry_url) as reg, reg.start_run(spec) as run:
+        run.log_artifact("w.bin")
+        root = reg.artifacts
+    monkeypatch.delenv("ARCHLAB_ARTIFACTS")  # a teammate without the variable
+    monkeypatch.chdir(isolated / "b")
+    with Registry(registry_url, create=False) as reg:
+        assert reg.artifacts == root and root.is_absolute()
+        [artifact] = reg.get(run.id).artifacts
+        assert (reg.artifacts / artifact.path).read_bytes() == b"weights"
+    if registry_url.startswith("sqlite"):
+        assert root == isolated / "artifacts"  # beside the database file
+    else:
+        assert root == isolated / "shared"  # recorded in the registry itself
+    assert not (isolated / "a" / ".archlab").exists() and not (isolated / "b" / ".archlab").exists()
+
+
+def test_a_registry_missing_a_table_is_refused_by_name(
+    registry_url: str, raw_engine: Engine
+) -> None:
+    Registry(registry_url).close()
+    with raw_engine.begin() as conn:
+        conn.execute(text("DROP TABLE cv_aggregates"))
+    with pytest.raises(RegistryError, match=r"lacks the table\(s\) cv_aggregates.*backup"):
+        Registry(registry_url)
+
+
+def test_a_full_disk_at_open_is_a_registry_error(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while creating the lock file beside a new SQLite registry: a RegistryError (exit 2)
+    with the system's message, not a raw OSError."""
+    import errno
+
+    def full(path: Any, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store_module, "open", full, raising=False)
+    with pytest.raises(RegistryError, match=r"cannot open the registry at .*No space left"):
+        Registry(f"sqlite:///{isolated / 'r.db'}")
+
+
+def test_a_live_run_marked_stale_ends_as_it_really_ends(
+    registry: Registry, registry_url: str, spec: Doc
+) -> None:
+    """A sweep with no grace (``arch runs gc --stale --grace 0s``) marks a live run interrupted;
+    its next heartbeat makes it running again, and it ends completed, with its CV group's
+    aggregates, whatever the sweeps said meanwhile."""
+    group = registry.start_cv(spec, k=2)
+    handle = registry.start_run(spec, cv_group=group, fold=0)
+    handle.log_metrics({"val_acc": 0.5}, step=0)
+    handle.flush()
+    with Registry(registry_url, grace=None) as sweeper:
+        time.sleep(0.01)
+        assert sweeper.mark_stale(0.0) == [handle.id]
+        assert sweeper.get(handle.id).status == "interrupted"
+        handle.flush()  # the run's next heartbeat
+        assert sweeper.get(handle.id).status == "running"
+        assert sweeper.get(handle.id).error is None
+        time.sleep(0.01)
+        assert sweeper.mark_stale(0.0) == [handle.id]
+        handle.log_metrics({"val_acc": 0.75}, step=1)
+        handle.end()
+        run = sweeper.get(handle.id)
+        assert (run.status, run.error, run.metrics) == ("completed", None, {"val_acc": 0.75})
+        aggregate = sweeper.group(group.id).aggregates["val_acc"]
+        assert (aggregate.n, aggregate.mean) == (1, 0.75)
+
+
+def test_group_ids_work_where_run_ids_do(
+    registry: Registry, raw_engine: Engine, spec: Doc, isolated: Path
+) -> None:
+    """``expand`` turns a CV group id into its folds; ``remove_group`` removes every fold (with
+    its files) and the group; an unknown or ambiguous id is a RegistryError."""
+    (isolated / "f.txt").write_text("x")
+    group = registry.start_cv(spec, k=2)
+    folds = []
+    for fold in range(2):
+        with registry.start_run(spec, cv_group=group, fold=fold) as run:
+            run.log_metrics({"acc": 0.5 + fold / 10}, step=0)
+            run.log_artifact(isolated / "f.txt")
+        folds.append(run.id)
+    with registry.start_run(spec) as single:
+        pass
+    assert registry.kind_of(group.id) == "group" and registry.kind_of(single.id) == "run"
+    assert registry.expand([single.id, group.id, folds[0]]) == [single.id, *folds]
+    with pytest.raises(RegistryError, match="no run or CV group 'nosuchid'"):
+        registry.expand(["nosuchid"])
+    with raw_engine.begin() as conn:  # a run and a group sharing an id (40 bits: rare, possible)
+        conn.execute(text("UPDATE runs SET id = :g WHERE id = :r"), {"g": group.id, "r": single.id})
+    with pytest.raises(RegistryError, match="both a run and a CV group"):
+        registry.expand([group.id])
+    with raw_engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET id = :r WHERE id = :g"), {"g": group.id, "r": single.id})
+    deleted = registry.remove_group(group.id)
+    assert sorted(deleted) == sorted(registry.artifacts / f for f in folds)
+    assert [r.id for r in registry.runs()] == [single.id]
+    with pytest.raises(RegistryError, match="no CV group"):
+        registry.group(group.id)
+
+
+def test_dependents_are_the_runs_pointing_to_a_run(registry: Registry, spec: Doc) -> None:
+    """A DynamicViT student records its teacher (``config.teacher`` / ``config.teacher_run``), an
+    eval run the run it evaluates (``tags.evaluates``): removing those would leave them dangling."""
+    with registry.start_run(spec) as teacher:
+        pass
+    group = registry.start_cv(spec, k=2)
+    with registry.start_run(spec, cv_group=group, fold=0) as fold_teacher:
+        pass
+    with registry.start_run(spec, {"teacher": teacher.id, "teacher_run": teacher.id}) as student:
+        pass
+    with registry.start_run(spec, {"teacher": group.id, "teacher_run": fold_teacher.id}) as cv:
+        pass
+    with registry.start_run(spec, kind="eval", tags={"evaluates": teacher.id}) as evaluation:
+        pass
+    assert registry.dependents([teacher.id]) == sorted(
+        [(student.id, "teacher", teacher.id), (evaluation.id, "evaluates", teacher.id)]
+    )
+    assert registry.dependents([fold_teacher.id, group.id]) == sorted(
+        [(cv.id, "teacher", group.id), (cv.id, "teacher", fold_teacher.id)]
+    )
+    assert registry.dependents([teacher.id, student.id, evaluation.id]) == []
