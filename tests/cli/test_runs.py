@@ -797,3 +797,23 @@ def test_exports_write_iso_8601_times(reg: Fixture) -> None:
             ended = datetime.fromisoformat(row["ended"])
             assert started.tzinfo is not None and started <= ended
             assert row["started"].endswith("+00:00")
+
+
+def test_hostile_limits_and_text_exit_2(fresh: Fixture) -> None:
+    fails("list", "--registry", fresh.url, "--limit", str(2**64), message="limit")
+    fails(
+        "list", "--registry", fresh.url, "--where", f"config.seed == {2**64}",
+        message="integer out of range",
+    )  # fmt: skip
+    fails("tag", "--registry", fresh.url, fresh.gpt, "note=a\x00b", message="NUL character")
+    assert as_json(ok("show", "--registry", fresh.url, fresh.gpt, "--format", "json"))["tags"] == {}
+
+
+def test_a_registry_missing_a_table_exits_2(fresh: Fixture) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(fresh.url.removeprefix("sqlite:///"))
+    with db:
+        db.execute("DROP TABLE run_tags")
+    db.close()
+    fails("list", "--registry", fresh.url, message="lacks the table(s) run_tags")

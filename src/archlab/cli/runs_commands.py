@@ -1130,6 +1130,10 @@ def _collect_orphans(registry: Registry, yes: bool) -> None:
     sizes = {path: _tree_size(path) for path in found}
     for path in found:
         click.echo(f"{path}  {_bytes(sizes[path])}")
+    click.echo(
+        f"no run of {_nothing_in(registry)} has these folders; if another registry keeps its "
+        f"artifacts in {registry.artifacts} too, they may be its runs'"
+    )
     if not yes:
         click.confirm(f"delete these {len(found)} folder(s)?", abort=True)
     removed = registry.remove_orphans(found)

@@ -173,7 +173,7 @@ def locate(
         if not exists and not create:
             raise RegistryError(
                 f"no registry at {where.describe()}: the file {path} does not exist. A command "
-                "that records runs (arch train, bench, eval) creates it; check the path"
+                "that records runs (arch train, arch bench) creates it; check the path"
             )
         return Location(where.url, source, exists)
     for folder in (start.absolute(), *start.absolute().parents):
@@ -191,7 +191,7 @@ def locate(
         if not create:
             raise RegistryError(
                 f"no registry at {where.describe()}. Commands that record runs (arch train, "
-                f"bench, eval) create it; give --registry URL or set $ARCHLAB_REGISTRY to read "
+                f"arch bench) create it; give --registry URL or set $ARCHLAB_REGISTRY to read "
                 f"another one, or create a {REGISTRY_FOLDER}/ folder to keep a project's runs in it"
             )
         try:
@@ -541,7 +541,7 @@ class Registry:
             if not create and not _has_schema(self.engine):
                 raise RegistryError(
                     f"no registry at {self.location.describe()}: the database has no archlab "
-                    "tables. A command that records runs (arch train, bench, eval) creates them"
+                    "tables. A command that records runs (arch train, arch bench) creates them"
                 )
             migrate(self.engine)
             _check_tables(self.engine, self.location)
