@@ -365,7 +365,13 @@ def runs() -> None:
     arch runs export -o FILE          matching runs as CSV or JSON
     arch runs plot ID -o FILE.png     a metric's curves: a run, or a CV group's folds
     arch runs gc --stale              mark silent running runs interrupted
-    arch runs rm ID / tag ID k=v      remove or tag runs
+    arch runs gc --artifacts          delete artifact folders of removed runs
+    arch runs rm ID / tag ID k=v      remove (with artifact files) or tag runs
+
+    \b
+    ID may be a CV group's id wherever a run id is taken (show, compare, export, rm, tag).
+    The registry: --registry, else $ARCHLAB_REGISTRY, else the nearest .archlab/registry.db
+    upwards, else ~/.local/share/archlab/registry.db; these commands never create one.
     """
 
 
