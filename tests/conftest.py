@@ -24,6 +24,15 @@ ZOO = sorted(ROOT.glob("specs/*.json"))
 Doc = dict[str, Any]
 
 
+@pytest.fixture(autouse=True)
+def _user_registry(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads or creates the user-level registry (``$XDG_DATA_HOME/archlab``): each test
+    gets an empty data folder of its own."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "zoo_path" in metafunc.fixturenames:
         metafunc.parametrize("zoo_path", ZOO, ids=[p.stem for p in ZOO])

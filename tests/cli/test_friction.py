@@ -311,6 +311,7 @@ def test_registry_and_debug_before_or_after_the_subcommand(url: str, tmp_path: P
     assert len(json.loads(before.stdout)) == len(json.loads(after.stdout)) >= 5
     # the subcommand's own --registry wins
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    Registry(empty).close()  # read-only commands create no registry: make an empty one
     both = CliRunner().invoke(
         cli, ["--registry", url, "runs", "list", "--json", "--registry", empty]
     )

@@ -16,6 +16,8 @@ import csv
 import io
 import json
 import math
+import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -487,7 +489,10 @@ def test_gc_stale(stale_run: tuple[str, str]) -> None:
     with Registry(url, grace=math.inf) as registry:  # (any other command marks it at 5 min)
         assert registry.get(run_id).status == "running"
     out = ok("gc", "--registry", url, "--stale", "--grace", "30m")
-    assert f"marked 1 stale run(s) interrupted: {run_id}" in out
+    assert (
+        f"marked 1 run(s) interrupted (silent for over 30m00s, or their process is gone on this host): {run_id}"
+        in out
+    )
     doc = as_json(ok("show", "--registry", url, run_id, "--format", "json"))
     assert doc["status"] == "interrupted" and "no heartbeat" in doc["error"]
     assert doc["metrics"] == {"loss": 2.0}  # nothing recorded is lost
@@ -532,7 +537,7 @@ def test_rm(fresh: Fixture) -> None:
 
     out = ok("rm", "--registry", fresh.url, fresh.gpt, input="y\n")
     assert "removed 1 run(s)" in out
-    fails("show", "--registry", fresh.url, fresh.gpt, message=f"no run {fresh.gpt!r}")
+    fails("show", "--registry", fresh.url, fresh.gpt, message=f"no run or CV group {fresh.gpt!r}")
 
     # removing a fold recomputes its group's aggregates
     ok("rm", "--registry", fresh.url, fresh.folds[2], "--yes")
@@ -541,9 +546,7 @@ def test_rm(fresh: Fixture) -> None:
     assert doc["cv_group"]["aggregates"]["acc"]["mean"] == pytest.approx(0.85)
 
     # an unknown id among known ones removes nothing
-    fails(
-        "rm", "--registry", fresh.url, fresh.vit_a, "nosuchid", "--yes", message="no run 'nosuchid'"
-    )
+    fails("rm", "--registry", fresh.url, fresh.vit_a, "nosuchid", "--yes", message="'nosuchid' in")
     assert len(as_json(ok("list", "--registry", fresh.url, "--format", "json"))) == 5
 
 
@@ -561,7 +564,9 @@ def test_tag(fresh: Fixture) -> None:
     fails("tag", "--registry", fresh.url, fresh.vit_a, "=1", message="KEY=VALUE")
     doc = as_json(ok("show", "--registry", fresh.url, fresh.vit_a, "--format", "json"))
     assert "x" not in doc["tags"]
-    fails("tag", "--registry", fresh.url, "nosuchid", "a=1", message="no run 'nosuchid'")
+    fails(
+        "tag", "--registry", fresh.url, "nosuchid", "a=1", message="no run or CV group 'nosuchid'"
+    )
 
 
 # --------------------------------------------------------------------------------------- errors
@@ -578,7 +583,7 @@ def test_tag(fresh: Fixture) -> None:
     ],
 )
 def test_unknown_run_exits_2(reg: Fixture, args: list[str]) -> None:
-    fails(*args, "--registry", reg.url, message="no run 'nosuchid' in this registry")
+    fails(*args, "--registry", reg.url, message="'nosuchid' in this registry")
 
 
 def test_similar_ids_are_suggested(reg: Fixture) -> None:
@@ -629,8 +634,59 @@ def test_default_registry_from_environment(
     assert len(as_json(ok("list", "--format", "json"))) == 7
     monkeypatch.delenv("ARCHLAB_REGISTRY")
     monkeypatch.chdir(tmp_path)
-    assert "no runs in this registry" in ok("list")
-    assert (tmp_path / ".archlab" / "registry.db").is_file()
+    # nothing found: read-only commands name the registry they looked for and create nothing
+    err = fails("list", message="no registry at sqlite:///")
+    assert "user-level" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+READ_ONLY = [
+    ["list"],
+    ["list", "--group"],
+    ["show", "abcdefgh"],
+    ["compare", "abcdefgh", "bcdefghj"],
+    ["diff", "abcdefgh", "bcdefghj"],
+    ["best", "--metric", "acc"],
+    ["export", "-o", "-", "--format", "csv"],
+    ["gc", "--stale"],
+    ["rm", "abcdefgh", "--yes"],
+    ["tag", "abcdefgh", "a=b"],
+]
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=lambda a: " ".join(a[:2]))
+def test_runs_commands_never_create_a_registry(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No registry found (no --registry, no $ARCHLAB_REGISTRY, no .archlab/ above, no user-level
+    registry): exit 2 naming the registry looked for, and nothing created anywhere; a mistyped
+    --registry file is not created either."""
+    monkeypatch.delenv("ARCHLAB_REGISTRY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    user = Path(os.environ["XDG_DATA_HOME"])
+    err = fails(*args, message="no registry at sqlite:///")
+    assert str(user / "archlab" / "registry.db") in err and "user-level" in err
+    fails(*args, "--registry", "typo.db", message=f"{tmp_path / 'typo.db'} (given)")
+    assert list(tmp_path.iterdir()) == [] and list(user.iterdir()) == []
+
+
+def test_runs_commands_find_the_project_registry_walking_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty registry found in a parent folder is read, and an empty listing says which one."""
+    monkeypatch.delenv("ARCHLAB_REGISTRY", raising=False)
+    (tmp_path / ".archlab").mkdir()
+    url = f"sqlite:///{tmp_path / '.archlab' / 'registry.db'}"
+    Registry(url).close()
+    (tmp_path / "sub" / "dir").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "sub" / "dir")
+    out = ok("list")
+    assert f"no runs in registry {url} (found in {tmp_path / '.archlab'}" in out
+    assert "no runs in registry" in ok("list", "--group")
+    assert f"in registry {url}" in ok("best", "--metric", "acc")
+    with Registry(url) as registry, registry.start_run(load_spec(GPT)) as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+    assert run.id in ok("list")
 
 
 def test_compare_needs_two_runs(reg: Fixture) -> None:
@@ -646,3 +702,122 @@ def test_nan_metrics_print_and_stay_valid_json(tmp_path: Path) -> None:
     assert "NaN" not in out  # JSON has no NaN: null
     assert json.loads(out)["metrics"] == {"loss": None}
     assert "nan" in ok("list", "--registry", url)
+
+
+# ------------------------------------------------------------------------- issue 11: ids, rm, gc
+
+
+def test_group_ids_work_where_run_ids_do(fresh: Fixture, tmp_path: Path) -> None:
+    url, group = fresh.url, fresh.group
+    doc = as_json(ok("show", "--registry", url, group, "--format", "json"))
+    assert doc["type"] == "cv_group" and doc["id"] == group
+    assert [f["id"] for f in doc["folds"]] == fresh.folds
+    out = ok("show", "--registry", url, group)
+    assert f"CV group {group}" in out and all(f in out for f in fresh.folds)
+    assert "this run" not in out
+    doc = as_json(ok("compare", "--registry", url, group, "--format", "json"))
+    assert doc["runs"] == fresh.folds
+    rows = as_csv(ok("export", "--registry", url, group, fresh.gpt, "-o", "-", "--format", "csv"))
+    assert [r["id"] for r in rows] == [*fresh.folds, fresh.gpt]
+    assert "folds of CV group" in ok("tag", "--registry", url, group, "phase=cv")
+    tagged = as_json(
+        ok("list", "--registry", url, "--format", "json", "--where", "tags.phase == 'cv'")
+    )
+    assert sorted(r["id"] for r in tagged) == sorted(fresh.folds)
+    fails("show", "--registry", url, "zzzzzzzz", message="no run or CV group 'zzzzzzzz'")
+    out = ok("rm", "--registry", url, group, "--yes")
+    assert "removed 3 run(s) and CV group(s) " + group in out
+    fails("show", "--registry", url, group, message="no run or CV group")
+    assert len(as_json(ok("list", "--registry", url, "--format", "json"))) == 4
+
+
+def test_rm_deletes_artifacts_and_warns_about_dangling_teachers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    (tmp_path / "w.bin").write_bytes(b"w")
+    vit = load_spec(VIT)
+    with Registry(url) as registry:
+        with registry.start_run(vit) as teacher:
+            teacher.log_artifact(tmp_path / "w.bin", "checkpoint")
+        with registry.start_run(vit, {"teacher": teacher.id, "teacher_run": teacher.id}) as student:
+            pass
+        folder = registry.artifacts / teacher.id
+    assert folder.is_dir()
+    err = fails("rm", "--registry", url, teacher.id, "--yes", message=f"run {student.id} (teacher")
+    assert "--force" in err and folder.is_dir()
+    out = ok("rm", "--registry", url, teacher.id, "--yes", "--force")
+    assert f"will dangle: run {student.id} (teacher {teacher.id})" in out
+    assert "deleted 1 artifact folder(s) or file(s)" in out
+    assert not folder.exists() and (tmp_path / "w.bin").is_file()
+    assert student.id in ok("list", "--registry", url)
+
+
+def test_gc_artifacts_reclaims_orphan_folders(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    (tmp_path / "w.bin").write_bytes(b"w" * 2048)
+    with Registry(url) as registry:
+        for _ in range(2):
+            with registry.start_run(load_spec(GPT)) as run:
+                run.log_artifact(tmp_path / "w.bin")
+        registry.remove(run.id, files=False)  # an older archlab's rm: the files stayed
+        root = registry.artifacts
+    code, out, _ = invoke("gc", "--registry", url, "--artifacts", input="n\n")
+    assert code == 1 and str(root / run.id) in out
+    assert (root / run.id).is_dir()  # declined
+    out = ok("gc", "--registry", url, "--artifacts", "--yes")
+    assert (
+        f"{root / run.id}  2.0 KiB" in out and "deleted 1 orphan artifact folder(s), 2.0 KiB" in out
+    )
+    assert not (root / run.id).exists() and len(list(root.iterdir())) == 1
+    assert "no orphan artifact folders" in ok("gc", "--registry", url, "--artifacts")
+
+
+def test_gc_stale_says_what_it_marked(tmp_path: Path) -> None:
+    """A run whose process is gone on this host is marked by gc itself, which says so (opening
+    the registry used to mark it first, and gc then printed "no running run")."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    gone = subprocess.Popen(["true"])  # a pid that no longer runs
+    gone.wait()
+    with Registry(url) as registry:
+        handle = registry.start_run(load_spec(GPT))
+        handle._stop_heartbeat()
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "r.db")
+    with db:
+        db.execute("UPDATE runs SET pid = ? WHERE id = ?", (gone.pid, handle.id))
+    db.close()
+    out = ok("gc", "--registry", url, "--stale")
+    assert "marked 1 run(s) interrupted" in out and handle.id in out
+
+
+def test_exports_write_iso_8601_times(reg: Fixture) -> None:
+    from datetime import datetime
+
+    for fmt in ("csv", "json"):
+        out = ok("export", "--registry", reg.url, "-o", "-", "--format", fmt)
+        rows = as_csv(out) if fmt == "csv" else as_json(out)
+        for row in rows:
+            started = datetime.fromisoformat(row["started"])
+            ended = datetime.fromisoformat(row["ended"])
+            assert started.tzinfo is not None and started <= ended
+            assert row["started"].endswith("+00:00")
+
+
+def test_hostile_limits_and_text_exit_2(fresh: Fixture) -> None:
+    fails("list", "--registry", fresh.url, "--limit", str(2**64), message="limit")
+    fails(
+        "list", "--registry", fresh.url, "--where", f"config.seed == {2**64}",
+        message="integer out of range",
+    )  # fmt: skip
+    fails("tag", "--registry", fresh.url, fresh.gpt, "note=a\x00b", message="NUL character")
+    assert as_json(ok("show", "--registry", fresh.url, fresh.gpt, "--format", "json"))["tags"] == {}
+
+
+def test_a_registry_missing_a_table_exits_2(fresh: Fixture) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(fresh.url.removeprefix("sqlite:///"))
+    with db:
+        db.execute("DROP TABLE run_tags")
+    db.close()
+    fails("list", "--registry", fresh.url, message="lacks the table(s) run_tags")

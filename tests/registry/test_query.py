@@ -77,8 +77,12 @@ def populate(engine: Engine) -> None:
         s.add_all([*keys.values(), g1, g2])
         s.flush()
 
+        names = {VIT: "ViT-Small", GPT: "gpt_tiny", ANON: None}
+
         def run(rid: str, **kw: object) -> RunRow:
-            row = RunRow(id=rid, heartbeat=0.0, provenance={}, **kw)
+            # each run records its spec's name as it started (here the spec rows' names)
+            name = names[str(kw["spec_hash"])]
+            row = RunRow(id=rid, heartbeat=0.0, provenance={}, spec_name=name, **kw)
             s.add(row)
             return row
 

@@ -26,10 +26,11 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 import archlab
+from archlab.errors import UserInputError
 from archlab.registry import MixupSetting, Registry, RegistryError
 from archlab.registry import store as store_module
 from archlab.registry.models import ArtifactRow, MetricRow, MixupRow, RunRow, SpecRow
-from archlab.registry.store import DEFAULT_URL, HEARTBEAT_S
+from archlab.registry.store import HEARTBEAT_S, locate
 from archlab.specs import canonical_form, canonical_json
 
 Doc = dict[str, Any]
@@ -48,12 +49,68 @@ def count(engine: Engine, table: Any) -> int:
 # --- where the registry lives ---------------------------------------------------------------------
 
 
-def test_default_location_is_created_under_the_current_directory(isolated: Path) -> None:
-    assert not (isolated / ".archlab").exists()
+def test_default_location_is_the_user_level_registry(isolated: Path) -> None:
+    """No ``.archlab/`` folder here or above: a writer opens (and creates) the user-level
+    registry, never a folder in the current directory, and its artifacts live beside it."""
+    if any((folder / ".archlab").is_dir() for folder in (isolated, *isolated.parents)):
+        pytest.skip("an .archlab/ folder above the test folder would be found first")
+    user = Path(os.environ["XDG_DATA_HOME"]) / "archlab"
     with Registry() as reg:
-        assert reg.url == DEFAULT_URL == "sqlite:///.archlab/registry.db"
-        assert (isolated / ".archlab" / "registry.db").is_file()
-        assert reg.artifacts.resolve() == (isolated / ".archlab" / "artifacts").resolve()
+        assert reg.url == f"sqlite:///{user / 'registry.db'}"
+        assert "user-level" in reg.location.describe()
+        assert (user / "registry.db").is_file()
+        assert reg.artifacts == user / "artifacts"
+    assert not (isolated / ".archlab").exists()
+
+
+def test_the_nearest_archlab_folder_is_found_walking_up(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, spec: Doc
+) -> None:
+    (isolated / "project" / ".archlab").mkdir(parents=True)
+    deep = isolated / "project" / "src" / "models"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    with Registry() as reg:
+        assert reg.url == f"sqlite:///{isolated / 'project' / '.archlab' / 'registry.db'}"
+        assert f"found in {isolated / 'project' / '.archlab'}" in reg.location.describe()
+        with reg.start_run(spec) as run:
+            pass
+    monkeypatch.chdir(isolated / "project")  # the same registry from anywhere in the project
+    with Registry(create=False) as reg:
+        assert [r.id for r in reg.runs()] == [run.id]
+    # an explicit URL or $ARCHLAB_REGISTRY wins over the walk
+    assert (
+        locate(str(isolated / "other.db"), create=True).url == f"sqlite:///{isolated / 'other.db'}"
+    )
+
+
+def test_reading_creates_no_registry(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``create=False`` (the read-only commands): a missing registry is named, not created."""
+    before = sorted(isolated.rglob("*"))
+    with pytest.raises(RegistryError, match=r"no registry at sqlite:///.*user-level"):
+        Registry(create=False)
+    with pytest.raises(RegistryError, match=r"typo\.db \(given\).*does not exist"):
+        Registry("typo.db", create=False)
+    with pytest.raises(RegistryError, match=r"from \$ARCHLAB_REGISTRY"):
+        monkeypatch.setenv("ARCHLAB_REGISTRY", f"sqlite:///{isolated / 'env.db'}")
+        Registry(create=False)
+    monkeypatch.delenv("ARCHLAB_REGISTRY")
+    (isolated / ".archlab").mkdir()  # a project folder whose registry no run created yet
+    with pytest.raises(RegistryError, match=r"no registry at .*found in"):
+        Registry(create=False)
+    assert sorted(isolated.rglob("*")) == [*before, isolated / ".archlab"]
+    assert not (Path(os.environ["XDG_DATA_HOME"]) / "archlab").exists()
+
+
+def test_an_empty_database_is_no_registry_to_read(registry_url: str) -> None:
+    """A database without archlab's tables (an empty PostgreSQL database, a 0-byte file) is not
+    a registry to a reader: it is refused, and nothing is created in it."""
+    if registry_url.startswith("sqlite:"):
+        Path(registry_url.removeprefix("sqlite:///")).touch()
+    with pytest.raises(RegistryError, match="has no archlab tables"):
+        Registry(registry_url, create=False)
+    with Registry(registry_url):
+        pass  # a writer creates the tables
 
 
 def test_archlab_registry_variable_is_the_default(
@@ -885,13 +942,39 @@ def test_removing_a_run_removes_its_rows(
         art = run.log_artifact(isolated / "f.txt")
     with registry.start_run(spec) as keep:
         keep.log_metrics({"loss": 1.0}, step=0)
-    registry.remove(run.id)
+    kept = keep.log_artifact(isolated / "f.txt")
+    assert (registry.artifacts / art.path).is_file()
+    deleted = registry.remove(run.id)
     assert count(raw_engine, RunRow) == 1
     assert count(raw_engine, MetricRow) == 1
     assert count(raw_engine, MixupRow) == 0
-    assert (registry.artifacts / art.path).is_file()  # files stay
+    # the run's files go with it (its folder under the artifact root); the other run's stay
+    assert deleted == [registry.artifacts / run.id]
+    assert not (registry.artifacts / run.id).exists()
+    assert (registry.artifacts / kept.path).is_file()
+    assert (isolated / "f.txt").is_file()  # the source file, outside the root, is not touched
     with pytest.raises(RegistryError):
         registry.remove(run.id)
+
+
+def test_orphan_artifact_folders_are_found_and_reclaimed(
+    registry: Registry, spec: Doc, isolated: Path
+) -> None:
+    """What a removal left behind (files it could not delete, or removals by an older archlab,
+    which kept every file) is found by name and reclaimed; live runs' folders and folders that
+    are not named like runs stay."""
+    (isolated / "f.txt").write_text("x")
+    with registry.start_run(spec) as live:
+        live.log_artifact(isolated / "f.txt")
+    with registry.start_run(spec) as gone:
+        gone.log_artifact(isolated / "f.txt")
+    registry.remove(gone.id, files=False)  # as archlab did before: the records go, files stay
+    (registry.artifacts / "Not-A-Run").mkdir()
+    assert registry.orphan_artifacts() == [registry.artifacts / gone.id]
+    assert registry.remove_orphans(registry.orphan_artifacts()) == [registry.artifacts / gone.id]
+    assert not (registry.artifacts / gone.id).exists()
+    assert (registry.artifacts / live.id).is_dir() and (registry.artifacts / "Not-A-Run").is_dir()
+    assert registry.orphan_artifacts() == []
 
 
 def test_a_run_removed_while_running_ends_quietly(registry: Registry, spec: Doc) -> None:
@@ -919,3 +1002,203 @@ def test_best_by_spec_with_odd_metric_names(
     assert [r.id for r in best] == [ids[("vit", 0.7)], ids[("gpt", 0.6)]]
     assert [r.id for r in registry.best("val loss")] == [ids[("vit", 0.7)]]
     assert registry.best("missing") == []
+
+
+# --- names, text, limits (issue 11) -----------------------------------------------------------
+
+
+def test_each_run_keeps_the_name_its_spec_had(registry: Registry, spec: Doc) -> None:
+    """Specs that differ only in their name share a hash (and a stored spec): each run still
+    lists, exports and queries under the name its own spec had."""
+    from archlab import load_spec
+
+    renamed = load_spec({**spec, "name": "mini-vit-renamed"})
+    with registry.start_run(spec) as first:
+        pass
+    for _ in range(2):  # the second start takes the cached spec object's path
+        with registry.start_run(renamed) as later:
+            pass
+    assert registry.get(first.id).spec_hash == registry.get(later.id).spec_hash
+    assert registry.get(first.id).spec_name == "mini-vit"
+    assert registry.get(later.id).spec_name == "mini-vit-renamed"
+    found = registry.runs(where="spec.name == 'mini-vit-renamed'")
+    assert len(found) == 2 and later.id in {r.id for r in found}
+    assert [r.id for r in registry.runs(where="spec.name == 'mini-vit'")] == [first.id]
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "lone \udc80 surrogate"])
+def test_text_no_backend_stores_is_refused_alike(registry: Registry, spec: Doc, bad: str) -> None:
+    """NUL characters (PostgreSQL refuses them) and lone surrogates (not UTF-8) in tags, metric
+    names, spec names and artifact kinds: a RegistryError on every backend, nothing written."""
+    with pytest.raises(RegistryError, match="NUL character or a lone surrogate"):
+        registry.start_run(spec, tags={"note": bad})
+    with pytest.raises(RegistryError, match="NUL character or a lone surrogate"):
+        registry.start_run(spec, tags={bad: "x"})
+    with pytest.raises(RegistryError, match="NUL character or a lone surrogate"):
+        registry.start_run({**spec, "name": bad})
+    assert registry.runs() == []
+    with registry.start_run(spec) as run:
+        with pytest.raises(RegistryError, match="NUL character or a lone surrogate"):
+            run.log_metrics({bad: 1.0})
+        with pytest.raises(RegistryError, match="NUL character or a lone surrogate"):
+            registry.tag(run.id, note=bad)
+        run.log_metrics({"ok": 1.0})
+    assert registry.get(run.id).tags == {} and set(registry.get(run.id).metrics) == {"ok"}
+    # an error text with such characters is stored escaped: the run still ends
+    with pytest.raises(ValueError), registry.start_run(spec) as failing:
+        raise ValueError(f"bad {bad}")
+    assert registry.get(failing.id).status == "failed"
+    with pytest.raises(UserInputError, match="NUL character"):
+        registry.runs(where=f"tags.note == '{bad}'")
+
+
+def test_big_integers_compare_on_every_backend(registry: Registry, spec: Doc) -> None:
+    """A seed of 2**32 - 1 (archlab accepts it) compares as a 64-bit integer everywhere;
+    PostgreSQL refused such a literal bound as a 32-bit INTEGER."""
+    with registry.start_run(spec, {"seed": 4294967295, "big": 2**62}) as run:
+        pass
+    assert [r.id for r in registry.runs(where="config.seed == 4294967295")] == [run.id]
+    assert [r.id for r in registry.runs(where="config.big >= 4611686018427387904")] == [run.id]
+    assert registry.runs(where="cv.fold == 9223372036854775807") == []
+    assert registry.runs(where="config.seed in (2147483648, 1)") == []
+    with pytest.raises(UserInputError, match="integer out of range"):
+        registry.runs(where="config.seed == 18446744073709551616")
+    with pytest.raises(RegistryError, match="limit"):
+        registry.runs(limit=2**64)
+
+
+# --- where artifacts live, damaged and full registries, stale sweeps (issue 11) ----------------
+
+
+def test_artifacts_are_found_from_any_directory(
+    registry_url: str, isolated: Path, monkeypatch: pytest.MonkeyPatch, spec: Doc
+) -> None:
+    """An artifact recorded from one directory is read from another: beside a SQLite file, and
+    for PostgreSQL under the root the registry records (``$ARCHLAB_ARTIFACTS`` when it was
+    first opened to write), never under the current directory."""
+    for name in ("a", "b", "shared"):
+        (isolated / name).mkdir()
+    monkeypatch.setenv("ARCHLAB_ARTIFACTS", str(isolated / "shared"))
+    monkeypatch.chdir(isolated / "a")
+    Path("w.bin").write_bytes(b"weights")
+    with Registry(registry_url) as reg, reg.start_run(spec) as run:
+        run.log_artifact("w.bin")
+        root = reg.artifacts
+    monkeypatch.delenv("ARCHLAB_ARTIFACTS")  # a teammate without the variable
+    monkeypatch.chdir(isolated / "b")
+    with Registry(registry_url, create=False) as reg:
+        assert reg.artifacts == root and root.is_absolute()
+        [artifact] = reg.get(run.id).artifacts
+        assert (reg.artifacts / artifact.path).read_bytes() == b"weights"
+    if registry_url.startswith("sqlite"):
+        assert root == isolated / "artifacts"  # beside the database file
+    else:
+        assert root == isolated / "shared"  # recorded in the registry itself
+    assert not (isolated / "a" / ".archlab").exists() and not (isolated / "b" / ".archlab").exists()
+
+
+def test_a_registry_missing_a_table_is_refused_by_name(
+    registry_url: str, raw_engine: Engine
+) -> None:
+    Registry(registry_url).close()
+    with raw_engine.begin() as conn:
+        conn.execute(text("DROP TABLE cv_aggregates"))
+    with pytest.raises(RegistryError, match=r"lacks the table\(s\) cv_aggregates.*backup"):
+        Registry(registry_url)
+
+
+def test_a_full_disk_at_open_is_a_registry_error(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while creating the lock file beside a new SQLite registry: a RegistryError (exit 2)
+    with the system's message, not a raw OSError."""
+    import errno
+
+    def full(path: Any, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store_module, "open", full, raising=False)
+    with pytest.raises(RegistryError, match=r"cannot open the registry at .*No space left"):
+        Registry(f"sqlite:///{isolated / 'r.db'}")
+
+
+def test_a_live_run_marked_stale_ends_as_it_really_ends(
+    registry: Registry, registry_url: str, spec: Doc
+) -> None:
+    """A sweep with no grace (``arch runs gc --stale --grace 0s``) marks a live run interrupted;
+    its next heartbeat makes it running again, and it ends completed, with its CV group's
+    aggregates, whatever the sweeps said meanwhile."""
+    group = registry.start_cv(spec, k=2)
+    handle = registry.start_run(spec, cv_group=group, fold=0)
+    handle.log_metrics({"val_acc": 0.5}, step=0)
+    handle.flush()
+    with Registry(registry_url, grace=None) as sweeper:
+        time.sleep(0.01)
+        assert sweeper.mark_stale(0.0) == [handle.id]
+        assert sweeper.get(handle.id).status == "interrupted"
+        handle.flush()  # the run's next heartbeat
+        assert sweeper.get(handle.id).status == "running"
+        assert sweeper.get(handle.id).error is None
+        time.sleep(0.01)
+        assert sweeper.mark_stale(0.0) == [handle.id]
+        handle.log_metrics({"val_acc": 0.75}, step=1)
+        handle.end()
+        run = sweeper.get(handle.id)
+        assert (run.status, run.error, run.metrics) == ("completed", None, {"val_acc": 0.75})
+        aggregate = sweeper.group(group.id).aggregates["val_acc"]
+        assert (aggregate.n, aggregate.mean) == (1, 0.75)
+
+
+def test_group_ids_work_where_run_ids_do(
+    registry: Registry, raw_engine: Engine, spec: Doc, isolated: Path
+) -> None:
+    """``expand`` turns a CV group id into its folds; ``remove_group`` removes every fold (with
+    its files) and the group; an unknown or ambiguous id is a RegistryError."""
+    (isolated / "f.txt").write_text("x")
+    group = registry.start_cv(spec, k=2)
+    folds = []
+    for fold in range(2):
+        with registry.start_run(spec, cv_group=group, fold=fold) as run:
+            run.log_metrics({"acc": 0.5 + fold / 10}, step=0)
+            run.log_artifact(isolated / "f.txt")
+        folds.append(run.id)
+    with registry.start_run(spec) as single:
+        pass
+    assert registry.kind_of(group.id) == "group" and registry.kind_of(single.id) == "run"
+    assert registry.expand([single.id, group.id, folds[0]]) == [single.id, *folds]
+    with pytest.raises(RegistryError, match="no run or CV group 'nosuchid'"):
+        registry.expand(["nosuchid"])
+    with raw_engine.begin() as conn:  # a run and a group sharing an id (40 bits: rare, possible)
+        conn.execute(text("UPDATE runs SET id = :g WHERE id = :r"), {"g": group.id, "r": single.id})
+    with pytest.raises(RegistryError, match="both a run and a CV group"):
+        registry.expand([group.id])
+    with raw_engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET id = :r WHERE id = :g"), {"g": group.id, "r": single.id})
+    deleted = registry.remove_group(group.id)
+    assert sorted(deleted) == sorted(registry.artifacts / f for f in folds)
+    assert [r.id for r in registry.runs()] == [single.id]
+    with pytest.raises(RegistryError, match="no CV group"):
+        registry.group(group.id)
+
+
+def test_dependents_are_the_runs_pointing_to_a_run(registry: Registry, spec: Doc) -> None:
+    """A DynamicViT student records its teacher (``config.teacher`` / ``config.teacher_run``), an
+    eval run the run it evaluates (``tags.evaluates``): removing those would leave them dangling."""
+    with registry.start_run(spec) as teacher:
+        pass
+    group = registry.start_cv(spec, k=2)
+    with registry.start_run(spec, cv_group=group, fold=0) as fold_teacher:
+        pass
+    with registry.start_run(spec, {"teacher": teacher.id, "teacher_run": teacher.id}) as student:
+        pass
+    with registry.start_run(spec, {"teacher": group.id, "teacher_run": fold_teacher.id}) as cv:
+        pass
+    with registry.start_run(spec, kind="eval", tags={"evaluates": teacher.id}) as evaluation:
+        pass
+    assert registry.dependents([teacher.id]) == sorted(
+        [(student.id, "teacher", teacher.id), (evaluation.id, "evaluates", teacher.id)]
+    )
+    assert registry.dependents([fold_teacher.id, group.id]) == sorted(
+        [(cv.id, "teacher", group.id), (cv.id, "teacher", fold_teacher.id)]
+    )
+    assert registry.dependents([teacher.id, student.id, evaluation.id]) == []

@@ -66,14 +66,31 @@ def engine(registry_url: str) -> Iterator[Engine]:
         eng.dispose()
 
 
+# columns later revisions added to revision 0001's tables (compared on their own)
+ADDED_COLUMNS = {"spec_name"}
+
+
 def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of revision 0001's tables, in a stable order (floats compared exactly)."""
+    """Every row of revision 0001's tables, in a stable order (floats compared exactly), without
+    the columns later revisions added."""
     out = {}
     with engine.connect() as conn:
         for table in TABLES_0001:
-            rows = conn.execute(text(f"SELECT * FROM {table}")).all()  # table names are constants
-            out[table] = sorted((tuple(r) for r in rows), key=repr)
+            result = conn.execute(text(f"SELECT * FROM {table}"))  # table names are constants
+            keep = [i for i, name in enumerate(result.keys()) if name not in ADDED_COLUMNS]
+            rows = [tuple(r[i] for i in keep) for r in result]
+            out[table] = sorted(rows, key=repr)
     return out
+
+
+def check_spec_names(reg: Registry, engine: Engine) -> None:
+    """Revision 0004: every run recorded before it carries its spec row's name."""
+    with engine.connect() as conn:
+        names = dict(conn.execute(text("SELECT hash, name FROM specs")).all())
+        runs = conn.execute(text("SELECT id, spec_hash, spec_name FROM runs")).all()
+    assert runs and all(name == names[digest] for _, digest, name in runs)
+    for run_id, digest, _ in runs:
+        assert reg.get(run_id).spec_name == names[digest]
 
 
 def alembic_config(conn: Any) -> Config:
@@ -160,6 +177,7 @@ def test_a_revision_0001_registry_upgrades_without_loss(isolated: Path, minimal_
         with reg.engine.connect() as conn:
             assert conn.scalar(text("SELECT version_num FROM alembic_version")) == _head_revision()
         assert after == before  # every row of every table, every value
+        check_spec_names(reg, reg.engine)
         check_upgraded(reg)
         keeps_working(reg, minimal_vit)
     db = sqlite3.connect(path)
@@ -210,6 +228,7 @@ def test_a_revision_0001_registry_upgrades_on_postgresql_too(
         else:
             assert after == before
             check_upgraded(reg)
+        check_spec_names(reg, engine)
         keeps_working(reg, minimal_vit)
     assert {t: len(rows) for t, rows in after.items()} == {
         t: len(rows) for t, rows in before.items()

@@ -46,7 +46,7 @@ def show(
     from archlab.registry import Registry
     from archlab.runners.prune_show import show_run
 
-    with Registry(registry_url) as registry:
+    with Registry(registry_url, create=False) as registry:  # reads only: never creates one
         report = show_run(run_id, registry, output=output, data_source=data_source, images=count)
     panels = report.panels
     click.echo(

@@ -1,8 +1,9 @@
 """``arch runs ...``: query and maintain the experiment registry.
 
-Every command takes ``--registry URL`` (default: ``$ARCHLAB_REGISTRY``, else
-``sqlite:///.archlab/registry.db`` under the current folder) and is a thin layer over
-``archlab.Registry``: parse, call, print. sqlalchemy and rich load inside the command bodies, so
+Every command takes ``--registry URL`` (default: ``$ARCHLAB_REGISTRY``, else the nearest
+``.archlab/registry.db`` from the current folder upwards, else the user-level registry; see
+``archlab.registry.locate``) and is a thin layer over ``archlab.Registry``: parse, call, print.
+These commands never create a registry: a missing one exits 2 naming the registry looked for. sqlalchemy and rich load inside the command bodies, so
 ``arch --help`` stays fast. Registry and query errors are ``UserInputError``s: exit code 2, one
 paragraph, no traceback (``cli/main.py``).
 """
@@ -21,7 +22,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -75,7 +76,8 @@ def registry_option(f: F) -> F:
         metavar="URL",
         default=None,
         help="Registry database: sqlite:///PATH, postgresql://USER@HOST/DB or a SQLite file path "
-        "[default: $ARCHLAB_REGISTRY, else sqlite:///.archlab/registry.db].",
+        "[default: $ARCHLAB_REGISTRY, else .archlab/registry.db in the nearest folder upwards "
+        "with an .archlab/ folder, else ~/.local/share/archlab/registry.db].",
     )(f)
 
 
@@ -146,12 +148,18 @@ class Duration(click.ParamType):
 
 @contextlib.contextmanager
 def _open(url: str | None, **kwargs: Any) -> Iterator[Registry]:
-    """The registry at ``url``, closed afterwards. A bad URL or an unreachable database raises
-    RegistryError (exit code 2)."""
+    """The registry at ``url`` (as ``archlab.registry.locate`` finds it), closed afterwards; never
+    created here. A missing registry, a bad URL or an unreachable database raises RegistryError
+    (exit code 2)."""
     from archlab.registry import Registry
 
-    with Registry(url, **kwargs) as registry:
+    with Registry(url, create=False, **kwargs) as registry:
         yield registry
+
+
+def _nothing_in(registry: Registry) -> str:
+    """``registry URL (how it was found)``: what a command that found nothing says it read."""
+    return f"registry {registry.location.describe()}"
 
 
 # ---------------------------------------------------------------------------------- formatting
@@ -381,8 +389,18 @@ def _dumps(value: Any) -> str:
     return json.dumps(_jsonable(value), indent=2, allow_nan=False)
 
 
+def _iso(ts: float | None) -> str | None:
+    """A time as ISO 8601 in UTC (``2026-12-06T06:01:03.120+00:00``), for JSON and CSV."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
 def _run_dict(run: Run) -> dict[str, Any]:
     out = run.to_dict()
+    for key in ("started", "ended", "heartbeat"):
+        if key in out:
+            out[key] = _iso(out[key])
     out["duration"] = _seconds(run)
     return out
 
@@ -406,8 +424,8 @@ def _csv_row(run: Run) -> dict[str, Any]:
         "status": run.status,
         "spec_name": run.spec_name,
         "spec_hash": run.spec_hash,
-        "started": run.started,
-        "ended": run.ended,
+        "started": _iso(run.started),
+        "ended": _iso(run.ended),
         "duration": round(_seconds(run), 3),
         "error": run.error,
     }
@@ -474,7 +492,13 @@ def runs() -> None:
     arch runs export -o FILE          matching runs as CSV or JSON
     arch runs plot ID -o FILE.png     a metric's curves: a run, or a CV group's folds
     arch runs gc --stale              mark silent running runs interrupted
-    arch runs rm ID / tag ID k=v      remove or tag runs
+    arch runs gc --artifacts          delete artifact folders of removed runs
+    arch runs rm ID / tag ID k=v      remove (with artifact files) or tag runs
+
+    \b
+    ID may be a CV group's id wherever a run id is taken (show, compare, export, rm, tag).
+    The registry: --registry, else $ARCHLAB_REGISTRY, else the nearest .archlab/registry.db
+    upwards, else ~/.local/share/archlab/registry.db; these commands never create one.
     """
 
 
@@ -533,26 +557,32 @@ def list_command(
         with _open(registry_url) as registry:
             matching = registry.runs(where=where, order_by=list(sort))
             entries = _group_entries(registry, matching)[: limit or None]
-        _print_grouped(entries, fmt, columns)
+            source = _nothing_in(registry)
+        _print_grouped(entries, fmt, columns, source)
         return
     with _open(registry_url) as registry:
         found = registry.runs(where=where, order_by=list(sort), limit=limit or None)
+        source = _nothing_in(registry)
     if fmt == "json":
         click.echo(_dumps([_run_dict(r) for r in found]))
     elif fmt == "csv":
         click.echo(_csv_text([_csv_row(r) for r in found]), nl=False)
     else:
-        _print_runs(found, where, columns)
+        _print_runs(found, where, columns, source=source)
         if limit and len(found) == limit:
             _console().print(f"(the first {limit}; --limit 0 lists all)")
 
 
 def _print_runs(
-    found: list[Run], where: str | None, columns: str | None, title: str | None = None
+    found: list[Run],
+    where: str | None,
+    columns: str | None,
+    title: str | None = None,
+    source: str = "this registry",
 ) -> None:
     console = _console()
     if not found:
-        console.print("no runs" + (f" match {where!r}" if where else " in this registry"))
+        console.print("no runs" + (f" match {where!r}" if where else "") + f" in {source}")
         return
     names = _metric_names(found)
     _print_listing(console, [_run_cells(r, names) for r in found], names, columns, title)
@@ -619,12 +649,20 @@ def _group_dict(group: CVGroup, folds: list[Run]) -> dict[str, Any]:
     }
 
 
-def _print_grouped(entries: list[Any], fmt: str, columns: str | None) -> None:
+def _group_export(group: CVGroup, folds: list[Run]) -> dict[str, Any]:
+    """``_group_dict`` with its times in ISO 8601, for JSON and CSV."""
+    doc = _group_dict(group, folds)
+    return {**doc, "started": _iso(doc["started"]), "ended": _iso(doc["ended"])}
+
+
+def _print_grouped(
+    entries: list[Any], fmt: str, columns: str | None, source: str = "this registry"
+) -> None:
     if fmt == "json":
         click.echo(
             _dumps(
                 [
-                    _group_dict(*e) if isinstance(e, tuple) else {"type": "run", **_run_dict(e)}
+                    _group_export(*e) if isinstance(e, tuple) else {"type": "run", **_run_dict(e)}
                     for e in entries
                 ]
             )
@@ -634,7 +672,7 @@ def _print_grouped(entries: list[Any], fmt: str, columns: str | None) -> None:
         rows = []
         for e in entries:
             if isinstance(e, tuple):
-                doc = _group_dict(*e)
+                doc = _group_export(*e)
                 row: dict[str, Any] = {}
                 for key in ("type", "id", "spec_name", "spec_hash", "k", "started", "ended"):
                     row[key] = doc[key]
@@ -651,7 +689,7 @@ def _print_grouped(entries: list[Any], fmt: str, columns: str | None) -> None:
         return
     console = _console()
     if not entries:
-        console.print("no runs")
+        console.print(f"no runs in {source}")
         return
     runs_only = [e for e in entries if not isinstance(e, tuple)]
     names = _metric_names(runs_only, [e[0].aggregates for e in entries if isinstance(e, tuple)])
@@ -697,32 +735,47 @@ def show(registry_url: str | None, run_id: str, fmt: str) -> None:
     """Everything about run ID: status, times, error, spec, config, mixup, tags, provenance,
     metrics (final, best and at which step, count) and artifacts.
 
-    For a CV fold, also its group: every fold's final metrics and their mean ± sample std.
+    For a CV fold, also its group: every fold's final metrics and their mean ± sample std. ID may
+    be a CV group's id: the group with its folds.
     """
+    run: Run | None = None
     with _open(registry_url) as registry:
-        run = registry.get(run_id)
-        group = registry.group(run.cv.group) if run.cv is not None else None
+        if registry.kind_of(run_id) == "group":
+            group: CVGroup | None = registry.group(run_id)
+        else:
+            run = registry.get(run_id)
+            group = registry.group(run.cv.group) if run.cv is not None else None
         folds = registry.compare(group.runs) if group is not None else []
     if fmt == "json":
+        group_doc = (
+            {**group.to_dict(), "folds": [_fold_dict(f) for f in folds]}
+            if group is not None
+            else None
+        )
+        if run is None:
+            click.echo(_dumps({"type": "cv_group", **(group_doc or {})}))
+            return
         doc = _run_dict(run)
-        if group is not None:
-            doc["cv_group"] = {
-                **group.to_dict(),
-                "folds": [
-                    {
-                        "fold": f.cv.fold if f.cv else None,
-                        "id": f.id,
-                        "status": f.status,
-                        "n_train": f.cv.n_train if f.cv else None,
-                        "n_val": f.cv.n_val if f.cv else None,
-                        "metrics": f.metrics,
-                    }
-                    for f in folds
-                ],
-            }
+        if group_doc is not None:
+            doc["cv_group"] = group_doc
         click.echo(_dumps(doc))
         return
+    if run is None:
+        assert group is not None
+        _print_group(_console(), None, group, folds)
+        return
     _print_show(run, group, folds)
+
+
+def _fold_dict(fold: Run) -> dict[str, Any]:
+    return {
+        "fold": fold.cv.fold if fold.cv else None,
+        "id": fold.id,
+        "status": fold.status,
+        "n_train": fold.cv.n_train if fold.cv else None,
+        "n_val": fold.cv.n_val if fold.cv else None,
+        "metrics": fold.metrics,
+    }
 
 
 def _print_show(run: Run, group: CVGroup | None, folds: list[Run]) -> None:
@@ -806,20 +859,20 @@ def _provenance_rows(prov: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _print_group(console: Console, run: Run, group: CVGroup, folds: list[Run]) -> None:
-    assert run.cv is not None
+def _print_group(console: Console, run: Run | None, group: CVGroup, folds: list[Run]) -> None:
+    """A CV group's folds and aggregates; ``run`` (one of its folds) is marked with a *."""
     names, hidden = _capped(_metric_names(folds, [group.aggregates]))
     title = (
         f"CV group {group.id}: {group.splitter}, k={group.k}"
         + (f" x {group.repeats} repeats" if group.repeats > 1 else "")
         + (f", seed {group.seed}" if group.seed is not None else "")
-        + f"; this run is fold {run.cv.fold}"
+        + (f"; this run is fold {run.cv.fold}" if run is not None and run.cv is not None else "")
     )
     table = _table(
         "fold", "id", "status", "n_train", "n_val", *(f"metrics.{n}" for n in names), title=title
     )
     for fold in folds:
-        mark = " *" if fold.id == run.id else ""
+        mark = " *" if run is not None and fold.id == run.id else ""
         cv = fold.cv
         table.add_row(
             f"{cv.fold if cv else '-'}{mark}",
@@ -844,7 +897,8 @@ def _print_group(console: Console, run: Run, group: CVGroup, folds: list[Run]) -
         ),
     )
     console.print(table)
-    console.print("std is the sample std (n - 1) over completed folds; * marks this run")
+    marks = "; * marks this run" if run is not None else ""
+    console.print(f"std is the sample std (n - 1) over completed folds{marks}")
     if hidden:
         console.print(f"({hidden} more metric(s) not shown; --format json has them all)")
 
@@ -861,11 +915,12 @@ def _print_group(console: Console, run: Run, group: CVGroup, folds: list[Run]) -
 @format_option(["table", "json"], "table")
 def compare(registry_url: str | None, run_ids: tuple[str, ...], show_all: bool, fmt: str) -> None:
     """Runs side by side: one column per run; status, spec, CV, config and mixup fields that
-    differ (all with --all), tags and final metrics."""
-    if len(run_ids) < 2:
-        raise click.UsageError("compare takes at least two run ids")
+    differ (all with --all), tags and final metrics. A CV group's id stands for its folds."""
     with _open(registry_url) as registry:
-        found = registry.compare(list(run_ids))
+        ids = registry.expand(list(run_ids))
+        if len(ids) < 2:
+            raise click.UsageError("compare takes at least two run ids (or a CV group's id)")
+        found = registry.compare(ids)
     rows = _compare_rows(found, show_all)
     if fmt == "json":
         click.echo(
@@ -1046,9 +1101,13 @@ def best(
 
     with _open(registry_url) as registry:
         found = registry.best(metric, group_by=group_by, where=where)
-        known = _metric_names(registry.runs(where=where, limit=500)) if not found else []
+        source = _nothing_in(registry)
+        known: list[str] = []
         if not found:
-            _known_metric(metric, _metric_names(registry.runs(limit=2000)))
+            recorded = _metric_names(registry.runs(limit=2000))
+            if recorded:  # an empty registry is said to be empty below, not an unknown metric
+                _known_metric(metric, recorded, source)
+            known = _metric_names(registry.runs(where=where, limit=500))
     if fmt == "json":
         click.echo(_dumps([_run_dict(r) for r in found]))
         return
@@ -1059,7 +1118,8 @@ def best(
     if not found:
         hint = f"; metrics recorded: {', '.join(known)}" if known else ""
         console.print(
-            f"no run{' matching ' + repr(where) if where else ''} has metric {metric!r}{hint}"
+            f"no run{' matching ' + repr(where) if where else ''} has metric {metric!r} in "
+            f"{source}{hint}"
         )
         return
     direction = "lowest" if minimize(metric) else "highest"
@@ -1091,7 +1151,7 @@ def best(
     console.print(table)
 
 
-def _known_metric(metric: str, recorded: list[str]) -> None:
+def _known_metric(metric: str, recorded: list[str], source: str) -> None:
     """Exit 2 when no run in the registry records ``metric``, naming those that are recorded."""
     if metric in recorded:
         return
@@ -1102,11 +1162,14 @@ def _known_metric(metric: str, recorded: list[str]) -> None:
     close = difflib.get_close_matches(metric, recorded, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     names = ", ".join(sorted(recorded)) or "none yet"
-    raise UserInputError(f"no run records a metric {metric!r}; {hint}the metrics recorded: {names}")
+    raise UserInputError(
+        f"no run in {source} records a metric {metric!r}; {hint}the metrics recorded: {names}"
+    )
 
 
 @runs.command()
 @registry_option
+@click.argument("idents", metavar="[ID...]", nargs=-1)
 @where_option
 @format_option(["csv", "json"])
 @click.option(
@@ -1116,10 +1179,17 @@ def _known_metric(metric: str, recorded: list[str]) -> None:
     type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
     help="The file to write ('-' for stdout).",
 )
-def export(registry_url: str | None, where: str | None, fmt: str | None, output: Path) -> None:
-    """Write every matching run to FILE as CSV (one row per run; cv.*, mixup.*, metrics.*,
-    best.*, config.*, tags.* columns) or JSON (a list of runs). The format defaults from the
-    file's suffix."""
+def export(
+    registry_url: str | None,
+    idents: tuple[str, ...],
+    where: str | None,
+    fmt: str | None,
+    output: Path,
+) -> None:
+    """Write every matching run (or only the runs ID..., a CV group's id standing for its folds)
+    to FILE as CSV (one row per run; cv.*, mixup.*, metrics.*, best.*, config.*, tags.* columns)
+    or JSON (a list of runs). Times are ISO 8601 in UTC. The format defaults from the file's
+    suffix."""
     if fmt is None:
         suffix = output.suffix.lower().lstrip(".")
         if suffix not in ("csv", "json"):
@@ -1132,6 +1202,9 @@ def export(registry_url: str | None, where: str | None, fmt: str | None, output:
         )
     with _open(registry_url) as registry:
         found = registry.runs(where=where)
+        if idents:
+            order = {run_id: i for i, run_id in enumerate(registry.expand(list(idents)))}
+            found = sorted((r for r in found if r.id in order), key=lambda r: order[r.id])
     if fmt == "json":
         text = _dumps([_run_dict(r) for r in found]) + "\n"
     else:
@@ -1232,7 +1305,8 @@ def _report_plot(drawn: Any, metric: str, output: Path) -> None:
 @click.option(
     "--stale",
     is_flag=True,
-    help="Mark interrupted the running runs whose heartbeat is older than --grace.",
+    help="Mark interrupted the running runs whose heartbeat is older than --grace, or whose "
+    "process is gone on this host.",
 )
 @click.option(
     "--grace",
@@ -1241,18 +1315,67 @@ def _report_plot(drawn: Any, metric: str, output: Path) -> None:
     show_default=True,
     help="How long a running run may stay silent: 30s, 5m, 2h, 1d or plain seconds.",
 )
-def gc(registry_url: str | None, stale: bool, grace: float) -> None:
+@click.option(
+    "--artifacts",
+    "orphans",
+    is_flag=True,
+    help="Delete the artifact folders of runs no longer in the registry (asks first unless --yes).",
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def gc(registry_url: str | None, stale: bool, grace: float, orphans: bool, yes: bool) -> None:
     """Clean up the registry: with --stale, mark interrupted the running runs that stopped
-    sending heartbeats (their process died without ending them). Nothing is deleted."""
-    if not stale:
-        raise click.UsageError("say what to collect: arch runs gc --stale [--grace 5m]")
-    # Opening marks stale runs with its own grace; an infinite one leaves --grace to decide.
-    with _open(registry_url, grace=math.inf) as registry:
-        marked = registry.mark_stale(grace)
-    if marked:
-        click.echo(f"marked {len(marked)} stale run(s) interrupted: {', '.join(marked)}")
-    else:
-        click.echo(f"no running run has been silent for {_span(grace)}")
+    sending heartbeats (their process died without ending them; a run that is in fact alive
+    becomes running again at its next heartbeat and ends as it really ends); with --artifacts,
+    delete the artifact folders that removed runs left behind (folders named like a run id that
+    no run of this registry has). No run is deleted."""
+    if not stale and not orphans:
+        raise click.UsageError(
+            "say what to collect: arch runs gc --stale [--grace 5m] and/or --artifacts"
+        )
+    # grace=None: opening sweeps nothing, so what --stale marks is all reported below
+    with _open(registry_url, grace=None) as registry:
+        if stale:
+            marked = registry.mark_stale(grace)
+            if marked:
+                click.echo(
+                    f"marked {len(marked)} run(s) interrupted (silent for over {_span(grace)}, or "
+                    f"their process is gone on this host): {', '.join(marked)}"
+                )
+            else:
+                click.echo(f"no running run has been silent for {_span(grace)} or lost its process")
+        if orphans:
+            _collect_orphans(registry, yes)
+
+
+def _collect_orphans(registry: Registry, yes: bool) -> None:
+    found = registry.orphan_artifacts()
+    if not found:
+        click.echo(f"no orphan artifact folders under {registry.artifacts}")
+        return
+    sizes = {path: _tree_size(path) for path in found}
+    for path in found:
+        click.echo(f"{path}  {_bytes(sizes[path])}")
+    click.echo(
+        f"no run of {_nothing_in(registry)} has these folders; if another registry keeps its "
+        f"artifacts in {registry.artifacts} too, they may be its runs'"
+    )
+    if not yes:
+        click.confirm(f"delete these {len(found)} folder(s)?", abort=True)
+    removed = registry.remove_orphans(found)
+    freed = sum(sizes.get(p, 0) for p in removed)
+    click.echo(f"deleted {len(removed)} orphan artifact folder(s), {_bytes(freed)} freed")
+
+
+def _tree_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 @runs.command()
@@ -1262,20 +1385,33 @@ def gc(registry_url: str | None, stale: bool, grace: float) -> None:
 @click.option(
     "--force",
     is_flag=True,
-    help="Also remove runs still running (their process's next writes will fail).",
+    help="Also remove runs still running (their process's next writes will fail) and runs other "
+    "runs point to (a student's teacher, an evaluated run).",
 )
 def rm(registry_url: str | None, run_ids: tuple[str, ...], yes: bool, force: bool) -> None:
-    """Remove runs with their metrics, tags, mixup settings and artifact records (artifact
-    files stay on disk). Asks first unless --yes; refuses running runs unless --force."""
+    """Remove runs with their metrics, tags, mixup settings, artifact records and artifact files
+    (the run's folder under the artifact root). A CV group's id removes every fold and the group.
+    Asks first unless --yes; refuses running runs, and runs that other runs point to (a DynamicViT
+    student's teacher, a run an eval run evaluates), unless --force."""
     from archlab.registry import RegistryError
 
     with _open(registry_url) as registry:
-        found = registry.compare(list(dict.fromkeys(run_ids)))  # every id must exist first
+        unique = list(dict.fromkeys(run_ids))
+        groups = [i for i in unique if registry.kind_of(i) == "group"]  # every id must exist first
+        found = registry.compare(registry.expand(unique))
         running = [r.id for r in found if r.status == "running"]
         if running and not force:
             raise RegistryError(
                 f"run(s) {', '.join(running)} still running: stop them first, mark them with "
                 "`arch runs gc --stale` if their process is gone, or pass --force"
+            )
+        pointing = registry.dependents([*(r.id for r in found), *groups])
+        dangling = [f"run {run} ({how} {target})" for run, how, target in pointing]
+        if dangling and not force:
+            raise RegistryError(
+                f"other runs point to what would be removed: {'; '.join(dangling)}. Their "
+                "pointers would dangle (a student's teacher could no longer be checked or "
+                "reused): remove those runs too, or pass --force"
             )
         for run in found:
             where = f", fold {run.cv.fold} of CV group {run.cv.group}" if run.cv else ""
@@ -1284,11 +1420,20 @@ def rm(registry_url: str | None, run_ids: tuple[str, ...], yes: bool, force: boo
                 f"{run.id}  {run.kind} {run.status}  {run.spec_name or run.spec_hash[:12]}"
                 f"  {sum(s.count for s in run.summaries.values())} metric points{where}{warn}"
             )
+        if dangling:
+            click.echo(f"will dangle: {'; '.join(dangling)}")
         if not yes:
-            click.confirm(f"remove {len(found)} run(s)?", abort=True)
+            click.confirm(f"remove {len(found)} run(s) and their artifact files?", abort=True)
+        deleted = []
         for run in found:
-            registry.remove(run.id)
-    click.echo(f"removed {len(found)} run(s)")
+            deleted += registry.remove(run.id)
+        for group_id in groups:
+            deleted += registry.remove_group(group_id)
+    click.echo(
+        f"removed {len(found)} run(s)"
+        + (f" and CV group(s) {', '.join(groups)}" if groups else "")
+        + f"; deleted {len(deleted)} artifact folder(s) or file(s)"
+    )
 
 
 def _parse_tags(pairs: Sequence[str]) -> dict[str, str]:
@@ -1308,11 +1453,14 @@ def _parse_tags(pairs: Sequence[str]) -> dict[str, str]:
 @click.argument("run_id", metavar="ID")
 @click.argument("pairs", metavar="KEY=VALUE...", nargs=-1, required=True)
 def tag(registry_url: str | None, run_id: str, pairs: tuple[str, ...]) -> None:
-    """Set tags on run ID (an existing key is overwritten)."""
+    """Set tags on run ID, or on every fold of CV group ID (an existing key is overwritten)."""
     tags = _parse_tags(pairs)
     with _open(registry_url) as registry:
-        registry.tag(run_id, **tags)
-    click.echo(f"tagged {run_id}: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
+        ids = registry.expand([run_id])
+        for each in ids:
+            registry.tag(each, **tags)
+    what = run_id if ids == [run_id] else f"{', '.join(ids)} (the folds of CV group {run_id})"
+    click.echo(f"tagged {what}: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
 
 
 COMMANDS = [runs]

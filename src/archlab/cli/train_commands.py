@@ -363,7 +363,7 @@ def eval_command(
     from archlab.runners.train import evaluate_run
 
     configure_threads(threads)
-    with Registry(registry_url) as registry:
+    with Registry(registry_url, create=False) as registry:  # the run to evaluate must exist
         report = evaluate_run(run_id, registry, data_source=data_source, device=device)
     if as_json:
         doc = {

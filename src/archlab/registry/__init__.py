@@ -13,7 +13,7 @@ from archlab.registry.records import (
     MixupSetting,
     Run,
 )
-from archlab.registry.store import Registry, RegistryError, RunHandle
+from archlab.registry.store import Location, Registry, RegistryError, RunHandle, locate
 
 __all__ = [
     "Aggregate",
@@ -21,10 +21,12 @@ __all__ = [
     "CVGroup",
     "CVInfo",
     "Change",
+    "Location",
     "MetricSummary",
     "MixupSetting",
     "Registry",
     "RegistryError",
     "Run",
     "RunHandle",
+    "locate",
 ]

@@ -84,6 +84,9 @@ class RunRow(Base):
     kind: Mapped[str] = mapped_column(String(16), index=True)
     status: Mapped[str] = mapped_column(String(16))  # indexed with heartbeat, below
     spec_hash: Mapped[str] = mapped_column(ForeignKey("specs.hash"), index=True)
+    # the name the spec had when this run started: specs that differ only in their name share a
+    # hash (and a ``specs`` row, which keeps the first name recorded)
+    spec_name: Mapped[str | None] = mapped_column(String(200), index=True)
     cv_group_pk: Mapped[int | None] = mapped_column(ForeignKey("cv_groups.pk"), index=True)
     fold: Mapped[int | None] = mapped_column(Integer)
     n_train: Mapped[int | None] = mapped_column(Integer)
@@ -206,3 +209,13 @@ class ArtifactRow(Base):
     size: Mapped[int] = mapped_column(BigInteger)  # checkpoints outgrow 32 bits
     sha256: Mapped[str] = mapped_column(String(64))
     created: Mapped[float] = mapped_column(Float)
+
+
+class SettingRow(Base):
+    """A registry-wide setting, such as ``artifact_root``: where a PostgreSQL registry keeps its
+    artifacts, so every user of the registry finds them, whatever their current directory."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

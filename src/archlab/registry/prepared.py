@@ -153,7 +153,7 @@ class Statements:
     batches, summaries and heartbeats, ending runs, recomputing CV aggregates, reading a group."""
 
     def __init__(self, dialect: Dialect) -> None:
-        from sqlalchemy import bindparam, delete, insert, select, update
+        from sqlalchemy import and_, bindparam, delete, insert, null, or_, select, update
 
         from archlab.registry.models import (
             AggregateRow,
@@ -179,7 +179,8 @@ class Statements:
         self.returning = bool(dialect.insert_returning)
 
         run_columns = (
-            "id", "kind", "status", "spec_hash", "cv_group_pk", "fold", "n_train", "n_val",
+            "id", "kind", "status", "spec_hash", "spec_name", "cv_group_pk", "fold", "n_train",
+            "n_val",
             "train_sha256", "val_sha256", "started", "heartbeat", "config", "provenance", "host",
             "pid",
         )  # fmt: skip
@@ -197,10 +198,26 @@ class Statements:
         self.insert_group = inserting(CVGroupRow, *group_columns, returning=CVGroupRow.pk)
 
         run: Any = bindparam("run")
-        mine = (RunRow.pk == run, RunRow.status == "running")
-        self.beat = prepare(
-            update(RunRow).where(*mine).values(heartbeat=bindparam("at")), "at", "run"
+        # The run's own process may write to it while it runs, and also once a sweep (arch runs
+        # gc, a registry opened elsewhere) marked it interrupted though it was alive: its next
+        # beat makes it running again and its end records how it really ended.
+        mine = (
+            RunRow.pk == run,
+            or_(
+                RunRow.status == "running",
+                and_(
+                    RunRow.status == "interrupted",
+                    RunRow.host == bindparam("owner_host"),
+                    RunRow.pid == bindparam("owner_pid"),
+                ),
+            ),
         )
+        self.beat = prepare(
+            update(RunRow)
+            .where(*mine)
+            .values(heartbeat=bindparam("at"), status="running", ended=null(), error=null()),
+            "at", "run", "owner_host", "owner_pid",
+        )  # fmt: skip
         self.finish = prepare(
             update(RunRow)
             .where(*mine)
@@ -210,7 +227,7 @@ class Statements:
                 heartbeat=bindparam("at"),
                 error=bindparam("message"),
             ),
-            "new_status", "at", "message", "run",
+            "new_status", "at", "message", "run", "owner_host", "owner_pid",
         )  # fmt: skip
         self.run_exists = prepare(select(RunRow.pk).where(RunRow.pk == run), "run")
 

@@ -57,9 +57,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
-    Integer,
     String,
     and_,
     case,
@@ -84,7 +84,6 @@ from archlab.registry.models import (
     MetricKeyRow,
     MixupRow,
     RunRow,
-    SpecRow,
     SummaryRow,
     TagRow,
 )
@@ -638,6 +637,13 @@ _A = {"number": "a number", "time": "a time", "text": "text", "json": "JSON"}
 
 def _coerce_one(cmp: Compare, v: Value, ftype: str, query: str) -> tuple[str, Any]:
     op, name, x = cmp.op, str(cmp.field), v.value
+    if isinstance(x, str) and not _storable(x):
+        raise QueryError(
+            "text with a NUL character or a lone surrogate: a registry stores no such text",
+            query,
+            v.pos,
+            "remove the character",
+        )
     if x is None:
         if op not in ("==", "!="):
             raise QueryError("null only compares with == or !=", query, v.pos)
@@ -681,6 +687,17 @@ def _coerce_one(cmp: Compare, v: Value, ftype: str, query: str) -> tuple[str, An
     if ftype == "time":
         return "number", _epoch(x, query, v.pos)
     return "text", x
+
+
+def _storable(text: str) -> bool:
+    """Whether every backend can store ``text``: no NUL, valid UTF-8 (no lone surrogate)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _epoch(text: str, query: str, pos: int) -> float:
@@ -805,7 +822,9 @@ def _bind(value: Any, kind: str) -> ColumnElement[Any]:
         return literal(value, String())
     if kind == "bool":
         return literal(value, Boolean())
-    return literal(value, Integer() if isinstance(value, int) else Float())
+    # 64-bit: PostgreSQL refuses a literal >= 2**31 bound as INTEGER (seeds reach 2**32 - 1);
+    # the parser keeps integers within 64 bits
+    return literal(value, BigInteger() if isinstance(value, int) else Float())
 
 
 @dataclass(frozen=True)
@@ -880,7 +899,7 @@ def _source(ref: FieldRef, kind: str) -> _Source:
     if prefix == "spec":
         if key == "hash":
             return _mapped(RunRow.spec_hash)
-        return _mapped(SpecRow.name, SpecRow.hash == RunRow.spec_hash)
+        return _mapped(RunRow.spec_name)  # the name the run's spec had, not the first recorded
     assert prefix == "config", prefix
     item = RunRow.config[ref.parts]
     if kind == "sort":

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -31,7 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -41,11 +52,13 @@ from archlab.files import replace_atomically
 from archlab.registry.models import (
     AggregateRow,
     ArtifactRow,
+    Base,
     CVGroupRow,
     MetricKeyRow,
     MetricRow,
     MixupRow,
     RunRow,
+    SettingRow,
     SpecRow,
     SummaryRow,
     TagRow,
@@ -62,12 +75,12 @@ from archlab.registry.records import (
     Run,
 )
 
-DEFAULT_URL = "sqlite:///.archlab/registry.db"
 KINDS = ("train", "eval", "bench")
 STATUSES = ("running", "completed", "failed", "interrupted")
 HEARTBEAT_S = 2.0  # background heartbeat and metric flush period (the issue asks for <= 5 s)
 DEFAULT_GRACE_S = 300.0  # a running run silent this long is stale
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford-style: no i, l, o, u
+_RUN_ID = re.compile(r"[0-9a-z]{4,16}")  # what a run or CV group id looks like
 
 T = TypeVar("T")
 
@@ -98,15 +111,103 @@ def new_id(length: int = 8) -> str:
 # --------------------------------------------------------------------------------- connecting
 
 
-def resolve_url(url: str | None) -> str:
-    """The registry URL: the argument, else ``$ARCHLAB_REGISTRY``, else ``.archlab/registry.db``."""
-    chosen = url or os.environ.get("ARCHLAB_REGISTRY")
+REGISTRY_FOLDER = ".archlab"  # a project's registry: REGISTRY_FOLDER/registry.db
+REGISTRY_FILE = "registry.db"
+
+
+def user_data_dir() -> Path:
+    """archlab's user-level folder: ``$XDG_DATA_HOME/archlab``, else ``~/.local/share/archlab``."""
+    base = os.environ.get("XDG_DATA_HOME") or ""
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
+    return root / "archlab"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a registry is (``url``), how it was chosen (``source``) and whether it exists yet
+    (``exists``: None for a server database, which only opening can tell)."""
+
+    url: str
+    source: str
+    exists: bool | None
+
+    def describe(self) -> str:
+        """The URL (password hidden) and how it was chosen, for messages."""
+        return f"{make_url(self.url).render_as_string(hide_password=True)} ({self.source})"
+
+
+def locate(
+    url: str | None = None, *, create: bool = False, cwd: str | Path | None = None
+) -> Location:
+    """The registry to open, chosen as archlab's commands choose it:
+
+    1. ``url`` (a database URL, or a plain path meaning a SQLite file), else ``$ARCHLAB_REGISTRY``;
+    2. else ``.archlab/registry.db`` in the nearest folder, from ``cwd`` (default: the current
+       directory) upwards, that has an ``.archlab/`` folder, as git finds its repository;
+    3. else the user-level registry, ``$XDG_DATA_HOME/archlab/registry.db`` (by default
+       ``~/.local/share/archlab/registry.db``).
+
+    With ``create`` (commands that record runs) a registry file found by 2. or 3. may be created,
+    with its folder for 3.; a file named by 1. may be created in an existing folder. Without it
+    (commands that only read) nothing is created: a SQLite file that does not exist raises
+    ``RegistryError`` naming the file and how it was chosen.
+    """
+    start = Path(cwd) if cwd is not None else Path.cwd()
+    chosen, source = url, "given"
+    if not chosen and os.environ.get("ARCHLAB_REGISTRY"):
+        chosen, source = os.environ["ARCHLAB_REGISTRY"], "from $ARCHLAB_REGISTRY"
     if chosen:
         if "://" not in chosen:  # a plain path means a SQLite file
-            chosen = f"sqlite:///{chosen}"
-        return chosen
-    Path(".archlab").mkdir(exist_ok=True)
-    return DEFAULT_URL
+            chosen = f"sqlite:///{(start / chosen).absolute()}"
+        where = Location(chosen, source, None)
+        try:
+            path = _sqlite_path(chosen)
+        except (ArgumentError, ValueError):  # not a URL: opening says so
+            return where
+        if path is None:
+            return Location(chosen, source, None if _is_server(chosen) else True)
+        if not path.is_absolute():
+            path = (start / path).absolute()
+            where = Location(f"sqlite:///{path}", source, None)
+        exists = path.is_file()
+        if not exists and not create:
+            raise RegistryError(
+                f"no registry at {where.describe()}: the file {path} does not exist. A command "
+                "that records runs (arch train, arch bench) creates it; check the path"
+            )
+        return Location(where.url, source, exists)
+    for folder in (start.absolute(), *start.absolute().parents):
+        if (folder / REGISTRY_FOLDER).is_dir():
+            path = folder / REGISTRY_FOLDER / REGISTRY_FILE
+            source = f"found in {folder / REGISTRY_FOLDER}, walking up from {start.absolute()}"
+            break
+    else:
+        path = user_data_dir() / REGISTRY_FILE
+        source = (
+            f"the user-level registry: no {REGISTRY_FOLDER}/ folder in {start.absolute()} or above"
+        )
+    where = Location(f"sqlite:///{path}", source, path.is_file())
+    if not where.exists:
+        if not create:
+            raise RegistryError(
+                f"no registry at {where.describe()}. Commands that record runs (arch train, "
+                f"arch bench) create it; give --registry URL or set $ARCHLAB_REGISTRY to read "
+                f"another one, or create a {REGISTRY_FOLDER}/ folder to keep a project's runs in it"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(
+                f"cannot create the registry at {where.describe()}: {exc}"
+            ) from None
+    return where
+
+
+def _is_server(url: str) -> bool:
+    try:
+        return make_url(url).get_backend_name() != "sqlite"
+    except (ArgumentError, ValueError):
+        return True
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -211,6 +312,7 @@ def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
 # -------------------------------------------------------------------------------- migrations
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+ARTIFACT_ROOT = "artifact_root"  # the settings key of a server registry's artifact folder
 _PG_LOCK = 0x61726368  # "arch": the advisory lock id serialising migrations on PostgreSQL
 
 
@@ -246,6 +348,26 @@ def _current_revision(engine: Engine) -> str | None:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         except DBAPIError:
             return None
+
+
+def _has_schema(engine: Engine) -> bool:
+    """Whether the database holds an archlab registry (any revision)."""
+    with engine.connect() as conn:
+        return inspect(conn).has_table("alembic_version")
+
+
+def _check_tables(engine: Engine, where: Location) -> None:
+    """Every table of the schema is there: a registry missing one (dropped by hand, a partial
+    copy) is refused by name rather than failing later with the database's raw error."""
+    with engine.connect() as conn:
+        present = set(inspect(conn).get_table_names())
+    missing = [name for name in Base.metadata.tables if name not in present]
+    if missing:
+        raise RegistryError(
+            f"the registry at {where.describe()} lacks the table(s) {', '.join(missing)}: it is "
+            "damaged (a table dropped, or a partial copy). Restore it from a backup, or point "
+            "--registry at another registry; archlab does not open it as it is"
+        )
 
 
 def migrate(engine: Engine) -> None:
@@ -372,6 +494,16 @@ def _git_state() -> dict[str, Any] | None:
     }
 
 
+def _owner() -> tuple[str, int]:
+    """This process's host and pid, as a run started or resumed here records them."""
+    return _hostname(), os.getpid()
+
+
+@functools.lru_cache(maxsize=1)
+def _hostname() -> str:
+    return socket.gethostname()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -386,10 +518,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Registry:
-    """The experiment registry at ``url`` (see ``resolve_url``), with its artifact folder.
+    """The experiment registry at ``url`` (chosen by ``locate``), with its artifact folder.
 
     Opening creates or migrates the schema and marks as interrupted the runs that can no longer be
     running: those whose process is gone on this host, and those silent for the grace period.
+    With ``create=False`` (commands that only read) a registry that does not exist yet is not
+    created: ``RegistryError`` says which registry was looked for.
     """
 
     def __init__(
@@ -398,11 +532,19 @@ class Registry:
         *,
         artifacts: str | os.PathLike[str] | None = None,
         grace: float | None = DEFAULT_GRACE_S,
+        create: bool = True,
     ) -> None:
-        self.url = resolve_url(url)
+        self.location = locate(url, create=create)
+        self.url = self.location.url
         self.engine = _connect_engine(self.url)
         try:
+            if not create and not _has_schema(self.engine):
+                raise RegistryError(
+                    f"no registry at {self.location.describe()}: the database has no archlab "
+                    "tables. A command that records runs (arch train, arch bench) creates them"
+                )
             migrate(self.engine)
+            _check_tables(self.engine, self.location)
         except RegistryError:
             self.engine.dispose()
             raise
@@ -410,6 +552,12 @@ class Registry:
             self.engine.dispose()
             raise RegistryError(
                 f"cannot open the registry at {self._safe_url()}: {exc.orig}"
+            ) from None
+        except OSError as exc:  # the lock file beside a SQLite registry: a full disk, no rights
+            self.engine.dispose()
+            raise RegistryError(
+                f"cannot open the registry at {self.location.describe()}: {exc}; free some "
+                "space or fix the folder's permissions"
             ) from None
         except Exception as exc:  # alembic refusing the schema it found
             self.engine.dispose()
@@ -424,12 +572,14 @@ class Registry:
         )
         self._write_engine = self.engine.execution_options(archlab_write=True)
         self._sql = Statements(self.engine.dialect)
-        self.artifacts = Path(artifacts) if artifacts is not None else self._default_artifacts()
+        self.artifacts = (
+            Path(artifacts).absolute() if artifacts is not None else self._artifact_root(create)
+        )
         # What committed transactions established, so the write path need not ask again: metric
-        # key ids, the hashes of stored specs (and the hash of each spec object seen), and CV
-        # groups (pk, spec hash, number of folds). Keys, specs and groups are never deleted.
+        # key ids, the hashes of stored specs (and the hash and name of each spec object seen),
+        # and CV groups (pk, spec hash, number of folds). Keys, specs and groups are never deleted.
         self._key_ids: dict[str, int] = {}
-        self._spec_hashes: dict[int, tuple[Any, str]] = {}
+        self._spec_hashes: dict[int, tuple[Any, str, str | None]] = {}
         self._stored_specs: set[str] = set()
         self._groups: dict[str, tuple[int, str, int]] = {}
         self._heart = _Heartbeat()
@@ -439,11 +589,39 @@ class Registry:
     def _safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
 
-    def _default_artifacts(self) -> Path:
+    def _artifact_root(self, create: bool) -> Path:
+        """Where this registry's artifacts live, whatever the current directory: beside a SQLite
+        file; for a server database, the root the registry records (``settings.artifact_root``),
+        recorded by the first opening that may write: ``$ARCHLAB_ARTIFACTS`` then, else
+        ``<user data folder>/artifacts/<host>-<database>``."""
         path = _sqlite_path(self.url)
         if path is not None:
-            return path.parent / "artifacts"
-        return Path(os.environ.get("ARCHLAB_ARTIFACTS", ".archlab/artifacts"))
+            return path.absolute().parent / "artifacts"
+        configured = os.environ.get("ARCHLAB_ARTIFACTS")
+        if not _is_server(self.url):  # an in-memory SQLite database
+            return Path(configured).absolute() if configured else user_data_dir() / "artifacts"
+        with self.session() as session:
+            recorded = session.get(SettingRow, ARTIFACT_ROOT)
+            if recorded is not None:
+                return Path(recorded.value)
+        parsed = make_url(self.url)
+        default = (
+            Path(configured).absolute()
+            if configured
+            else user_data_dir() / "artifacts" / f"{parsed.host or 'local'}-{parsed.database}"
+        )
+        if not create:
+            return default
+
+        def write(session: Session) -> str:
+            session.execute(
+                upsert(session.bind.dialect, SettingRow)  # type: ignore[union-attr]
+                .values(key=ARTIFACT_ROOT, value=str(default))
+                .on_conflict_do_nothing()
+            )
+            return str(session.get(SettingRow, ARTIFACT_ROOT).value)  # type: ignore[union-attr]
+
+        return Path(self._write(write))
 
     def close(self) -> None:
         self._heart.close()
@@ -492,18 +670,24 @@ class Registry:
 
     def _spec_hash(self, tx: _Tx, spec: Any) -> str:
         """Store ``spec`` unless a spec with its hash is stored; return the hash."""
+        return self._spec_ref(tx, spec)[0]
+
+    def _spec_ref(self, tx: _Tx, spec: Any) -> tuple[str, str | None]:
+        """Store ``spec`` unless a spec with its hash is stored; return its hash and name."""
         from archlab.specs import canonical_form, canonical_json, load_spec, spec_hash
 
         cached = self._spec_hashes.get(id(spec))
         if cached is not None and cached[0] is spec and cached[1] in self._stored_specs:
-            return cached[1]
+            return cached[1], cached[2]
         loaded = load_spec(spec)
+        if loaded.name is not None:
+            check_text(loaded.name, "a spec name")
         digest = spec_hash(loaded)
         if not isinstance(spec, str | os.PathLike | Mapping):
             # a Spec is immutable; the reference kept here keeps its id from being reused
-            self._spec_hashes[id(spec)] = (spec, digest)
+            self._spec_hashes[id(spec)] = (spec, digest, loaded.name)
         if digest in self._stored_specs:
-            return digest
+            return digest, loaded.name
         conn = tx.conn
         if conn.scalar(select(SpecRow.hash).where(SpecRow.hash == digest)) is None:
             # ON CONFLICT DO NOTHING: two PostgreSQL writers may insert the same new spec at once
@@ -520,7 +704,7 @@ class Registry:
                 .on_conflict_do_nothing()
             )
         tx.specs.add(digest)
-        return digest
+        return digest, loaded.name
 
     def start_cv(
         self,
@@ -597,7 +781,7 @@ class Registry:
 
         def write(tx: _Tx) -> tuple[int, str, int | None]:
             conn = tx.conn
-            digest = self._spec_hash(tx, spec)
+            digest, spec_name = self._spec_ref(tx, spec)
             group_pk = None
             if group_id is not None:
                 group_pk, group_spec, folds = self._group_info(tx, group_id)
@@ -608,8 +792,9 @@ class Registry:
                         f"CV group {group_id!r} belongs to another spec ({group_spec[:12]})"
                     )
             run_id = new_id()
-            row = (run_id, kind, "running", digest, group_pk, fold, n_train, n_val, train_sha,
-                   val_sha, now, now, settings, origin, prov["host"], prov["pid"])  # fmt: skip
+            row = (run_id, kind, "running", digest, spec_name, group_pk, fold, n_train, n_val,
+                   train_sha, val_sha, now, now, settings, origin, prov["host"],
+                   prov["pid"])  # fmt: skip
             pk = sql.insert_run.insert(conn, row)
             if setting is not None and setting.active:
                 lo, hi = setting.cutmix_minmax or (None, None)
@@ -740,11 +925,12 @@ class Registry:
 
         def write(tx: _Tx) -> dict[str, _Series]:
             conn = tx.conn
+            owner = _owner()
             if finish is not None:
                 now = time.time()
-                changed = sql.finish.rowcount(conn, (finish[0], now, finish[1], pk))
+                changed = sql.finish.rowcount(conn, (finish[0], now, finish[1], pk, *owner))
             elif heartbeat is not None:
-                changed = sql.beat.rowcount(conn, (heartbeat, pk))
+                changed = sql.beat.rowcount(conn, (heartbeat, pk, *owner))
             else:
                 changed = 0
             if not changed and sql.run_exists.first(conn, (pk,)) is None:
@@ -842,7 +1028,7 @@ class Registry:
         now = time.time()
 
         def write(tx: _Tx) -> None:
-            changed = self._sql.finish.rowcount(tx.conn, (status, now, error, run_pk))
+            changed = self._sql.finish.rowcount(tx.conn, (status, now, error, run_pk, *_owner()))
             if changed and status == "completed":
                 group_pk = tx.conn.scalar(select(RunRow.cv_group_pk).where(RunRow.pk == run_pk))
                 if group_pk is not None:
@@ -880,6 +1066,7 @@ class Registry:
             raise RegistryError(f"no such artifact file: {source}")
         if not 0 < len(kind) <= 32:
             raise RegistryError(f"an artifact kind has 1 to 32 characters, not {kind!r}")
+        check_text(kind, "an artifact kind")
         root = self.artifacts.resolve()
         resolved = source.resolve()
         if copy or not resolved.is_relative_to(root):
@@ -961,6 +1148,8 @@ class Registry:
         for field in orders:
             stmt = stmt.order_by(query.order_by(field))
         stmt = stmt.order_by(RunRow.started.desc(), RunRow.pk.desc())
+        if limit is not None and not 0 <= limit < 2**63:
+            raise RegistryError(f"a limit is a count from 0 to 2**63 - 1, not {limit}")
         if limit is not None:
             stmt = stmt.limit(limit)
         with self.session() as session:
@@ -1052,20 +1241,156 @@ class Registry:
             rows = {r.pk: r for r in session.scalars(select(RunRow).where(RunRow.pk.in_(pks)))}
             return self._records(session, [rows[pk] for pk in pks])
 
-    def remove(self, run_id: str) -> None:
-        """Delete a run with its metrics, tags, mixup and artifact records (files stay)."""
+    def remove(self, run_id: str, *, files: bool = True) -> list[Path]:
+        """Delete a run with its metrics, tags, mixup and artifact records and, with ``files``,
+        its artifact files: its folder under the artifact root and the files it recorded there
+        that no other run records. Returns the paths deleted. The records go first, in one
+        transaction: files that cannot be deleted are left for ``orphan_artifacts``."""
 
-        def write(session: Session) -> None:
+        def write(session: Session) -> list[str]:
             row = self._row(session, run_id)
             group_pk = row.cv_group_pk
+            recorded = list(
+                session.scalars(select(ArtifactRow.path).where(ArtifactRow.run_pk == row.pk))
+            )
             for table in (MetricRow, SummaryRow, TagRow, MixupRow, ArtifactRow):
                 session.execute(delete(table).where(table.run_pk == row.pk))
             session.delete(row)
             session.flush()
             if group_pk is not None:
                 self._aggregate(session.connection(), group_pk)
+            shared = set(
+                session.scalars(select(ArtifactRow.path).where(ArtifactRow.path.in_(recorded)))
+            )
+            return [path for path in recorded if path not in shared]
+
+        unshared = self._write(write)
+        if not files:
+            return []
+        return self._delete_files([run_id, *unshared])
+
+    def remove_group(self, group_id: str, *, files: bool = True) -> list[Path]:
+        """Delete a CV group: every fold run (as ``remove``), then the group and its aggregates."""
+        removed: list[Path] = []
+        for run_id in self.group(group_id).runs:
+            removed += self.remove(run_id, files=files)
+
+        def write(session: Session) -> None:
+            found = session.scalars(select(CVGroupRow).where(CVGroupRow.id == group_id)).first()
+            if found is not None:
+                session.execute(delete(AggregateRow).where(AggregateRow.group_pk == found.pk))
+                session.delete(found)
 
         self._write(write)
+        self._groups.pop(group_id, None)
+        return removed
+
+    def _delete_files(self, relative: Sequence[str]) -> list[Path]:
+        """Delete these paths under the artifact root (a folder with its contents); a path that
+        leads outside the root (a symbolic link, ``..``) is left alone."""
+        root = self.artifacts.resolve()
+        removed = []
+        for name in relative:
+            path = root / name
+            if not path.exists() and not path.is_symlink():
+                continue
+            if path.is_symlink() or not path.resolve().is_relative_to(root) or path == root:
+                continue
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path)
+        return removed
+
+    def orphan_artifacts(self) -> list[Path]:
+        """Folders under the artifact root named like a run id that no run of this registry has
+        and no recorded artifact lies in: what removed runs left behind."""
+        root = self.artifacts
+        if not root.is_dir():
+            return []
+        candidates = {
+            p.name: p
+            for p in root.iterdir()
+            if p.is_dir() and not p.is_symlink() and _RUN_ID.fullmatch(p.name)
+        }
+        if not candidates:
+            return []
+        with self.session() as session:
+            known = set(session.scalars(select(RunRow.id).where(RunRow.id.in_(candidates))))
+            used = {
+                path.split("/", 1)[0]
+                for path in session.scalars(select(ArtifactRow.path))
+                if "/" in path
+            }
+        return sorted(p for name, p in candidates.items() if name not in known | used)
+
+    def remove_orphans(self, folders: Sequence[Path]) -> list[Path]:
+        """Delete folders ``orphan_artifacts`` returned (those still orphans)."""
+        still = set(self.orphan_artifacts())
+        return self._delete_files([p.name for p in folders if p in still])
+
+    def kind_of(self, ident: str) -> str:
+        """``"run"`` or ``"group"``: what ``ident`` names. An id that names neither, or both (a
+        run and a CV group may share an id by chance), raises ``RegistryError``."""
+        with self.session() as session:
+            run = session.scalar(select(RunRow.pk).where(RunRow.id == ident))
+            group = session.scalar(select(CVGroupRow.pk).where(CVGroupRow.id == ident))
+            if run is not None and group is not None:
+                raise RegistryError(
+                    f"{ident!r} is both a run and a CV group of this registry; use the run's "
+                    f"id with `arch runs show`, or the group's folds (--where \"cv.group == "
+                    f"'{ident}'\")"
+                )
+            if run is not None:
+                return "run"
+            if group is not None:
+                return "group"
+            pattern = f"{ident[:4]}%"
+            close = [
+                *session.scalars(select(RunRow.id).where(RunRow.id.like(pattern)).limit(3)),
+                *session.scalars(select(CVGroupRow.id).where(CVGroupRow.id.like(pattern)).limit(3)),
+            ]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise RegistryError(f"no run or CV group {ident!r} in this registry{hint}")
+
+    def expand(self, idents: Sequence[str]) -> list[str]:
+        """Run ids for ``idents``: a run id stays, a CV group id becomes its folds' run ids (in
+        fold order); duplicates go. Unknown or ambiguous ids raise ``RegistryError``."""
+        out: dict[str, None] = {}
+        for ident in idents:
+            if self.kind_of(ident) == "run":
+                out[ident] = None
+            else:
+                out.update(dict.fromkeys(self.group(ident).runs))
+        return list(out)
+
+    def dependents(self, ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """Runs outside ``ids`` that point to one of them: (run, how, target), where how is
+        ``teacher`` (a student's ``config.teacher`` / ``config.teacher_run``) or ``evaluates``
+        (an eval run's tag)."""
+        targets = [i for i in dict.fromkeys(ids) if _RUN_ID.fullmatch(i)]
+        if not targets:
+            return []
+        listed = ", ".join(f"'{i}'" for i in targets)
+        where = (
+            f"config.teacher in ({listed}) or config.teacher_run in ({listed}) "
+            f"or tags.evaluates in ({listed})"
+        )
+        out = []
+        for run in self.runs(where=where):
+            if run.id in ids:
+                continue
+            pointers = (
+                ("teacher", run.config.get("teacher")),
+                ("teacher", run.config.get("teacher_run")),
+                ("evaluates", run.tags.get("evaluates")),
+            )
+            for how, target in pointers:
+                if isinstance(target, str) and target in targets:
+                    out.append((run.id, how, target))
+        return sorted(set(out))
 
     def tag(self, run_id: str, **tags: Any) -> None:
         _check_tags(tags)
@@ -1113,13 +1438,6 @@ class Registry:
         if not rows:
             return []
         pks = [r.pk for r in rows]
-        specs = dict(
-            session.execute(
-                select(SpecRow.hash, SpecRow.name).where(
-                    SpecRow.hash.in_({r.spec_hash for r in rows})
-                )
-            ).all()
-        )
         groups = {
             g.pk: g
             for g in session.scalars(
@@ -1182,7 +1500,7 @@ class Registry:
                     id=r.id,
                     kind=r.kind,
                     status=r.status,
-                    spec_name=specs.get(r.spec_hash),
+                    spec_name=r.spec_name,
                     spec_hash=r.spec_hash,
                     cv=cv,
                     mixup=mixup,
@@ -1342,6 +1660,9 @@ class RunHandle:
         if self._ended:
             raise RegistryError(f"run {self.id} has ended: it takes no more metrics")
         steps = self._steps
+        for name in values:
+            if name not in steps:  # a metric name seen first: one the registry can store?
+                check_text(str(name), "a metric name")
         with self._lock:
             append = self._buffer.append  # under the lock: a flush swaps the buffer
             now = time.time()  # under the lock: ordered with the heartbeat a flush takes
@@ -1393,6 +1714,7 @@ class RunHandle:
             return
         if status not in STATUSES[1:]:
             raise RegistryError(f"a run ends completed, failed or interrupted, not {status!r}")
+        error = _storable_error(error)
         self._stop_heartbeat()
         with self._write_lock:
             try:
@@ -1479,9 +1801,30 @@ def _copy(source: Path, temporary: str) -> None:
 
 
 def _check_tags(tags: Mapping[str, Any]) -> None:
-    for key in tags:
+    for key, value in tags.items():
         if not 0 < len(str(key)) <= 100:
             raise RegistryError(f"a tag key has 1 to 100 characters, not {str(key)!r}")
+        check_text(str(key), "a tag key")
+        check_text(str(value), f"the value of tag {str(key)!r}")
+
+
+def check_text(value: str, what: str) -> None:
+    """Refuse text no backend can store alike: PostgreSQL refuses NUL characters, and a lone
+    surrogate is not UTF-8 at all (``what`` names the text in the message)."""
+    from archlab.registry.query import _storable
+
+    if not _storable(value):
+        raise RegistryError(
+            f"{what} contains a NUL character or a lone surrogate, which a registry cannot store: "
+            f"{value!r}; remove it"
+        )
+
+
+def _storable_error(error: str | None) -> str | None:
+    """An error text as a registry can store it (NUL and lone surrogates escaped)."""
+    if error is None:
+        return None
+    return error.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _nan(value: float | None) -> float:
@@ -1543,11 +1886,12 @@ def _diff_json(path: str, a: Any, b: Any, out: list[Change]) -> None:
 _ABSENT = object()
 
 __all__ = [
+    "Location",
     "Registry",
     "RegistryError",
     "RunHandle",
     "indices_sha256",
+    "locate",
     "minimize",
     "new_id",
-    "resolve_url",
 ]
