@@ -13,7 +13,7 @@ import json
 import linecache
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -318,7 +318,8 @@ def load_compiled(
     first_dtype = next((d for _s, name in tensors.values() if (d := DTYPES.get(name))), None)
     with torch.device("meta"):  # shapes and dtypes only: nothing is allocated
         expected = compile_spec(saved, device="meta", dtype=first_dtype)
-    problems = tensor_mismatches(_tensor_table(expected), tensors, _aliases(expected))
+    expected_tensors = tensor_table(expected.state_dict(keep_vars=True))
+    problems = tensor_mismatches(expected_tensors, tensors, _aliases(expected))
     if problems:
         raise CompileError(f"the weights in {path} do not fit the spec they carry: {problems}")
     model = compile_spec(saved, device=device, dtype=first_dtype)
@@ -410,10 +411,10 @@ def tensor_mismatches(
     return "; ".join(problems)
 
 
-def _tensor_table(model: nn.Module) -> TensorTable:
+def tensor_table(tensors: Mapping[str, Tensor]) -> TensorTable:
+    """Name -> (shape, dtype name) of a state dict, as ``read_safetensors_header`` gives them."""
     return {
-        name: (tuple(t.shape), str(t.dtype).removeprefix("torch."))
-        for name, t in model.state_dict(keep_vars=True).items()
+        name: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in tensors.items()
     }
 
 
