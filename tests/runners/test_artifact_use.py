@@ -100,6 +100,12 @@ def test_a_damaged_or_foreign_state_is_refused_clearly(
     torch.save({**real, "model": wrong}, state)
     with pytest.raises(StateError, match=rf"tensor '{name}' is \[3, 3\] float32, the spec's"):
         resume(run_id, registry)
+    torch.save({**real, "best_state": wrong}, state)  # the best epoch's weights too
+    with pytest.raises(StateError, match=rf"tensor '{name}' is \[3, 3\] float32, the spec's"):
+        resume(run_id, registry)
+    torch.save({**real, "optimizer": {"state": {}, "param_groups": []}}, state)
+    with pytest.raises(StateError, match=r"does not fit this run \(ValueError: .*parameter group"):
+        resume(run_id, registry)
     torch.save(real, state)  # the genuine state resumes (bit-identity: test_train.py)
     assert resume(run_id, registry).runs == [run_id]
     assert registry.get(run_id).status == "completed"

@@ -179,15 +179,25 @@ class Trainer:
         start = 0
         if resume is not None:
             saved = load_state(resume) if isinstance(resume, Path) else resume
-            _load_weights(model, saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            schedule.load_state_dict(saved["schedule"])
-            order.set_state(saved["order"])
-            if mixer is not None and saved["mix"] is not None:
-                mixer.generator.set_state(saved["mix"])
-            torch.set_rng_state(saved["torch_rng"])
-            start = saved["epoch"] + 1
-            best, best_epoch, bad_epochs = saved["best"], saved["best_epoch"], saved["bad_epochs"]
+            for key in ("model", "best_state"):
+                if key == "model" or saved[key] is not None:
+                    _check_weights(model, saved[key])
+            try:
+                model.load_state_dict(saved["model"])
+                optimizer.load_state_dict(saved["optimizer"])
+                schedule.load_state_dict(saved["schedule"])
+                order.set_state(saved["order"])
+                if mixer is not None and saved["mix"] is not None:
+                    mixer.generator.set_state(saved["mix"])
+                torch.set_rng_state(saved["torch_rng"])
+                start = int(saved["epoch"]) + 1
+                best = {str(name): float(value) for name, value in saved["best"].items()}
+                best_epoch, bad_epochs = int(saved["best_epoch"]), int(saved["bad_epochs"])
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+                raise StateError(
+                    f"the training state does not fit this run ({type(exc).__name__}: {exc}); "
+                    "it belongs to another run or was altered: start the run again instead"
+                ) from None
             best_state = saved["best_state"]
         epoch = start - 1
         try:
@@ -408,8 +418,8 @@ def load_state(path: Path) -> dict[str, Any]:
     return saved
 
 
-def _load_weights(model: torch.nn.Module, weights: Any) -> None:
-    """Load a training state's weights whose names, shapes and dtypes were checked first, so a
+def _check_weights(model: torch.nn.Module, weights: Any) -> None:
+    """Check a training state's weights (names, shapes, dtypes) before they are loaded, so a
     mismatch names the tensor instead of raising torch's RuntimeError."""
     if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
         raise StateError("the training state's model weights are not a mapping of names to tensors")
@@ -419,7 +429,6 @@ def _load_weights(model: torch.nn.Module, weights: Any) -> None:
             f"the training state's weights do not fit the run's spec ({problems}): it belongs "
             "to another run or was altered; start the run again instead of resuming it"
         )
-    model.load_state_dict(weights)
 
 
 def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
