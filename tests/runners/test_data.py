@@ -275,6 +275,40 @@ def test_npz_file_problems(vit, seq2seq_spec, tmp_path: Path) -> None:
         load_data(save_npz(tmp_path / "d.npz", x=TOKENS, y=TOKENS), seq2seq_spec)
 
 
+def test_npz_that_is_empty_not_an_archive_or_pickled_is_refused_clearly(
+    vit, tmp_path: Path
+) -> None:
+    """A 0-byte file, a text file and object arrays: a DataError saying what is wrong, never a
+    raw EOFError, and never the advice to unpickle; ``arch train`` exits 2 on each."""
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.npz is empty \(0 bytes\)"):
+        load_data(f"npz:{tmp_path / 'empty.npz'}", vit())
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(DataError, match=r"not a readable \.npz archive") as text:
+        load_data(f"npz:{tmp_path / 'text.npz'}", vit())
+    assert "pickle" not in str(text.value)
+    (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DataError, match=r"zip\.npz is not a readable \.npz archive"):
+        load_data(f"npz:{tmp_path / 'zip.npz'}", vit())
+    objects = np.array([{"a": 1}, 2, 3], dtype=object)
+    np.savez(tmp_path / "objects.npz", x=objects, y=np.arange(3))
+    with pytest.raises(DataError, match=r"objects\.npz holds object arrays .* never loads"):
+        load_data(f"npz:{tmp_path / 'objects.npz'}", vit())
+    from click.testing import CliRunner
+
+    from archlab.cli.main import cli
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    spec = tmp_path / "vit.json"
+    spec.write_text(json.dumps(vit().model_dump(mode="json", by_alias=True, exclude_unset=True)))
+    for name in ("empty", "text", "objects"):
+        result = CliRunner().invoke(
+            cli, ["train", str(spec), "--data", f"npz:{tmp_path / name}.npz", "--registry", url]
+        )
+        assert result.exit_code == 2 and f"{name}.npz" in result.output, result.output
+        assert "Traceback" not in result.output
+
+
 # --------------------------------------------------------------------------------- imagefolder
 
 

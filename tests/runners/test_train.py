@@ -279,7 +279,7 @@ def test_a_killed_training_is_recorded_interrupted_and_resumes_exactly(tmp_path:
         state = None
         while time.monotonic() < deadline and proc.poll() is None:
             found = list((tmp_path / "killed" / "artifacts").glob(f"*/{STATE_FILE}"))
-            if found and torch.load(found[0], weights_only=False)["epoch"] >= 1:
+            if found and torch.load(found[0], weights_only=True)["epoch"] >= 1:
                 state = found[0]
                 break
             time.sleep(0.05)

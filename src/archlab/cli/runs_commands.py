@@ -1221,7 +1221,7 @@ def _write_atomic(path: Path, text: str) -> None:
     from archlab.files import replace_atomically
 
     def write(temporary: str) -> None:
-        with open(temporary, "x", newline="", encoding="utf-8") as f:
+        with open(temporary, "w", newline="", encoding="utf-8") as f:  # (a FIFO: written into)
             f.write(text)
 
     replace_atomically(path, write)

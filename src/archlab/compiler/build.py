@@ -9,9 +9,11 @@ beside the values, no dictionaries or loops over the graph at run time, so ``tor
 
 from __future__ import annotations
 
+import json
 import linecache
 import os
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -54,7 +56,7 @@ from archlab.compiler.pruning import dense_flops, pruning_stages
 from archlab.compiler.summary import Summary, build_rows, shape_list
 from archlab.errors import UserInputError
 from archlab.specs import SpecError, canonical_form, canonical_json, load_spec, spec_hash
-from archlab.specs.load import SpecSource
+from archlab.specs.load import SpecSource, parse_json
 from archlab.specs.models import (
     BlockLocalMask,
     ClassifyNode,
@@ -199,8 +201,19 @@ class CompiledModel(nn.Module):
         return out, TokenTrace(states, features)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Weights as safetensors, with the canonical spec in the metadata (``load_compiled``)."""
-        from safetensors.torch import save_model
+        """Weights as safetensors, with the canonical spec in the metadata (``load_compiled``).
+
+        A regular file (or a new path) is replaced atomically and gets the umask's permissions;
+        an existing device or FIFO (``/dev/stdout``) is written through, never replaced."""
+        from archlab.files import replace_atomically
+
+        replace_atomically(path, self.write_safetensors)
+
+    def write_safetensors(self, target: str) -> None:
+        """``save`` without the atomic replacement: write a new file (or an existing device or
+        FIFO) at exactly ``target``."""
+        from safetensors import SafetensorError
+        from safetensors.torch import save, save_file
 
         import archlab
 
@@ -210,7 +223,38 @@ class CompiledModel(nn.Module):
             "archlab.version": archlab.__version__,
             "format": "pt",
         }
-        save_model(self, os.fspath(path), metadata=meta)
+        tensors = _unshared_state(self)
+        header = len(json.dumps(meta)) + 200 * len(tensors)  # the tensors' entries: ~100 B each
+        if header > MAX_HEADER_BYTES:
+            raise CompileError(
+                f"the spec is {len(meta['archlab.spec']):,} characters of JSON, too large to "
+                f"embed in a safetensors header (at most {MAX_HEADER_BYTES:,} bytes in all): "
+                "shorten its strings (name, description) to save its weights"
+            )
+        try:
+            if os.path.lexists(target):  # a device or FIFO that replace_atomically writes through
+                data = save(tensors, metadata=meta)
+                with open(target, "wb") as f:
+                    f.write(data)
+                return
+            with open(target, "xb") as f:  # created here, so with the umask's permissions
+                mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            save_file(tensors, target, metadata=meta)  # (its own file is owner-only)
+            os.chmod(target, mode)
+        except SafetensorError as exc:
+            raise CompileError(f"cannot save the weights as safetensors: {exc}") from None
+
+
+def _unshared_state(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict with each shared tensor (tied embeddings) once, under its first name, as
+    safetensors stores it (``load_model`` restores the other names from the model)."""
+    seen: set[int] = set()
+    out: dict[str, Tensor] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            out[name] = tensor.detach().contiguous()
+    return out
 
 
 def compile_spec(
@@ -247,41 +291,140 @@ def compile_spec(
 def load_compiled(
     path: str | os.PathLike[str], *, device: str | torch.device | None = None
 ) -> CompiledModel:
-    """Rebuild a model saved by ``CompiledModel.save`` / ``arch compile -o`` with its weights."""
-    from safetensors import safe_open
+    """Rebuild a model saved by ``CompiledModel.save`` / ``arch compile -o`` with its weights.
+
+    The file's header (size-limited) is read first: its embedded spec must be JSON text, and
+    its tensors' names, shapes and dtypes must be those the spec's module has (checked on the
+    ``meta`` device, so nothing is allocated) before the model is built and the weights read."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except FileNotFoundError:
-        raise CompileError(f"no such file: {path}") from None
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise CompileError(f"{path} is not a safetensors file: {exc}") from None
-    if "archlab.spec" not in meta:
+    tensors, meta = read_safetensors_header(path)
+    text = meta.get("archlab.spec")
+    if text is None:
         raise CompileError(
             f"{path} carries no archlab spec in its metadata; was it saved by archlab?"
         )
-    saved = load_spec(meta["archlab.spec"])
-    first_dtype = _file_dtype(path)
+    if not text.lstrip().startswith("{"):
+        raise CompileError(
+            f"the spec embedded in {path} is not a JSON object (it starts {text[:40]!r}); "
+            "archlab embeds the spec's JSON text, never a path: the file was not saved by "
+            "archlab or was altered"
+        )
+    try:
+        saved = load_spec(parse_json(text, f"the spec embedded in {path}"))
+    except RecursionError:
+        raise CompileError(f"the spec embedded in {path} is nested too deeply") from None
+    first_dtype = next((d for _s, name in tensors.values() if (d := DTYPES.get(name))), None)
+    with torch.device("meta"):  # shapes and dtypes only: nothing is allocated
+        expected = compile_spec(saved, device="meta", dtype=first_dtype)
+    expected_tensors = tensor_table(expected.state_dict(keep_vars=True))
+    problems = tensor_mismatches(expected_tensors, tensors, _aliases(expected))
+    if problems:
+        raise CompileError(f"the weights in {path} do not fit the spec they carry: {problems}")
     model = compile_spec(saved, device=device, dtype=first_dtype)
-    load_model(model, os.fspath(path), device=str(next(model.parameters()).device))
+    try:
+        load_model(model, os.fspath(path), device=str(next(model.parameters()).device))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CompileError(f"cannot read the weights in {path}: {exc}") from None
     return model
 
 
-def _file_dtype(path: str | os.PathLike[str]) -> torch.dtype | None:
-    """The dtype the weights were saved in (that of the first floating tensor)."""
-    from safetensors import safe_open
-
-    with safe_open(os.fspath(path), framework="pt") as f:
-        for key in f.keys():  # noqa: SIM118  (safe_open is not a mapping)
-            dtype = DTYPES.get(_SAFE_DTYPES.get(f.get_slice(key).get_dtype(), ""))
-            if dtype is not None:
-                return dtype
-    return None
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
+_SAFE_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+    "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}  # fmt: skip
+TensorTable = dict[str, tuple[tuple[int, ...], str]]  # name -> (shape, dtype name)
 
 
-_SAFE_DTYPES = {"F32": "float32", "F64": "float64", "BF16": "bfloat16", "F16": "float16"}
+def read_safetensors_header(path: str | os.PathLike[str]) -> tuple[TensorTable, dict[str, str]]:
+    """A safetensors file's tensors (name -> shape, dtype) and metadata, from its header alone:
+    no tensor data is read, and a header over ``MAX_HEADER_BYTES`` is refused unread."""
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise CompileError(f"{path} is not a regular file, so not a weights file")
+            prefix = f.read(8)
+            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            if length > MAX_HEADER_BYTES:
+                raise CompileError(
+                    f"{path} is not a safetensors file: it declares a header of {length:,} "
+                    f"bytes, more than the format allows ({MAX_HEADER_BYTES:,})"
+                )
+            raw = f.read(length) if 0 <= length <= info.st_size - 8 else b""
+    except FileNotFoundError:
+        raise CompileError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise CompileError(f"{path} is a directory, not a weights file") from None
+    except OSError as exc:
+        raise CompileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        header = json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        header = None
+    damaged = CompileError(f"{path} is not a safetensors file (its header is damaged or absent)")
+    if not isinstance(header, dict):
+        raise damaged
+    meta = header.pop("__metadata__", None) or {}
+    if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise damaged
+    tensors: TensorTable = {}
+    for name, entry in header.items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+            raise damaged
+        dtype = str(entry.get("dtype"))
+        tensors[name] = (tuple(shape), _SAFE_DTYPES.get(dtype, dtype))
+    return tensors, meta
+
+
+def tensor_mismatches(
+    expected: TensorTable, found: TensorTable, aliases: dict[str, str] | None = None
+) -> str:
+    """What differs between the tensors a module has and those a file holds (names, shapes,
+    dtypes), as one sentence; ``""`` when they agree. ``aliases`` maps a tensor's other names
+    (tied weights, stored once) to the name they share storage with: either may be present."""
+    aliases = aliases or {}
+    problems = []
+    for name, (shape, dtype) in found.items():
+        if name not in expected:
+            continue
+        want_shape, want_dtype = expected[name]
+        if (shape, dtype) != (want_shape, want_dtype):
+            problems.append(
+                f"tensor {name!r} is {list(shape)} {dtype}, the spec's module has "
+                f"{list(want_shape)} {want_dtype}"
+            )
+    groups: dict[str, list[str]] = {}
+    for name in expected:
+        groups.setdefault(aliases.get(name, name), []).append(name)
+    missing = [names[0] for names in groups.values() if not found.keys() & set(names)]
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {', '.join(missing[:5])}")
+    unexpected = [name for name in found if name not in expected]
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s): {', '.join(unexpected[:5])}")
+    if len(problems) > 6:
+        problems[5:] = [f"and {len(problems) - 5} more"]
+    return "; ".join(problems)
+
+
+def tensor_table(tensors: Mapping[str, Tensor]) -> TensorTable:
+    """Name -> (shape, dtype name) of a state dict, as ``read_safetensors_header`` gives them."""
+    return {
+        name: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in tensors.items()
+    }
+
+
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """Each tensor name sharing its tensor with an earlier name -> that first name."""
+    first: dict[int, str] = {}
+    out = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        out[name] = first.setdefault(id(tensor), name)
+    return {name: root for name, root in out.items() if name != root}
 
 
 # --------------------------------------------------------------------------------- the builder

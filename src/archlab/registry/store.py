@@ -89,6 +89,11 @@ class RegistryError(UserInputError):
     """A registry problem a user can fix: bad URL, unreachable database, unknown run id."""
 
 
+class ArtifactError(RegistryError):
+    """An artifact file that cannot be used: outside the artifact folder, missing, or changed
+    since its run recorded it."""
+
+
 def minimize(name: str) -> bool:
     """Whether lower is better for a metric: names with ``loss``, ``err`` or ``perplexity``."""
     lowered = name.lower()
@@ -1079,14 +1084,12 @@ class Registry:
                 )
             target = folder / source.name
             if target.is_symlink() or not target.exists() or not target.samefile(resolved):
-                replace_atomically(target, functools.partial(_copy, resolved))  # no write-through
+                replace_atomically(  # never written through, even to a device
+                    target, functools.partial(_copy, resolved), write_through=False
+                )
             resolved = target
-        digest = hashlib.sha256()
-        with open(resolved, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
         record = Artifact(
-            str(resolved.relative_to(root)), kind, resolved.stat().st_size, digest.hexdigest()
+            str(resolved.relative_to(root)), kind, resolved.stat().st_size, _sha256(resolved)
         )
 
         def write(session: Session) -> None:
@@ -1103,6 +1106,36 @@ class Registry:
 
         self._write(write)
         return record
+
+    def artifact_file(self, run: Run, path: str) -> Path:
+        """The file of run ``run``'s artifact ``path`` (relative to the artifact folder), checked
+        before use: it must lie inside the artifact folder (no ``..``, no absolute path elsewhere,
+        no symbolic link leading out), and hash to the sha256 the registry recorded for it (a
+        file recorded under that path; a training state written since is only kept inside).
+        Raises ``ArtifactError`` naming the file otherwise."""
+        root = self.artifacts.resolve()
+        resolved = (root / path).resolve()
+        if not resolved.is_relative_to(root):
+            raise ArtifactError(
+                f"run {run.id} records the artifact {path!r}, which leads outside the artifact "
+                f"folder {root} (to {resolved}): archlab reads artifacts only inside it, and "
+                "this record or a link in its place was altered"
+            )
+        if not resolved.is_file():
+            raise ArtifactError(
+                f"the artifact {resolved} of run {run.id} is missing (or not a file): it was "
+                "removed or moved since the run recorded it"
+            )
+        recorded = [a for a in run.artifacts if a.path == path]
+        if recorded:
+            found = _sha256(resolved)
+            if found != recorded[-1].sha256:
+                raise ArtifactError(
+                    f"the artifact {resolved} of run {run.id} changed since it was recorded: "
+                    f"sha256 {found}, recorded {recorded[-1].sha256}; archlab refuses to use a "
+                    "file altered or replaced after its run, so restore it or train again"
+                )
+        return resolved
 
     # -- maintenance ---------------------------------------------------------------------------
 
@@ -1793,6 +1826,14 @@ def _config_text(config: Mapping[str, Any] | None) -> str:
 
 def _json_object(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return _jsonable(dict(config or {}))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _copy(source: Path, temporary: str) -> None:

@@ -449,11 +449,17 @@ def _load_npz(source: str, arg: str, layout: _Layout, seed: int) -> TaskData:
 
 
 def _npz_arrays(source: str, raw: bytes) -> dict[str, np.ndarray]:
-    """The arrays of an npz archive, checked for ``x``, ``y`` and nothing unexpected."""
+    """The arrays of an npz archive, checked for ``x``, ``y`` and nothing unexpected. Nothing
+    is unpickled: object arrays are refused."""
+    save = "save x and y with np.savez(path, x=x, y=y)"
+    if not raw:
+        raise DataError(f"{source} is empty (0 bytes), not an .npz archive; {save}")
+    if not raw.startswith((b"PK", b"\x93NUMPY")):  # a zip archive, or a single .npy array
+        raise DataError(f"{source} is not a readable .npz archive (no zip of arrays); {save}")
     try:
         archive = np.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{source} is not a readable .npz archive ({exc})") from exc
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{source} is not a readable .npz archive ({exc}); {save}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(
             f"{source} holds a single array (.npy); save x and y with np.savez(path, x=x, y=y)"
@@ -468,8 +474,15 @@ def _npz_arrays(source: str, raw: bytes) -> dict[str, np.ndarray]:
             raise DataError(f"{source} {problem} (it holds {sorted(names)}); {usage}")
         try:
             return {key: archive[key] for key in sorted(names)}
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{source}: cannot read its arrays ({exc})") from exc
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise DataError(
+                    f"{source} holds object arrays (pickled Python objects), which archlab never "
+                    "loads: store x, y and groups as numeric arrays"
+                ) from None
+            raise DataError(f"{source}: cannot read its arrays ({exc})") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{source}: cannot read its arrays ({exc})") from None
 
 
 def _npz_x(x: np.ndarray, name: str, inp: SpecInput) -> torch.Tensor:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import pickle
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from archlab.compiler import compile_spec
-from archlab.compiler.build import CompiledModel
+from archlab.compiler.build import CompiledModel, tensor_mismatches, tensor_table
 from archlab.compiler.nn.embeddings import TokenEmbedding
+from archlab.errors import UserInputError
 from archlab.files import replace_atomically
 from archlab.registry.store import minimize
 from archlab.runners.config import TrainConfig
@@ -57,8 +60,6 @@ class FitResult:
 
 def resolve_device(name: str) -> torch.device:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked against the GPUs torch sees."""
-    from archlab.errors import UserInputError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -118,10 +119,11 @@ class Trainer:
         val: np.ndarray,
         test: np.ndarray | None = None,
         *,
-        resume: Path | None = None,
+        resume: Path | dict[str, Any] | None = None,
     ) -> FitResult:
         """Train, evaluating every epoch; with ``resume`` (a ``state.pt`` an earlier fit of the
-        same split wrote), continue after its last finished epoch exactly as if never stopped."""
+        same split wrote, or what ``load_state`` read from it), continue after its last finished
+        epoch exactly as if never stopped."""
         config = self.config
         model = compile_spec(self.spec, device=self.device, seed=self.init_seed)
         distiller = None
@@ -185,16 +187,26 @@ class Trainer:
         state_path = self.out_dir / STATE_FILE if self.out_dir else None
         start = 0
         if resume is not None:
-            saved = torch.load(resume, map_location="cpu", weights_only=False)
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            schedule.load_state_dict(saved["schedule"])
-            order.set_state(saved["order"])
-            if mixer is not None and saved["mix"] is not None:
-                mixer.generator.set_state(saved["mix"])
-            torch.set_rng_state(saved["torch_rng"])
-            start = saved["epoch"] + 1
-            best, best_epoch, bad_epochs = saved["best"], saved["best_epoch"], saved["bad_epochs"]
+            saved = load_state(resume) if isinstance(resume, Path) else resume
+            for key in ("model", "best_state"):
+                if key == "model" or saved[key] is not None:
+                    _check_weights(model, saved[key])
+            try:
+                model.load_state_dict(saved["model"])
+                optimizer.load_state_dict(saved["optimizer"])
+                schedule.load_state_dict(saved["schedule"])
+                order.set_state(saved["order"])
+                if mixer is not None and saved["mix"] is not None:
+                    mixer.generator.set_state(saved["mix"])
+                torch.set_rng_state(saved["torch_rng"])
+                start = int(saved["epoch"]) + 1
+                best = {str(name): float(value) for name, value in saved["best"].items()}
+                best_epoch, bad_epochs = int(saved["best_epoch"]), int(saved["bad_epochs"])
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+                raise StateError(
+                    f"the training state does not fit this run ({type(exc).__name__}: {exc}); "
+                    "it belongs to another run or was altered: start the run again instead"
+                ) from None
             best_state = saved["best_state"]
         epoch = start - 1
         try:
@@ -268,11 +280,11 @@ class Trainer:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     if best_path is not None:
                         best_path.parent.mkdir(parents=True, exist_ok=True)
-                        replace_atomically(best_path, model.save)
+                        replace_atomically(best_path, model.write_safetensors, write_through=False)
                 else:
                     bad_epochs += 1
                 if state_path is not None:  # what a resumed fit needs to go on exactly
-                    state = {
+                    state = {  # tensors, numbers and plain containers: read back weights-only
                         "epoch": epoch,
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
@@ -280,13 +292,15 @@ class Trainer:
                         "order": order.get_state(),
                         "mix": mixer.generator.get_state() if mixer is not None else None,
                         "torch_rng": torch.get_rng_state(),
-                        "best": best,
+                        "best": {name: float(value) for name, value in best.items()},
                         "best_epoch": best_epoch,
                         "bad_epochs": bad_epochs,
                         "best_state": best_state,
                     }
                     state_path.parent.mkdir(parents=True, exist_ok=True)
-                    replace_atomically(state_path, functools.partial(_save_state, state))
+                    replace_atomically(
+                        state_path, functools.partial(_save_state, state), write_through=False
+                    )
                 if config.early_stop_metric is not None and bad_epochs >= config.patience:
                     stopped = True
                     break
@@ -372,6 +386,58 @@ class Trainer:
 
 def _save_state(state: dict[str, Any], path: str) -> None:
     torch.save(state, path)
+
+
+class StateError(UserInputError):
+    """A training state file (``state.pt``) that cannot be resumed from."""
+
+
+_STATE_KEYS = frozenset(
+    {"epoch", "model", "optimizer", "schedule", "order", "mix", "torch_rng", "best",
+     "best_epoch", "bad_epochs", "best_state"}
+)  # fmt: skip
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """The training state ``Trainer.fit`` wrote to ``path``, read weights-only: tensors, numbers,
+    strings and plain containers. A file holding any other object is refused unread, since
+    unpickling an object can run code of the file's choosing."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        raise StateError(
+            f"the training state {path} holds more than tensors, numbers and plain containers "
+            f"({f'it calls {found[1]}' if found else 'an object archlab never writes'}); archlab "
+            "refuses to load it, since unpickling it could run code. It was not written by "
+            "archlab: remove it, and start the run again instead of resuming it"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise StateError(
+            f"the training state {path} cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}): it is damaged or "
+            "truncated; start the run again instead of resuming it"
+        ) from None
+    lacking = sorted(_STATE_KEYS - saved.keys()) if isinstance(saved, dict) else ["a mapping"]
+    if lacking:
+        raise StateError(
+            f"{path} is not a training state archlab wrote (it lacks {', '.join(lacking)}); "
+            "start the run again instead of resuming it"
+        )
+    return saved
+
+
+def _check_weights(model: torch.nn.Module, weights: Any) -> None:
+    """Check a training state's weights (names, shapes, dtypes) before they are loaded, so a
+    mismatch names the tensor instead of raising torch's RuntimeError."""
+    if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
+        raise StateError("the training state's model weights are not a mapping of names to tensors")
+    problems = tensor_mismatches(tensor_table(model.state_dict()), tensor_table(weights))
+    if problems:
+        raise StateError(
+            f"the training state's weights do not fit the run's spec ({problems}): it belongs "
+            "to another run or was altered; start the run again instead of resuming it"
+        )
 
 
 def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:

@@ -375,7 +375,7 @@ def show_run(
             f"{run.status}); pick a training run that finished at least one epoch "
             "(`arch runs list` shows them)"
         )
-    model = load_compiled(registry.artifacts / checkpoints[-1].path, device="cpu")
+    model = load_compiled(registry.artifact_file(run, checkpoints[-1].path), device="cpu")
     spec = model.spec
     name = spec.name or model.spec_hash[:12]
     if not pruning_stages(model.graph):

@@ -13,7 +13,6 @@ import math
 import os
 import platform
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,14 @@ from archlab.registry.records import CVGroup, Run
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData, load_data
 from archlab.runners.distributed import Distributed, from_environment
-from archlab.runners.loop import STATE_FILE, FitResult, Trainer, resolve_device, uses_autocast
+from archlab.runners.loop import (
+    STATE_FILE,
+    FitResult,
+    Trainer,
+    load_state,
+    resolve_device,
+    uses_autocast,
+)
 from archlab.runners.progress import TrainProgress
 from archlab.runners.pruning import spec_has_dynamic
 from archlab.runners.splits import Fold, SplitPlan, make_splits
@@ -160,6 +166,7 @@ def resume(run_id: str, registry: Registry, *, progress: Progress | None = None)
             f"run {run_id} left no training state ({state}): it stopped before its first "
             "epoch ended, or was not started by arch train; start it again instead"
         )
+    saved = load_state(registry.artifact_file(run, f"{run_id}/{STATE_FILE}"))  # weights-only
     spec = load_spec(registry.spec_document(run.spec_hash))
     data = load_data(config.data, spec, seed=config.seed)
     if run.config.get("data_sha256") not in (None, data.content_sha256):
@@ -173,7 +180,7 @@ def resume(run_id: str, registry: Registry, *, progress: Progress | None = None)
     report = TrainReport(spec, data, plan, run.cv.group if run.cv is not None else None)
     with registry.resume_run(run_id) as handle:
         result = _fit_fold(
-            handle, registry, spec, data, config, plan, fold, seed, progress, resume=state,
+            handle, registry, spec, data, config, plan, fold, seed, progress, resume=saved,
             teacher_run=run.config.get("teacher_run"),
         )  # fmt: skip
     report.runs.append(run_id)
@@ -207,7 +214,7 @@ def evaluate_run(
     checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
     if not checkpoints:
         raise UserInputError(f"run {run_id} has no checkpoint artifact to evaluate")
-    path = registry.artifacts / checkpoints[-1].path
+    path = registry.artifact_file(run, checkpoints[-1].path)
     config = _recorded_config(run.config)
     if device is not None:
         config = config.model_copy(update={"device": device})
@@ -261,7 +268,7 @@ def _fit_fold(
     fold: Fold,
     seed: int,
     progress: Progress | None,
-    resume: Path | None = None,
+    resume: dict[str, Any] | None = None,
     at: tuple[int, int] = (0, 1),
     distributed: Distributed | None = None,
     teacher_run: str | None = None,
@@ -413,7 +420,7 @@ def _load_teacher(registry: Registry, run_id: str, device: torch.device) -> Any:
     checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
     if not checkpoints:
         raise UserInputError(f"teacher run {run_id} has no checkpoint artifact")
-    return load_compiled(registry.artifacts / checkpoints[-1].path, device=device)
+    return load_compiled(registry.artifact_file(run, checkpoints[-1].path), device=device)
 
 
 def _recorded_config(record: dict[str, Any]) -> TrainConfig:
