@@ -250,8 +250,25 @@ def _message(err: Any, loc: tuple[str | int, ...], root: Any = Spec) -> str:
         return str(ctx.get("error", err["msg"]))
     if kind in ("too_short", "too_long"):
         return f"{err['msg'][0].lower()}{err['msg'][1:]}"
+    if kind in _JSON_TYPES:
+        return _wrong_type(_JSON_TYPES[kind], value)
     msg = err["msg"]
     return f"{msg[0].lower()}{msg[1:]} (got {_show(value)})"
+
+
+_JSON_TYPES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false"}
+
+
+def _wrong_type(expected: str, value: Any) -> str:
+    """Strict JSON types: say what was written and how to write the expected type."""
+    if isinstance(value, str):
+        hint = "; write it without quotes" if _looks_like_json(value.strip() or '""') else ""
+        return f"expected {expected}, got the string {_show(value)}{hint}"
+    if isinstance(value, bool):
+        return f"expected {expected}, got the boolean {_show(value)}"
+    if isinstance(value, int | float) and expected == "true or false":
+        return f"expected true or false, got the number {_show(value)}"
+    return f"expected {expected}, got {_show(value)}"
 
 
 # ---------------------------------------------------------------------------------- overrides
