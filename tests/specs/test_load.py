@@ -76,7 +76,9 @@ def test_directory(tmp_path: Path) -> None:
 def test_undecodable_file(tmp_path: Path) -> None:
     path = tmp_path / "binary.json"
     path.write_bytes(b"\xff\xfe\x00{")
-    with pytest.raises(SpecError, match=r"cannot read .*binary\.json.*utf-8") as exc:
+    with pytest.raises(
+        SpecError, match=r"(?s)binary\.json: .*not UTF-8 text: byte 0xff at line 1, column 1"
+    ) as exc:
         load_spec(path)
     assert [p for p, _ in exc.value.errors] == [""]
 
