@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -60,3 +63,100 @@ def test_a_utf8_byte_order_mark_is_read(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + gpt_text().encode())
     result = CliRunner().invoke(cli, ["validate", str(path)])
     assert result.exit_code == 0, result.stderr
+
+
+# ------------------------------------------------------------------------ sizes past the machine
+
+
+def sized(path: Path, **changes: Any) -> Path:
+    """gpt-tiny with ``inputs.ids`` / ``nodes.tok`` fields changed, written to ``path``."""
+    doc = json.loads(gpt_text())
+    doc["inputs"]["ids"].update(changes.get("ids", {}))
+    doc["nodes"]["tok"].update(changes.get("tok", {}))
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def eight_gib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host has 8 GiB available, whatever this machine has."""
+    from archlab.compiler import memory
+
+    monkeypatch.setattr(memory, "host_memory", lambda: (8 * 2**30, "a test's figure"))
+
+
+HUGE = {
+    "dim-1e9": {"tok": {"dim": 10**9}},
+    "vocab-2^31-1": {"ids": {"vocab_size": 2**31 - 1}},
+}
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@pytest.mark.usefixtures("eight_gib")
+@pytest.mark.parametrize("case", sorted(HUGE))
+def test_compile_refuses_a_model_larger_than_memory_before_allocating(
+    tmp_path: Path, case: str
+) -> None:
+    import archlab.compiler.build  # noqa: F401  (torch imported before the clock starts)
+
+    path = sized(tmp_path / "huge.json", **HUGE[case])
+    rss = _peak_rss_bytes()
+    started = time.perf_counter()
+    result = CliRunner().invoke(cli, ["compile", str(path)])
+    assert time.perf_counter() - started < 5
+    assert _peak_rss_bytes() - rss < 2**30  # nothing near the model's size was allocated
+    assert result.exit_code == 2, result.output
+    assert "more than the 8.6 GB available (a test's figure)" in result.stderr
+    assert "--max-params N" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("eight_gib")
+@pytest.mark.parametrize("case", sorted(HUGE))
+def test_validate_accepts_a_huge_spec_and_warns(tmp_path: Path, case: str) -> None:
+    path = sized(tmp_path / "huge.json", **HUGE[case])
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "ok  " in result.stdout
+    assert "warning: " in result.stderr and "arch compile will refuse it" in result.stderr
+
+
+@pytest.mark.usefixtures("eight_gib")
+def test_max_params_is_the_limit_when_given(tmp_path: Path) -> None:
+    path = sized(tmp_path / "huge.json", ids={"vocab_size": 2**31 - 1})
+    result = CliRunner().invoke(cli, ["compile", str(path), "--max-params", "1000000"])
+    assert result.exit_code == 2
+    assert "more than --max-params 1,000,000" in result.stderr
+    # a normal spec under the limit compiles
+    result = CliRunner().invoke(cli, ["compile", str(GPT), "--max-params", "2000000", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["params"] == 1_089_152
+
+
+@pytest.mark.usefixtures("eight_gib")
+def test_a_zoo_spec_still_compiles_and_validates_quietly() -> None:
+    result = CliRunner().invoke(cli, ["compile", str(GPT), "--json"])
+    assert result.exit_code == 0, result.stderr
+    result = CliRunner().invoke(cli, ["validate", str(GPT)])
+    assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+@pytest.mark.usefixtures("eight_gib")
+def test_a_forward_pass_too_large_is_refused(tmp_path: Path) -> None:
+    """A 10^6 x 10^6 image has few parameters without a learned position table, but its input
+    alone is terabytes: the build succeeds, the test forward pass is refused."""
+    doc = json.loads((ROOT / "specs" / "vit-tiny-digits.json").read_text(encoding="utf-8"))
+    doc["inputs"]["image"]["size"] = 10**6
+    del doc["nodes"]["pos"]
+    doc["nodes"]["encoder"]["input"] = "cls"
+    path = tmp_path / "image.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["compile", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "skip it with --no-forward" in result.stderr
+    assert CliRunner().invoke(cli, ["compile", str(path), "--no-forward"]).exit_code == 0

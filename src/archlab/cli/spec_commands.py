@@ -24,8 +24,13 @@ spec_argument = click.argument("spec", type=click.Path(dir_okay=False, path_type
 def validate(specs: tuple[Path, ...], quiet: bool) -> None:
     """Check SPEC files: exit 0 when all are valid, else 2 with every problem and its JSON path.
 
+    A valid spec whose float32 weights would not fit the memory available here is still valid
+    (exit 0), with a warning that `arch compile` will refuse it unless given --max-params.
     Loads no torch: safe and fast in editors, pre-commit hooks and CI.
     """
+    from archlab.compiler.graph import analyze
+    from archlab.compiler.memory import describe_need, host_memory
+
     failed = 0
     for path in specs:
         try:
@@ -34,6 +39,12 @@ def validate(specs: tuple[Path, ...], quiet: bool) -> None:
             failed += 1
             click.echo(exc.render(), err=True)
             continue
+        too_large = describe_need(analyze(spec), 4, *host_memory())
+        if too_large is not None:
+            click.echo(
+                f"warning: {path}: {too_large}; arch compile will refuse it (see --max-params)",
+                err=True,
+            )
         if not quiet:
             click.echo(f"ok  {path}  ({len(spec.nodes)} nodes, spec_hash {spec_hash(spec)[:12]})")
     if failed:
@@ -122,6 +133,13 @@ def graph(spec: Path, output: Path | None, fmt: str | None) -> None:
     type=click.Choice(["sdpa", "sdpa_mask", "flex", "reference"]),
     help="Force one softmax attention kernel wherever it can run (default: chosen per layer).",
 )
+@click.option(
+    "--max-params",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Build models of up to N parameters whatever memory is free now "
+    "(default: refuse a model whose weights exceed the memory available).",
+)
 def compile_command(
     spec: Path,
     device: str,
@@ -133,26 +151,40 @@ def compile_command(
     no_forward: bool,
     seed: int,
     attention_kernel: str | None,
+    max_params: int | None,
 ) -> None:
     """Build SPEC into a PyTorch module and report what was built.
 
     Prints every node's output shape, parameters, FLOPs (a multiply-add counts 2) and MACs, the
     attention kernels chosen and why, then runs a forward pass on random inputs of the declared
     shapes and reports the outputs.
+
+    A model whose weights would not fit the memory available (the host's MemAvailable, or the
+    CUDA device's free memory) is refused before anything is allocated, as is a forward pass
+    too large for it; --max-params N allows up to N parameters instead.
     """
     import torch
 
     from archlab.compiler.build import compile_spec
+    from archlab.compiler.memory import check_forward
 
     loaded = load_spec(spec)
     started = time.perf_counter()
     model = compile_spec(
-        loaded, device=device, dtype=dtype, seed=seed, attention_kernel=attention_kernel
+        loaded,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        attention_kernel=attention_kernel,
+        max_params=max_params,
     )
     build_s = time.perf_counter() - started
     summary = model.summary()
     forward: dict[str, Any] = {}
     if not no_forward:
+        first = next(model.parameters(), None)
+        if first is not None:
+            check_forward(model.graph, batch, first.device, first.element_size())
         model.eval()
         inputs = model.example_inputs(batch=batch, seed=seed)
         started = time.perf_counter()
