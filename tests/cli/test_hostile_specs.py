@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from click.testing import CliRunner
 
 from archlab.cli import cli
+from archlab.textsafe import printable
 
 ROOT = Path(__file__).parents[2]
 GPT = ROOT / "specs" / "gpt-tiny.json"
@@ -160,3 +164,96 @@ def test_a_forward_pass_too_large_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "skip it with --no-forward" in result.stderr
     assert CliRunner().invoke(cli, ["compile", str(path), "--no-forward"]).exit_code == 0
+
+
+# ---------------------------------------------------------------------- names that are not text
+
+HOSTILE_NAME = '[/bold][red]evil\x1b[31mRED\x1b]0;title\x07\n<script>alert("x")</script>\\\u202eend'
+
+
+def _no_controls(text: str) -> None:
+    """Nothing but printable characters and line breaks reached the output."""
+    for line in text.splitlines():
+        assert line.isprintable(), repr(line)
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Path:
+    doc = json.loads(gpt_text())
+    doc["name"] = HOSTILE_NAME
+    path = tmp_path / "name\x1b[2J.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def test_compile_and_validate_print_names_and_paths_escaped(hostile: Path) -> None:
+    result = CliRunner().invoke(cli, ["compile", str(hostile), "--no-forward"])
+    assert result.exit_code == 0, result.output
+    _no_controls(result.stdout)
+    flat = "".join(line.strip() for line in result.stdout.splitlines())
+    assert "[/bold][red]evil\\x1b[31mRED\\x1b]0;title\\x07\\n<script>" in flat
+    result = CliRunner().invoke(cli, ["validate", str(hostile)])
+    assert result.exit_code == 0
+    _no_controls(result.stdout)
+    assert "name\\x1b[2J.json" in result.stdout
+
+
+def test_spec_errors_show_keys_and_paths_escaped(tmp_path: Path) -> None:
+    doc = json.loads(gpt_text())
+    doc["nodes"]["tok"]["\x1b[2Jdim"] = 1
+    path = tmp_path / "bad\x07.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    _no_controls(result.stderr)
+    assert "bad\\x07.json" in result.stderr
+    assert "nodes.tok.\\x1b[2Jdim: unknown key" in result.stderr
+
+
+def test_compile_refusal_shows_the_name_escaped(tmp_path: Path, eight_gib: None) -> None:
+    doc = json.loads(gpt_text())
+    doc["name"] = HOSTILE_NAME
+    doc["inputs"]["ids"]["vocab_size"] = 2**31 - 1
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["compile", str(path)])
+    assert result.exit_code == 2
+    _no_controls(result.stderr)
+    assert "evil\\x1b[31m" in result.stderr
+
+
+DOT_STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+def test_graph_dot_escapes_the_name(hostile: Path) -> None:
+    result = CliRunner().invoke(cli, ["graph", str(hostile)])
+    assert result.exit_code == 0, result.output
+    _no_controls(result.stdout)
+    lines = result.stdout.splitlines()
+    header = re.fullmatch(rf"digraph ({DOT_STRING}) \{{", lines[0])
+    assert header is not None, lines[0]
+    # the DOT string reads back as the printable name
+    name = re.sub(r"\\(.)", r"\1", header.group(1)[1:-1])
+    assert name == printable(HOSTILE_NAME)
+    # every other line is a statement of the graph, as for a spec with a plain name
+    plain = CliRunner().invoke(cli, ["graph", str(GPT)]).stdout.splitlines()
+    assert lines[1:] == plain[1:]
+
+
+def test_graph_mermaid_holds_no_user_text(hostile: Path) -> None:
+    result = CliRunner().invoke(cli, ["graph", str(hostile), "--format", "mermaid"])
+    assert result.exit_code == 0
+    _no_controls(result.stdout)
+    assert "<script>" not in result.stdout and "evil" not in result.stdout
+    plain = CliRunner().invoke(cli, ["graph", str(GPT), "--format", "mermaid"]).stdout
+    assert result.stdout == plain
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
+def test_graph_svg_escapes_the_name(hostile: Path, tmp_path: Path) -> None:
+    out = tmp_path / "g.svg"
+    result = CliRunner().invoke(cli, ["graph", str(hostile), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    svg = out.read_text(encoding="utf-8")
+    assert "<script>" not in svg
+    ElementTree.fromstring(svg)  # well-formed XML

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from archlab.specs import SpecError, json_schema, load_spec, spec_hash
+from archlab.textsafe import printable
 
 if TYPE_CHECKING:
     from archlab.compiler.summary import Summary
@@ -42,11 +43,15 @@ def validate(specs: tuple[Path, ...], quiet: bool) -> None:
         too_large = describe_need(analyze(spec), 4, *host_memory())
         if too_large is not None:
             click.echo(
-                f"warning: {path}: {too_large}; arch compile will refuse it (see --max-params)",
+                f"warning: {printable(str(path))}: {too_large}; "
+                "arch compile will refuse it (see --max-params)",
                 err=True,
             )
         if not quiet:
-            click.echo(f"ok  {path}  ({len(spec.nodes)} nodes, spec_hash {spec_hash(spec)[:12]})")
+            click.echo(
+                f"ok  {printable(str(path))}  "
+                f"({len(spec.nodes)} nodes, spec_hash {spec_hash(spec)[:12]})"
+            )
     if failed:
         click.echo(f"{failed} of {len(specs)} spec(s) invalid", err=True)
         sys.exit(2)
@@ -63,7 +68,7 @@ def schema(output: Path | None) -> None:
         click.echo(text, nl=False)
     else:
         output.write_text(text)
-        click.echo(f"wrote {output}")
+        click.echo(f"wrote {printable(str(output))}")
 
 
 @click.command()
@@ -97,7 +102,7 @@ def graph(spec: Path, output: Path | None, fmt: str | None) -> None:
         click.echo(data.decode(), nl=False)
     else:
         output.write_bytes(data)
-        click.echo(f"wrote {output} ({chosen})")
+        click.echo(f"wrote {printable(str(output))} ({chosen})")
 
 
 @click.command(name="compile")
@@ -232,11 +237,12 @@ def _print_summary(
     summary: Summary, build_s: float, forward: dict[str, Any], output: Path | None
 ) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     table = Table(
-        title=f"{summary.name or 'spec'}  (spec_hash {summary.spec_hash[:12]})",
+        title=f"{escape(printable(summary.name or 'spec'))}  (spec_hash {summary.spec_hash[:12]})",
         title_justify="left",
     )
     for col, justify in (
@@ -314,7 +320,8 @@ def _print_summary(
         outs = ", ".join(f"{k} {tuple(v)}" for k, v in forward["outputs"].items())
         console.print(f"forward pass ok in {forward['seconds'] * 1000:.1f} ms: {ins} -> {outs}")
     if output is not None:
-        console.print(f"saved weights and spec to {output} (archlab.load_compiled)")
+        saved = escape(printable(str(output)))
+        console.print(f"saved weights and spec to {saved} (archlab.load_compiled)")
 
 
 COMMANDS = [validate, compile_command, graph, schema]

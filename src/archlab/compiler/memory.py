@@ -17,6 +17,7 @@ from archlab.compiler.cost import node_cost
 from archlab.compiler.graph import Graph, ImageShape, SeqShape, TokensShape, VecShape
 from archlab.errors import UserInputError
 from archlab.specs.models import Rotary
+from archlab.textsafe import printable
 
 if TYPE_CHECKING:
     import torch
@@ -166,11 +167,15 @@ def describe_need(graph: Graph, itemsize: int, available: int, source: str) -> s
     what = f"{_count(params)} parameters of {itemsize} bytes"
     if tables:
         what += f" and {_size(tables)} of position tables"
-    name = graph.spec.name or "the spec"
+    name = _name(graph)
     return (
         f"{name} needs {_size(weights + tables)} to build ({what}), more than the "
         f"{_size(available)} available ({source})"
     )
+
+
+def _name(graph: Graph) -> str:
+    return printable(graph.spec.name) if graph.spec.name else "the spec"
 
 
 RAISE_LIMIT = (
@@ -194,7 +199,7 @@ def check_build(
         params = parameter_count(graph)
         if params > max_params:
             raise ModelTooLargeError(
-                f"{graph.spec.name or 'the spec'} has {params:,} parameters ({_count(params)}), "
+                f"{_name(graph)} has {params:,} parameters ({_count(params)}), "
                 f"more than --max-params {max_params:,}; shrink the spec or raise --max-params"
             )
         return
