@@ -64,3 +64,26 @@ def test_cgroup_limit_caps_mem_available(monkeypatch: pytest.MonkeyPatch) -> Non
     assert memory.host_memory() == (2**30, "the memory left under this process's cgroup limit")
     monkeypatch.setattr(memory, "_cgroup_room", lambda: None)
     assert memory.host_memory() == (64 * 2**30, "MemAvailable")
+
+
+def test_cgroup_room_leaves_the_page_cache_out(tmp_path: Path) -> None:
+    (tmp_path / "memory.max").write_text("4294967296\n")
+    (tmp_path / "memory.current").write_text("3221225472\n")
+    (tmp_path / "memory.stat").write_text("anon 1073741824\nfile 2147483648\nkernel 0\n")
+    assert memory._cgroup_room(tmp_path) == 3 * 2**30
+    (tmp_path / "memory.max").write_text("max\n")
+    assert memory._cgroup_room(tmp_path) is None
+    assert memory._cgroup_room(tmp_path / "absent") is None
+
+
+def test_a_cuda_build_is_checked_against_the_device_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(memory, "host_memory", lambda: (10**12, "a large host"))
+    monkeypatch.setattr(memory, "device_memory", lambda device: (10**9, f"free on {device}"))
+    doc = json.loads((ROOT / "specs" / "gpt-tiny.json").read_text(encoding="utf-8"))
+    doc["inputs"]["ids"]["vocab_size"] = 2**22  # 0.54 G parameters: 1.1 GB in float16
+    graph = analyze(archlab.load_spec(doc))
+    memory.check_build(graph, torch.device("cpu"), torch.float16, None)  # the host holds it
+    with pytest.raises(ModelTooLargeError, match=r"parameters of 2 bytes.*\(free on cuda:0\)"):
+        memory.check_build(graph, torch.device("cuda:0"), torch.float16, None)

@@ -113,14 +113,22 @@ def _meminfo() -> tuple[int, str]:
         return 2**63 - 1, "no memory figure (none could be read)"
 
 
-def _cgroup_room() -> int | None:
-    """cgroup v2 ``memory.max`` minus ``memory.current``, when a limit is set."""
-    base = Path("/sys/fs/cgroup")
+def _cgroup_room(base: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """cgroup v2 ``memory.max`` minus the memory in use, when a limit is set.
+
+    The page cache (``file`` in ``memory.stat``) counts in ``memory.current`` but is given back
+    under pressure, so it is not counted as in use (as ``MemAvailable`` does not).
+    """
     try:
         limit = (base / "memory.max").read_text().strip()
         if limit == "max":
             return None
-        return max(int(limit) - int((base / "memory.current").read_text()), 0)
+        used = int((base / "memory.current").read_text())
+        for line in (base / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "file":
+                used -= int(value)
+        return max(int(limit) - max(used, 0), 0)
     except (OSError, ValueError):
         return None
 
