@@ -45,20 +45,20 @@ def validator() -> Any:
 
 ATTENTION = ("nodes", "decoder", "block", "attention")
 WRONG = [
-    (("nodes", "decoder", "depth"), "2", 'expected an integer, got the string "2"; write it without quotes'),
-    (("nodes", "decoder", "depth"), True, "expected an integer, got the boolean true"),
-    (("nodes", "decoder", "depth"), 2.5, "expected an integer, got 2.5"),
-    (("nodes", "decoder", "block", "mlp", "bias"), "false", 'expected true or false, got the string "false"'),
-    (("nodes", "decoder", "block", "mlp", "bias"), 0, "expected true or false, got the number 0"),
-    (("nodes", "norm", "eps"), "1e-5", 'expected a number, got the string "1e-5"'),
-    (("nodes", "norm", "eps"), False, "expected a number, got the boolean false"),
-    (("inputs", "ids", "pad_id"), False, "expected an integer, got the boolean false"),
-    (("inputs", "ids", "vocab_size"), "256", "expected an integer"),
-    ((*ATTENTION, "heads"), True, "expected an integer, got the boolean true"),
-    ((*ATTENTION, "qk_norm"), 1, "expected true or false"),
-    ((*ATTENTION, "position"), {"kind": "rotary", "base": "10000"}, "expected a number"),
-    (("nodes", "decoder", "block", "mlp", "ratio"), "4", "expected a number"),
-    (("nodes", "decoder", "block", "dropout"), "0.1", "expected a number"),
+    (("nodes", "decoder", "depth"), "2", 'valid integer (got "2"); write it without quotes'),
+    (("nodes", "decoder", "depth"), True, "valid integer (got true); true and false are not numbers"),
+    (("nodes", "decoder", "depth"), 2.5, "valid integer (got 2.5)"),
+    (("nodes", "decoder", "block", "mlp", "bias"), "false", 'valid boolean (got "false"); write it without quotes'),
+    (("nodes", "decoder", "block", "mlp", "bias"), 0, "valid boolean (got 0); write true or false"),
+    (("nodes", "norm", "eps"), "1e-5", 'valid number (got "1e-5"); write it without quotes'),
+    (("nodes", "norm", "eps"), False, "valid number (got false); true and false are not numbers"),
+    (("inputs", "ids", "pad_id"), False, "valid integer (got false); true and false are not numbers"),
+    (("inputs", "ids", "vocab_size"), "256", "valid integer"),
+    ((*ATTENTION, "heads"), True, "valid integer (got true); true and false are not numbers"),
+    ((*ATTENTION, "qk_norm"), 1, "valid boolean"),
+    ((*ATTENTION, "position"), {"kind": "rotary", "base": "10000"}, "valid number"),
+    (("nodes", "decoder", "block", "mlp", "ratio"), "4", "valid number"),
+    (("nodes", "decoder", "block", "dropout"), "0.1", "valid number"),
 ]  # fmt: skip
 
 
@@ -84,11 +84,16 @@ def test_wrong_type_in_an_override_is_refused_by_both(validator: Any) -> None:
     doc = with_value(
         gpt(), ("nodes", "decoder", "overrides"), [{"layers": [1], "mlp": {"bias": 0}}]
     )
-    with pytest.raises(SpecError, match=r"overrides\.0\.mlp\.bias: expected true or false"):
+    with pytest.raises(
+        SpecError,
+        match=r"overrides\.0\.mlp\.bias: input should be a valid boolean \(got 0\); write true or false",
+    ):
         archlab.load_spec(doc)
     # the schema cannot check a partial block; its layers it can
     bad_layers = with_value(gpt(), ("nodes", "decoder", "overrides"), [{"layers": [True]}])
-    with pytest.raises(SpecError, match=r"overrides\.0\.layers\.0: expected an integer"):
+    with pytest.raises(
+        SpecError, match=r"overrides\.0\.layers\.0: input should be a valid integer \(got true\)"
+    ):
         archlab.load_spec(bad_layers)
     assert list(validator.iter_errors(bad_layers))
 

@@ -311,30 +311,23 @@ def _message(err: Any, loc: tuple[str | int, ...], root: Any = Spec) -> str:
         return str(ctx.get("error", err["msg"]))
     if kind in ("too_short", "too_long"):
         return f"{err['msg'][0].lower()}{err['msg'][1:]}"
-    if kind in _JSON_TYPES:
-        return _wrong_type(_JSON_TYPES[kind], value)
     msg = err["msg"]
-    return f"{msg[0].lower()}{msg[1:]} (got {_show(value)})"
+    hint = _type_hint(kind, value) if kind in _JSON_TYPES else ""
+    return f"{msg[0].lower()}{msg[1:]} (got {_show(value)}){hint}"
 
 
-_JSON_TYPES = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "bool_type": "true or false",
-    "string_type": "a string",
-}
+_JSON_TYPES = {"int_type", "float_type", "bool_type", "string_type"}
 
 
-def _wrong_type(expected: str, value: Any) -> str:
-    """Strict JSON types: say what was written and how to write the expected type."""
-    if isinstance(value, str):
-        hint = "; write it without quotes" if _looks_like_json(value.strip() or '""') else ""
-        return f"expected {expected}, got the string {_show(value)}{hint}"
-    if isinstance(value, bool):
-        return f"expected {expected}, got the boolean {_show(value)}"
-    if isinstance(value, int | float) and expected == "true or false":
-        return f"expected true or false, got the number {_show(value)}"
-    return f"expected {expected}, got {_show(value)}"
+def _type_hint(kind: str, value: Any) -> str:
+    """How to write the JSON type asked for, when the value written looks like one it is not."""
+    if isinstance(value, str) and kind != "string_type" and _looks_like_json(value.strip() or '""'):
+        return "; write it without quotes"
+    if isinstance(value, bool) and kind in ("int_type", "float_type"):
+        return "; true and false are not numbers"
+    if isinstance(value, int | float) and not isinstance(value, bool) and kind == "bool_type":
+        return "; write true or false"
+    return ""
 
 
 # ---------------------------------------------------------------------------------- overrides
