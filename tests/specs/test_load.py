@@ -165,7 +165,7 @@ def test_version_newer(spec_error, minimal_vit) -> None:
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [("1", "'1'"), (1.0, "1.0"), (True, "True"), (None, "None"), ([1], r"\[1\]")],
+    [("1", "'1'"), (1.5, "1.5"), (True, "True"), (None, "None"), ([1], r"\[1\]")],
     ids=["str", "float", "bool", "null", "list"],
 )
 def test_version_not_an_int(spec_error, minimal_vit, value: object, shown: str) -> None:

@@ -99,6 +99,7 @@ def test_wrong_type_in_an_override_is_refused_by_both(validator: Any) -> None:
 
 
 RIGHT = [
+    (("version",), 1.0, ("version",), 1),
     (("nodes", "norm", "eps"), 1, ("nodes", "norm", "eps"), 1.0),
     (("nodes", "decoder", "depth"), 4.0, ("nodes", "decoder", "depth"), 4),
     ((*ATTENTION, "heads"), 4.0, (*ATTENTION, "heads"), 4),
