@@ -12,6 +12,7 @@ import click
 
 from archlab.cli.options import device_option
 from archlab.specs import SpecError, json_schema, load_spec, spec_hash
+from archlab.textsafe import printable
 
 if TYPE_CHECKING:
     from archlab.compiler.summary import Summary
@@ -32,8 +33,13 @@ spec_argument = click.argument("spec", type=click.Path(dir_okay=False, path_type
 def validate(specs: tuple[Path, ...], quiet: bool, as_json: bool) -> None:
     """Check SPEC files: exit 0 when all are valid, else 2 with every problem and its JSON path.
 
+    A valid spec whose float32 weights would not fit the memory available here is still valid
+    (exit 0), with a warning that `arch compile` will refuse it unless given --max-params.
     Loads no torch: safe and fast in editors, pre-commit hooks and CI.
     """
+    from archlab.compiler.graph import analyze
+    from archlab.compiler.memory import describe_need, host_memory
+
     failed = 0
     results: list[dict[str, Any]] = []
     for path in specs:
@@ -57,8 +63,17 @@ def validate(specs: tuple[Path, ...], quiet: bool, as_json: bool) -> None:
                 "errors": [],
             }
         )
+        too_large = describe_need(analyze(spec), 4, *host_memory())
+        if too_large is not None:
+            click.echo(
+                f"warning: {printable(str(path))}: {too_large}; "
+                "arch compile will refuse it (see --max-params)",
+                err=True,
+            )
         if not quiet and not as_json:
-            click.echo(f"ok  {path}  ({len(spec.nodes)} nodes, spec_hash {digest[:12]})")
+            click.echo(
+                f"ok  {printable(str(path))}  ({len(spec.nodes)} nodes, spec_hash {digest[:12]})"
+            )
     if as_json:
         click.echo(json.dumps(results, indent=2))
     if failed:
@@ -78,7 +93,7 @@ def schema(output: Path | None) -> None:
         click.echo(text, nl=False)
     else:
         output.write_text(text)
-        click.echo(f"wrote {output}")
+        click.echo(f"wrote {printable(str(output))}")
 
 
 @click.command()
@@ -112,7 +127,7 @@ def graph(spec: Path, output: Path | None, fmt: str | None) -> None:
         click.echo(data.decode(), nl=False)
     else:
         output.write_bytes(data)
-        click.echo(f"wrote {output} ({chosen})")
+        click.echo(f"wrote {printable(str(output))} ({chosen})")
 
 
 @click.command(name="compile")
@@ -148,6 +163,13 @@ def graph(spec: Path, output: Path | None, fmt: str | None) -> None:
     type=click.Choice(["sdpa", "sdpa_mask", "flex", "reference"]),
     help="Force one softmax attention kernel wherever it can run (default: chosen per layer).",
 )
+@click.option(
+    "--max-params",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Build models of up to N parameters whatever memory is free now "
+    "(default: refuse a model whose weights exceed the memory available).",
+)
 def compile_command(
     spec: Path,
     device: str,
@@ -159,26 +181,40 @@ def compile_command(
     no_forward: bool,
     seed: int,
     attention_kernel: str | None,
+    max_params: int | None,
 ) -> None:
     """Build SPEC into a PyTorch module and report what was built.
 
     Prints every node's output shape, parameters, FLOPs (a multiply-add counts 2) and MACs, the
     attention kernels chosen and why, then runs a forward pass on random inputs of the declared
     shapes and reports the outputs.
+
+    A model whose weights would not fit the memory available (the host's MemAvailable, or the
+    CUDA device's free memory) is refused before anything is allocated, as is a forward pass
+    too large for it; --max-params N allows up to N parameters instead.
     """
     import torch
 
     from archlab.compiler.build import compile_spec
+    from archlab.compiler.memory import check_forward
 
     loaded = load_spec(spec)
     started = time.perf_counter()
     model = compile_spec(
-        loaded, device=device, dtype=dtype, seed=seed, attention_kernel=attention_kernel
+        loaded,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        attention_kernel=attention_kernel,
+        max_params=max_params,
     )
     build_s = time.perf_counter() - started
     summary = model.summary()
     forward: dict[str, Any] = {}
     if not no_forward:
+        first = next(model.parameters(), None)
+        if first is not None:
+            check_forward(model.graph, batch, first.device, first.element_size())
         model.eval()
         inputs = model.example_inputs(batch=batch, seed=seed)
         started = time.perf_counter()
@@ -226,11 +262,12 @@ def _print_summary(
     summary: Summary, build_s: float, forward: dict[str, Any], output: Path | None
 ) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     table = Table(
-        title=f"{summary.name or 'spec'}  (spec_hash {summary.spec_hash[:12]})",
+        title=f"{escape(printable(summary.name or 'spec'))}  (spec_hash {summary.spec_hash[:12]})",
         title_justify="left",
     )
     for col, justify in (
@@ -308,7 +345,8 @@ def _print_summary(
         outs = ", ".join(f"{k} {tuple(v)}" for k, v in forward["outputs"].items())
         console.print(f"forward pass ok in {forward['seconds'] * 1000:.1f} ms: {ins} -> {outs}")
     if output is not None:
-        console.print(f"saved weights and spec to {output} (archlab.load_compiled)")
+        saved = escape(printable(str(output)))
+        console.print(f"saved weights and spec to {saved} (archlab.load_compiled)")
 
 
 COMMANDS = [validate, compile_command, graph, schema]

@@ -31,6 +31,7 @@ from archlab.compiler.graph import (
     VecShape,
     analyze,
 )
+from archlab.compiler.memory import ModelTooLargeError, check_build
 from archlab.compiler.nn.attention import (
     KERNELS,
     Attention,
@@ -264,6 +265,7 @@ def compile_spec(
     dtype: str | torch.dtype | None = None,
     attention_kernel: str | None = None,
     seed: int | None = None,
+    max_params: int | None = None,
 ) -> CompiledModel:
     """Build the module of a spec (a path, JSON text, dict or ``Spec``).
 
@@ -272,11 +274,17 @@ def compile_spec(
     forces one softmax kernel everywhere (``reference``, ``sdpa``, ``sdpa_mask``, ``flex``) where
     it can run; by default each attention picks the fastest kernel that honours its mask and
     positions (see ``summary().kernels``). ``seed`` makes the initial weights reproducible.
+
+    Before allocating anything, the weights and position tables the spec needs are compared with
+    the memory available (on the host, and on a CUDA device); a model that would not fit raises
+    ``ModelTooLargeError`` (a ``UserInputError``). ``max_params`` replaces that check by a plain
+    limit on the parameter count, for a machine whose free memory will grow.
     """
     spec = load_spec(spec)
     graph = analyze(spec)
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device) if device is not None else torch.device("cpu")
+    check_build(graph, dev, torch_dtype, max_params)
     if seed is not None:
         torch.manual_seed(seed)
     builder = _Builder(graph, dev, torch_dtype, attention_kernel)
@@ -954,4 +962,11 @@ def _kernel_table(model: CompiledModel) -> list[dict[str, str]]:
     ]
 
 
-__all__ = ["CompileError", "CompiledModel", "compile_spec", "load_compiled", "mask_pattern"]
+__all__ = [
+    "CompileError",
+    "CompiledModel",
+    "ModelTooLargeError",
+    "compile_spec",
+    "load_compiled",
+    "mask_pattern",
+]

@@ -10,6 +10,7 @@ import networkx as nx
 
 from archlab.compiler.graph import Graph
 from archlab.errors import UserInputError
+from archlab.textsafe import printable
 
 FORMATS = ("dot", "mermaid", "svg", "png")
 GRAPHVIZ_HINT = (
@@ -35,10 +36,17 @@ def _label(graph: Graph, node_id: str) -> str:
     return f"{head}\\n{op if op != 'input' else ''} {attrs['shape']}{extra}".replace("\\n ", "\\n")
 
 
+def dot_string(text: str) -> str:
+    """``text`` as a quoted DOT string: controls shown as escapes, then backslashes and quotes
+    escaped, so no name can end the string, add a line or inject attributes."""
+    escaped = printable(text).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
 def to_dot(graph: Graph) -> str:
     """Graphviz DOT text of the expanded graph, nodes in execution order."""
     lines = [
-        f'digraph "{graph.spec.name or "spec"}" {{',
+        f"digraph {dot_string(graph.spec.name or 'spec')} {{",
         "  rankdir=TB;",
         '  node [shape=box, fontname="Helvetica"];',
     ]

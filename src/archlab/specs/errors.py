@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from archlab.errors import UserInputError
+from archlab.textsafe import printable
 
 Loc = Sequence[str | int]
 
@@ -28,10 +29,14 @@ class SpecError(UserInputError):
         super().__init__(self.render())
 
     def render(self) -> str:
-        where = f"{self.source}: " if self.source else ""
+        """One line per problem; text from the spec or its path is shown with visible escapes."""
+        where = f"{printable(self.source)}: " if self.source else ""
         n = len(self.errors)
         head = f"{where}invalid spec ({n} problem{'s' if n != 1 else ''})"
-        lines = [f"  {path or '<spec>'}: {message}" for path, message in self.errors]
+        lines = [
+            f"  {printable(path) or '<spec>'}: {printable(message)}"
+            for path, message in self.errors
+        ]
         return "\n".join([head, *lines])
 
 

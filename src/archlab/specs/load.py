@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
@@ -16,7 +18,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from archlab.specs.errors import ErrorList, SpecError, format_path
-from archlab.specs.models import BLOCK_FIELDS, Block, DecoderNode, EncoderNode, Spec
+from archlab.specs.models import BLOCK_FIELDS, MAX_SIZE, Block, DecoderNode, EncoderNode, Spec
 from archlab.specs.upgrade import upgrade
 
 SpecSource = str | os.PathLike[str] | Mapping[str, Any] | Spec
@@ -44,6 +46,18 @@ def parse_spec(data: Any, origin: str | None = None) -> Spec:
     """Validate a spec document's structure (no graph checks). Raises ``SpecError``."""
     if not isinstance(data, Mapping):
         raise SpecError([("", f"a spec is a JSON object, not {type(data).__name__}")], origin)
+    bad_text = _lone_surrogate(data)
+    if bad_text is not None:
+        raise SpecError(
+            [
+                (
+                    format_path(bad_text),
+                    "text holds a lone UTF-16 surrogate (an escape such as \\ud800 with no pair), "
+                    "which is not a Unicode character; remove it",
+                )
+            ],
+            origin,
+        )
     data = upgrade(dict(data), origin)
     try:
         spec = Spec.model_validate(data)
@@ -53,6 +67,27 @@ def parse_spec(data: Any, origin: str | None = None) -> Spec:
     check_overrides(spec, data, errors)
     errors.raise_if_any(origin)
     return spec
+
+
+def _lone_surrogate(data: Any) -> tuple[str | int, ...] | None:
+    """The path of the first string (value or key) holding a lone surrogate, else None."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return loc
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    return (*loc, key.encode("utf-8", "backslashreplace").decode())
+                stack.append(((*loc, key), item))
+        elif isinstance(value, list | tuple):
+            stack.extend(((*loc, i), item) for i, item in enumerate(value))
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _read(source: SpecSource) -> tuple[Any, str | None]:
@@ -67,12 +102,14 @@ def _read(source: SpecSource) -> tuple[Any, str | None]:
         if isinstance(source, str) and not path.exists() and _looks_like_json(source):
             return parse_json(source, None), None
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_bytes().decode("utf-8-sig")
         except FileNotFoundError:
             raise SpecError([("", f"no such file: {path}")], str(path)) from None
         except IsADirectoryError:
             raise SpecError([("", f"{path} is a directory, not a spec file")], str(path)) from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            raise SpecError([("", _not_utf8(exc))], str(path)) from None
+        except OSError as exc:
             raise SpecError([("", f"cannot read {path}: {exc}")], str(path)) from None
         return parse_json(text, str(path)), str(path)
     return parse_json(str(source), None), None
@@ -81,9 +118,20 @@ def _read(source: SpecSource) -> tuple[Any, str | None]:
 def _looks_like_json(text: str) -> bool:
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8, as line and column."""
+    before = exc.object[: exc.start]
+    line = before.count(b"\n") + 1
+    column = exc.start - (before.rfind(b"\n") + 1) + 1
+    return (
+        f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at line {line}, column {column} "
+        "cannot be decoded; save the spec as UTF-8"
+    )
 
 
 def parse_json(text: str, origin: str | None = None) -> Any:
@@ -104,6 +152,19 @@ def parse_json(text: str, origin: str | None = None) -> Any:
         return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
     except json.JSONDecodeError as exc:
         message = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise SpecError([("", message)], origin) from None
+    except RecursionError:
+        message = (
+            "JSON arrays and objects nested too deeply to read (a spec needs fewer than ten levels)"
+        )
+        raise SpecError([("", message)], origin) from None
+    except ValueError as exc:  # int("9" * 5000): more digits than Python converts
+        if "integer string conversion" not in str(exc):
+            raise
+        message = (
+            f"a JSON number with more than {sys.get_int_max_str_digits()} digits; "
+            f"no size in a spec needs more than {len(str(MAX_SIZE))}"
+        )
         raise SpecError([("", message)], origin) from None
     except _NotJsonError as exc:
         message = f"invalid JSON: {exc.args[0]} is not a JSON number; write a finite number"
@@ -251,7 +312,22 @@ def _message(err: Any, loc: tuple[str | int, ...], root: Any = Spec) -> str:
     if kind in ("too_short", "too_long"):
         return f"{err['msg'][0].lower()}{err['msg'][1:]}"
     msg = err["msg"]
-    return f"{msg[0].lower()}{msg[1:]} (got {_show(value)})"
+    hint = _type_hint(kind, value) if kind in _JSON_TYPES else ""
+    return f"{msg[0].lower()}{msg[1:]} (got {_show(value)}){hint}"
+
+
+_JSON_TYPES = {"int_type", "float_type", "bool_type", "string_type"}
+
+
+def _type_hint(kind: str, value: Any) -> str:
+    """How to write the JSON type asked for, when the value written looks like one it is not."""
+    if isinstance(value, str) and kind != "string_type" and _looks_like_json(value.strip() or '""'):
+        return "; write it without quotes"
+    if isinstance(value, bool) and kind in ("int_type", "float_type"):
+        return "; true and false are not numbers"
+    if isinstance(value, int | float) and not isinstance(value, bool) and kind == "bool_type":
+        return "; write true or false"
+    return ""
 
 
 # ---------------------------------------------------------------------------------- overrides

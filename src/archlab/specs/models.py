@@ -1,7 +1,10 @@
 """Pydantic models of the archlab spec language, version 1.
 
 The field names here are the user interface documented in ``docs/spec-reference.md``. Every model
-forbids unknown keys and is frozen. Shorthand values (``"rotary"``, ``"outputs": "x"``,
+forbids unknown keys, is frozen and is strict about JSON types, as ``docs/spec.schema.json`` is: a
+string never passes as a number or a boolean, a boolean never as a number (``"depth": "2"``,
+``"bias": 0``, ``"heads": true`` are errors). An integer passes where a float is expected, and a
+float with no fractional part where an integer is (JSON does not tell ``2`` from ``2.0``). Shorthand values (``"rotary"``, ``"outputs": "x"``,
 ``"size": 8``, ``"layers": "1-3"``) are expanded while parsing, so a validated ``Spec`` only ever
 holds the long forms. Checks that need more than one field's value in isolation (widths flowing
 along edges, references between nodes) live in ``archlab.compiler.graph``, which runs on every
@@ -32,18 +35,28 @@ Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 #: shape inference; they sit far above any real model.
 MAX_SIZE = 2**31 - 1
 MAX_DEPTH = 4096
-Count = Annotated[int, Field(gt=0, le=MAX_SIZE)]
-Index = Annotated[int, Field(ge=0, le=MAX_SIZE)]
-LayerIndex = Annotated[int, Field(ge=0, lt=MAX_DEPTH)]
+
+
+def _integral(value: Any) -> Any:
+    """``2.0`` -> ``2``: JSON has one number type, and JSON Schema's ``integer`` admits ``2.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)
+Count = Annotated[int, Field(gt=0, le=MAX_SIZE), Integral]
+Index = Annotated[int, Field(ge=0, le=MAX_SIZE), Integral]
+LayerIndex = Annotated[int, Field(ge=0, lt=MAX_DEPTH), Integral]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
 class SpecModel(BaseModel):
-    """Base of every spec model: strict about keys, immutable once validated."""
+    """Base of every spec model: strict about keys and JSON types, immutable once validated."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False, strict=True
     )
 
 
@@ -56,8 +69,11 @@ def _kind_from_string(value: Any) -> Any:
 
 
 def _pair(value: Any) -> Any:
-    """``8`` -> ``[8, 8]``."""
-    return [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
+    """``8`` -> ``(8, 8)``; a JSON list ``[8, 8]`` -> ``(8, 8)`` (strict models take tuples only)."""
+    value = _integral(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _string_to_list(value: Any) -> Any:
@@ -70,6 +86,7 @@ _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 def _layer_list(value: Any) -> Any:
     """``"1-3"`` -> ``[1, 2, 3]`` (inclusive); ``"4"`` -> ``[4]``; lists pass through."""
+    value = _integral(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return [value]
     if not isinstance(value, str):
@@ -299,7 +316,7 @@ class Override(SpecModel):
     (``archlab.specs.load.check_overrides``), so an error points at the override that caused it.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     layers: LayerList
 
@@ -382,7 +399,7 @@ class PositionNode(SpecModel):
 
 class _Stack(SpecModel):
     input: Identifier
-    depth: Annotated[int, Field(gt=0, le=MAX_DEPTH)]
+    depth: Annotated[int, Field(gt=0, le=MAX_DEPTH), Integral]
     block: Block
     overrides: list[Override] = []
 
@@ -514,6 +531,8 @@ class Spec(SpecModel):
         extra="forbid",
         frozen=True,
         populate_by_name=True,
+        allow_inf_nan=False,
+        strict=True,
         json_schema_extra={"$id": "https://archlab.dev/schema/spec-v1.json"},
     )
 

@@ -26,6 +26,8 @@ def upgrade(data: dict[str, Any], origin: str | None = None) -> dict[str, Any]:
             [("version", f"'version' is required; add \"version\": {SPEC_VERSION}")], origin
         )
     version = data["version"]
+    if isinstance(version, float) and version.is_integer():  # JSON's 1.0 is 1
+        version = data["version"] = int(version)
     if not isinstance(version, int) or isinstance(version, bool):
         raise SpecError([("version", f"version must be an integer, not {version!r}")], origin)
     if version > SPEC_VERSION:

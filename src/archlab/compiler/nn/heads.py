@@ -58,16 +58,20 @@ class Pool(nn.Module):
 
 
 class Classify(nn.Module):
-    """`pool` then a Linear classifier `fc`."""
+    """`pool` then a Linear classifier `fc`.
 
-    def __init__(self, dim: int, classes: int, mode: PoolMode, n_cls: int = 0) -> None:
+    `mode` None means the input is already pooled (a `pool` node upstream): `pool` is then None and
+    the classifier is `fc` alone.
+    """
+
+    def __init__(self, dim: int, classes: int, mode: PoolMode | None, n_cls: int = 0) -> None:
         super().__init__()
-        self.pool = Pool(mode, n_cls)
+        self.pool = None if mode is None else Pool(mode, n_cls)
         self.fc = nn.Linear(dim, classes)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Shape: x `(B, N, D)`, mask `(B, N)` -> logits `(B, classes)`."""
-        return self.fc(self.pool(x, mask))
+        """Shape: x `(B, N, D)`, mask `(B, N)` (or pooled x `(B, D)`) -> logits `(B, classes)`."""
+        return self.fc(x if self.pool is None else self.pool(x, mask))
 
 
 class LMHead(nn.Module):
