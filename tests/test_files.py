@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from archlab.cli.main import cli
 from archlab.files import OutputError, replace_atomically
+from archlab.registry import Registry
 
 
 def write_text(text: str) -> Callable[[str], None]:
@@ -116,6 +117,7 @@ def test_write_through_off_replaces_even_a_fifo(tmp_path: Path) -> None:
 
 def test_runs_export_into_a_fifo_and_a_full_device(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
+    Registry(url).close()  # read-only commands create no registry: make an empty one
     reader = FifoReader(tmp_path / "pipe")
     result = CliRunner().invoke(cli, ["runs", "export", "-o", str(tmp_path / "pipe"), "--format",
                                       "json", "--registry", url])  # fmt: skip
