@@ -11,6 +11,7 @@ from archlab.registry.records import (
     CVInfo,
     MetricSummary,
     MixupSetting,
+    Ranked,
     Run,
 )
 from archlab.registry.store import Registry, RegistryError, RunHandle
@@ -23,6 +24,7 @@ __all__ = [
     "Change",
     "MetricSummary",
     "MixupSetting",
+    "Ranked",
     "Registry",
     "RegistryError",
     "Run",
