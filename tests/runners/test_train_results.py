@@ -293,3 +293,14 @@ def test_sigterm_and_ctrl_c_record_an_interrupted_run_that_resumes(
         finished = reg.get(run.id)
     assert finished.status == "completed" and finished.summaries["val_acc"].count == 40
     assert json.loads(json.dumps(finished.config))["epochs"] == 40
+
+
+def test_a_bench_run_starts_when_its_measurement_started(registry: Registry) -> None:
+    from archlab.runners.benchmark import benchmark, record_bench
+
+    report = benchmark(VIT, device="cpu", batches=(1, 2), warmup=1, iters=3)
+    assert report.started is not None
+    time.sleep(0.2)  # recorded a while after the measurement
+    run = registry.get(record_bench(report, registry))
+    assert run.started == report.started  # not the moment it was recorded
+    assert run.ended is not None and run.ended - run.started >= 0.2
