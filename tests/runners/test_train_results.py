@@ -276,12 +276,16 @@ def test_sigterm_and_ctrl_c_record_an_interrupted_run_that_resumes(
     with Registry(url) as reg:
         [run] = reg.runs()
     assert run.status == "interrupted" and run.error == "interrupted by SIGTERM"
-    assert line.startswith("interrupted: run ") and "SIGTERM" in line
+    assert line.startswith(f"interrupted: run {run.id} stopped by SIGTERM")
     assert line.endswith(f"continue with: arch train --resume {run.id}")
     again = _interrupt(["train", "--resume", run.id, "--registry", url], signal.SIGINT, "epoch")
     assert again.returncode == 128 + signal.SIGINT, again.stderr
     assert "Traceback" not in again.stderr and "Aborted" not in again.stderr
-    assert again.stderr.strip().endswith(f"continue with: arch train --resume {run.id}")
+    [line] = again.stderr.strip().splitlines()
+    assert line == (
+        f"interrupted: run {run.id} stopped by Ctrl-C and recorded as interrupted; "
+        f"continue with: arch train --resume {run.id}"
+    )
     with Registry(url) as reg:
         assert reg.get(run.id).status == "interrupted"
     done = subprocess.run(
@@ -304,3 +308,28 @@ def test_a_bench_run_starts_when_its_measurement_started(registry: Registry) -> 
     run = registry.get(record_bench(report, registry))
     assert run.started == report.started  # not the moment it was recorded
     assert run.ended is not None and run.ended - run.started >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("signum", "cause"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")]
+)
+def test_the_cli_reports_an_interruption_in_one_line_with_the_signals_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int, cause: str
+) -> None:
+    from archlab.runners import train as train_module
+    from archlab.runners.lifecycle import Interrupted
+
+    def interrupted(*_args: Any, **_kwargs: Any) -> None:
+        exc = Interrupted(signum)
+        exc.run = "abcd1234"
+        raise exc
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    result = CliRunner().invoke(
+        cli, ["train", str(VIT), "--quiet", "--registry", f"sqlite:///{tmp_path / 'r.db'}"]
+    )
+    assert result.exit_code == 128 + signum
+    assert result.stderr.splitlines() == [
+        f"interrupted: run abcd1234 stopped by {cause} and recorded as interrupted; "
+        "continue with: arch train --resume abcd1234"
+    ]

@@ -159,19 +159,22 @@ def train_command(
 
 
 def _interrupted(exc: KeyboardInterrupt) -> None:
-    from archlab.runners.lifecycle import Interrupted, interrupted_by
+    """One line for an interrupted training (the run is recorded as interrupted), then exit
+    128 + the signal: 130 after Ctrl-C, 143 after SIGTERM."""
+    from archlab.runners.lifecycle import interrupted_by
 
-    run = exc.run if isinstance(exc, Interrupted) else None
-    what = str(exc) or "interrupted by Ctrl-C"
+    code = interrupted_by(exc)
+    cause = "Ctrl-C" if code == 130 else str(exc).removeprefix("interrupted by ")
+    run = getattr(exc, "run", None)
     if run is None:
-        click.echo(f"interrupted: {what}, before any run started; nothing to continue", err=True)
+        click.echo(f"interrupted by {cause} before a run started: nothing to continue", err=True)
     else:
         click.echo(
-            f"interrupted: run {run} {what.removeprefix('interrupted ')}, recorded as "
-            f"interrupted; continue with: arch train --resume {run}",
+            f"interrupted: run {run} stopped by {cause} and recorded as interrupted; "
+            f"continue with: arch train --resume {run}",
             err=True,
         )
-    raise SystemExit(interrupted_by(exc))
+    raise SystemExit(code)
 
 
 def summary_lines(report: Any, registry: Any) -> list[str]:

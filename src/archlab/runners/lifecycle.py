@@ -105,9 +105,9 @@ def running(run_id: str) -> Iterator[None]:
     so the message can say which run to continue."""
     try:
         yield
-    except Interrupted as exc:
-        if exc.run is None:
-            exc.run = run_id
+    except KeyboardInterrupt as exc:  # Interrupted, or a Ctrl-C no handler of ours turned
+        if getattr(exc, "run", None) is None:
+            exc.run = run_id  # type: ignore[attr-defined]
         raise
 
 
