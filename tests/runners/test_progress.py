@@ -230,7 +230,11 @@ def test_the_cli_with_quiet_prints_only_the_summary(tmp_path: Path) -> None:
     lines = cli_train(tmp_path, "--quiet")
     assert len(lines) == 2, lines
     assert lines[0].startswith("vit-tiny-digits: digits:")
-    assert re.fullmatch(r"  run \w+: best epoch 1  val_loss \S+  val_acc \S+", lines[1])
+    assert re.fullmatch(
+        r"  run \w+: best epoch 1 by val_loss: val_loss \S+  val_acc \S+; "
+        r"final \(epoch 1\): val_loss \S+  val_acc \S+",
+        lines[1],
+    )
 
 
 def test_the_cli_writes_plain_lines_off_a_terminal(tmp_path: Path) -> None:
