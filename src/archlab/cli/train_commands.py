@@ -154,7 +154,7 @@ def train_command(
         if not main:
             return
         click.echo(f"{report.spec.name}: {report.data.description}")
-        for line in summary_lines(report, registry):
+        for line in _summary_lines(report, registry):
             click.echo(line)
 
 
@@ -177,7 +177,7 @@ def _interrupted(exc: KeyboardInterrupt) -> None:
     raise SystemExit(code)
 
 
-def summary_lines(report: Any, registry: Any) -> list[str]:
+def _summary_lines(report: Any, registry: Any) -> list[str]:
     """The end-of-training summary, every value labelled with what it is: each run's best
     epoch (by the metric that chose it) and final values, and a CV group's mean (± sample std)
     of its folds' final values."""
