@@ -333,3 +333,31 @@ def test_the_cli_reports_an_interruption_in_one_line_with_the_signals_exit_code(
         f"interrupted: run abcd1234 stopped by {cause} and recorded as interrupted; "
         "continue with: arch train --resume abcd1234"
     ]
+
+
+def test_a_run_recorded_with_epochs_from_0_resumes_in_its_own_numbering(
+    registry: Registry, small: str
+) -> None:
+    """Runs of older archlab versions recorded the first epoch at step 0: they stay readable as
+    they are, and a resumed one goes on from its own last step (no migration)."""
+    from sqlalchemy import text
+
+    class StopAtSecondEpoch(NullProgress):
+        def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(VIT, config(data=small, epochs=3), registry, progress=StopAtSecondEpoch())
+    [stopped] = registry.runs()
+    with registry.engine.begin() as conn:  # as an older archlab recorded it
+        conn.execute(text("UPDATE metrics SET step = step - 1"))
+        conn.execute(
+            text("UPDATE metric_summaries SET last_step = last_step - 1, best_step = best_step - 1")
+        )
+    assert [s for s, *_ in registry.metric_history(stopped.id, "val_acc")] == [0, 1]
+    resume(stopped.id, registry)
+    run = registry.get(stopped.id)
+    assert run.status == "completed"
+    assert [s for s, *_ in registry.metric_history(stopped.id, "val_acc")] == [0, 1, 2]
+    assert run.summaries["val_acc"].count == 3 and run.summaries["val_acc"].final_step == 2
