@@ -192,7 +192,7 @@ class Recorder:
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.calls.append(("epoch", epoch, sorted(metrics)))
 
-    def end_fold(self, best_epoch: int, best: dict[str, float]) -> None:
+    def end_fold(self, best_epoch: int, best: dict[str, float], by: str | None = None) -> None:
         self.calls.append(("end_fold", best_epoch, best["val_acc"]))
 
 
@@ -242,10 +242,10 @@ def test_the_cli_writes_plain_lines_off_a_terminal(tmp_path: Path) -> None:
     patterns = [
         r"fold 1/2 \(run (\w+)\): 1 epoch of 4 batches",
         r"fold 1/2 epoch 1/1  train_loss \S+  val_loss \S+  val_acc \S+",
-        r"fold 1/2 \(run (\w+)\): best epoch 1, val_acc \S+",
+        r"fold 1/2 \(run (\w+)\): best epoch 1 by val_loss: val_acc \S+",
         r"fold 2/2 \(run (\w+)\): 1 epoch of 4 batches",
         r"fold 2/2 epoch 1/1  train_loss \S+  val_loss \S+  val_acc \S+",
-        r"fold 2/2 \(run (\w+)\): best epoch 1, val_acc \S+",
+        r"fold 2/2 \(run (\w+)\): best epoch 1 by val_loss: val_acc \S+",
         r"vit-tiny-digits: digits: .*",
     ]
     assert len(lines) > len(patterns), lines

@@ -432,7 +432,7 @@ def _fit_fold(
         run.log_artifact(state, "training-state")
     run.tag(best_epoch=result.best_epoch + epoch_base, stopped_early=result.stopped_early)
     if progress is not None:
-        progress.end_fold(result.best_epoch, result.best)
+        progress.end_fold(result.best_epoch, result.best, by=trainer.monitor)
     return result
 
 
