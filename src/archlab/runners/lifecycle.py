@@ -2,10 +2,11 @@
 
 Ctrl-C (SIGINT) and SIGTERM (what Slurm, Kubernetes and ``kill`` send) both end a training the
 same way: ``interruptible()`` turns either signal into an ``Interrupted`` exception in the main
-thread (inside the training loop at the next batch: ``deferred()``), the run's registry handle records the run as ``interrupted`` as the exception passes,
-and the CLI prints one line (how to continue) and exits with ``128 + the signal's number``: 130
-after SIGINT, 143 after SIGTERM. A second signal while the first is being handled is ignored, so
-the registry write that records the interruption is not cut short.
+thread (inside the training loop at the next batch: ``deferred()``), the run's registry handle
+records the run as ``interrupted`` as the exception passes, and the CLI prints one line (how to
+continue) and exits with ``128 + the signal's number``: 130 after SIGINT, 143 after SIGTERM. A
+second signal while the first is being handled is ignored, so the registry write that records
+the interruption is not cut short.
 """
 
 from __future__ import annotations
