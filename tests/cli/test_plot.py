@@ -225,7 +225,7 @@ def test_group_with_a_fold_lacking_the_metric(reg: Fixture, tmp_path: Path) -> N
     assert drawn.skipped == (reg.partial_folds[1],)
     # No completed fold has val_acc: the band falls back to the plotted folds (one: std 0).
     assert drawn.final_source == "plotted folds"
-    assert (drawn.final_mean, drawn.final_std, drawn.final_n) == (0.6, 0.0, 1)
+    assert (drawn.final_mean, drawn.final_std, drawn.final_n) == (0.6, None, 1)  # one fold: no std
     assert drawn.mean == (0.4, 0.6) and drawn.std == (0.0, 0.0) and drawn.counts == (1, 1)
 
 

@@ -373,8 +373,21 @@ def test_diff(reg: Fixture) -> None:
 
 
 def test_best(reg: Fixture) -> None:
+    # the CV group competes with its folds' mean (0.9), not with its best fold (1.0)
     [top] = as_json(ok("best", "--registry", reg.url, "--metric", "acc", "--format", "json"))
-    assert top["id"] == reg.folds[2]
+    assert top["id"] == reg.vit_a
+    [fold] = as_json(
+        ok("best", "--registry", reg.url, "--metric", "acc", "--runs", "--format", "json")
+    )
+    assert fold["id"] == reg.folds[2]
+    [group] = as_json(
+        ok("best", "--registry", reg.url, "--metric", "acc", "--group", "--format", "json")
+    )
+    assert (group["type"], group["id"], group["aggregate"]["mean"]) == (
+        "cv_group",
+        reg.group,
+        pytest.approx(0.9),
+    )
     [low] = as_json(ok("best", "--registry", reg.url, "--metric", "loss", "--format", "json"))
     assert low["id"] == reg.gpt  # lower is better for losses
     per_spec = as_json(
@@ -408,7 +421,7 @@ def test_best(reg: Fixture) -> None:
     )
     assert filtered["id"] == reg.vit_a
     rows = as_csv(ok("best", "--registry", reg.url, "--metric", "val_loss", "--format", "csv"))
-    assert [r["id"] for r in rows] == [reg.folds[2]]
+    assert [(r["type"], r["id"]) for r in rows] == [("cv_group", reg.group)]
     err = fails("best", "--registry", reg.url, "--metric", "bleu", message="metric 'bleu'")
     assert "acc, loss, val_loss" in err  # the metrics that are recorded
     fails("best", "--registry", reg.url, "--metric", "val_los", message="did you mean 'val_loss'")

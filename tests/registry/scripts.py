@@ -56,8 +56,9 @@ def kill_me(url: str, spec: str, heartbeat: str) -> None:
 
 def sigterm(url: str, spec: str) -> None:
     from archlab.registry import Registry
+    from archlab.runners.lifecycle import interruptible  # signals -> Interrupted (no torch)
 
-    with Registry(url) as reg, reg.start_run(spec, heartbeat=0.2) as run:
+    with interruptible(), Registry(url) as reg, reg.start_run(spec, heartbeat=0.2) as run:
         say("run", run.id)
         step = 0
         while True:

@@ -389,7 +389,8 @@ def test_cv_aggregates_follow_completed_folds(registry: Registry, spec: Doc) -> 
         done = finals[: fold + 1]
         assert agg.n == len(done)
         assert agg.mean == pytest.approx(statistics.fmean(done))
-        assert agg.std == pytest.approx(statistics.stdev(done) if len(done) > 1 else 0.0)
+        # the sample std of a single fold is undefined: None, never a reassuring 0.0
+        assert agg.std == (pytest.approx(statistics.stdev(done)) if len(done) > 1 else None)
         assert (agg.min, agg.max) == (min(done), max(done))
     loss = registry.group(group.id).aggregates["val_loss"]
     assert loss.mean == pytest.approx(statistics.fmean(1 - a for a in finals))
@@ -448,6 +449,76 @@ def test_fold_runs_are_checked(
     repeated = registry.start_cv(spec, k=2, repeats=3)  # repeated k-fold: k x repeats folds
     with registry.start_run(spec, cv_group=repeated, fold=5):
         pass
+
+
+def test_a_fold_counts_once_in_its_group(registry: Registry, spec: Doc) -> None:
+    from click.testing import CliRunner
+
+    from archlab.cli.main import cli
+
+    group = registry.start_cv(spec, k=3)
+    with registry.start_run(spec, cv_group=group, fold=0) as run:
+        run.log_metrics({"val_acc": 0.8}, step=1)
+    with pytest.raises(RegistryError, match=f"fold 0 of CV group {group.id} is already completed"):
+        registry.start_run(spec, cv_group=group, fold=0)
+    # two runs of one fold started before either completed (or written by an older archlab):
+    # the first completed one counts, the other does not enter the aggregates
+    first = registry.start_run(spec, cv_group=group, fold=1)
+    second = registry.start_run(spec, cv_group=group, fold=1)
+    for handle, value in ((first, 0.6), (second, 0.9)):
+        handle.log_metrics({"val_acc": value}, step=1)
+        handle.end()
+    agg = registry.group(group.id).aggregates["val_acc"]
+    assert (agg.n, agg.mean, agg.max) == (2, pytest.approx(0.7), 0.8)
+    assert registry.completed_folds(group.id) == {0: run.id, 1: first.id}
+    listed = CliRunner().invoke(cli, ["runs", "list", "--group", "--registry", registry.url])
+    assert listed.exit_code == 0, listed.output
+    assert "2 of 3 folds" in listed.output  # three runs, two folds
+
+
+def test_rank_judges_a_cv_group_by_its_mean_not_its_best_fold(
+    registry: Registry, spec: Doc
+) -> None:
+    from click.testing import CliRunner
+
+    from archlab.cli.main import cli
+
+    groups = []
+    for finals in ([0.95, 0.55], [0.8, 0.8]):  # means 0.75 and 0.8
+        group = registry.start_cv(spec, k=2)
+        for fold, value in enumerate(finals):
+            with registry.start_run(spec, cv_group=group, fold=fold) as run:
+                run.log_metrics({"val_acc": value, "val_loss": 1 - value}, step=1)
+        groups.append(group.id)
+    lucky, steady = groups
+    with registry.start_run(spec) as alone:
+        alone.log_metrics({"val_acc": 0.78, "val_loss": 0.3}, step=1)
+        alone.log_metrics({"val_acc": 0.7, "val_loss": 0.1}, step=2)
+    [top] = registry.rank("val_acc")
+    assert top.group is not None and top.id == steady and top.value == pytest.approx(0.8)
+    assert top.aggregate is not None and top.aggregate.n == 2
+    assert [e.id for e in registry.rank("val_acc", limit=None)] == [steady, alone.id, lucky]
+    assert [e.id for e in registry.rank("val_acc", by="group", limit=None)] == [steady, lucky]
+    [fold] = registry.rank("val_acc", by="run")  # every run alone: the lucky fold
+    assert fold.run is not None and fold.run.cv is not None and fold.run.cv.group == lucky
+    # lower is better for a loss: the lone run's best 0.1 beats both groups' means
+    assert [e.id for e in registry.rank("val_loss", limit=None)] == [alone.id, steady, lucky]
+    with pytest.raises(RegistryError, match="rank by 'auto', 'group' or 'run'"):
+        registry.rank("val_acc", by="fold")
+    runner = CliRunner()
+    url = registry.url
+    shown = runner.invoke(cli, ["runs", "best", "--metric", "val_acc", "--registry", url])
+    assert shown.exit_code == 0, shown.output
+    assert steady in shown.output and "mean of final values over 2 folds" in shown.output
+    doc = json.loads(
+        runner.invoke(
+            cli, ["runs", "best", "--metric", "val_acc", "--group", "--format", "json",
+                  "--registry", url],
+        ).output
+    )  # fmt: skip
+    assert [(d["type"], d["id"]) for d in doc] == [("cv_group", steady)]
+    runs = runner.invoke(cli, ["runs", "best", "--metric", "val_acc", "--runs", "--registry", url])
+    assert runs.exit_code == 0 and lucky in runs.output
 
 
 # --- mixup --------------------------------------------------------------------------------------

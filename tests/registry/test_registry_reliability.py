@@ -170,7 +170,7 @@ def test_sigterm_interrupts_the_run(registry_url: str, run_script: Script, spec_
     proc.send_signal(signal.SIGTERM)
     err = lines.wait()
     assert proc.returncode != 0
-    assert "Terminated" in err  # the handle's SIGTERM handler raised in the main thread
+    assert "Interrupted" in err  # lifecycle's SIGTERM handler raised in the main thread
     with Registry(registry_url) as reg:
         got = reg.get(run_id)
     assert got.status == "interrupted"

@@ -478,9 +478,13 @@ def test_seq2seq_options(seq2seq_spec) -> None:
         ("seq2seq:shuffle", r"unknown seq2seq task 'shuffle'.*seq2seq:copy, seq2seq:reverse, seq2seq:sort"),
         ("seq2seq:copy?size=3", r"unknown option 'size'; the options are n, len, symbols"),
         ("seq2seq:copy?n=3&n=4", r"repeats 'n'"),
-        ("seq2seq:copy?len=17", r"len='17' must be 1\.\.16 for this spec"),
-        ("seq2seq:copy?symbols=14", r"symbols='14' must be 1\.\.13"),
-        ("seq2seq:copy?n=-1", r"n='-1' must be a positive integer"),
+        ("seq2seq:copy?len=17", r"len='17' must be an integer from 1 to 16 \(the maximum\)"),
+        ("seq2seq:copy?symbols=14", r"symbols='14' must be an integer from 1 to 13"),
+        ("seq2seq:copy?n=-1", r"n='-1' must be an integer from 1 to 1,000,000"),
+        # no size is unbounded: a huge n is refused with the maximum, not allocated
+        ("seq2seq:copy?n=1000000000000", r"n='1000000000000' must be an integer from 1 to 1,000,000 \(the maximum\)"),
+        ("seq2seq:copy?n=1000001", r"n='1000001' must be an integer from 1 to 1,000,000"),
+        ("seq2seq:copy?len=" + "9" * 5000, r"len='9{40}' must be an integer from 1 to 16"),
     ]:  # fmt: skip
         with pytest.raises(DataError, match=pattern):
             load_data(source, seq2seq_spec)

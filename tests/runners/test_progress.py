@@ -192,7 +192,7 @@ class Recorder:
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.calls.append(("epoch", epoch, sorted(metrics)))
 
-    def end_fold(self, best_epoch: int, best: dict[str, float]) -> None:
+    def end_fold(self, best_epoch: int, best: dict[str, float], by: str | None = None) -> None:
         self.calls.append(("end_fold", best_epoch, best["val_acc"]))
 
 
@@ -230,7 +230,11 @@ def test_the_cli_with_quiet_prints_only_the_summary(tmp_path: Path) -> None:
     lines = cli_train(tmp_path, "--quiet")
     assert len(lines) == 2, lines
     assert lines[0].startswith("vit-tiny-digits: digits:")
-    assert re.fullmatch(r"  run \w+: best epoch 1  val_loss \S+  val_acc \S+", lines[1])
+    assert re.fullmatch(
+        r"  run \w+: best epoch 1 by val_loss: val_loss \S+  val_acc \S+; "
+        r"final \(epoch 1\): val_loss \S+  val_acc \S+",
+        lines[1],
+    )
 
 
 def test_the_cli_writes_plain_lines_off_a_terminal(tmp_path: Path) -> None:
@@ -238,10 +242,10 @@ def test_the_cli_writes_plain_lines_off_a_terminal(tmp_path: Path) -> None:
     patterns = [
         r"fold 1/2 \(run (\w+)\): 1 epoch of 4 batches",
         r"fold 1/2 epoch 1/1  train_loss \S+  val_loss \S+  val_acc \S+",
-        r"fold 1/2 \(run (\w+)\): best epoch 1, val_acc \S+",
+        r"fold 1/2 \(run (\w+)\): best epoch 1 by val_loss: val_acc \S+",
         r"fold 2/2 \(run (\w+)\): 1 epoch of 4 batches",
         r"fold 2/2 epoch 1/1  train_loss \S+  val_loss \S+  val_acc \S+",
-        r"fold 2/2 \(run (\w+)\): best epoch 1, val_acc \S+",
+        r"fold 2/2 \(run (\w+)\): best epoch 1 by val_loss: val_acc \S+",
         r"vit-tiny-digits: digits: .*",
     ]
     assert len(lines) > len(patterns), lines

@@ -1,7 +1,8 @@
 """``arch``: the root group, error handling and exit codes.
 
 Exit codes: 0 success; 1 a failure while running; 2 bad input (spec, file, flag), reported in one
-paragraph without a traceback (``--debug`` shows it).
+paragraph without a traceback (``--debug`` shows it); 130 / 143 when ``arch train`` is stopped by
+Ctrl-C / SIGTERM (``runners/lifecycle.py``).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from archlab.registry import CVGroup, Registry, Run
+    from archlab.registry import CVGroup, Ranked, Registry, Run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -180,6 +180,14 @@ def _num(value: float | None) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "nan"
     return f"{value:.4g}"
+
+
+def _mean_std(mean: float | None, std: float | None, n: int | None = None) -> str:
+    """A mean over folds with its sample std, or the mean alone where the std is undefined
+    (one fold): never a "± 0" that looks like agreement."""
+    if std is None:
+        return f"{_num(mean)} ({n} fold)" if n == 1 else _num(mean)
+    return f"{_num(mean)} ± {_num(std)}"
 
 
 def _int(value: int | None) -> str:
@@ -603,6 +611,41 @@ def _run_cells(run: Run, metric_names: list[str]) -> dict[str, str]:
     }
 
 
+def _ranked_dict(entry: Ranked) -> dict[str, Any]:
+    """One entry of ``runs best`` as JSON: a run, or a CV group with its aggregate."""
+    if entry.run is not None:
+        return _run_dict(entry.run)
+    group, agg = entry.group, entry.aggregate
+    assert group is not None and agg is not None
+    return {
+        "type": "cv_group",
+        "id": group.id,
+        "spec_hash": group.spec_hash,
+        "k": group.k,
+        "repeats": group.repeats,
+        "metric": entry.metric,
+        "value": "mean of final values over completed folds",
+        "aggregate": {"mean": agg.mean, "std": agg.std, "n": agg.n, "min": agg.min,
+                      "max": agg.max},
+        "runs": group.runs,
+    }  # fmt: skip
+
+
+def _ranked_csv(entry: Ranked) -> dict[str, Any]:
+    if entry.run is not None:
+        return _csv_row(entry.run)
+    doc = _ranked_dict(entry)
+    return {
+        "type": "cv_group",
+        "id": doc["id"],
+        "spec_hash": doc["spec_hash"],
+        f"mean.{entry.metric}": doc["aggregate"]["mean"],
+        f"std.{entry.metric}": doc["aggregate"]["std"],
+        f"n.{entry.metric}": doc["aggregate"]["n"],
+        "runs": " ".join(doc["runs"]),
+    }
+
+
 def _group_entries(registry: Registry, found: list[Run]) -> list[Any]:
     """Runs folded into their CV groups, in the order the first fold of each appears."""
     entries: list[Any] = []
@@ -708,7 +751,7 @@ def _print_grouped(
                 values[f"metrics.{name}"] = "-"
             else:
                 note = f" (n={agg.n})" if agg.n != group.k * group.repeats else ""
-                values[f"metrics.{name}"] = f"{_num(agg.mean)} ± {_num(agg.std)}{note}"
+                values[f"metrics.{name}"] = f"{_mean_std(agg.mean, agg.std)}{note}"
         end = doc["ended"] if doc["ended"] is not None else time.time()
         cells.append(
             {
@@ -716,7 +759,7 @@ def _print_grouped(
                 "kind": ",".join(sorted({r.kind for r in folds})),
                 "status": ", ".join(f"{n} {_status(s)}" for s, n in sorted(doc["status"].items())),
                 "spec": _escape(doc["spec_name"] or group.spec_hash[:12]),
-                "cv": f"{len(folds)} of {group.k * group.repeats} folds",
+                "cv": f"{len({r.cv.fold for r in folds if r.cv})} of {group.k * group.repeats} folds",
                 "mixup": mixups.pop() if len(mixups) == 1 else "varies",
                 **values,
                 "started": _when(doc["started"]),
@@ -892,7 +935,7 @@ def _print_group(console: Console, run: Run | None, group: CVGroup, folds: list[
         "",
         "",
         *(
-            f"{_num(a.mean)} ± {_num(a.std)}" if (a := group.aggregates.get(name)) else "-"
+            _mean_std(a.mean, a.std, a.n) if (a := group.aggregates.get(name)) else "-"
             for name in names
         ),
     )
@@ -1088,38 +1131,69 @@ def diff(registry_url: str | None, run_a: str, run_b: str, fmt: str) -> None:
     "--group-by",
     type=click.Choice(["spec"]),
     default=None,
-    help="One best run per spec, best first.",
+    help="One best run per spec, best first (every run on its own, as --runs).",
+)
+@click.option(
+    "--group",
+    "ranking",
+    flag_value="group",
+    help="Rank CV groups only, each by the mean of its folds' final values.",
+)
+@click.option(
+    "--runs",
+    "ranking",
+    flag_value="run",
+    help="Rank every run on its own by its best value, CV folds included.",
 )
 @where_option
 @format_option(["table", "json", "csv"], "table")
 def best(
-    registry_url: str | None, metric: str, group_by: str | None, where: str | None, fmt: str
+    registry_url: str | None,
+    metric: str,
+    group_by: str | None,
+    ranking: str | None,
+    where: str | None,
+    fmt: str,
 ) -> None:
-    """The best run by NAME's best value: lowest for names with loss, err or perplexity,
-    highest otherwise. With --group-by spec, the best run of every spec."""
+    """The best by NAME: lowest for names with loss, err or perplexity, highest otherwise.
+
+    By default CV groups and the runs outside groups compete: a run by its best value, a CV
+    group by the mean of its folds' final values (a fold is never picked for its luck).
+    --group ranks groups only, --runs every run alone; --group-by spec, the best run per spec."""
+    from archlab.registry import Ranked
     from archlab.registry.store import minimize
 
     with _open(registry_url) as registry:
-        found = registry.best(metric, group_by=group_by, where=where)
         source = _nothing_in(registry)
+        if group_by is not None:
+            found = registry.best(metric, group_by=group_by, where=where)
+            ranked = [Ranked(metric, r.summaries[metric].best, run=r) for r in found]
+        else:
+            ranked = registry.rank(metric, by=ranking or "auto", where=where)
         known: list[str] = []
-        if not found:
+        if not ranked:
             recorded = _metric_names(registry.runs(limit=2000))
             if recorded:  # an empty registry is said to be empty below, not an unknown metric
                 _known_metric(metric, recorded, source)
             known = _metric_names(registry.runs(where=where, limit=500))
+        spec_names = {
+            e.group.id: registry.get(e.group.runs[0]).spec_name
+            for e in ranked
+            if e.group is not None and e.group.runs
+        }
     if fmt == "json":
-        click.echo(_dumps([_run_dict(r) for r in found]))
+        click.echo(_dumps([_ranked_dict(r) for r in ranked]))
         return
     if fmt == "csv":
-        click.echo(_csv_text([_csv_row(r) for r in found]), nl=False)
+        click.echo(_csv_text([_ranked_csv(r) for r in ranked]), nl=False)
         return
     console = _console()
-    if not found:
+    if not ranked:
+        what = "CV group" if ranking == "group" else "run"
         hint = f"; metrics recorded: {', '.join(known)}" if known else ""
         console.print(
-            f"no run{' matching ' + repr(where) if where else ''} has metric {metric!r} in "
-            f"{source}{hint}"
+            f"no {what}{' matching ' + repr(where) if where else ''} has metric {metric!r} "
+            f"in {source}{hint}"
         )
         return
     direction = "lowest" if minimize(metric) else "highest"
@@ -1127,26 +1201,41 @@ def best(
         "spec",
         "id",
         "status",
-        f"best {metric}",
-        "step",
+        metric,
+        "which value",
         f"final {metric}",
         "cv",
         "mixup",
         "started",
         title=f"best by {metric} ({direction} is better)",
     )
-    for run in found:
-        s = run.summaries[metric]
+    for entry in ranked:
+        if entry.run is not None:
+            run, s = entry.run, entry.run.summaries[metric]
+            table.add_row(
+                f"{_escape(run.spec_name or '-')} ({run.spec_hash[:8]})",
+                run.id,
+                _status(run.status),
+                _num(s.best),
+                f"best, step {_int(s.best_step)}",
+                _num(s.final),
+                _cv_cell(run),
+                _mixup_cell(run),
+                _when(run.started),
+            )
+            continue
+        group, agg = entry.group, entry.aggregate
+        assert group is not None and agg is not None
         table.add_row(
-            f"{_escape(run.spec_name or '-')} ({run.spec_hash[:8]})",
-            run.id,
-            _status(run.status),
-            _num(s.best),
-            _int(s.best_step),
-            _num(s.final),
-            _cv_cell(run),
-            _mixup_cell(run),
-            _when(run.started),
+            f"{_escape(spec_names.get(group.id) or '-')} ({group.spec_hash[:8]})",
+            group.id,
+            f"{agg.n} of {group.k * group.repeats} folds",
+            _mean_std(agg.mean, agg.std, agg.n),
+            f"mean of final values over {agg.n} fold{'s' if agg.n != 1 else ''}",
+            "-",
+            f"CV group, k={group.k}",
+            "-",
+            "-",
         )
     console.print(table)
 
@@ -1287,7 +1376,7 @@ def _report_plot(drawn: Any, metric: str, output: Path) -> None:
     if drawn.run_id is not None:
         click.echo(f"run {drawn.run_id} is a fold of CV group {drawn.group_id}: plotting the group")
     band = (
-        f"; final {_num(drawn.final_mean)} ± {_num(drawn.final_std)} "
+        f"; final {_mean_std(drawn.final_mean, drawn.final_std)} "
         f"(n={drawn.final_n}, {drawn.final_source})"
         if drawn.final_n
         else ""

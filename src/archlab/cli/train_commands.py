@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from archlab.cli.options import DEVICE, device_option, threads_option
-from archlab.cli.runs_commands import _dumps, registry_option
+from archlab.cli.runs_commands import _dumps, _parse_tags, registry_option
 
 # (flag, config field, click options); flags left out keep the config file's (or default) value.
 # Each flag shows the configuration's default, or the "default" text given here.
@@ -207,6 +207,10 @@ def _flags(f: Any) -> Any:
 @click.option("--compile/--no-compile", "compile_model", default=None,
               help="Train through torch.compile [default: no-compile].")  # fmt: skip
 @threads_option
+@click.option("--name", "run_name", metavar="NAME",
+              help="Name the runs (recorded as the tag name on every run and with the CV group).")  # fmt: skip
+@click.option("--tag", "tag_pairs", metavar="KEY=VALUE", multiple=True,
+              help="Tag every run of this training (repeatable).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="Only the final summary.")
 @click.option("--json", "as_json", is_flag=True,
               help="No display; print one JSON object: the run ids, the CV group and the "
@@ -220,6 +224,8 @@ def train_command(
     fold_seeds: bool | None,
     compile_model: bool | None,
     threads: int | None,
+    run_name: str | None,
+    tag_pairs: tuple[str, ...],
     quiet: bool,
     as_json: bool,
     resume_id: str | None,
@@ -259,6 +265,10 @@ def train_command(
         overrides["fold_seeds"] = fold_seeds
     if compile_model is not None:
         overrides["compile"] = compile_model
+    if run_name is not None:
+        overrides["name"] = run_name
+    if tag_pairs:
+        overrides["tags"] = _parse_tags(tag_pairs)
     if resume_id is not None and (overrides or config_file is not None):
         raise UserInputError(
             "--resume continues a run with the configuration it recorded: drop the other flags"
@@ -269,26 +279,70 @@ def train_command(
     with Registry(registry_url) as registry:
         # a live display on a terminal, plain lines in logs and pipes, nothing with --quiet
         main = is_main_process()  # under torchrun, rank 0 alone shows and records
-        with make_progress(quiet or as_json or not main) as progress:
-            if resume_id is not None:
-                report = resume(resume_id, registry, progress=progress)
-            else:
-                report = train(spec, config, registry, progress=progress)
+        try:
+            with make_progress(quiet or as_json or not main) as progress:
+                if resume_id is not None:
+                    report = resume(resume_id, registry, progress=progress)
+                else:
+                    report = train(spec, config, registry, progress=progress)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: recorded, one line, 130 / 143
+            _interrupted(exc)
         if not main:
             return
         if as_json:
             click.echo(_dumps(_train_json(report, registry)))
             return
         click.echo(printable(f"{report.spec.name}: {report.data.description}"))
-        for run_id, result in zip(report.runs, report.results, strict=True):
-            best = "  ".join(f"{k} {v:.4g}" for k, v in result.best.items() if k.startswith("val"))
-            click.echo(f"  run {run_id}: best epoch {result.best_epoch + 1}  {best}")
-        if report.group is not None:
-            group = registry.group(report.group)
-            click.echo(f"CV group {group.id} ({group.k} folds x {group.repeats}):")
-            for name, agg in group.aggregates.items():
-                if name.startswith(("val", "test")):
-                    click.echo(f"  {name}: {agg.mean:.4f} ± {agg.std:.4f} (n={agg.n})")
+        for line in _summary_lines(report, registry):
+            click.echo(line)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> None:
+    """One line for an interrupted training (the run is recorded as interrupted), then exit
+    128 + the signal: 130 after Ctrl-C, 143 after SIGTERM."""
+    from archlab.runners.lifecycle import interrupted_by
+
+    code = interrupted_by(exc)
+    cause = "Ctrl-C" if code == 130 else str(exc).removeprefix("interrupted by ")
+    run = getattr(exc, "run", None)
+    if run is None:
+        click.echo(f"interrupted by {cause} before a run started: nothing to continue", err=True)
+    else:
+        click.echo(
+            f"interrupted: run {run} stopped by {cause} and recorded as interrupted; "
+            f"continue with: arch train --resume {run}",
+            err=True,
+        )
+    raise SystemExit(code)
+
+
+def _summary_lines(report: Any, registry: Any) -> list[str]:
+    """The end-of-training summary, every value labelled with what it is: each run's best
+    epoch (by the metric that chose it) and final values, and a CV group's mean (± sample std)
+    of its folds' final values."""
+    lines = []
+    monitor = (report.config and report.config.early_stop_metric) or "val_loss"
+    for run_id, result in zip(report.runs, report.results, strict=True):
+        best = "  ".join(f"{k} {v:.4g}" for k, v in result.best.items() if k.startswith("val"))
+        final = "  ".join(f"{k} {v:.4g}" for k, v in result.final.items() if k.startswith("val"))
+        lines.append(
+            f"  run {run_id}: best epoch {result.best_epoch + 1} by {monitor}: {best}; "
+            f"final (epoch {result.epochs_run}): {final}"
+        )
+    if report.group is not None:
+        group = registry.group(report.group)
+        n = max((a.n for a in group.aggregates.values()), default=0)
+        lines.append(
+            f"CV group {group.id} ({group.k} folds x {group.repeats}): mean of final values "
+            f"over {n} of {group.k * group.repeats} folds"
+        )
+        for name, agg in group.aggregates.items():
+            if name.startswith(("val", "test")):
+                if agg.std is None:  # one fold: its sample std is undefined
+                    lines.append(f"  {name}: {agg.mean:.4f} ({agg.n} fold)")
+                else:
+                    lines.append(f"  {name}: {agg.mean:.4f} ± {agg.std:.4f} (n={agg.n})")
+    return lines
 
 
 def _train_json(report: Any, registry: Any) -> dict[str, Any]:

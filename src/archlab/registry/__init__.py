@@ -11,6 +11,7 @@ from archlab.registry.records import (
     CVInfo,
     MetricSummary,
     MixupSetting,
+    Ranked,
     Run,
 )
 from archlab.registry.store import Location, Registry, RegistryError, RunHandle, locate
@@ -24,6 +25,7 @@ __all__ = [
     "Location",
     "MetricSummary",
     "MixupSetting",
+    "Ranked",
     "Registry",
     "RegistryError",
     "Run",

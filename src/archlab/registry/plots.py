@@ -272,7 +272,8 @@ def plot(
         final_mean, final_std, final_n = aggregate.mean, aggregate.std, aggregate.n
         source = "completed folds"
     else:
-        final_mean, final_std, final_n = mean_std([c.final for c in curves])
+        final_mean, spread, final_n = mean_std([c.final for c in curves])
+        final_std = spread if final_n > 1 else None
         source = "plotted folds"
     spec = folds[0].spec_name or group.spec_hash[:12]
     repeats = f" x {group.repeats} repeats" if group.repeats > 1 else ""
@@ -372,14 +373,16 @@ def _draw_bars(ax: Any, summary: PlotSummary) -> None:
         positions,
         [c.label if c.status == "completed" else f"{c.label}\n({c.status})" for c in curves],
     )
-    if summary.final_mean is not None and summary.final_std is not None:
+    if summary.final_mean is not None:
         mean, std = summary.final_mean, summary.final_std
-        ax.axhspan(mean - std, mean + std, color="black", alpha=0.15, linewidth=0)
+        if std is not None:  # None: one fold, whose sample std is undefined
+            ax.axhspan(mean - std, mean + std, color="black", alpha=0.15, linewidth=0)
+        spread = f" ± {std:.4g}" if std is not None else ""
         ax.axhline(
             mean,
             color="black",
             linewidth=2.0,
-            label=f"mean {mean:.4g} ± {std:.4g}\n(n={summary.final_n}, {summary.final_source})",
+            label=f"mean {mean:.4g}{spread}\n(n={summary.final_n}, {summary.final_source})",
         )
         ax.legend(fontsize="small", loc="lower right")
     ax.margins(y=0.12)  # room above the tallest bar for its label

@@ -262,13 +262,9 @@ class Statements:
         lock = select(CVGroupRow.pk).where(CVGroupRow.pk == group)
         self.lock_group = prepare(lock.with_for_update(), "group") if self.postgresql else None
         self.fold_finals = prepare(
-            select(SummaryRow.key_id, SummaryRow.last_value)
+            select(RunRow.fold, RunRow.pk, SummaryRow.key_id, SummaryRow.last_value)
             .join(RunRow, RunRow.pk == SummaryRow.run_pk)
-            .where(
-                RunRow.cv_group_pk == group,
-                RunRow.status == "completed",
-                SummaryRow.last_value.is_not(None),
-            ),
+            .where(RunRow.cv_group_pk == group, RunRow.status == "completed"),
             "group",
         )
         self.delete_aggregates = prepare(

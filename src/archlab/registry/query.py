@@ -879,6 +879,16 @@ def _source(ref: FieldRef, kind: str) -> _Source:
         return _mapped(
             column, SummaryRow.run_pk == RunRow.pk, SummaryRow.key_id == _metric_key(key)
         )
+    if prefix == "std":  # the sample std of a single fold is undefined: missing here
+        return _Source(
+            AggregateRow.std,
+            nullable=True,
+            link=(
+                AggregateRow.group_pk == RunRow.cv_group_pk,
+                AggregateRow.key_id == _metric_key(key),
+                AggregateRow.n > 1,
+            ),
+        )
     if prefix in _AGGREGATE:
         return _mapped(
             getattr(AggregateRow, prefix),

@@ -131,11 +131,12 @@ class MetricSummary:
 
 @dataclass(frozen=True)
 class Aggregate:
-    """A metric over the completed folds of a CV group (``std`` is the sample std, n - 1)."""
+    """A metric's final values over the completed folds of a CV group (one run per fold):
+    their mean, sample std (n - 1; None for a single fold, where it is undefined), n, min, max."""
 
     name: str
     mean: float
-    std: float
+    std: float | None
     n: int
     min: float
     max: float
@@ -197,6 +198,25 @@ class CVGroup:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One entry of a ranking by a metric (``Registry.rank``): a run, ranked by its best value,
+    or a CV group, ranked by the mean of its folds' final values (``aggregate``)."""
+
+    metric: str
+    value: float
+    run: Run | None = None
+    group: CVGroup | None = None
+
+    @property
+    def id(self) -> str:
+        return self.group.id if self.group is not None else self.run.id  # type: ignore[union-attr]
+
+    @property
+    def aggregate(self) -> Aggregate | None:
+        return self.group.aggregates.get(self.metric) if self.group is not None else None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +71,7 @@ from archlab.registry.records import (
     CVInfo,
     MetricSummary,
     MixupSetting,
+    Ranked,
     Run,
 )
 
@@ -757,12 +757,15 @@ class Registry:
         mixup: MixupSetting | Mapping[str, Any] | Any | None = None,
         tags: Mapping[str, Any] | None = None,
         heartbeat: float = HEARTBEAT_S,
+        started: float | None = None,
     ) -> RunHandle:
         """Record a new running run and return its handle (a context manager).
 
         ``cv_group`` and ``fold`` (0-based) place a fold run in its CV group; ``train_indices`` and
         ``val_indices`` are fingerprinted (sizes and SHA-256). ``mixup`` takes a dict or an object
-        with ``MixupSetting``'s field names; an inactive setting records no mixup.
+        with ``MixupSetting``'s field names; an inactive setting records no mixup. ``started``:
+        when the work the run records began (Unix time; default now), for a measurement recorded
+        once it is done. A fold index joins its group once: a fold already completed is refused.
         """
         if kind not in KINDS:
             raise RegistryError(f"unknown run kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -777,6 +780,7 @@ class Registry:
         if (group_id is None) != (fold is None):
             raise RegistryError("a fold run needs both cv_group and fold")
         now = time.time()
+        begun = now if started is None else min(float(started), now)
         prov = provenance()
         settings = _config_text(config)
         origin = json.dumps(prov, default=str)
@@ -796,9 +800,21 @@ class Registry:
                     raise RegistryError(
                         f"CV group {group_id!r} belongs to another spec ({group_spec[:12]})"
                     )
+                done = conn.scalar(
+                    select(RunRow.id).where(
+                        RunRow.cv_group_pk == group_pk,
+                        RunRow.fold == fold,
+                        RunRow.status == "completed",
+                    )
+                )
+                if done is not None:
+                    raise RegistryError(
+                        f"fold {fold} of CV group {group_id} is already completed (run {done}): "
+                        "a fold joins its group once"
+                    )
             run_id = new_id()
             row = (run_id, kind, "running", digest, spec_name, group_pk, fold, n_train, n_val,
-                   train_sha, val_sha, now, now, settings, origin, prov["host"],
+                   train_sha, val_sha, begun, now, settings, origin, prov["host"],
                    prov["pid"])  # fmt: skip
             pk = sql.insert_run.insert(conn, row)
             if setting is not None and setting.active:
@@ -1051,14 +1067,22 @@ class Registry:
             # row lock serialises them, and READ COMMITTED lets the second see the first's commit.
             # (SQLite's IMMEDIATE write transactions are serial already.)
             sql.lock_group.all(conn, (group_pk,))
+        finals = sql.fold_finals.all(conn, (group_pk,))
+        # one run per fold index: the first completed one (a registry written before folds were
+        # checked on joining may hold a fold twice; it must not count twice)
+        counted: dict[int | None, int] = {}
+        for fold, run_pk, _key, _value in finals:
+            counted[fold] = min(run_pk, counted.get(fold, run_pk))
         values: dict[int, list[float]] = {}
-        for key, value in sql.fold_finals.all(conn, (group_pk,)):
-            values.setdefault(key, []).append(value)
+        for fold, run_pk, key, value in finals:
+            if value is not None and counted[fold] == run_pk:
+                values.setdefault(key, []).append(value)
         sql.delete_aggregates.rowcount(conn, (group_pk,))
         rows = []
         for key, xs in values.items():
             n = len(xs)
             mean = math.fsum(xs) / n
+            # the sample std of one fold is undefined: 0.0 fills the column, read back as None
             std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
             rows.append((group_pk, key, mean, std, n, min(xs), max(xs)))
         sql.insert_aggregate.many(conn, rows)
@@ -1207,11 +1231,28 @@ class Registry:
             library, config = found[10], json_value(found[11])
             runs = [run_id for (run_id,) in sql.group_runs.all(conn, (pk,))]
             aggregates = {
-                name: Aggregate(name, mean, std, n, low, high)
+                name: _aggregate(name, mean, std, n, low, high)
                 for name, mean, std, n, low, high in sql.group_aggregates.all(conn, (pk,))
             }
         return CVGroup(gid, digest, k, splitter, bool(shuffle), seed, bool(stratified),
                        bool(grouped), repeats, library, config or {}, runs, aggregates)  # fmt: skip
+
+    def completed_folds(self, group_id: str) -> dict[int, str]:
+        """The fold indices of a CV group that have a completed run, each with the run that
+        counts for it (the first completed; the one its aggregates use)."""
+        with self.session() as session:
+            group_pk = session.scalar(select(CVGroupRow.pk).where(CVGroupRow.id == group_id))
+            if group_pk is None:
+                raise RegistryError(f"no CV group {group_id!r} in this registry")
+            found: dict[int, str] = {}
+            for fold, run_id in session.execute(
+                select(RunRow.fold, RunRow.id)
+                .where(RunRow.cv_group_pk == group_pk, RunRow.status == "completed")
+                .order_by(RunRow.pk)
+            ):
+                if fold is not None:
+                    found.setdefault(fold, run_id)
+            return found
 
     def compare(self, ids: Sequence[str]) -> list[Run]:
         return [self.get(run_id) for run_id in ids]
@@ -1273,6 +1314,76 @@ class Registry:
             pks = [pk for pk, _ in session.execute(chosen)]
             rows = {r.pk: r for r in session.scalars(select(RunRow).where(RunRow.pk.in_(pks)))}
             return self._records(session, [rows[pk] for pk in pks])
+
+    def rank(
+        self,
+        metric: str,
+        *,
+        by: str = "auto",
+        where: str | None = None,
+        limit: int | None = 1,
+    ) -> list[Ranked]:
+        """Runs and CV groups ranked by ``metric``, best first (lowest for losses).
+
+        A run counts with its best value; a CV group with the mean of its folds' final values
+        (its aggregate), so a group is judged by all its folds, never by its luckiest one.
+        ``by="auto"``: groups, and the runs outside groups; ``"group"``: groups only;
+        ``"run"``: every run on its own, folds included (``best``). ``where`` (the query
+        language, on runs) keeps the runs matching it and the groups with a fold matching it.
+        """
+        from archlab.registry import query
+
+        if by not in ("auto", "group", "run"):
+            raise RegistryError(f"rank by 'auto', 'group' or 'run', not {by!r}")
+        low = minimize(metric)
+        key = select(MetricKeyRow.id).where(MetricKeyRow.name == metric).scalar_subquery()
+        condition = query.compile_where(where)
+        found: list[tuple[float, float, int, str]] = []  # (value, -started, pk, kind)
+        if by != "group":
+            best = SummaryRow.best_value
+            stmt = (
+                select(RunRow.pk, best, RunRow.started)
+                .join(SummaryRow, (SummaryRow.run_pk == RunRow.pk) & (SummaryRow.key_id == key))
+                .where(best.is_not(None))
+                .order_by(best.asc() if low else best.desc(), RunRow.started.desc())
+            )
+            if by == "auto":
+                stmt = stmt.where(RunRow.cv_group_pk.is_(None))
+            if condition is not None:
+                stmt = stmt.where(condition)
+            with self.session() as session:
+                rows = session.execute(stmt.limit(limit)).all()
+            found += [(v, -started, pk, "run") for pk, v, started in rows if v is not None]
+        if by != "run":
+            mean = AggregateRow.mean
+            stmt = (
+                select(CVGroupRow.pk, mean, CVGroupRow.created)
+                .join(AggregateRow, AggregateRow.group_pk == CVGroupRow.pk)
+                .where(AggregateRow.key_id == key)
+                .order_by(mean.asc() if low else mean.desc(), CVGroupRow.created.desc())
+            )
+            if condition is not None:
+                stmt = stmt.where(
+                    CVGroupRow.pk.in_(
+                        select(RunRow.cv_group_pk).where(RunRow.cv_group_pk.is_not(None), condition)
+                    )
+                )
+            with self.session() as session:
+                rows = session.execute(stmt.limit(limit)).all()
+            found += [(float(v), -created, pk, "group") for pk, v, created in rows]
+        found.sort(key=lambda f: (f[0] if low else -f[0], f[1]))
+        found = found[:limit] if limit is not None else found
+        out = []
+        with self.session() as session:
+            for value, _, pk, kind in found:
+                if kind == "run":
+                    row = session.get(RunRow, pk)
+                    [run] = self._records(session, [row])  # type: ignore[list-item]
+                    out.append(Ranked(metric, value, run=run))
+                else:
+                    group_id = session.scalar(select(CVGroupRow.id).where(CVGroupRow.pk == pk))
+                    out.append(Ranked(metric, value, group=self.group(group_id)))  # type: ignore[arg-type]
+        return out
 
     def remove(self, run_id: str, *, files: bool = True) -> list[Path]:
         """Delete a run with its metrics, tags, mixup and artifact records and, with ``files``,
@@ -1560,7 +1671,7 @@ class Registry:
             )
         )
         aggregates = {
-            name: Aggregate(name, a.mean, a.std, a.n, a.min, a.max)
+            name: _aggregate(name, a.mean, a.std, a.n, a.min, a.max)
             for a, name in session.execute(
                 select(AggregateRow, MetricKeyRow.name)
                 .join(MetricKeyRow, MetricKeyRow.id == AggregateRow.key_id)
@@ -1655,7 +1766,7 @@ class RunHandle:
     seconds (with the heartbeat itself), when the buffer is large, and when the run ends; so a run
     killed with SIGKILL loses at most the last few seconds. As a context manager the run ends
     ``completed``, ``failed`` (with the error text) on an exception, or ``interrupted`` on
-    KeyboardInterrupt or SIGTERM.
+    KeyboardInterrupt (``archlab.runners.lifecycle`` turns SIGTERM into one).
     """
 
     FLUSH_ROWS = 5000
@@ -1680,8 +1791,6 @@ class RunHandle:
         self._beats = True  # False once the run ends (or its heartbeat is stopped)
         self._ended = False
         self._interval = min(float(heartbeat), 5.0)
-        self._previous_sigterm: Any = None
-        self._sigterm_installed = False
         registry._heart.add(self)
 
     def log_metrics(
@@ -1774,35 +1883,19 @@ class RunHandle:
             self._beats = False
 
     def __enter__(self) -> RunHandle:
-        if threading.current_thread() is threading.main_thread():
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-            self._sigterm_installed = True
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        if self._sigterm_installed:
-            # None: the previous handler was not set from Python; the default is the best guess
-            previous = self._previous_sigterm
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-            self._previous_sigterm, self._sigterm_installed = None, False
         if exc_type is None:
             self.end("completed")
-        elif issubclass(exc_type, Terminated):
-            self.end("interrupted", "interrupted by SIGTERM")
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.end("interrupted", "interrupted by the user (KeyboardInterrupt)")
+            # Ctrl-C, or a signal archlab.runners.lifecycle turned into an interruption
+            reason = str(exc) or "interrupted by the user (KeyboardInterrupt)"
+            self.end("interrupted", reason)
         else:
             self.end("failed", f"{exc_type.__name__}: {exc}")
-
-
-class Terminated(BaseException):
-    """Raised in the main thread when SIGTERM arrives during a run."""
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise Terminated(f"signal {signum}")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -1881,6 +1974,11 @@ def _jsonable(value: Any) -> Any:
     NaN / infinities the strings "nan" / "inf" / "-inf" (strict JSON, which PostgreSQL requires,
     has no such numbers)."""
     return json.loads(json.dumps(value, default=str), parse_constant=_NON_FINITE.__getitem__)
+
+
+def _aggregate(name: str, mean: float, std: float, n: int, low: float, high: float) -> Aggregate:
+    """An aggregate as stored; the std of fewer than two folds is undefined (None)."""
+    return Aggregate(name, mean, std if n > 1 else None, n, low, high)
 
 
 def _group_record(row: CVGroupRow, runs: list[str], aggregates: dict[str, Aggregate]) -> CVGroup:

@@ -110,6 +110,8 @@ class BenchReport:
     memory: str
     versions: dict[str, str]
     rows: list[BenchRow] = field(default_factory=list)
+    started: float | None = None
+    """When the measurement started (Unix time): the bench run's start in the registry."""
 
     @property
     def name(self) -> str:
@@ -263,6 +265,7 @@ def benchmark_model(
         spec, device, batches=batches, seq=seq, mode=mode, cuda_graphs=cuda_graphs,
         warmup=warmup, iters=iters,
     )  # fmt: skip
+    started = time.time()
     batches = list(dict.fromkeys(batches))  # each size once, in the order given
     cuda = device.type == "cuda"
     warmup = DEFAULT_WARMUP["cuda" if cuda else "cpu"] if warmup is None else warmup
@@ -317,6 +320,7 @@ def benchmark_model(
         memory=_memory_kind(device),
         versions=versions(),
         rows=rows,
+        started=started,
     )
 
 
@@ -372,10 +376,12 @@ def record_bench(report: BenchReport, registry: Registry) -> str:
     ``throughput`` (samples/s), ``tokens_per_s`` and ``peak_mem_mb`` are logged at step B (a
     series over batch sizes; ``metrics.X`` is the largest batch's value), and all but the
     percentiles again as ``X_bB`` (``metrics.latency_ms_b1``, ``metrics.throughput_b64``) for
-    queries on one batch size. The run is recorded once the measurements are done."""
+    queries on one batch size. The run is recorded once the measurements are done, with the
+    measurement's start as its own."""
     with registry.start_run(
-        report.spec, report.config(), kind="bench", tags={"mode": report.mode}
-    ) as run:
+        report.spec, report.config(), kind="bench", tags={"mode": report.mode},
+        started=report.started,
+    ) as run:  # fmt: skip
         for row in sorted(report.rows, key=lambda r: r.batch):
             values = {
                 "latency_ms": row.median_ms,

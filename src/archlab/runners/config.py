@@ -140,7 +140,8 @@ class TrainConfig(BaseModel):
     mix_mode: Literal["batch", "pair", "elem"] = "batch"
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     mixup_off_epoch: Annotated[int, Field(ge=0)] | None = None
-    """Stop mixing from this epoch on; null: never."""
+    """Mix during the first N epochs only (epochs 1..N, counted from 1 as everywhere); null:
+    never stop."""
 
     # ---- early stopping
     early_stop_metric: Name | None = None
@@ -173,6 +174,12 @@ class TrainConfig(BaseModel):
     """EViT's warm-up: epochs at keep 1.0 before ``attention_topk`` stages start dropping."""
     keep_ramp: Annotated[int, Field(ge=0)] = 0
     """Epochs of a cosine from keep 1.0 down to each ``attention_topk`` stage's keep."""
+
+    # ---- labels (recorded, never used by the training itself)
+    name: Name | None = None
+    """A name for the runs (recorded as the tag ``name`` on every run, and with a CV group)."""
+    tags: dict[Annotated[str, Field(min_length=1, max_length=100)], str] = {}
+    """Tags recorded on every run of the training (``--tag key=value``)."""
 
     # ---------------------------------------------------------------- cross-field checks
 
@@ -296,6 +303,26 @@ class TrainConfig(BaseModel):
     def to_record(self) -> dict[str, Any]:
         """Every field, defaults included, as plain JSON values: what the registry stores."""
         return self.model_dump(mode="json")
+
+
+#: The recorded settings that cannot change what a training computes: where and how fast it
+#: runs, and its labels. A fold joining a CV group (``--cv-group G --fold i``) may differ from
+#: the group in these alone; every other setting must be the group's. (``fold`` and
+#: ``cv_group`` say where the fold goes; ``device_name`` and ``dtype`` follow the device.)
+RESULT_NEUTRAL = frozenset(
+    {
+        "device",
+        "device_name",
+        "dtype",
+        "compile",
+        "workers",
+        "threads",
+        "name",
+        "tags",
+        "fold",
+        "cv_group",
+    }
+)
 
 
 def _given_as_none(info: ValidationInfo, name: str) -> bool:

@@ -58,6 +58,7 @@ IGNORE_INDEX = -100
 PAD_ID, BOS_ID, FIRST_SYMBOL = 0, 1, 3
 #: Defaults of the seq2seq tasks: examples, source length cap, alphabet size cap.
 SEQ2SEQ_N, SEQ2SEQ_MAX_LEN, SEQ2SEQ_MAX_SYMBOLS = 5000, 10, 10
+SEQ2SEQ_MAX_N = 1_000_000  # pairs a seq2seq source may ask for (three int64 tensors of n x len)
 Seq2SeqTask = Literal["copy", "reverse", "sort"]
 
 KINDS = "digits, npz:PATH, imagefolder:PATH, text:PATH, seq2seq:copy|reverse|sort"
@@ -723,9 +724,10 @@ def _load_seq2seq(source: str, arg: str, layout: _Layout, seed: int) -> TaskData
 
     Sources are ``len`` symbols drawn uniformly from ids ``3 .. 3 + symbols - 1``; the target is
     the source copied, reversed or sorted; the decoder reads BOS (id 1) followed by the target
-    without its last token (teacher forcing). Defaults: n = 5,000 examples, len = min(10, the
-    max_len of both inputs), symbols = min(10, the smallest vocabulary - 3). Override them as
-    ``seq2seq:reverse?n=2000&len=8&symbols=6``. Every sequence has the same length: no padding.
+    without its last token (teacher forcing). Defaults: n = 5,000 examples (at most 1,000,000),
+    len = min(10, the max_len of both inputs), symbols = min(10, the smallest vocabulary - 3).
+    Override them as ``seq2seq:reverse?n=2000&len=8&symbols=6``. Every sequence has the same
+    length: no padding.
     """
     tasks = get_args(Seq2SeqTask)
     task, _, query = arg.partition("?")
@@ -751,7 +753,7 @@ def _load_seq2seq(source: str, arg: str, layout: _Layout, seed: int) -> TaskData
             f">= 5), but the spec's vocabulary is {vocab}; raise vocab_size"
         )
     max_len = min(src.max_len, tgt.max_len)
-    limits = {"n": None, "len": max_len, "symbols": vocab - FIRST_SYMBOL}
+    limits = {"n": SEQ2SEQ_MAX_N, "len": max_len, "symbols": vocab - FIRST_SYMBOL}
     given = _query(source, query, limits)
     n = given.get("n", SEQ2SEQ_N)
     length = given.get("len", min(SEQ2SEQ_MAX_LEN, max_len))
@@ -785,8 +787,9 @@ def _load_seq2seq(source: str, arg: str, layout: _Layout, seed: int) -> TaskData
     )
 
 
-def _query(source: str, query: str, limits: dict[str, int | None]) -> dict[str, int]:
-    """The ``?key=value&...`` options of a synthetic source: known keys, integers within limits."""
+def _query(source: str, query: str, limits: dict[str, int]) -> dict[str, int]:
+    """The ``?key=value&...`` options of a synthetic source: known keys, integers from 1 to
+    their limit (every option has one: an unbounded size would be allocated, not refused)."""
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
     except ValueError as exc:
@@ -800,9 +803,12 @@ def _query(source: str, query: str, limits: dict[str, int | None]) -> dict[str, 
                 "(e.g. seq2seq:reverse?n=2000&len=8)"
             )
         limit = limits[key]
-        number = int(text) if text.isascii() and text.isdigit() else None
-        if number is None or number < 1 or (limit is not None and number > limit):
-            bound = f"1..{limit}" if limit is not None else "a positive integer"
-            raise DataError(f"{source!r}: {key}={text!r} must be {bound} for this spec")
+        digits = text.isascii() and text.isdigit() and len(text) <= len(str(limit))
+        number = int(text) if digits else None
+        if number is None or not 1 <= number <= limit:
+            raise DataError(
+                f"{source!r}: {key}={text[:40]!r} must be an integer from 1 to {limit:,} "
+                "(the maximum) for this spec"
+            )
         values[key] = number
     return values

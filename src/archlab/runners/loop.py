@@ -12,6 +12,7 @@ a run reproduces bit for bit.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import math
 import pickle
@@ -33,22 +34,63 @@ from archlab.compiler.nn.embeddings import TokenEmbedding
 from archlab.errors import UserInputError
 from archlab.files import replace_atomically
 from archlab.registry.store import minimize
+from archlab.runners import lifecycle
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData
 from archlab.runners.distributed import Distributed
 from archlab.runners.mixup import Mixer, MixParams, soft_target_cross_entropy
 from archlab.runners.optim import build_optimizer, warmup_cosine
 from archlab.runners.progress import TrainProgress
-from archlab.runners.pruning import Distiller, has_dynamic, init_from_teacher, set_keep_rates
+from archlab.runners.pruning import (
+    OBJECTIVE_METRICS,
+    Distiller,
+    has_dynamic,
+    init_from_teacher,
+    set_keep_rates,
+)
 from archlab.specs.models import Spec
 
 Log = Callable[[int, dict[str, float]], None]  # (epoch, metrics) after every epoch
 STATE_FILE = "state.pt"  # the training state after the last finished epoch, for --resume
 
+#: The accuracy-like metric ``evaluate`` reports for each task, after ``{prefix}_loss``.
+TASK_METRIC = {"classify": "acc", "lm": "ppl", "seq2seq": "token_acc"}
+
+
+def evaluation_metrics(task: str, prefix: str) -> tuple[str, str]:
+    """The names ``Trainer.evaluate`` gives its two metrics for ``task``."""
+    return f"{prefix}_loss", f"{prefix}_{TASK_METRIC[task]}"
+
+
+def epoch_metrics(task: str, *, dynamic: bool = False) -> tuple[str, ...]:
+    """The metrics every epoch of a fit logs for ``task`` (``dynamic``: a spec with DynamicViT
+    stages, which adds its objectives): the names ``--early-stop`` can watch."""
+    objectives = OBJECTIVE_METRICS if dynamic else ()
+    return ("train_loss", *objectives, *evaluation_metrics(task, "val"), "lr", "samples_per_s")
+
+
+def check_monitor(metric: str | None, task: str, *, dynamic: bool = False) -> None:
+    """Refuse an early-stopping metric the fit never logs: it would stop training while the
+    model still improves and keep the first epoch as the best one."""
+    if metric is None:
+        return
+    known = epoch_metrics(task, dynamic=dynamic)
+    if metric in known:
+        return
+    from archlab.errors import UserInputError
+
+    close = difflib.get_close_matches(metric, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UserInputError(
+        f"--early-stop {metric}: a {task} run never logs {metric!r}, so early stopping would "
+        f"watch nothing; {hint}the metrics logged every epoch are {', '.join(known)}"
+    )
+
 
 @dataclass(frozen=True)
 class FitResult:
-    """What one fit produced: the best epoch's metrics, test metrics, the best weights' file."""
+    """What one fit produced: the best epoch's metrics (``best_epoch`` counts from 0), test
+    metrics, the best weights' file, the last epoch's metrics."""
 
     best_epoch: int
     best: dict[str, float]
@@ -56,6 +98,8 @@ class FitResult:
     stopped_early: bool
     checkpoint: Path | None
     test: dict[str, float] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)
+    """The last epoch's metrics (what a CV group's aggregates average)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -181,6 +225,7 @@ class Trainer:
                         )
                     )
         best: dict[str, float] = {}
+        metrics: dict[str, float] = {}
         best_epoch, bad_epochs, stopped = -1, 0, False
         best_path = self.out_dir / "best.safetensors" if self.out_dir else None
         best_state: dict[str, Tensor] | None = None
@@ -208,7 +253,10 @@ class Trainer:
                     "it belongs to another run or was altered: start the run again instead"
                 ) from None
             best_state = saved["best_state"]
+            metrics = saved.get("metrics", {})
         epoch = start - 1
+        stop = contextlib.ExitStack()
+        stop.enter_context(lifecycle.deferred())  # a signal stops the loop between batches
         try:
             for epoch in range(start, config.epochs):
                 model.train()
@@ -256,6 +304,7 @@ class Trainer:
                     seen += len(chunk)
                     if self.progress is not None:
                         self.progress.batch(value)
+                    lifecycle.check()
                 hook_state["params"] = None
                 if self.distributed is not None:
                     total, seen_all = self.distributed.sum(total, seen)
@@ -296,6 +345,7 @@ class Trainer:
                         "best_epoch": best_epoch,
                         "bad_epochs": bad_epochs,
                         "best_state": best_state,
+                        "metrics": metrics,
                     }
                     state_path.parent.mkdir(parents=True, exist_ok=True)
                     replace_atomically(
@@ -307,11 +357,13 @@ class Trainer:
         finally:
             for hook in hooks:
                 hook.remove()
+            stop.close()
+        lifecycle.check()  # a signal during the last batch's bookkeeping
         tested: dict[str, float] = {}
         if test is not None and len(test) and best_state is not None:
             model.load_state_dict(best_state)
             tested = self.evaluate(model, test, prefix="test")
-        return FitResult(best_epoch, best, epoch + 1, stopped, best_path, tested)
+        return FitResult(best_epoch, best, epoch + 1, stopped, best_path, tested, metrics)
 
     # -- pieces -----------------------------------------------------------------------------------
 
@@ -359,6 +411,7 @@ class Trainer:
         model.eval()
         loss_sum, right, count = 0.0, 0, 0
         for chunk in _chunks(indices, max(1, 2 * self.config.batch_size)):
+            lifecycle.check()
             inputs, target = self._batch(chunk)
             with self._autocast():
                 logits = model(**inputs).float()
@@ -374,14 +427,10 @@ class Trainer:
                 count += int(keep.sum())
         model.train(was_training)
         loss = loss_sum / max(count, 1)
-        out = {f"{prefix}_loss": loss}
-        if self.data.task == "classify":
-            out[f"{prefix}_acc"] = right / max(count, 1)
-        elif self.data.task == "lm":
-            out[f"{prefix}_ppl"] = math.exp(min(loss, 700.0))
-        else:
-            out[f"{prefix}_token_acc"] = right / max(count, 1)
-        return out
+        loss_name, metric_name = evaluation_metrics(self.data.task, prefix)
+        if self.data.task == "lm":
+            return {loss_name: loss, metric_name: math.exp(min(loss, 700.0))}
+        return {loss_name: loss, metric_name: right / max(count, 1)}
 
 
 def _save_state(state: dict[str, Any], path: str) -> None:

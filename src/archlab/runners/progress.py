@@ -50,8 +50,9 @@ class TrainProgress(Protocol):
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Epoch ``epoch`` (from 0) finished and was evaluated: the metrics recorded for it."""
 
-    def end_fold(self, best_epoch: int, best: dict[str, float]) -> None:
-        """The fold finished: its best epoch (from 0) and that epoch's metrics."""
+    def end_fold(self, best_epoch: int, best: dict[str, float], by: str | None = None) -> None:
+        """The fold finished: its best epoch (from 0), chosen by metric ``by``, and that epoch's
+        metrics."""
 
 
 def headline(metrics: dict[str, float]) -> tuple[str, float] | None:
@@ -90,7 +91,7 @@ class NullProgress:
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """See ``TrainProgress.epoch``."""
 
-    def end_fold(self, best_epoch: int, best: dict[str, float]) -> None:
+    def end_fold(self, best_epoch: int, best: dict[str, float], by: str | None = None) -> None:
         """See ``TrainProgress.end_fold``."""
 
 
@@ -120,10 +121,8 @@ class PlainProgress(NullProgress):
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in _NOT_SHOWN)
         self._say(f"{self._fold} epoch {epoch + 1}/{self._epochs}  {shown}")
 
-    def end_fold(self, best_epoch: int, best: dict[str, float]) -> None:
-        metric = headline(best)
-        shown = f", {metric[0]} {metric[1]:.4g}" if metric is not None else ""
-        self._say(f"{self._fold} (run {self._run_id}): best epoch {best_epoch + 1}{shown}")
+    def end_fold(self, best_epoch: int, best: dict[str, float], by: str | None = None) -> None:
+        self._say(f"{self._fold} (run {self._run_id}): {_best_epoch(best_epoch, best, by)}")
         self._fold = ""
 
     def __exit__(
@@ -245,12 +244,10 @@ class RichProgress(NullProgress):
         self.bars.update(self._tasks[1], info="  ".join(shown))
         self._show()
 
-    def end_fold(self, best_epoch: int, best: dict[str, float]) -> None:
+    def end_fold(self, best_epoch: int, best: dict[str, float], by: str | None = None) -> None:
         if self._tasks is None:
             return
-        metric = headline(best)
-        shown = f", {metric[0]} {metric[1]:.4g}" if metric is not None else ""
-        self._fold_info += f": best epoch {best_epoch + 1}{shown}"
+        self._fold_info += f": {_best_epoch(best_epoch, best, by)}"
         self.bars.update(self._tasks[0], completed=self._fold + 1, info=self._fold_info)
 
     def __exit__(
@@ -298,3 +295,13 @@ def make_progress(
     if console.is_interactive:
         return RichProgress(console)
     return PlainProgress(console.file)
+
+
+def _best_epoch(best_epoch: int, best: dict[str, float], by: str | None) -> str:
+    """``best epoch 3 by val_loss: val_acc 0.9722``: the epoch, what chose it, what it scored."""
+    metric = headline(best)
+    if by is None:
+        shown = f", {metric[0]} {metric[1]:.4g}" if metric is not None else ""
+        return f"best epoch {best_epoch + 1}{shown}"
+    shown = f": {metric[0]} {metric[1]:.4g}" if metric is not None else ""
+    return f"best epoch {best_epoch + 1} by {by}{shown}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +22,15 @@ import torch
 from archlab.errors import UserInputError
 from archlab.registry import Registry
 from archlab.registry.records import CVGroup, Run
-from archlab.runners.config import TrainConfig
+from archlab.runners.config import RESULT_NEUTRAL, TrainConfig
 from archlab.runners.data import TaskData, load_data
 from archlab.runners.distributed import Distributed, from_environment
+from archlab.runners.lifecycle import interruptible, running
 from archlab.runners.loop import (
     STATE_FILE,
     FitResult,
     Trainer,
+    check_monitor,
     load_state,
     resolve_device,
     uses_autocast,
@@ -49,9 +52,14 @@ class TrainReport:
     group: str | None
     runs: list[str] = field(default_factory=list)
     results: list[FitResult] = field(default_factory=list)
+    config: TrainConfig | None = None
 
 
 Progress = TrainProgress  # the display train() and resume() report to (runners/progress.py)
+
+#: The registry records epoch metrics at the epoch's number as the console shows it: the first
+#: epoch is step 1 (runs recorded by archlab before this convention start at step 0).
+EPOCH_BASE = 1
 
 
 def train(
@@ -61,8 +69,18 @@ def train(
     *,
     progress: Progress | None = None,
 ) -> TrainReport:
+    """Train ``spec_source`` under ``config``: one recorded run per fold. SIGINT and SIGTERM
+    stop it with ``lifecycle.Interrupted`` (the run is recorded as interrupted)."""
+    with interruptible():
+        return _train(spec_source, config, registry, progress)
+
+
+def _train(
+    spec_source: Any, config: TrainConfig, registry: Registry, progress: Progress | None
+) -> TrainReport:
     spec = load_spec(spec_source)
     data = load_data(config.data, spec, seed=config.seed)
+    check_monitor(config.early_stop_metric, data.task, dynamic=spec_has_dynamic(spec))
     plan = _split(data, config)
     if config.mixup_setting() is not None and data.task != "classify":
         raise UserInputError(
@@ -79,7 +97,46 @@ def train(
     device = resolve_device(config.device)
     distributed = from_environment(device.type)
     main = distributed is None or distributed.main
-    record = {
+    record = _record(config, data, device, distributed)
+    group: CVGroup | None = None
+    if plan.k is not None and main and config.cv_group is not None:
+        group = registry.group(config.cv_group)
+        _check_joinable(group, plan, data)
+        _check_same_settings(group, record)
+        _check_fold_open(registry, group, config.fold)
+    teachers: dict[int, str] = {}  # fold index -> the dense teacher's run
+    if spec_has_dynamic(spec) and (config.distill_weight > 0 or config.token_distill_weight > 0):
+        teachers = _teachers(spec, config, registry, plan, data, distributed, progress)
+        record["teacher"] = config.teacher or _teacher_label(registry, teachers)
+    if plan.k is not None and main and group is None:
+        group = registry.start_cv(
+            spec,
+            record,
+            k=plan.k,
+            splitter=plan.splitter,
+            seed=plan.seed,
+            shuffle=plan.shuffle,
+            stratified=plan.stratified,
+            grouped=plan.grouped,
+            repeats=plan.repeats,
+            library=plan.library,
+        )
+    report = TrainReport(spec, data, plan, group.id if group else None, config=config)
+    folds = plan.folds if config.fold is None else [plan.folds[config.fold]]
+    _train_folds(registry, report, config, record, folds, group, teachers, progress, distributed)
+    if distributed is not None:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has recorded everything before any rank leaves
+        dist.destroy_process_group()
+    return report
+
+
+def _record(
+    config: TrainConfig, data: TaskData, device: torch.device, distributed: Distributed | None
+) -> dict[str, Any]:
+    """What every run of a training records as its configuration (a CV group too)."""
+    return {
         **config.to_record(),
         "task": data.task,
         "data_sha256": data.content_sha256,
@@ -92,40 +149,41 @@ def train(
         "schedule": "warmup_cosine",
         "world_size": distributed.world if distributed is not None else 1,
     }
-    teachers: dict[int, str] = {}  # fold index -> the dense teacher's run
-    if spec_has_dynamic(spec) and (config.distill_weight > 0 or config.token_distill_weight > 0):
-        teachers = _teachers(spec, config, registry, plan, data, distributed, progress)
-        record["teacher"] = config.teacher or _teacher_label(registry, teachers)
-    group: CVGroup | None = None
-    if plan.k is not None and main:
-        if config.cv_group is not None:
-            group = registry.group(config.cv_group)
-            _check_joinable(group, plan, data)
-        else:
-            group = registry.start_cv(
-                spec,
-                record,
-                k=plan.k,
-                splitter=plan.splitter,
-                seed=plan.seed,
-                shuffle=plan.shuffle,
-                stratified=plan.stratified,
-                grouped=plan.grouped,
-                repeats=plan.repeats,
-                library=plan.library,
-            )
-    report = TrainReport(spec, data, plan, group.id if group else None)
-    folds = plan.folds if config.fold is None else [plan.folds[config.fold]]
+
+
+def _run_tags(config: TrainConfig) -> dict[str, str]:
+    """The tags a run starts with: ``--tag k=v`` and ``--name N`` (as the tag ``name``)."""
+    tags = dict(config.tags)
+    if config.name is not None:
+        tags["name"] = config.name
+    return tags
+
+
+def _train_folds(
+    registry: Registry,
+    report: TrainReport,
+    config: TrainConfig,
+    record: dict[str, Any],
+    folds: list[Fold],
+    group: CVGroup | None,
+    teachers: dict[int, str],
+    progress: Progress | None,
+    distributed: Distributed | None = None,
+) -> None:
+    """Train ``folds`` one after another, each in a new run (of ``group``, if any), adding the
+    runs and results to ``report``."""
+    main = distributed is None or distributed.main
+    spec, data, plan = report.spec, report.data, report.plan
     for i, fold in enumerate(folds):
         seed = config.seed + fold.index if config.fold_seeds else config.seed
+        teacher_run = teachers.get(fold.index)
         if not main:
             result = _fit_fold(
                 None, registry, spec, data, config, plan, fold, seed, None,
-                distributed=distributed, teacher_run=teachers.get(fold.index),
+                distributed=distributed, teacher_run=teacher_run,
             )  # fmt: skip
             report.results.append(result)
             continue
-        teacher_run = teachers.get(fold.index)
         fold_record = {**record, "init_seed": seed}
         if teacher_run is not None:
             fold_record["teacher_run"] = teacher_run
@@ -137,55 +195,115 @@ def train(
             train_indices=fold.train.tolist(),
             val_indices=fold.val.tolist(),
             mixup=config.mixup_setting(),
-        ) as run:
+            tags=_run_tags(config),
+        ) as run, running(run.id):  # fmt: skip
             result = _fit_fold(
                 run, registry, spec, data, config, plan, fold, seed, progress,
                 at=(i, len(folds)), distributed=distributed, teacher_run=teacher_run,
             )  # fmt: skip
         report.runs.append(run.id)
         report.results.append(result)
-    if distributed is not None:
-        import torch.distributed as dist
-
-        dist.barrier()  # rank 0 has recorded everything before any rank leaves
-        dist.destroy_process_group()
-    return report
 
 
 def resume(run_id: str, registry: Registry, *, progress: Progress | None = None) -> TrainReport:
     """Continue an interrupted (or failed) training run from the state its last finished epoch
     left, with the configuration, spec, data and split it recorded. On the CPU the resumed run
-    ends with exactly the metrics an uninterrupted one would have."""
+    ends with exactly the metrics an uninterrupted one would have.
+
+    A fold of a K-fold training (``arch train --folds K``, not one ``--fold`` of it) continues
+    the whole CV group: this fold, then the group's other unfinished folds (interrupted ones
+    resumed, never started ones trained), so the group ends with all its folds."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserInputError("--resume runs in a single process: start it without torchrun")
-    run = registry.get(run_id)
-    config = _recorded_config(run.config)
-    state = registry.artifacts / run_id / STATE_FILE
-    if not state.is_file():
-        raise UserInputError(
-            f"run {run_id} left no training state ({state}): it stopped before its first "
-            "epoch ended, or was not started by arch train; start it again instead"
-        )
-    saved = load_state(registry.artifact_file(run, f"{run_id}/{STATE_FILE}"))  # weights-only
-    spec = load_spec(registry.spec_document(run.spec_hash))
-    data = load_data(config.data, spec, seed=config.seed)
-    if run.config.get("data_sha256") not in (None, data.content_sha256):
-        raise UserInputError(
-            f"the data {config.data!r} changed since run {run_id} started (its content hash "
-            "differs): resuming would train on other data"
-        )
-    plan = _split(data, config)
-    fold = plan.folds[run.cv.fold if run.cv is not None and run.cv.fold is not None else 0]
-    seed = int(run.config.get("init_seed", config.seed))
-    report = TrainReport(spec, data, plan, run.cv.group if run.cv is not None else None)
-    with registry.resume_run(run_id) as handle:
-        result = _fit_fold(
-            handle, registry, spec, data, config, plan, fold, seed, progress, resume=saved,
-            teacher_run=run.config.get("teacher_run"),
-        )  # fmt: skip
-    report.runs.append(run_id)
-    report.results.append(result)
+    with interruptible():
+        run = registry.get(run_id)
+        config = _recorded_config(run.config)
+        spec = load_spec(registry.spec_document(run.spec_hash))
+        data = load_data(config.data, spec, seed=config.seed)
+        if run.config.get("data_sha256") not in (None, data.content_sha256):
+            raise UserInputError(
+                f"the data {config.data!r} changed since run {run_id} started (its content "
+                "hash differs): resuming would train on other data"
+            )
+        plan = _split(data, config)
+        group_id = run.cv.group if run.cv is not None else None
+        report = TrainReport(spec, data, plan, group_id, config=config)
+        whole_group = run.cv is not None and config.fold is None
+        folds = [f for f in plan.folds if run.cv is not None and f.index != run.cv.fold]
+        _resume_run(registry, report, run, config, progress, at=(0, 1 + len(folds)))
+        if whole_group and run.cv is not None:
+            _finish_group(registry, report, run, config, folds, progress)
     return report
+
+
+def _resume_run(
+    registry: Registry,
+    report: TrainReport,
+    run: Run,
+    config: TrainConfig,
+    progress: Progress | None,
+    at: tuple[int, int] = (0, 1),
+) -> None:
+    """Continue one interrupted run from its training state (from its first epoch when it
+    stopped before one ended)."""
+    path = registry.artifacts / run.id / STATE_FILE
+    state: dict[str, Any] | None = None
+    if path.is_file():  # weights-only, and only inside the run's artifact folder
+        state = load_state(registry.artifact_file(run, f"{run.id}/{STATE_FILE}"))
+    elif "task" not in run.config:
+        raise UserInputError(
+            f"run {run.id} left no training state ({path}) and was not started by arch "
+            "train; start it again instead"
+        )
+    # else: it stopped before its first epoch ended, so it trains from the start
+    fold = report.plan.folds[run.cv.fold if run.cv is not None and run.cv.fold is not None else 0]
+    seed = int(run.config.get("init_seed", config.seed))
+    first = registry.metric_history(run.id, "train_loss")
+    base = 0 if first and first[0][0] == 0 else 1  # runs of older archlab counted epochs from 0
+    with registry.resume_run(run.id) as handle, running(run.id):
+        result = _fit_fold(
+            handle, registry, report.spec, report.data, config, report.plan, fold, seed,
+            progress, resume=state, at=at, teacher_run=run.config.get("teacher_run"),
+            epoch_base=base,
+        )  # fmt: skip
+    report.runs.append(run.id)
+    report.results.append(result)
+
+
+def _finish_group(
+    registry: Registry,
+    report: TrainReport,
+    run: Run,
+    config: TrainConfig,
+    folds: list[Fold],
+    progress: Progress | None,
+) -> None:
+    """After ``run`` resumed: the other folds of its group that did not complete, each resumed
+    (an interrupted or failed run of that fold) or trained (a fold never started)."""
+    assert run.cv is not None
+    group = registry.group(run.cv.group)
+    done = registry.completed_folds(group.id)
+    unfinished: dict[int, Run] = {}
+    for other in registry.compare([r for r in group.runs if r != run.id]):
+        index = other.cv.fold if other.cv is not None else None
+        if index is not None and index not in done and other.status in ("interrupted", "failed"):
+            unfinished.setdefault(index, other)
+    missing = [f for f in folds if f.index not in done and f.index not in unfinished]
+    total = 1 + len(unfinished) + len(missing)
+    for i, fold in enumerate(f for f in folds if f.index in unfinished):
+        _resume_run(registry, report, unfinished[fold.index], config, progress, (1 + i, total))
+    if not missing:
+        return
+    device = resolve_device(config.device)
+    record = _record(config, report.data, device, None)
+    teachers: dict[int, str] = {}
+    if "teacher" in run.config and spec_has_dynamic(report.spec):
+        teacher = config.model_copy(update={"teacher": run.config["teacher"], "fold": None})
+        teachers = _teachers(
+            report.spec, teacher, registry, report.plan, report.data, None, progress
+        )
+        record["teacher"] = run.config["teacher"]
+    _train_folds(registry, report, config, record, missing, group, teachers, progress)
 
 
 @dataclass(frozen=True)
@@ -226,6 +344,7 @@ def evaluate_run(
     else:
         indices = np.arange(len(data), dtype=np.int64)
     trainer = Trainer(spec, data, config, init_seed=config.seed, data_seed=config.seed)
+    started = time.time()
     metrics = trainer.evaluate(model, indices, prefix="eval")
     record = {
         "evaluates": run_id,
@@ -238,7 +357,9 @@ def evaluate_run(
         "device": str(trainer.device),
         "threads": torch.get_num_threads(),
     }
-    with registry.start_run(spec, record, kind="eval", tags={"evaluates": run_id}) as handle:
+    with registry.start_run(
+        spec, record, kind="eval", tags={"evaluates": run_id}, started=started
+    ) as handle:
         handle.log_metrics(metrics, step=0)
     return EvalReport(handle.id, run_id, data, len(indices), metrics)
 
@@ -272,13 +393,15 @@ def _fit_fold(
     at: tuple[int, int] = (0, 1),
     distributed: Distributed | None = None,
     teacher_run: str | None = None,
+    epoch_base: int = EPOCH_BASE,
 ) -> FitResult:
     """Train one fold inside its registry run: metrics every epoch, then test metrics, the best
     checkpoint as an artifact and the best epoch as a tag. ``at``: (position, count) of this
-    fold among the folds the caller trains, for ``progress``."""
+    fold among the folds the caller trains, for ``progress``. Epochs are recorded as the
+    console counts them, from ``epoch_base`` (1; 0 for a resumed run of an older archlab)."""
 
     def log(epoch: int, metrics: dict[str, float]) -> None:
-        run.log_metrics(metrics, step=epoch, epoch=epoch)
+        run.log_metrics(metrics, step=epoch + epoch_base, epoch=epoch + epoch_base)
         # committed before the epoch's training state is written: a run killed after that
         # state never resumes past metrics the registry lost
         run.flush()
@@ -310,15 +433,15 @@ def _fit_fold(
         progress.start_fold(*at, run.id, config.epochs, batches)
     result = trainer.fit(fold.train, fold.val, plan.test, resume=resume)
     if result.test:
-        run.log_metrics(result.test, step=result.epochs_run - 1)
+        run.log_metrics(result.test, step=result.epochs_run - 1 + epoch_base)
     if result.checkpoint is not None and result.checkpoint.exists():
         run.log_artifact(result.checkpoint, "checkpoint")
     state = registry.artifacts / run.id / STATE_FILE
     if state.exists():  # what --resume needs; kept with the run like the checkpoint
         run.log_artifact(state, "training-state")
-    run.tag(best_epoch=result.best_epoch, stopped_early=result.stopped_early)
+    run.tag(best_epoch=result.best_epoch + epoch_base, stopped_early=result.stopped_early)
     if progress is not None:
-        progress.end_fold(result.best_epoch, result.best)
+        progress.end_fold(result.best_epoch, result.best, by=trainer.monitor)
     return result
 
 
@@ -464,6 +587,41 @@ def _check_joinable(group: CVGroup, plan: SplitPlan, data: TaskData) -> None:
         raise UserInputError(
             f"CV group {group.id} was split differently: {'; '.join(differ)}; pass the same "
             "--data, --folds, --repeats and --cv-seed as the run that created it"
+        )
+
+
+def _check_same_settings(group: CVGroup, record: dict[str, Any]) -> None:
+    """A fold joining a group must be trained as the group's other folds were: every recorded
+    setting but those that cannot change results (``RESULT_NEUTRAL``) must match, or the group
+    would average models trained differently."""
+    recorded = group.config
+    differ = [
+        f"{key} {_shown(recorded.get(key))} -> {_shown(record.get(key))}"
+        for key in sorted(set(recorded) | set(record))
+        if key not in RESULT_NEUTRAL and key != "teacher" and recorded.get(key) != record.get(key)
+    ]
+    if differ:
+        raise UserInputError(
+            f"CV group {group.id} was trained with other settings (group -> here): "
+            f"{'; '.join(differ)}. Its folds are averaged, so each must be trained the same "
+            "way: pass the group's settings (arch runs show on one of its runs lists them), or "
+            "start a new group. Only these may differ: " + ", ".join(sorted(RESULT_NEUTRAL))
+        )
+
+
+def _shown(value: Any) -> str:
+    return "(unset)" if value is None else repr(value)
+
+
+def _check_fold_open(registry: Registry, group: CVGroup, fold: int | None) -> None:
+    """A fold index joins a group once: a second completed run of it would be counted twice."""
+    done = registry.completed_folds(group.id)
+    if fold is not None and fold in done:
+        todo = [i for i in range(group.k * group.repeats) if i not in done]
+        left = f"folds still to train: {', '.join(map(str, todo))}" if todo else "it is complete"
+        raise UserInputError(
+            f"fold {fold} of CV group {group.id} is already completed (run {done[fold]}); "
+            f"{left}. Train another --fold, or start a new group without --cv-group"
         )
 
 
