@@ -1106,7 +1106,7 @@ def test_text_no_backend_stores_is_refused_alike(registry: Registry, spec: Doc, 
     with pytest.raises(RegistryError, match="NUL character or a lone surrogate"):
         registry.start_run(spec, tags={bad: "x"})
     # the spec loader refuses a lone surrogate in a spec before the registry sees it
-    with pytest.raises(UserInputError, match="NUL character or a lone surrogate|lone UTF-16"):
+    with pytest.raises(UserInputError, match=r"NUL character or a lone surrogate|lone UTF-16"):
         registry.start_run({**spec, "name": bad})
     assert registry.runs() == []
     with registry.start_run(spec) as run:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from archlab.errors import UserInputError
+from archlab.textsafe import printable
 
 
 class UsageProblem(click.ClickException):
@@ -47,7 +48,7 @@ class ArchGroup(click.Group):
                 raise
             if isinstance(exc, UserInputError):
                 raise UsageProblem(str(exc)) from None
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            click.echo(f"error: {type(exc).__name__}: {printable(str(exc))}", err=True)
             click.echo("(run with arch --debug ... for the traceback)", err=True)
             ctx.exit(1)
 

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import click
 from click.core import ParameterSource
 
+from archlab.textsafe import printable
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -879,8 +881,6 @@ def _escape(text: str) -> str:
     as escapes, brackets not read as styles."""
     from rich.markup import escape
 
-    from archlab.textsafe import printable
-
     return escape(printable(text))
 
 
@@ -1506,7 +1506,7 @@ def rm(registry_url: str | None, run_ids: tuple[str, ...], yes: bool, force: boo
             where = f", fold {run.cv.fold} of CV group {run.cv.group}" if run.cv else ""
             warn = "  (still running)" if run.status == "running" else ""
             click.echo(
-                f"{run.id}  {run.kind} {run.status}  {run.spec_name or run.spec_hash[:12]}"
+                f"{run.id}  {run.kind} {run.status}  {printable(run.spec_name or run.spec_hash[:12])}"
                 f"  {sum(s.count for s in run.summaries.values())} metric points{where}{warn}"
             )
         if dangling:
