@@ -500,8 +500,10 @@ class _Builder:
         info = self.graph.nodes[node_id]
         plan = info.stack
         assert plan is not None
-        # DynamicViT keeps every token in training: attention must take the unpruned length
-        max_len = _unpruned_length(self.graph, info.inputs[0])
+        # the longest input the stack sees: in training a dynamic stage upstream keeps every token
+        source = self.graph.shape(info.inputs[0])
+        assert isinstance(source, SeqShape)
+        max_len = source.max_length
         layers = [self._build_layer(plan, layer, max_len) for layer in plan.layers]
         relative = None
         uses = None
@@ -526,7 +528,8 @@ class _Builder:
         cross = norm_cross = None
         if layer.cross_attention is not None:
             assert plan.memory_shape is not None
-            cross = self._attention(layer.cross_attention, max(max_len, plan.memory_shape.length))
+            memory_len = plan.memory_shape.max_length
+            cross = self._attention(layer.cross_attention, max(max_len, memory_len))
             norm_cross = make_norm(block.norm.kind, D, block.norm.eps)
         mlp = Mlp(
             D, layer.hidden, block.mlp.activation, bias=block.mlp.bias, dropout=block.mlp.dropout
@@ -791,22 +794,6 @@ def has_pruning(graph: Graph) -> bool:
         info.op == "token_prune" or (info.stack is not None and bool(info.stack.stages))
         for info in graph.nodes.values()
     )
-
-
-def _unpruned_length(graph: Graph, ref: str) -> int:
-    """The length of sequence ``ref`` before any pruning stage upstream shortened it."""
-    info = graph.nodes[ref]
-    shape = info.shape
-    assert isinstance(shape, SeqShape)
-    length = shape.length
-    while info.op in ("norm", "dropout", "token_prune") or (
-        info.stack is not None and info.stack.stages
-    ):
-        info = graph.nodes[info.inputs[0]]
-        before = info.shape
-        assert isinstance(before, SeqShape)
-        length = max(length, before.length)
-    return length
 
 
 def _stack_behind(graph: Graph, ref: str) -> str:

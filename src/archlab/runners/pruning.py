@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from archlab.compiler.build import CompiledModel
 from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenState
-from archlab.compiler.pruning import dense_spec
+from archlab.compiler.pruning import dense_spec, pruned_stacks
 from archlab.errors import UserInputError
 from archlab.specs.models import Spec
 
@@ -120,12 +120,9 @@ class Distiller:
         self.distill_weight = distill_weight if teacher is not None else 0.0
         self.token_weight = token_distill_weight if teacher is not None else 0.0
         self.teacher = teacher
-        # the token-distillation point: the last pruned stack (its output, student and teacher)
-        stacks = [
-            nid
-            for nid in student.graph.order
-            if student.graph.nodes[nid].stack is not None and student.graph.nodes[nid].stack.stages  # type: ignore[union-attr]
-        ]
+        # the token-distillation point: the last stack that prunes or follows a pruning stage
+        # (a token_prune node between stacks included), its output in student and teacher
+        stacks = pruned_stacks(student.graph)
         self.token_node = stacks[-1] if stacks else None
         self._captured: list[Tensor] = []
         if teacher is not None:
