@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.compiler.build import CompiledModel
-from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenState
+from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenState
 from archlab.compiler.pruning import dense_spec, pruned_stacks
 from archlab.errors import UserInputError
 from archlab.specs.models import Spec
@@ -65,7 +65,13 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, teacher_name: str)
         if k in ours and theirs[k].shape != ours[k].shape
     ]
     fresh = [k for k in ours if k not in theirs]
-    extra = [k for k in fresh if ".prune." not in k]
+    # a stack's stages (encoder.prune.3.predictor...) and token_prune nodes (cut.predictor...)
+    stages = tuple(
+        f"{name}."
+        for name, module in student.named_modules()
+        if isinstance(module, DynamicPrune | AttentionTopK | TokenMerge)
+    )
+    extra = [k for k in fresh if not k.startswith(stages)]
     if foreign or wrong or extra:
         details = "; ".join(
             part
