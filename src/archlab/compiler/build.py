@@ -49,7 +49,13 @@ from archlab.compiler.nn.masks import MaskPattern
 from archlab.compiler.nn.mlp import Mlp
 from archlab.compiler.nn.norms import make_norm
 from archlab.compiler.nn.positions import LearnedPosition, SinCos2dPosition, SinusoidalPosition
-from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenTrace
+from archlab.compiler.nn.prune import (
+    AttentionTopK,
+    DynamicPrune,
+    TokenMerge,
+    TokenState,
+    TokenTrace,
+)
 from archlab.compiler.nn.rotary import RotaryEmbedding
 from archlab.compiler.nn.stack import Stack
 from archlab.compiler.paths import performance_paths
@@ -756,6 +762,8 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
         elif op in ("pool", "classify"):
             if isinstance(graph.shape(info.inputs[0]), VecShape):
                 lines.append(f"    {v} = {call}.fc({ins[0]})")
+            elif state_in != "None":  # pool only the tokens a DynamicViT training policy keeps
+                lines.append(f"    {v} = {call}({ins[0]}, __kept_mask({ms[0]}, {state_in}))")
             else:
                 lines.append(f"    {v} = {call}({ins[0]}, {ms[0]})")
             mask_of[node_id] = "None"
@@ -880,6 +888,15 @@ def _pad_mask(ids: Tensor, pad_id: int, mask: Tensor | None) -> Tensor:
     return real if mask is None else real & mask
 
 
+def _kept_mask(mask: Tensor | None, state: TokenState | None) -> Tensor | None:
+    """The padding mask less the tokens a DynamicViT training policy dropped (it keeps them in
+    the sequence, where inference removes them)."""
+    if state is None or state.policy is None:
+        return mask
+    kept = state.policy > 0
+    return kept if mask is None else mask & kept
+
+
 # Generated code names its own variables and helpers with a leading '__', which spec ids and
 # input names may not have, so nothing a spec names can shadow them.
 _RUNTIME: dict[str, Any] = {
@@ -888,6 +905,7 @@ _RUNTIME: dict[str, Any] = {
     "__check_features": _check_features,
     "__check_image": _check_image,
     "__pad_mask": _pad_mask,
+    "__kept_mask": _kept_mask,
 }
 
 

@@ -735,6 +735,24 @@ def test_explicit_dynamic_node_trains_like_it_infers_through_every_later_stack(
     torch.testing.assert_close(t_cls, cls, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("pool", ["mean", "max"])
+@pytest.mark.parametrize("form", ["node", "shorthand"])
+def test_pooling_after_a_dynamic_stage_trains_like_it_infers(form: str, pool: str) -> None:
+    """Mean and max pooling over a sequence a dynamic stage pruned skip, in training, the tokens
+    its policy dropped, as inference (which removed them) does: with the decisions forced to the
+    inference top-k, training and inference give the same logits."""
+    spec = explicit_node("dynamic", "stack") if form == "node" else vit(DYNAMIC)
+    spec["nodes"]["head"]["pool"] = pool
+    model = build(spec)
+    for stage in [m for m in model.modules() if isinstance(m, DynamicPrune)]:
+        stage.predictor = HardKeep(stage.predictor, stage.keep)
+    x = images(3)
+    with torch.no_grad():
+        logits = model(x)
+        t_logits = model.train()(x)
+    torch.testing.assert_close(t_logits, logits, rtol=0, atol=1e-5)
+
+
 SEQUENCE_AFTER_DYNAMIC: dict[str, tuple[Doc, str]] = {
     "add": ({"op": "add", "inputs": ["tp", "tp"]}, "nodes.x.inputs"),
     "concat": ({"op": "concat", "inputs": ["tp", "tp"]}, "nodes.x.inputs"),
