@@ -91,7 +91,7 @@ class SeqShape:
     ``length`` is the length at inference, which every summary reports; ``train_length`` is set
     where training sees a longer sequence: a ``dynamic`` stage upstream keeps every token there
     and only marks the dropped ones in its policy. Sizes that bound the sequence at run time
-    (attention and position ``max_len``) take ``max_length``.
+    (an attention's ``max_len``) take ``max_length``.
     """
 
     length: int
