@@ -2,8 +2,8 @@
 
 Each small spec below validates, compiles, runs forward and backward, and has its summary's
 parameter count equal to the module's: the zoo test (``test_zoo.py``) for the nodes no zoo file
-holds (``pool``, ``add``, ``concat``, ``token_prune``, ``merge`` pruning, ``qk_norm``,
-``layer_scale``).
+holds (``pool``, ``add``, ``concat``, ``token_prune`` nodes, ``merge`` pruning,
+``qk_norm``, ``layer_scale``), in training mode.
 """
 
 from __future__ import annotations
@@ -128,6 +128,20 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
             "enc2": {**ENC, "input": "prune"},
             "pooled": {"op": "pool", "input": "enc2", "mode": "cls"},
             "head": {"op": "classify", "input": "pooled", "classes": 3},
+        },
+        "head",
+    ),
+    # a dynamic token_prune node between stacks: in training DynamicViT keeps every token, so
+    # every later stack (not only the first) sees the full sequence under the policy
+    "explicit_dynamic_token_prune_before_two_stacks": _image(
+        {
+            "cls": {"op": "cls_token", "input": "patches"},
+            "enc": {**ENC, "input": "cls"},
+            "prune": {"op": "token_prune", "input": "enc", "method": "dynamic", "keep": 0.7},
+            "enc2": {**ENC, "input": "prune"},
+            "ln": {"op": "norm", "input": "enc2"},
+            "enc3": {**ENC, "input": "ln"},
+            "head": {"op": "classify", "input": "enc3", "classes": 3, "pool": "cls"},
         },
         "head",
     ),

@@ -165,7 +165,79 @@ def test_token_distillation_counts_only_kept_tokens() -> None:
     assert moved["train_token_distill_loss"] > base["train_token_distill_loss"] + 1
 
 
+def explicit_student() -> Doc:
+    """vit-tiny-digits with its 4 layers split in stacks of 2, 1 and 1 and a `dynamic`
+    token_prune node (keep 0.5: 16 -> 8 patches) after the first: DynamicViT in the node form,
+    two stacks seeing its policy."""
+    doc: Doc = json.loads(DENSE.read_text())
+    doc["name"] = "dynamicvit-node-digits"
+    nodes = doc["nodes"]
+    nodes["encoder"]["depth"] = 2
+    nodes["cut"] = {"op": "token_prune", "input": "encoder", "method": "dynamic", "keep": 0.5}
+    nodes["encoder2"] = {**copy.deepcopy(nodes["encoder"]), "input": "cut", "depth": 1}
+    nodes["encoder3"] = {**nodes["encoder2"], "input": "encoder2"}
+    nodes["norm"]["input"] = "encoder3"
+    return doc
+
+
+def test_the_objectives_see_an_explicit_dynamic_node() -> None:
+    """The node form gets every DynamicViT term: the ratio loss of the node's decisions, and the
+    token distillation on the last stack after it (the last one that sees pruned tokens), over
+    the tokens the node keeps."""
+    torch.manual_seed(0)
+    student = archlab.compile_spec(explicit_student(), seed=0).train()
+    teacher = archlab.compile_spec(dense_spec(student.spec), seed=0)
+    assert init_from_teacher(student, teacher, "t")  # only the node's predictor is fresh
+    distiller = Distiller(
+        student, teacher, ratio_weight=2.0, distill_weight=0.5, token_distill_weight=0.5
+    )
+    assert distiller.token_node == "encoder3"
+    images = torch.randn(8, 1, 8, 8)
+    logits, traced = student(image=images, **{"__trace": True})
+    total, parts = distiller(logits, traced, {"image": images})
+    states, features = traced
+    [record] = states["cut"].stages
+    assert record.name == "cut" and record.target == 8 / 16 and record.policy is not None
+    ratio = ((record.policy[:, 1:].mean(1) - record.target) ** 2).mean()
+    assert parts["train_ratio_loss"] == pytest.approx(float(ratio.detach()), rel=1e-5)
+    assert set(parts) == {"train_ratio_loss", "train_distill_loss", "train_token_distill_loss"}
+    # the token term reads the last stack's full-length output under the node's policy
+    assert states["encoder3"].policy is record.policy
+    assert features["encoder3"].shape == (8, 17, 64)
+    dropped = features["encoder3"].clone()
+    gone = record.policy == 0
+    assert gone.any()
+    dropped[gone] += 10.0 * torch.randn_like(dropped)[gone]
+    _, same = distiller(logits, (states, {**features, "encoder3": dropped}), {"image": images})
+    assert same["train_token_distill_loss"] == pytest.approx(parts["train_token_distill_loss"])
+    total.backward()
+    predictor = [p for n, p in student.named_parameters() if n.startswith("cut.predictor.")]
+    assert predictor and all(p.grad is not None and p.grad.abs().sum() > 0 for p in predictor)
+
+
 # ------------------------------------------------------------------------------- arch train
+
+
+@pytest.mark.slow
+def test_arch_train_runs_an_explicit_dynamic_node_with_every_term(tmp_path: Path) -> None:
+    """`arch train` on the node form with the digits data: it trains the dense teacher first,
+    then the student, whose run records the three DynamicViT terms."""
+    spec = tmp_path / "student.json"
+    spec.write_text(json.dumps(explicit_student()))
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    args = ["train", str(spec), "--data", "digits", "--epochs", "2", "--batch-size", "256"]
+    result = CliRunner().invoke(cli, [*args, "--quiet", "--registry", url])
+    assert result.exit_code == 0, result.output
+    with Registry(url) as reg:
+        runs = {r.spec_name: r for r in reg.runs()}
+        assert set(runs) == {"dynamicvit-node-digits", "dynamicvit-node-digits-dense"}
+        student = runs["dynamicvit-node-digits"]
+        assert student.status == "completed"
+        assert student.config["teacher_run"] == runs["dynamicvit-node-digits-dense"].id
+        for name in ("train_ratio_loss", "train_distill_loss", "train_token_distill_loss"):
+            assert student.summaries[name].count == 2, name
+            assert math.isfinite(student.metrics[name]), name
+        assert math.isfinite(student.metrics["train_loss"])
 
 
 def test_a_student_trains_its_teacher_first_and_records_the_terms(registry: Registry) -> None:

@@ -49,7 +49,13 @@ from archlab.compiler.nn.masks import MaskPattern
 from archlab.compiler.nn.mlp import Mlp
 from archlab.compiler.nn.norms import make_norm
 from archlab.compiler.nn.positions import LearnedPosition, SinCos2dPosition, SinusoidalPosition
-from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenTrace
+from archlab.compiler.nn.prune import (
+    AttentionTopK,
+    DynamicPrune,
+    TokenMerge,
+    TokenState,
+    TokenTrace,
+)
 from archlab.compiler.nn.rotary import RotaryEmbedding
 from archlab.compiler.nn.stack import Stack
 from archlab.compiler.paths import performance_paths
@@ -500,8 +506,10 @@ class _Builder:
         info = self.graph.nodes[node_id]
         plan = info.stack
         assert plan is not None
-        # DynamicViT keeps every token in training: attention must take the unpruned length
-        max_len = _unpruned_length(self.graph, info.inputs[0])
+        # the longest input the stack sees: in training a dynamic stage upstream keeps every token
+        source = self.graph.shape(info.inputs[0])
+        assert isinstance(source, SeqShape)
+        max_len = source.max_length
         layers = [self._build_layer(plan, layer, max_len) for layer in plan.layers]
         relative = None
         uses = None
@@ -526,7 +534,8 @@ class _Builder:
         cross = norm_cross = None
         if layer.cross_attention is not None:
             assert plan.memory_shape is not None
-            cross = self._attention(layer.cross_attention, max(max_len, plan.memory_shape.length))
+            memory_len = plan.memory_shape.max_length
+            cross = self._attention(layer.cross_attention, max(max_len, memory_len))
             norm_cross = make_norm(block.norm.kind, D, block.norm.eps)
         mlp = Mlp(
             D, layer.hidden, block.mlp.activation, bias=block.mlp.bias, dropout=block.mlp.dropout
@@ -753,6 +762,8 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
         elif op in ("pool", "classify"):
             if isinstance(graph.shape(info.inputs[0]), VecShape):
                 lines.append(f"    {v} = {call}.fc({ins[0]})")
+            elif state_in != "None":  # pool only the tokens a DynamicViT training policy keeps
+                lines.append(f"    {v} = {call}({ins[0]}, __kept_mask({ms[0]}, {state_in}))")
             else:
                 lines.append(f"    {v} = {call}({ins[0]}, {ms[0]})")
             mask_of[node_id] = "None"
@@ -791,22 +802,6 @@ def has_pruning(graph: Graph) -> bool:
         info.op == "token_prune" or (info.stack is not None and bool(info.stack.stages))
         for info in graph.nodes.values()
     )
-
-
-def _unpruned_length(graph: Graph, ref: str) -> int:
-    """The length of sequence ``ref`` before any pruning stage upstream shortened it."""
-    info = graph.nodes[ref]
-    shape = info.shape
-    assert isinstance(shape, SeqShape)
-    length = shape.length
-    while info.op in ("norm", "dropout", "token_prune") or (
-        info.stack is not None and info.stack.stages
-    ):
-        info = graph.nodes[info.inputs[0]]
-        before = info.shape
-        assert isinstance(before, SeqShape)
-        length = max(length, before.length)
-    return length
 
 
 def _stack_behind(graph: Graph, ref: str) -> str:
@@ -893,6 +888,15 @@ def _pad_mask(ids: Tensor, pad_id: int, mask: Tensor | None) -> Tensor:
     return real if mask is None else real & mask
 
 
+def _kept_mask(mask: Tensor | None, state: TokenState | None) -> Tensor | None:
+    """The padding mask less the tokens a DynamicViT training policy dropped (it keeps them in
+    the sequence, where inference removes them)."""
+    if state is None or state.policy is None:
+        return mask
+    kept = state.policy > 0
+    return kept if mask is None else mask & kept
+
+
 # Generated code names its own variables and helpers with a leading '__', which spec ids and
 # input names may not have, so nothing a spec names can shadow them.
 _RUNTIME: dict[str, Any] = {
@@ -901,6 +905,7 @@ _RUNTIME: dict[str, Any] = {
     "__check_features": _check_features,
     "__check_image": _check_image,
     "__pad_mask": _pad_mask,
+    "__kept_mask": _kept_mask,
 }
 
 

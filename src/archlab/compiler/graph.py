@@ -88,6 +88,10 @@ class SeqShape:
 
     ``grid`` is the patch grid when the non-CLS tokens are an image's patches in row-major order;
     ``dim_from`` is the spec path the width was declared at (for error messages).
+    ``length`` is the length at inference, which every summary reports; ``train_length`` is set
+    where training sees a longer sequence: a ``dynamic`` stage upstream keeps every token there
+    and only marks the dropped ones in its policy. Sizes that bound the sequence at run time
+    (an attention's ``max_len``) take ``max_length``.
     """
 
     length: int
@@ -95,10 +99,16 @@ class SeqShape:
     n_cls: int = 0
     grid: tuple[int, int] | None = None
     dim_from: str = ""
+    train_length: int | None = None
 
     @property
     def patches(self) -> int:
         return self.length - self.n_cls
+
+    @property
+    def max_length(self) -> int:
+        """The longest this sequence gets: in training when a dynamic stage kept every token."""
+        return self.length if self.train_length is None else self.train_length
 
     def __str__(self) -> str:
         return f"(B, {self.length}, {self.dim})"
@@ -544,9 +554,14 @@ class _Analyzer:
 
     def _infer_cls_token(self, node_id: str, node: ClsTokenNode) -> NodeInfo | None:
         seq = self._seq(node_id, node.input, "cls_token")
-        if seq is None:
+        if seq is None or self._loses_policy(f"nodes.{node_id}.input", node.input, "cls_token"):
             return None
-        shape = replace(seq, length=seq.length + node.count, n_cls=seq.n_cls + node.count)
+        shape = replace(
+            seq,
+            length=seq.length + node.count,
+            n_cls=seq.n_cls + node.count,
+            train_length=None if seq.train_length is None else seq.train_length + node.count,
+        )
         return self._info(node_id, node, shape)
 
     def _infer_position(self, node_id: str, node: PositionNode) -> NodeInfo | None:
@@ -581,6 +596,14 @@ class _Analyzer:
                     f"{path}.max_len", "sincos_2d encodes the grid itself; leave max_len out"
                 )
                 return None
+        if self._methods_upstream(node.input):
+            self.errors.add(
+                f"{path}.input",
+                f"{node.input!r} passed a token pruning stage, which keeps, reorders and merges "
+                "tokens, so their slots are no longer their positions and a position encoding "
+                "would add the wrong ones; encode positions before the first pruning stage",
+            )
+            return None
         return self._info(node_id, node, seq, resolved={"max_len": max_len})
 
     def _infer_encoder(self, node_id: str, node: EncoderNode) -> NodeInfo | None:
@@ -623,7 +646,11 @@ class _Analyzer:
             self.errors.add(f"{path}.method", _after_dynamic(node.method))
             return None
         stage = _stage(node, None, "between", seq, head_dim)
-        shape = replace(seq, length=stage.tokens_after, grid=None)
+        after = stage.tokens_after
+        dynamic = node.method == "dynamic"
+        shape = replace(
+            seq, length=after, grid=None, train_length=_train_length(seq, after, dynamic)
+        )
         return self._info(node_id, node, shape, prune=stage)
 
     def _methods_upstream(self, ref: str) -> set[str]:
@@ -639,6 +666,20 @@ class _Analyzer:
                 break
             info = self.infos.get(info.inputs[0]) if info.inputs else None
         return methods
+
+    def _loses_policy(self, path: str, ref: str, what: str) -> bool:
+        """Report (and return True) when ``ref`` passed a dynamic stage, whose training policy
+        ``what`` would not carry: only norm, dropout, stacks and token_prune nodes pass it on."""
+        if "dynamic" not in self._methods_upstream(ref):
+            return False
+        self.errors.add(
+            path,
+            f"{ref!r} passed a dynamic pruning stage, and {what} cannot take such a sequence: in "
+            "training DynamicViT keeps every token and marks the dropped ones in a policy that "
+            "only norm, dropout, encoder/decoder and token_prune nodes carry, so the dropped "
+            "tokens would count again; combine sequences before the dynamic stage, or pool first",
+        )
+        return True
 
     def _pruned_upstream(self, ref: str) -> bool:
         """Whether the sequence ``ref`` passed a pruning stage (through norm and dropout nodes)."""
@@ -758,12 +799,16 @@ class _Analyzer:
                 "'vocab_size' is required when the head is not tied to an embed",
             )
             return None
-        shape = SeqShape(seq.length, vocab, seq.n_cls, seq.grid, f"{path}.vocab_size")
+        shape = SeqShape(
+            seq.length, vocab, seq.n_cls, seq.grid, f"{path}.vocab_size", seq.train_length
+        )
         return self._info(
             node_id, node, shape, resolved={"vocab": vocab, "tie_root": root, "in_dim": seq.dim}
         )
 
     def _infer_add(self, node_id: str, node: Any) -> NodeInfo | None:
+        if any(self._loses_policy(f"nodes.{node_id}.inputs", r, "add") for r in node.inputs):
+            return None
         shapes = [self.infos[ref].shape for ref in node.inputs]
         first = shapes[0]
         if not isinstance(first, SeqShape | VecShape):
@@ -791,7 +836,7 @@ class _Analyzer:
         seqs = []
         for ref in node.inputs:
             seq = self._seq(node_id, ref, "concat", "inputs")
-            if seq is None:
+            if seq is None or self._loses_policy(path, ref, "concat"):
                 return None
             seqs.append(seq)
         first = seqs[0]
@@ -840,7 +885,9 @@ class _Analyzer:
         memory_shape = None
         if isinstance(node, DecoderNode) and node.memory is not None:
             memory_shape = self._seq(node_id, node.memory, "decoder memory", "memory")
-            if memory_shape is None:
+            if memory_shape is None or self._loses_policy(
+                f"{path}.memory", node.memory, "a decoder's memory"
+            ):
                 return None
         ok = True
         base = node.block.model_dump(mode="json", exclude_unset=True)
@@ -980,7 +1027,12 @@ class _Analyzer:
             rel_bias,
             rel_heads,
         )
-        shape = replace(seq, length=tokens, grid=seq.grid if tokens == seq.length else None)
+        shape = replace(
+            seq,
+            length=tokens,
+            grid=seq.grid if tokens == seq.length else None,
+            train_length=_train_length(seq, tokens, _any_dynamic(plan.stages)),
+        )
         return self._info(node_id, node, shape, stack=plan)
 
     def _prune_schedule(
@@ -1158,7 +1210,14 @@ class _Analyzer:
                         f"{node_id}.prune.{layer.index}",
                         {
                             "op": "token_prune",
-                            "shape": replace(seq, length=stage.tokens_after, grid=None),
+                            "shape": replace(
+                                seq,
+                                length=stage.tokens_after,
+                                grid=None,
+                                train_length=_train_length(
+                                    seq, stage.tokens_after, _any_dynamic(stack.stages)
+                                ),
+                            ),
                             "spec_id": node_id,
                             "stage": stage,
                         },
@@ -1197,6 +1256,7 @@ def _segment(
                 seq,
                 length=last.tokens_mlp,
                 grid=seq.grid if last.tokens_mlp == seq.length else None,
+                train_length=_train_length(seq, last.tokens_mlp, _any_dynamic(stack.stages)),
             ),
             "spec_id": node_id,
             "layers": (start, end),
@@ -1227,6 +1287,17 @@ def _stage(
         head_dim,
     )
     return replace(stage, tokens_after=_after(stage, seq.length))
+
+
+def _any_dynamic(stages: list[PruneStage]) -> bool:
+    return any(stage.method == "dynamic" for stage in stages)
+
+
+def _train_length(seq: SeqShape, length: int, dynamic: bool) -> int | None:
+    """``train_length`` of ``seq`` after pruning leaves ``length`` tokens at inference; with
+    ``dynamic`` one of the stages is DynamicViT's, which keeps every token in training."""
+    train = seq.max_length if dynamic else seq.train_length
+    return None if train == length else train
 
 
 def _after(stage: PruneStage, tokens: int) -> int:

@@ -47,7 +47,7 @@ def table_elements(graph: Graph) -> int:
                 total += shape.length * shape.dim
         if info.stack is not None:
             source = graph.nodes[info.inputs[0]].shape
-            length = source.length if isinstance(source, SeqShape) else 0
+            length = source.max_length if isinstance(source, SeqShape) else 0
             for layer in info.stack.layers:
                 plan = layer.attention
                 if isinstance(plan.position, Rotary):

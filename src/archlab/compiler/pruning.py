@@ -70,6 +70,23 @@ def pruning_stages(graph: Graph) -> list[StageRow]:
     return rows
 
 
+def pruned_stacks(graph: Graph) -> list[str]:
+    """The encoders and decoders that run a pruning stage or take a pruned sequence (after a
+    ``token_prune`` node or a pruned stack, through norm and dropout), in execution order: those
+    the compiled model runs with the pruning state (a DynamicViT policy, ToMe sizes)."""
+    carries: set[str] = set()  # nodes whose output carries a pruning state
+    stacks: list[str] = []
+    for node_id in graph.order:
+        info = graph.nodes[node_id]
+        pruned_input = bool(info.inputs) and info.inputs[0] in carries
+        if info.op == "token_prune" or (info.op in ("norm", "dropout") and pruned_input):
+            carries.add(node_id)
+        elif info.stack is not None and (info.stack.stages or pruned_input):
+            carries.add(node_id)
+            stacks.append(node_id)
+    return stacks
+
+
 def dense_flops(spec: Spec) -> int:
     """Forward FLOPs per sample of ``spec`` without its pruning stages."""
     graph = analyze(dense_spec(spec))
@@ -110,4 +127,4 @@ def dense_spec(spec: Spec) -> Spec:
     return load_spec(doc)
 
 
-__all__ = ["StageRow", "dense_flops", "dense_spec", "pruning_stages"]
+__all__ = ["StageRow", "dense_flops", "dense_spec", "pruned_stacks", "pruning_stages"]

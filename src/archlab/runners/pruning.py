@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.compiler.build import CompiledModel
-from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenState
-from archlab.compiler.pruning import dense_spec
+from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenState
+from archlab.compiler.pruning import dense_spec, pruned_stacks
 from archlab.errors import UserInputError
 from archlab.specs.models import Spec
 
@@ -65,7 +65,13 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, teacher_name: str)
         if k in ours and theirs[k].shape != ours[k].shape
     ]
     fresh = [k for k in ours if k not in theirs]
-    extra = [k for k in fresh if ".prune." not in k]
+    # a stack's stages (encoder.prune.3.predictor...) and token_prune nodes (cut.predictor...)
+    stages = tuple(
+        f"{name}."
+        for name, module in student.named_modules()
+        if isinstance(module, DynamicPrune | AttentionTopK | TokenMerge)
+    )
+    extra = [k for k in fresh if not k.startswith(stages)]
     if foreign or wrong or extra:
         details = "; ".join(
             part
@@ -120,12 +126,9 @@ class Distiller:
         self.distill_weight = distill_weight if teacher is not None else 0.0
         self.token_weight = token_distill_weight if teacher is not None else 0.0
         self.teacher = teacher
-        # the token-distillation point: the last pruned stack (its output, student and teacher)
-        stacks = [
-            nid
-            for nid in student.graph.order
-            if student.graph.nodes[nid].stack is not None and student.graph.nodes[nid].stack.stages  # type: ignore[union-attr]
-        ]
+        # the token-distillation point: the last stack that prunes or follows a pruning stage
+        # (a token_prune node between stacks included), its output in student and teacher
+        stacks = pruned_stacks(student.graph)
         self.token_node = stacks[-1] if stacks else None
         self._captured: list[Tensor] = []
         if teacher is not None:

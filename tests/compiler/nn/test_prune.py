@@ -621,6 +621,169 @@ def test_explicit_dynamic_node_between_stacks_trains_like_it_infers() -> None:
     torch.testing.assert_close(t_logits, logits, rtol=0, atol=1e-5)
 
 
+# explicit `token_prune` nodes of every method: the stacks after them, in training and inference
+
+NODE_SETTINGS: dict[str, Doc] = {
+    "dynamic": {"keep": 0.5},  # 16 -> 8 patches
+    "attention_topk": {"keep": 0.5, "fuse": True},  # 16 -> 8 + 1 fused
+    "merge": {"r": 4},  # 16 -> 12
+}
+NODE_PATCHES = {"dynamic": 8, "attention_topk": 9, "merge": 12}
+ENC1: Doc = {"op": "encoder", "depth": 1, "block": {"attention": {"heads": HEADS}}}
+#: what follows the node `tp`: the nodes (each reading the previous one) up to the head's input
+TAILS: dict[str, list[tuple[str, Doc]]] = {
+    "stack": [("enc2", ENC1)],
+    "two-stacks": [("enc2", ENC1), ("enc3", ENC1)],
+    "norm-between": [("enc2", ENC1), ("ln", {"op": "norm"}), ("enc3", ENC1)],
+    "dynamic-between": [
+        ("enc2", ENC1),
+        ("tp2", {"op": "token_prune", "method": "dynamic", "keep": 0.5}),
+        ("enc3", ENC1),
+    ],
+}
+
+
+def explicit_node(method: str, tail: str) -> Doc:
+    """encoder (2 layers) -> `tp`, a `token_prune` node of `method` -> the nodes of TAILS[tail]
+    -> the head (CLS pooling)."""
+    spec = vit(depth=2)
+    nodes = spec["nodes"]
+    nodes["tp"] = {"op": "token_prune", "input": "encoder", "method": method}
+    nodes["tp"].update(NODE_SETTINGS[method])
+    previous = "tp"
+    for node_id, node in TAILS[tail]:
+        nodes[node_id] = {**copy.deepcopy(node), "input": previous}
+        previous = node_id
+    nodes["head"]["input"] = previous
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("method", "tail"),
+    [
+        (method, tail)
+        for method in sorted(NODE_SETTINGS)
+        for tail in sorted(TAILS)
+        if method == "dynamic" or tail != "dynamic-between"  # (two dynamic nodes in a row)
+    ],
+)
+def test_explicit_token_prune_node_trains_and_infers(method: str, tail: str) -> None:
+    """The node form of every method, followed by one or more stacks: training runs forward and
+    backward at the length training really has (DynamicViT keeps every token, the others
+    shorten), the state (DynamicViT's policy, ToMe's sizes) reaches every later stack, and
+    inference shortens the sequence as the shape inference and the summary say."""
+    model = build(explicit_node(method, tail), train=True)
+    stacks = [node_id for node_id, _ in TAILS[tail] if node_id.startswith("enc")]
+    patches = NODE_PATCHES[method]
+    if tail == "dynamic-between":
+        patches = kept_count(0.5, patches)
+    torch.manual_seed(0)
+    logits, trace = model.trace_tokens(images(4))
+    logits.square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    if method == "dynamic":  # the predictors learn through the later attentions' policy
+        assert model.tp.predictor.output[4].weight.grad.abs().max() > 0
+    for node_id in ["tp", *stacks]:
+        shape = model.graph.nodes[node_id].shape
+        trained = trace.features[node_id].shape[1]
+        if method == "dynamic":
+            assert (shape.train_length, trained) == (1 + PATCHES, 1 + PATCHES), node_id
+            state = trace.states[node_id]
+            assert state.policy is not None and state.policy.shape == (4, 1 + PATCHES), node_id
+            # the policy of the last dynamic stage before it, dropped tokens still dropped
+            assert state.stages[-1].policy is state.policy, node_id
+            assert (state.policy[:, 1:] == 0).any(), node_id
+        else:
+            assert shape.train_length is None and trained == shape.length, node_id
+    last = trace.states[stacks[-1]]
+    if method == "merge":
+        assert last.size is not None and last.size.sum(1).eq(1 + PATCHES).all()
+    assert last.stages[0].name == "tp"  # the node's record travels on
+
+    model.eval()
+    rows = {row.id: row.tokens for row in model.summary().nodes}
+    with torch.no_grad():
+        out, trace = model.trace_tokens(images(4))
+    assert out.shape == (4, 10)
+    for node_id in ["tp", *stacks]:
+        length = model.graph.nodes[node_id].shape.length
+        assert trace.features[node_id].shape[1] == length == rows[node_id], node_id
+        assert trace.states[node_id].policy is None, node_id
+    assert trace.features[stacks[-1]].shape[1] == 1 + patches < 1 + PATCHES
+
+
+@pytest.mark.parametrize("tail", ["two-stacks", "norm-between", "dynamic-between"])
+def test_explicit_dynamic_node_trains_like_it_infers_through_every_later_stack(
+    tail: str,
+) -> None:
+    """With the training decisions forced to the inference top-k, every stack after the node
+    (not only the first) computes in training, over the full sequence under the policy, what
+    inference computes over the kept tokens: the policy reaches each of their attentions, so a
+    dropped token weighs nothing there."""
+    model = build(explicit_node("dynamic", tail))
+    for stage in [m for m in model.modules() if isinstance(m, DynamicPrune)]:
+        stage.predictor = HardKeep(stage.predictor, stage.keep)
+    x = images(3)
+    with torch.no_grad():
+        logits, trace = model.trace_tokens(x)
+        model.train()
+        t_logits, t_trace = model.trace_tokens(x)
+    assert t_trace.features["enc3"].shape[1] == 1 + PATCHES > trace.features["enc3"].shape[1]
+    torch.testing.assert_close(t_logits, logits, rtol=0, atol=1e-5)
+    cls, t_cls = trace.features["enc3"][:, 0], t_trace.features["enc3"][:, 0]
+    torch.testing.assert_close(t_cls, cls, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["mean", "max"])
+@pytest.mark.parametrize("form", ["node", "shorthand"])
+def test_pooling_after_a_dynamic_stage_trains_like_it_infers(form: str, pool: str) -> None:
+    """Mean and max pooling over a sequence a dynamic stage pruned skip, in training, the tokens
+    its policy dropped, as inference (which removed them) does: with the decisions forced to the
+    inference top-k, training and inference give the same logits."""
+    spec = explicit_node("dynamic", "stack") if form == "node" else vit(DYNAMIC)
+    spec["nodes"]["head"]["pool"] = pool
+    model = build(spec)
+    for stage in [m for m in model.modules() if isinstance(m, DynamicPrune)]:
+        stage.predictor = HardKeep(stage.predictor, stage.keep)
+    x = images(3)
+    with torch.no_grad():
+        logits = model(x)
+        t_logits = model.train()(x)
+    torch.testing.assert_close(t_logits, logits, rtol=0, atol=1e-5)
+
+
+SEQUENCE_AFTER_DYNAMIC: dict[str, tuple[Doc, str]] = {
+    "add": ({"op": "add", "inputs": ["tp", "tp"]}, "nodes.x.inputs"),
+    "concat": ({"op": "concat", "inputs": ["tp", "tp"]}, "nodes.x.inputs"),
+    "cls_token": ({"op": "cls_token", "input": "tp"}, "nodes.x.input"),
+    "memory": (
+        {"op": "decoder", "input": "pos", "memory": "tp", "depth": 1, "block": ENC1["block"]},
+        "nodes.x.memory",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEQUENCE_AFTER_DYNAMIC))
+def test_nodes_that_would_drop_a_dynamic_policy_are_refused(case: str) -> None:
+    """Only norm, dropout, stacks and token_prune nodes carry DynamicViT's training policy: any
+    other node combining or extending the sequence would let the dropped tokens count again in
+    training (and in the next stack's attention), so the compiler refuses it."""
+    node, path = SEQUENCE_AFTER_DYNAMIC[case]
+    spec = explicit_node("dynamic", "stack")
+    spec["nodes"]["x"] = node
+    spec["nodes"]["enc2"]["input"] = "x"
+    check_spec_error(spec, path, "'tp' passed a dynamic pruning stage", "policy")
+
+
+@pytest.mark.parametrize("method", sorted(NODE_SETTINGS))
+def test_a_position_node_after_a_pruning_stage_is_refused(method: str) -> None:
+    spec = explicit_node(method, "stack")
+    spec["nodes"]["pos2"] = {"op": "position", "input": "tp", "encoding": "learned"}
+    spec["nodes"]["enc2"]["input"] = "pos2"
+    check_spec_error(spec, "nodes.pos2.input", "'tp' passed a token pruning stage", "positions")
+
+
 @pytest.mark.parametrize(
     "stage",
     [
