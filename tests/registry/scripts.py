@@ -56,12 +56,13 @@ def kill_me(url: str, spec: str, heartbeat: str) -> None:
 
 def sigterm(url: str, spec: str) -> None:
     from archlab.registry import Registry
-    from archlab.runners.lifecycle import interruptible  # signals -> Interrupted (no torch)
+    from archlab.runners.lifecycle import check, interruptible  # signals -> Interrupted
 
     with interruptible(), Registry(url) as reg, reg.start_run(spec, heartbeat=0.2) as run:
         say("run", run.id)
         step = 0
         while True:
+            check()  # a safe point: a signal is raised here as Interrupted
             run.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
             step += 1
             time.sleep(0.01)

@@ -1,12 +1,17 @@
 """Signals: how a training process stops when it is asked to.
 
 Ctrl-C (SIGINT) and SIGTERM (what Slurm, Kubernetes and ``kill`` send) both end a training the
-same way: ``interruptible()`` turns either signal into an ``Interrupted`` exception in the main
-thread (inside the training loop at the next batch: ``deferred()``), the run's registry handle
-records the run as ``interrupted`` as the exception passes, and the CLI prints one line (how to
-continue) and exits with ``128 + the signal's number``: 130 after SIGINT, 143 after SIGTERM. A
-second signal while the first is being handled is ignored, so the registry write that records
-the interruption is not cut short.
+same way. Inside ``interruptible()`` a signal is noted, and ``check()`` raises it as an
+``Interrupted`` exception at the next safe point: between batches, between evaluation chunks,
+between set-up steps. It is never raised where it lands, because an exception raised inside a
+library's callback (pydantic's validators, torch's hooks and finalisers) can be swallowed there
+with a printed traceback while the training goes on. The run's registry handle records the run
+as ``interrupted`` as the exception passes, and the CLI prints one line (how to continue) and
+exits with ``128 + the signal's number``: 130 after SIGINT, 143 after SIGTERM.
+
+A second signal before a safe point was reached stops the process at once, wherever it is (for
+a set-up step that takes long); once the interruption is raised, later signals are ignored, so
+the registry write that records it is not cut short.
 """
 
 from __future__ import annotations
@@ -43,60 +48,46 @@ class _State:
     """The signal handling of this process: active inside ``interruptible()``."""
 
     active = False
-    fired = False  # a signal arrived: later ones are ignored
-    deferring = False  # inside ``deferred()``: a signal is noted, raised at the next check
-    pending: int | None = None
+    pending: int | None = None  # a signal arrived: raised by the next check()
+    raised = False  # the interruption was raised: later signals are ignored
 
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise ``Interrupted`` (once: later signals are
-    ignored until the block is left). The previous handlers come back afterwards. Outside the
-    main thread signals cannot be handled, and a nested block changes nothing: the block runs
-    as it is."""
+    """Within the block, SIGINT and SIGTERM are noted and raised as ``Interrupted`` by the next
+    ``check()`` (a second signal before that raises at once; later ones are ignored until the
+    block is left). The previous handlers come back afterwards. Outside the main thread signals
+    cannot be handled, and a nested block changes nothing: the block runs as it is."""
     if _State.active or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handle(signum: int, _frame: FrameType | None) -> None:
-        if _State.fired:
+        if _State.raised:
             return
-        _State.fired = True
-        if _State.deferring:
+        if _State.pending is None:
             _State.pending = signum
             return
-        raise Interrupted(signum)
+        first, _State.pending, _State.raised = _State.pending, None, True
+        raise Interrupted(first)  # asked twice before a safe point: stop now, wherever this is
 
     previous: dict[int, Any] = {}
     for number in SIGNALS:
         previous[number] = signal.signal(number, handle)
-    _State.active, _State.fired, _State.pending = True, False, None
+    _State.active, _State.pending, _State.raised = True, None, False
     try:
         yield
     finally:
-        _State.active, _State.deferring = False, False
+        _State.active, _State.pending = False, None
         for restored, handler in previous.items():
             # None: the previous handler was not set from Python; the default is the best guess
             signal.signal(restored, signal.SIG_DFL if handler is None else handler)
 
 
-@contextlib.contextmanager
-def deferred() -> Iterator[None]:
-    """Within the block (the training loop) a signal is noted, not raised where it lands: an
-    exception raised inside a library's callback or finaliser may be swallowed (and print a
-    traceback). ``check()``, called between batches and after the block, raises it."""
-    before = _State.deferring
-    _State.deferring = _State.active
-    try:
-        yield
-    finally:
-        _State.deferring = before
-
-
 def check() -> None:
-    """Raise the interruption a signal asked for inside ``deferred()``, if one did."""
+    """Raise the interruption a signal asked for, if one did: call it at safe points."""
     if _State.pending is not None:
-        signum, _State.pending = _State.pending, None
+        signum, _State.pending, _State.raised = _State.pending, None, True
         raise Interrupted(signum)
 
 
@@ -121,7 +112,6 @@ __all__ = [
     "SIGNALS",
     "Interrupted",
     "check",
-    "deferred",
     "interrupted_by",
     "interruptible",
     "running",

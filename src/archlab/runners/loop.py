@@ -255,8 +255,6 @@ class Trainer:
             best_state = saved["best_state"]
             metrics = saved.get("metrics", {})
         epoch = start - 1
-        stop = contextlib.ExitStack()
-        stop.enter_context(lifecycle.deferred())  # a signal stops the loop between batches
         try:
             for epoch in range(start, config.epochs):
                 model.train()
@@ -357,7 +355,6 @@ class Trainer:
         finally:
             for hook in hooks:
                 hook.remove()
-            stop.close()
         lifecycle.check()  # a signal during the last batch's bookkeeping
         tested: dict[str, float] = {}
         if test is not None and len(test) and best_state is not None:

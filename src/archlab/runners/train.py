@@ -22,6 +22,7 @@ import torch
 from archlab.errors import UserInputError
 from archlab.registry import Registry
 from archlab.registry.records import CVGroup, Run
+from archlab.runners import lifecycle
 from archlab.runners.config import RESULT_NEUTRAL, TrainConfig
 from archlab.runners.data import TaskData, load_data
 from archlab.runners.distributed import Distributed, from_environment
@@ -79,7 +80,9 @@ def _train(
     spec_source: Any, config: TrainConfig, registry: Registry, progress: Progress | None
 ) -> TrainReport:
     spec = load_spec(spec_source)
+    lifecycle.check()  # a signal during a set-up step stops before the next one
     data = load_data(config.data, spec, seed=config.seed)
+    lifecycle.check()
     check_monitor(config.early_stop_metric, data.task, dynamic=spec_has_dynamic(spec))
     plan = _split(data, config)
     if config.mixup_setting() is not None and data.task != "classify":
@@ -219,7 +222,9 @@ def resume(run_id: str, registry: Registry, *, progress: Progress | None = None)
         run = registry.get(run_id)
         config = _recorded_config(run.config)
         spec = load_spec(registry.spec_document(run.spec_hash))
+        lifecycle.check()  # a signal during a set-up step stops before the next one
         data = load_data(config.data, spec, seed=config.seed)
+        lifecycle.check()
         if run.config.get("data_sha256") not in (None, data.content_sha256):
             raise UserInputError(
                 f"the data {config.data!r} changed since run {run_id} started (its content "
