@@ -954,7 +954,11 @@ class Registry:
             return known[1]
         with self.engine.connect() as conn:
             row = self._sql.key_id.first(conn, (name,))
-        return default_direction(name) if row is None else checked_direction(row[1], name)
+        if row is None:
+            return default_direction(name)
+        direction = checked_direction(row[1], name)
+        self._keys[name] = (row[0], direction)  # committed, and keys are never deleted
+        return direction
 
     def _write_metrics(
         self,
