@@ -433,6 +433,52 @@ def test_best(reg: Fixture) -> None:
 # --------------------------------------------------------------------------------------- export
 
 
+def bench_runs(url: str) -> list[str]:
+    """Two bench runs as ``arch bench`` records them, the first faster at every batch size."""
+    from archlab.runners.benchmark import BenchReport, BenchRow, record_bench
+
+    spec = load_spec(VIT)
+    ids = []
+    with Registry(url) as registry:
+        for ms in (2.0, 5.0):
+            rows = [
+                BenchRow(batch, ms * batch, ms * batch * 0.9, ms * batch * 1.2, ms, ms * 9,
+                         1000 / ms, None, 10.0 * ms, None, 10)
+                for batch in (1, 8)
+            ]  # fmt: skip
+            report = BenchReport(
+                spec, "0" * 64, "cpu", "test cpu", "float32", "infer", False, None, False, None,
+                None, 1, 10, 1, 1000, 2000, [], "process RSS", {}, rows,
+            )  # fmt: skip
+            ids.append(record_bench(report, registry))
+    return ids
+
+
+def test_best_of_bench_runs_is_the_fastest_and_min_max_override(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    fast, slow = bench_runs(url)
+
+    def best(*args: str) -> str:
+        [top] = as_json(ok("best", "--registry", url, "--format", "json", *args))
+        return str(top["id"])
+
+    for metric in ("latency_ms", "latency_p90_ms", "latency_ms_b8", "peak_mem_mb"):
+        assert best("--metric", metric) == fast, metric  # lower is better
+        assert best("--metric", metric, "--max") == slow, metric
+    assert best("--metric", "throughput") == fast  # higher is better
+    assert best("--metric", "throughput", "--min") == slow
+    assert best("--metric", "latency_ms", "--group-by", "spec", "--max") == slow
+    out = ok("best", "--registry", url, "--metric", "latency_ms")
+    assert "lowest is better" in out and fast in out
+    out = ok("best", "--registry", url, "--metric", "latency_ms", "--max")
+    # ranked against its direction: each run by its highest point (the largest batch's latency)
+    assert "highest is better" in out and "highest, step 8" in out and "40" in out
+    fails(
+        "best", "--registry", url, "--metric", "latency_ms", "--min", "--max",
+        message="--min and --max: give one of them",
+    )  # fmt: skip
+
+
 def test_export(reg: Fixture, tmp_path: Path) -> None:
     target = tmp_path / "runs.json"
     out = ok("export", "--registry", reg.url, "--format", "json", "-o", str(target))

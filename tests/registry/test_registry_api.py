@@ -868,7 +868,7 @@ def test_metric_keys_stay_right_after_a_rolled_back_write(
     monkeypatch.setattr(registry, "_fold_summaries", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         run.flush()
-    assert "fresh_metric" not in registry._key_ids
+    assert "fresh_metric" not in registry._keys
     monkeypatch.setattr(registry, "_fold_summaries", real)
     run.end()  # the points went back to the buffer and are written now
     assert history(registry, run.id, "fresh_metric") == [(0, 1.0)]
@@ -1274,3 +1274,68 @@ def test_dependents_are_the_runs_pointing_to_a_run(registry: Registry, spec: Doc
         [(cv.id, "teacher", group.id), (cv.id, "teacher", fold_teacher.id)]
     )
     assert registry.dependents([teacher.id, student.id, evaluation.id]) == []
+
+
+# ------------------------------------------------------------------------- metric directions
+
+
+def _runs_with(registry: Registry, spec: Doc, metric: str, *series: list[float]) -> list[str]:
+    """One completed run per series of ``metric`` values (steps 0, 1, ...), in order."""
+    ids = []
+    for values in series:
+        with registry.start_run(spec) as run:
+            for step, value in enumerate(values):
+                run.log_metrics({metric: value}, step=step)
+        ids.append(run.id)
+    return ids
+
+
+def test_best_of_a_latency_is_the_fastest_run(registry: Registry, spec: Doc) -> None:
+    """``latency_ms`` has no word of the old guess (loss, err, perplexity) but is lower-better."""
+    fast, slow = _runs_with(registry, spec, "latency_ms", [9.0, 4.0, 5.0], [12.0, 8.0])
+    assert registry.metric_direction("latency_ms") == "min"
+    assert registry.get(fast).summaries["latency_ms"].best == 4.0
+    assert [r.id for r in registry.best("latency_ms")] == [fast]
+    assert [r.id for r in registry.rank("latency_ms", limit=None)] == [fast, slow]
+
+
+def test_a_declared_direction_is_kept_and_ranks_the_runs(registry: Registry, spec: Doc) -> None:
+    """``score`` would be maximised by its name; declared ``min``, every best value, ``best`` and
+    ``rank`` take lower as better, in this registry object and any other opened later."""
+    assert registry.declare_metrics({"score": "min"}) == {"score": "min"}
+    low, high = _runs_with(registry, spec, "score", [2.0, 1.0], [3.0, 1.5])
+    assert (
+        registry.get(low).summaries["score"].best_step,
+        registry.get(high).summaries["score"].best,
+    ) == (1, 1.5)
+    assert [r.id for r in registry.best("score")] == [low]
+    assert [r.id for r in registry.best("score", group_by="spec")] == [low]
+    assert [(e.id, e.value) for e in registry.rank("score", limit=None)] == [
+        (low, 1.0),
+        (high, 1.5),
+    ]
+    with Registry(registry.url) as again:
+        assert again.metric_direction("score") == "min"
+        assert [r.id for r in again.best("score")] == [low]
+        # declaring it again the same way is fine; the other way is refused, recording nothing
+        assert again.declare_metrics({"score": "min", "new_metric": "min"})["new_metric"] == "min"
+        with pytest.raises(RegistryError, match=r"'score' is recorded .* as 'min'.*--max"):
+            again.declare_metrics({"score": "max"})
+        with pytest.raises(UserInputError, match=r"'min' .* or 'max' .* not 'lowest'"):
+            again.declare_metrics({"other": "lowest"})
+        assert again.metric_direction("score") == "min"
+
+
+def test_a_direction_given_to_best_and_rank_overrides_the_metrics(
+    registry: Registry, spec: Doc
+) -> None:
+    """Ranked the other way, a run counts with its highest (or lowest) point, not with its best
+    value in the metric's own direction."""
+    low, high = _runs_with(registry, spec, "val_loss", [2.0, 1.0], [3.0, 1.5])
+    assert [r.id for r in registry.best("val_loss")] == [low]
+    assert [r.id for r in registry.best("val_loss", direction="max")] == [high]
+    assert [r.id for r in registry.best("val_loss", group_by="spec", direction="max")] == [high]
+    ranked = registry.rank("val_loss", limit=None, direction="max")
+    assert [(e.id, e.value) for e in ranked] == [(high, 3.0), (low, 2.0)]
+    with pytest.raises(UserInputError, match=r"'min' .* or 'max'"):
+        registry.best("val_loss", direction="down")

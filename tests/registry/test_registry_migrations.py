@@ -67,7 +67,7 @@ def engine(registry_url: str) -> Iterator[Engine]:
 
 
 # columns later revisions added to revision 0001's tables (compared on their own)
-ADDED_COLUMNS = {"spec_name"}
+ADDED_COLUMNS = {"spec_name", "direction"}
 
 
 def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -91,6 +91,13 @@ def check_spec_names(reg: Registry, engine: Engine) -> None:
     assert runs and all(name == names[digest] for _, digest, name in runs)
     for run_id, digest, _ in runs:
         assert reg.get(run_id).spec_name == names[digest]
+
+
+def check_directions(engine: Engine) -> None:
+    """Revision 0005: every metric recorded before it has its name's direction."""
+    with engine.connect() as conn:
+        keys = dict(conn.execute(text("SELECT name, direction FROM metric_keys")).all())
+    assert keys == {"val_acc": "max", "loss": "min"}
 
 
 def alembic_config(conn: Any) -> Config:
@@ -178,6 +185,7 @@ def test_a_revision_0001_registry_upgrades_without_loss(isolated: Path, minimal_
             assert conn.scalar(text("SELECT version_num FROM alembic_version")) == _head_revision()
         assert after == before  # every row of every table, every value
         check_spec_names(reg, reg.engine)
+        check_directions(reg.engine)
         check_upgraded(reg)
         keeps_working(reg, minimal_vit)
     db = sqlite3.connect(path)
@@ -229,10 +237,67 @@ def test_a_revision_0001_registry_upgrades_on_postgresql_too(
             assert after == before
             check_upgraded(reg)
         check_spec_names(reg, engine)
+        check_directions(engine)
         keeps_working(reg, minimal_vit)
     assert {t: len(rows) for t, rows in after.items()} == {
         t: len(rows) for t, rows in before.items()
     }
+
+
+def test_revision_0005_gives_old_metrics_directions_and_recomputes_their_best(
+    registry_url: str, engine: Engine, isolated: Path
+) -> None:
+    """A latency recorded before revision 0005 had its runs' best values chosen as the highest
+    (its name has no loss, err or perplexity): after the upgrade it is lower-better, its best
+    values are the lowest points, and ``best`` names the fastest run. Metrics whose
+    direction did not change keep their rows exactly."""
+    make_fixture.build(registry_url)
+    fast, slow = (make_fixture.EXPECTED["runs"][r]["pk"] for r in ("train0dd", "fold0aaa"))
+    points = {fast: [9.0, 4.0, 5.0], slow: [12.0, 8.0]}
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO metric_keys (id, name) VALUES (3, 'latency_ms')"))
+        for pk, values in points.items():
+            for step, value in enumerate(values):
+                conn.execute(
+                    text(
+                        "INSERT INTO metrics (run_pk, key_id, step, epoch, value, time)"
+                        " VALUES (:pk, 3, :step, NULL, :value, 0)"
+                    ),
+                    {"pk": pk, "step": step, "value": value},
+                )
+            highest = max(values)  # as revisions 0001-0004 chose it
+            conn.execute(
+                text(
+                    "INSERT INTO metric_summaries (run_pk, key_id, last_value, last_step,"
+                    " best_value, best_step, count) VALUES (:pk, 3, :last, :n, :best, :at, :count)"
+                ),
+                {
+                    "pk": pk,
+                    "last": values[-1],
+                    "n": len(values) - 1,
+                    "best": highest,
+                    "at": values.index(highest),
+                    "count": len(values),
+                },
+            )
+    with Registry(registry_url, artifacts=isolated / "artifacts") as reg:
+        assert reg.metric_direction("latency_ms") == "min"
+        assert reg.metric_direction("val_acc") == "max" and reg.metric_direction("loss") == "min"
+        best = {r: reg.get(r).summaries["latency_ms"] for r in ("train0dd", "fold0aaa")}
+        assert [(s.best, s.best_step, s.final, s.count) for s in best.values()] == [
+            (4.0, 1, 5.0, 3),
+            (8.0, 1, 8.0, 2),
+        ]
+        assert [r.id for r in reg.best("latency_ms")] == ["train0dd"]
+        check_upgraded(reg)  # the fixture's own metrics, summaries and aggregates: unchanged
+    with engine.begin() as conn:  # and back: best values chosen as revision 0004 chose them
+        command.downgrade(alembic_config(conn), "0004")
+        rows = conn.execute(
+            text(
+                "SELECT best_value, best_step FROM metric_summaries WHERE key_id = 3 ORDER BY best_value"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [(9.0, 0), (12.0, 0)]
 
 
 def test_migrations_build_the_schema_the_models_describe(

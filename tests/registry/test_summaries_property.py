@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from archlab.metrics import default_direction
 from archlab.registry import Registry
-from archlab.registry.store import minimize
 
 VIT = Path(__file__).resolve().parents[2] / "specs" / "vit-tiny-digits.json"
 
@@ -38,7 +38,7 @@ def expected(points: list[tuple[int, float]], name: str) -> dict[str, Any]:
         series[step] = value  # the last logged value of a step wins
     last = max(series)
     numbers = [(v, s) for s, v in series.items() if not math.isnan(v)]
-    if minimize(name):
+    if default_direction(name) == "min":
         best = min(numbers, key=lambda p: (p[0], p[1]), default=None)
     else:
         best = min(numbers, key=lambda p: (-p[0], p[1]), default=None)

@@ -85,6 +85,22 @@ def test_the_metric_names_early_stopping_checks_are_those_an_epoch_logs(
     assert set(report.results[0].final) == set(epoch_metrics("classify"))
 
 
+def test_early_stopping_follows_the_direction_the_registry_records(
+    registry: Registry, small: str
+) -> None:
+    """``lr`` reads as higher-better by its name; declared lower-better in the registry, the
+    falling learning rate after the warm-up improves every epoch: no early stop, the last epoch
+    is the best, as the run's recorded best value says too."""
+    registry.declare_metrics({"lr": "min"})
+    cfg = config(data=small, epochs=4, warmup=1.0, early_stop_metric="lr", patience=2)
+    report = train(VIT, cfg, registry)
+    [result] = report.results
+    assert (result.stopped_early, result.epochs_run, result.best_epoch) == (False, 4, 3)
+    run = registry.get(report.runs[0])
+    assert run.summaries["lr"].best_step == 4 == int(run.tags["best_epoch"])
+    assert result.best["lr"] == run.summaries["lr"].best
+
+
 # ---------------------------------------------------------------------------- 2. CV groups
 
 

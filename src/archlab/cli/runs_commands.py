@@ -1145,6 +1145,8 @@ def diff(registry_url: str | None, run_a: str, run_b: str, fmt: str) -> None:
     flag_value="run",
     help="Rank every run on its own by its best value, CV folds included.",
 )
+@click.option("--min", "lowest", is_flag=True, help="Lowest is better, whatever NAME declares.")
+@click.option("--max", "highest", is_flag=True, help="Highest is better, whatever NAME declares.")
 @where_option
 @format_option(["table", "json", "csv"], "table")
 def best(
@@ -1152,24 +1154,40 @@ def best(
     metric: str,
     group_by: str | None,
     ranking: str | None,
+    lowest: bool,
+    highest: bool,
     where: str | None,
     fmt: str,
 ) -> None:
-    """The best by NAME: lowest for names with loss, err or perplexity, highest otherwise.
+    """The best by NAME, in the direction the metric was recorded with: declared by what logged
+    it (arch bench: latencies lowest, throughput highest), else lowest for names of losses,
+    errors, perplexities, latencies, times, memory, FLOPs and parameter counts, highest
+    otherwise. --min or --max overrides it.
 
     By default CV groups and the runs outside groups compete: a run by its best value, a CV
     group by the mean of its folds' final values (a fold is never picked for its luck).
     --group ranks groups only, --runs every run alone; --group-by spec, the best run per spec."""
     from archlab.registry import Ranked
-    from archlab.registry.store import minimize
 
+    if lowest and highest:
+        raise click.UsageError("--min and --max: give one of them (or neither)")
+    override = "min" if lowest else "max" if highest else None
     with _open(registry_url) as registry:
         source = _nothing_in(registry)
         if group_by is not None:
-            found = registry.best(metric, group_by=group_by, where=where)
+            found = registry.best(metric, group_by=group_by, where=where, direction=override)
             ranked = [Ranked(metric, r.summaries[metric].best, run=r) for r in found]
         else:
-            ranked = registry.rank(metric, by=ranking or "auto", where=where)
+            ranked = registry.rank(metric, by=ranking or "auto", where=where, direction=override)
+        own = registry.metric_direction(metric)
+        low = (override or own) == "min"
+        # ranked against the metric's own direction: each run by its lowest or highest point
+        # (its summary's best value is the other extreme)
+        extremes = {
+            e.run.id: _extreme(registry.metric_history(e.run.id, metric), low)
+            for e in ranked
+            if override not in (None, own) and e.run is not None
+        }
         known: list[str] = []
         if not ranked:
             recorded = _metric_names(registry.runs(limit=2000))
@@ -1196,7 +1214,7 @@ def best(
             f"in {source}{hint}"
         )
         return
-    direction = "lowest" if minimize(metric) else "highest"
+    direction = "lowest" if low else "highest"
     table = _table(
         "spec",
         "id",
@@ -1212,12 +1230,13 @@ def best(
     for entry in ranked:
         if entry.run is not None:
             run, s = entry.run, entry.run.summaries[metric]
+            value, step = extremes.get(run.id, (s.best, s.best_step))
             table.add_row(
                 f"{_escape(run.spec_name or '-')} ({run.spec_hash[:8]})",
                 run.id,
                 _status(run.status),
-                _num(s.best),
-                f"best, step {_int(s.best_step)}",
+                _num(value),
+                f"{'best' if run.id not in extremes else direction}, step {_int(step)}",
                 _num(s.final),
                 _cv_cell(run),
                 _mixup_cell(run),
@@ -1238,6 +1257,17 @@ def best(
             "-",
         )
     console.print(table)
+
+
+def _extreme(
+    points: list[tuple[int, float | None, float, float]], low: bool
+) -> tuple[float | None, int | None]:
+    """The lowest (``low``) or highest value of a series and its first step; NaN never counts."""
+    numbers = [(value if low else -value, step) for step, _, value, _ in points if value == value]
+    if not numbers:
+        return None, None
+    value, step = min(numbers)
+    return (value if low else -value), step
 
 
 def _known_metric(metric: str, recorded: list[str], source: str) -> None:

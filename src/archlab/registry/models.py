@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from archlab.metrics import default_direction
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -134,11 +136,20 @@ class MixupRow(Base):
     off_epoch: Mapped[int | None] = mapped_column(Integer)
 
 
+def _name_default(context: Any) -> str:
+    """A metric key inserted without a direction gets its name's default."""
+    return default_direction(context.get_current_parameters()["name"])
+
+
 class MetricKeyRow(Base):
+    """A metric name and its direction, ``"min"`` (lower is better) or ``"max"``: declared by the
+    writer that first logged the metric, else ``archlab.metrics.default_direction`` of the name."""
+
     __tablename__ = "metric_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    direction: Mapped[str] = mapped_column(String(3), default=_name_default)
 
 
 class MetricRow(Base):

@@ -232,10 +232,16 @@ class Statements:
         self.run_exists = prepare(select(RunRow.pk).where(RunRow.pk == run), "run")
 
         name: Any = bindparam("key_name")
-        self.key_id = prepare(select(MetricKeyRow.id).where(MetricKeyRow.name == name), "key_name")
-        self.insert_key = prepare(
-            upsert(dialect, MetricKeyRow).values(name=name).on_conflict_do_nothing(), "key_name"
+        self.key_id = prepare(
+            select(MetricKeyRow.id, MetricKeyRow.direction).where(MetricKeyRow.name == name),
+            "key_name",
         )
+        self.insert_key = prepare(
+            upsert(dialect, MetricKeyRow)
+            .values(name=name, direction=bindparam("key_direction"))
+            .on_conflict_do_nothing(),
+            "key_name", "key_direction",
+        )  # fmt: skip
         metrics = upsert(dialect, MetricRow)
         self.upsert_metrics = prepare(
             metrics.on_conflict_do_update(

@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from archlab.errors import UserInputError
 from archlab.files import replace_atomically
+from archlab.metrics import Direction, checked_direction, default_direction
 from archlab.registry.models import (
     AggregateRow,
     ArtifactRow,
@@ -92,12 +93,6 @@ class RegistryError(UserInputError):
 class ArtifactError(RegistryError):
     """An artifact file that cannot be used: outside the artifact folder, missing, or changed
     since its run recorded it."""
-
-
-def minimize(name: str) -> bool:
-    """Whether lower is better for a metric: names with ``loss``, ``err`` or ``perplexity``."""
-    lowered = name.lower()
-    return any(word in lowered for word in ("loss", "err", "perplexity", "ppl"))
 
 
 def indices_sha256(indices: Iterable[int]) -> str:
@@ -581,9 +576,9 @@ class Registry:
             Path(artifacts).absolute() if artifacts is not None else self._artifact_root(create)
         )
         # What committed transactions established, so the write path need not ask again: metric
-        # key ids, the hashes of stored specs (and the hash and name of each spec object seen),
+        # keys (id, direction), the hashes of stored specs (and the hash and name of each spec object seen),
         # and CV groups (pk, spec hash, number of folds). Keys, specs and groups are never deleted.
-        self._key_ids: dict[str, int] = {}
+        self._keys: dict[str, tuple[int, Direction]] = {}
         self._spec_hashes: dict[int, tuple[Any, str, str | None]] = {}
         self._stored_specs: set[str] = set()
         self._groups: dict[str, tuple[int, str, int]] = {}
@@ -664,7 +659,7 @@ class Registry:
             with self._write_engine.begin() as conn:
                 tx = _Tx(conn)
                 result = fn(tx)
-            self._key_ids.update(tx.keys)
+            self._keys.update(tx.keys)
             self._stored_specs.update(tx.specs)
             self._groups.update(tx.groups)
             return result
@@ -909,19 +904,61 @@ class Registry:
 
     # -- writes used by run handles ------------------------------------------------------------
 
-    def _key_ids_of(self, tx: _Tx, names: Iterable[str]) -> dict[str, int]:
-        """The ids of these metric names, interning the new ones."""
-        found: dict[str, int] = {}
+    def _keys_of(
+        self, tx: _Tx, names: Iterable[str], declared: Mapping[str, Direction] | None = None
+    ) -> dict[str, tuple[int, Direction]]:
+        """The id and direction of these metric names, interning the new ones with the direction
+        ``declared`` gives them, else their name's default."""
+        found: dict[str, tuple[int, Direction]] = {}
         for name in names:
-            key = self._key_ids.get(name) or tx.keys.get(name)
+            key = self._keys.get(name) or tx.keys.get(name)
             if key is None:
-                key = self._sql.key_id.scalar(tx.conn, (name,))
-                if key is None:
-                    self._sql.insert_key.rowcount(tx.conn, (name,))
-                    key = self._sql.key_id.scalar(tx.conn, (name,))
-                tx.keys[name] = key
+                row = self._sql.key_id.first(tx.conn, (name,))
+                if row is None:
+                    direction = (declared or {}).get(name) or default_direction(name)
+                    self._sql.insert_key.rowcount(tx.conn, (name, direction))
+                    row = self._sql.key_id.first(tx.conn, (name,))
+                    assert row is not None
+                key = tx.keys[name] = (row[0], checked_direction(row[1], name))
             found[name] = key
         return found
+
+    def declare_metrics(self, directions: Mapping[str, str]) -> dict[str, Direction]:
+        """Record each metric of ``directions`` with its direction, ``"min"`` (lower is better)
+        or ``"max"``, unless the registry knows the metric already; return the directions the
+        registry keeps.
+
+        Declare a metric before its first ``log_metrics`` where its name's default
+        (``archlab.metrics.default_direction``) is wrong for it. A metric has one direction per
+        registry: declaring the other one raises ``RegistryError`` (and records nothing)."""
+        wanted: dict[str, Direction] = {}
+        for name, direction in directions.items():
+            check_text(name, "a metric name")
+            wanted[name] = checked_direction(direction, name)
+        stored = self._transaction(lambda tx: self._keys_of(tx, wanted, wanted))
+        for name, (_, direction) in stored.items():
+            if direction != wanted[name]:
+                raise RegistryError(
+                    f"metric {name!r} is recorded in this registry as {direction!r} (since it "
+                    f"was first logged), so it cannot be declared {wanted[name]!r}: a metric has "
+                    "one direction per registry. Log this one under another name, or rank runs "
+                    f"the other way with `arch runs best {name} --{wanted[name]}`"
+                )
+        return {name: direction for name, (_, direction) in stored.items()}
+
+    def metric_direction(self, name: str) -> Direction:
+        """The direction the registry keeps for metric ``name``, or, for a metric it has not
+        recorded yet, the default of its name (what logging it would record)."""
+        known = self._keys.get(name)
+        if known is not None:
+            return known[1]
+        with self.engine.connect() as conn:
+            row = self._sql.key_id.first(conn, (name,))
+        if row is None:
+            return default_direction(name)
+        direction = checked_direction(row[1], name)
+        self._keys[name] = (row[0], direction)  # committed, and keys are never deleted
+        return direction
 
     def _write_metrics(
         self,
@@ -958,11 +995,11 @@ class Registry:
                 return {}  # the run was removed while running: its late metrics go with it
             series: dict[str, _Series] = {}
             if batch:
-                keys = self._key_ids_of(tx, {name for name, *_ in batch})
+                keys = self._keys_of(tx, {name for name, *_ in batch})
                 sql.upsert_metrics.many(
                     conn,
                     [
-                        (pk, keys[name], step, epoch, None if value != value else value, at)
+                        (pk, keys[name][0], step, epoch, None if value != value else value, at)
                         for name, step, epoch, value, at in batch
                     ],
                 )
@@ -970,7 +1007,7 @@ class Registry:
                 sql.upsert_summaries.many(
                     conn,
                     [
-                        (pk, keys[name], s.last_value, s.last_step, s.best, s.best_step, s.count)
+                        (pk, keys[name][0], s.last_value, s.last_step, s.best, s.best_step, s.count)
                         for name, s in series.items()
                     ],
                 )
@@ -985,7 +1022,7 @@ class Registry:
         self,
         conn: Connection,
         handle: RunHandle,
-        keys: dict[str, int],
+        keys: dict[str, tuple[int, Direction]],
         batch: list[tuple[str, int, float | None, float, float]],
     ) -> dict[str, _Series]:
         """The run's summaries of the metrics in ``batch``, brought up to date with it.
@@ -1006,11 +1043,11 @@ class Registry:
             if acc is None:
                 known = series.get(name)
                 if known is None:
-                    acc = [step, number, None, None, 0, True, minimize(name)]
+                    acc = [step, number, None, None, 0, True, keys[name][1] == "min"]
                 else:
                     extends = step > known.last_step
                     acc = [step, number, known.best, known.best_step, known.count, extends,
-                           minimize(name)]  # fmt: skip
+                           keys[name][1] == "min"]  # fmt: skip
                 work[name] = acc
             elif step > acc[0]:
                 acc[0], acc[1] = step, number
@@ -1026,7 +1063,7 @@ class Registry:
             if extends:
                 out[name] = _Series(last_step, last_value, best, best_step, count)
             else:
-                out[name] = self._recompute_summary(conn, handle.pk, keys[name], low)
+                out[name] = self._recompute_summary(conn, handle.pk, keys[name][0], low)
         return out
 
     def _recompute_summary(self, conn: Connection, run_pk: int, key: int, low: bool) -> _Series:
@@ -1277,8 +1314,17 @@ class Registry:
         _diff_json("cv", cv_a, cv_b, changes)
         return changes
 
-    def best(self, metric: str, group_by: str | None = None, where: str | None = None) -> list[Run]:
-        """The best run by ``metric``'s best value (lowest for losses), or the best of each spec.
+    def best(
+        self,
+        metric: str,
+        group_by: str | None = None,
+        where: str | None = None,
+        *,
+        direction: str | None = None,
+    ) -> list[Run]:
+        """The best run by ``metric``'s best value, or the best of each spec: the lowest for a
+        metric whose direction is ``"min"``, else the highest. ``direction`` overrides the
+        direction the registry keeps for the metric (``metric_direction``).
 
         One query: a window function ranks the runs of each spec, so the answer never loads
         more runs than it returns.
@@ -1287,14 +1333,10 @@ class Registry:
 
         if group_by not in (None, "spec"):
             raise RegistryError(f"group_by takes 'spec' or nothing, not {group_by!r}")
-        key = select(MetricKeyRow.id).where(MetricKeyRow.name == metric).scalar_subquery()
-        value = SummaryRow.best_value
-        ranking = value.asc() if minimize(metric) else value.desc()
-        stmt = (
-            select(RunRow.pk, value.label("value"))
-            .join(SummaryRow, (SummaryRow.run_pk == RunRow.pk) & (SummaryRow.key_id == key))
-            .where(value.is_not(None))
-        )
+        values, low = self._run_values(metric, direction)
+        value = values.c.value
+        ranking = value.asc() if low else value.desc()
+        stmt = select(RunRow.pk, value.label("value")).join(values, values.c.run_pk == RunRow.pk)
         condition = query.compile_where(where)
         if condition is not None:
             stmt = stmt.where(condition)
@@ -1306,7 +1348,7 @@ class Registry:
                 order_by=(ranking, RunRow.started.desc(), RunRow.pk.desc()),
             )
             ranked = stmt.add_columns(rank.label("rank")).subquery()
-            best_first = ranked.c.value.asc() if minimize(metric) else ranked.c.value.desc()
+            best_first = ranked.c.value.asc() if low else ranked.c.value.desc()
             chosen = (
                 select(ranked.c.pk, ranked.c.value).where(ranked.c.rank == 1).order_by(best_first)
             )
@@ -1322,8 +1364,10 @@ class Registry:
         by: str = "auto",
         where: str | None = None,
         limit: int | None = 1,
+        direction: str | None = None,
     ) -> list[Ranked]:
-        """Runs and CV groups ranked by ``metric``, best first (lowest for losses).
+        """Runs and CV groups ranked by ``metric``, best first: lowest first for a metric whose
+        direction is ``"min"`` (``direction`` overrides the one the registry keeps).
 
         A run counts with its best value; a CV group with the mean of its folds' final values
         (its aggregate), so a group is judged by all its folds, never by its luckiest one.
@@ -1335,16 +1379,15 @@ class Registry:
 
         if by not in ("auto", "group", "run"):
             raise RegistryError(f"rank by 'auto', 'group' or 'run', not {by!r}")
-        low = minimize(metric)
+        values, low = self._run_values(metric, direction)
         key = select(MetricKeyRow.id).where(MetricKeyRow.name == metric).scalar_subquery()
         condition = query.compile_where(where)
         found: list[tuple[float, float, int, str]] = []  # (value, -started, pk, kind)
         if by != "group":
-            best = SummaryRow.best_value
+            best = values.c.value
             stmt = (
                 select(RunRow.pk, best, RunRow.started)
-                .join(SummaryRow, (SummaryRow.run_pk == RunRow.pk) & (SummaryRow.key_id == key))
-                .where(best.is_not(None))
+                .join(values, values.c.run_pk == RunRow.pk)
                 .order_by(best.asc() if low else best.desc(), RunRow.started.desc())
             )
             if by == "auto":
@@ -1384,6 +1427,29 @@ class Registry:
                     group_id = session.scalar(select(CVGroupRow.id).where(CVGroupRow.pk == pk))
                     out.append(Ranked(metric, value, group=self.group(group_id)))  # type: ignore[arg-type]
         return out
+
+    def _run_values(self, metric: str, direction: str | None) -> tuple[Any, bool]:
+        """Each run's best value of ``metric`` in the direction that ranks (``direction``, else
+        the metric's own), as a subquery of (run_pk, value), and whether lower ranks first.
+
+        The summaries hold the best value in the metric's own direction; ranking the other way
+        takes each run's lowest or highest point from its series instead (NaN never counts)."""
+        own = self.metric_direction(metric)
+        wanted = own if direction is None else checked_direction(direction, metric)
+        key = select(MetricKeyRow.id).where(MetricKeyRow.name == metric).scalar_subquery()
+        if wanted == own:
+            best = SummaryRow.best_value
+            values = select(SummaryRow.run_pk, best.label("value")).where(
+                SummaryRow.key_id == key, best.is_not(None)
+            )
+        else:
+            extreme = func.min(MetricRow.value) if wanted == "min" else func.max(MetricRow.value)
+            values = (
+                select(MetricRow.run_pk, extreme.label("value"))
+                .where(MetricRow.key_id == key, MetricRow.value.is_not(None))
+                .group_by(MetricRow.run_pk)
+            )
+        return values.subquery(), wanted == "min"
 
     def remove(self, run_id: str, *, files: bool = True) -> list[Path]:
         """Delete a run with its metrics, tags, mixup and artifact records and, with ``files``,
@@ -1691,7 +1757,7 @@ class _Tx:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.keys: dict[str, int] = {}
+        self.keys: dict[str, tuple[int, Direction]] = {}
         self.specs: set[str] = set()
         self.groups: dict[str, tuple[int, str, int]] = {}
 
@@ -2031,6 +2097,5 @@ __all__ = [
     "RunHandle",
     "indices_sha256",
     "locate",
-    "minimize",
     "new_id",
 ]

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.errors import UserInputError
+from archlab.metrics import Direction
 from archlab.registry import Registry
 from archlab.specs import load_spec
 from archlab.specs.models import FeaturesInput, Spec, TokensInput
@@ -367,6 +368,15 @@ def capture_cuda_graph(
 
 
 _PERCENTILES = ("latency_p10_ms", "latency_p90_ms")
+#: Which way each metric of a bench run improves (``_bB`` copies included).
+BENCH_DIRECTIONS: dict[str, Direction] = {
+    "latency_ms": "min",
+    "latency_p10_ms": "min",
+    "latency_p90_ms": "min",
+    "throughput": "max",
+    "tokens_per_s": "max",
+    "peak_mem_mb": "min",
+}
 
 
 def record_bench(report: BenchReport, registry: Registry) -> str:
@@ -377,7 +387,12 @@ def record_bench(report: BenchReport, registry: Registry) -> str:
     series over batch sizes; ``metrics.X`` is the largest batch's value), and all but the
     percentiles again as ``X_bB`` (``metrics.latency_ms_b1``, ``metrics.throughput_b64``) for
     queries on one batch size. The run is recorded once the measurements are done, with the
-    measurement's start as its own."""
+    measurement's start as its own. Each metric is declared with its direction first (latencies
+    and memory: lower is better; throughputs: higher)."""
+    names = {name: name for name in BENCH_DIRECTIONS}
+    for row in report.rows:
+        names.update((f"{k}_b{row.batch}", k) for k in BENCH_DIRECTIONS if k not in _PERCENTILES)
+    registry.declare_metrics({name: BENCH_DIRECTIONS[base] for name, base in names.items()})
     with registry.start_run(
         report.spec, report.config(), kind="bench", tags={"mode": report.mode},
         started=report.started,

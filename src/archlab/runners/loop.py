@@ -33,7 +33,7 @@ from archlab.compiler.build import CompiledModel, tensor_mismatches, tensor_tabl
 from archlab.compiler.nn.embeddings import TokenEmbedding
 from archlab.errors import UserInputError
 from archlab.files import replace_atomically
-from archlab.registry.store import minimize
+from archlab.metrics import Direction, default_direction
 from archlab.runners import lifecycle
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData
@@ -141,6 +141,7 @@ class Trainer:
         distributed: Distributed | None = None,
         teacher: CompiledModel | None = None,
         teacher_name: str = "",
+        monitor_direction: Direction | None = None,
     ) -> None:
         self.spec, self.data, self.config = spec, data, config
         self.teacher, self.teacher_name = teacher, teacher_name
@@ -154,6 +155,9 @@ class Trainer:
         self.progress = progress  # told every training batch's loss
         self.amp = uses_autocast(config.amp, self.device)
         self.monitor = config.early_stop_metric or "val_loss"
+        # which way the monitored metric improves: as the registry records it (the caller
+        # passes it), else its name's default
+        self.monitor_low = (monitor_direction or default_direction(self.monitor)) == "min"
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -322,7 +326,9 @@ class Trainer:
                 if self.log is not None:
                     self.log(epoch, metrics)
                 value = metrics.get(self.monitor, math.nan)
-                if best_epoch < 0 or _better(value, best.get(self.monitor, math.nan), self.monitor):
+                if best_epoch < 0 or _better(
+                    value, best.get(self.monitor, math.nan), self.monitor_low
+                ):
                     best, best_epoch, bad_epochs = metrics, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     if best_path is not None:
@@ -491,9 +497,10 @@ def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield indices[start : start + size]
 
 
-def _better(value: float, best: float, name: str) -> bool:
+def _better(value: float, best: float, low: bool) -> bool:
+    """Whether ``value`` improves on ``best`` (``low``: lower is better); NaN never does."""
     if math.isnan(value):
         return False
     if math.isnan(best):
         return True
-    return value < best if minimize(name) else value > best
+    return value < best if low else value > best

@@ -429,6 +429,8 @@ def _fit_fold(
         distributed=distributed,
         teacher=teacher,
         teacher_name=f"run {teacher_run}",
+        # the best epoch is chosen the way the registry chooses the run's best value
+        monitor_direction=registry.metric_direction(config.early_stop_metric or "val_loss"),
     )
     if not main:  # another rank of a torchrun job: rank 0 records everything
         return trainer.fit(fold.train, fold.val, plan.test)
