@@ -171,3 +171,29 @@ def test_times_and_json_policy() -> None:
     assert views.span(86400 + 3 * 3600) == "1d03h"
     assert views.jsonable({"a": (1, math.inf), 2: [math.nan]}) == {"a": [1, None], "2": [None]}
     assert json.loads(views.dumps({"x": -math.inf})) == {"x": None}
+
+
+def test_ranked_entries_and_folds_as_data(registry: Registry, spec: Doc) -> None:
+    """``ranked_dict`` / ``ranked_row``: a CV group ranks by the mean of its folds' final values
+    and exports that aggregate; a run exports as itself. ``fold_dict``: a fold in its group."""
+    group = registry.start_cv(spec, k=2, seed=0)
+    finals = [0.6, 0.7]
+    for fold, acc in enumerate(finals):
+        with registry.start_run(spec, cv_group=group, fold=fold) as run:
+            run.log_metrics({"val_acc": acc}, step=0)
+    with registry.start_run(spec) as alone:
+        alone.log_metrics({"val_acc": 0.9}, step=0)
+    ranked = registry.rank("val_acc", limit=None)
+    assert [e.run.id if e.run else None for e in ranked] == [alone.id, None]
+    assert views.ranked_dict(ranked[0]) == views.run_dict(ranked[0].run)  # type: ignore[arg-type]
+    doc = views.ranked_dict(ranked[1])
+    assert doc["type"] == "cv_group" and doc["id"] == group.id and doc["metric"] == "val_acc"
+    assert doc["aggregate"]["mean"] == pytest.approx(statistics.fmean(finals))
+    assert doc["aggregate"]["n"] == 2
+    row = views.ranked_row(ranked[1])
+    assert row["mean.val_acc"] == doc["aggregate"]["mean"]
+    assert row["n.val_acc"] == 2
+    assert row["runs"] == " ".join(registry.group(group.id).runs)
+    folds = registry.compare(registry.group(group.id).runs)
+    assert [views.fold_dict(f)["fold"] for f in folds] == [0, 1]
+    assert views.fold_dict(folds[1])["metrics"] == {"val_acc": 0.7}

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from archlab.registry import CVGroup, Ranked, Registry, Run
+    from archlab.registry import CVGroup, Registry, Run
     from archlab.registry.views import GroupView
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -455,41 +455,6 @@ def _run_cells(run: Run, metric_names: list[str]) -> dict[str, str]:
     }
 
 
-def _ranked_dict(entry: Ranked) -> dict[str, Any]:
-    """One entry of ``runs best`` as JSON: a run, or a CV group with its aggregate."""
-    if entry.run is not None:
-        return views.run_dict(entry.run)
-    group, agg = entry.group, entry.aggregate
-    assert group is not None and agg is not None
-    return {
-        "type": "cv_group",
-        "id": group.id,
-        "spec_hash": group.spec_hash,
-        "k": group.k,
-        "repeats": group.repeats,
-        "metric": entry.metric,
-        "value": "mean of final values over completed folds",
-        "aggregate": {"mean": agg.mean, "std": agg.std, "n": agg.n, "min": agg.min,
-                      "max": agg.max},
-        "runs": group.runs,
-    }  # fmt: skip
-
-
-def _ranked_csv(entry: Ranked) -> dict[str, Any]:
-    if entry.run is not None:
-        return views.run_row(entry.run)
-    doc = _ranked_dict(entry)
-    return {
-        "type": "cv_group",
-        "id": doc["id"],
-        "spec_hash": doc["spec_hash"],
-        f"mean.{entry.metric}": doc["aggregate"]["mean"],
-        f"std.{entry.metric}": doc["aggregate"]["std"],
-        f"n.{entry.metric}": doc["aggregate"]["n"],
-        "runs": " ".join(doc["runs"]),
-    }
-
-
 def _print_grouped(
     entries: list[Run | GroupView], fmt: str, columns: str | None, source: str = "this registry"
 ) -> None:
@@ -563,7 +528,7 @@ def show(registry_url: str | None, run_id: str, fmt: str) -> None:
         folds = registry.compare(group.runs) if group is not None else []
     if fmt == "json":
         group_doc = (
-            {**group.to_dict(), "folds": [_fold_dict(f) for f in folds]}
+            {**group.to_dict(), "folds": [views.fold_dict(f) for f in folds]}
             if group is not None
             else None
         )
@@ -580,17 +545,6 @@ def show(registry_url: str | None, run_id: str, fmt: str) -> None:
         _print_group(_console(), None, group, folds)
         return
     _print_show(run, group, folds)
-
-
-def _fold_dict(fold: Run) -> dict[str, Any]:
-    return {
-        "fold": fold.cv.fold if fold.cv else None,
-        "id": fold.id,
-        "status": fold.status,
-        "n_train": fold.cv.n_train if fold.cv else None,
-        "n_val": fold.cv.n_val if fold.cv else None,
-        "metrics": fold.metrics,
-    }
 
 
 def _print_show(run: Run, group: CVGroup | None, folds: list[Run]) -> None:
@@ -920,10 +874,10 @@ def best(
             if e.group is not None and e.group.runs
         }
     if fmt == "json":
-        click.echo(_dumps([_ranked_dict(r) for r in ranked]))
+        click.echo(_dumps([views.ranked_dict(r) for r in ranked]))
         return
     if fmt == "csv":
-        click.echo(views.csv_text([_ranked_csv(r) for r in ranked]), nl=False)
+        click.echo(views.csv_text([views.ranked_row(r) for r in ranked]), nl=False)
         return
     console = _console()
     if not ranked:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from archlab.registry.records import CVGroup, Run
+    from archlab.registry.records import CVGroup, Ranked, Run
     from archlab.registry.store import Registry
 
 CV_FIELDS = ("group", "k", "fold", "n_train", "n_val", "train_sha256", "val_sha256")
@@ -43,7 +43,7 @@ MIXUP_FIELDS = (
 BASE_COLUMNS = ("id", "kind", "status", "spec_name", "spec_hash", "started", "ended", "duration")
 
 
-# ------------------------------------------------------------------------------ values and times
+# ----------------------------------------------------------------------------- values and times
 
 
 def jsonable(value: Any) -> Any:
@@ -217,6 +217,58 @@ def export_csv(runs: Iterable[Run]) -> str:
 def export_json(runs: Iterable[Run]) -> str:
     """The runs as a JSON list of ``run_dict`` documents, ending in a newline."""
     return dumps([run_dict(r) for r in runs]) + "\n"
+
+
+# --------------------------------------------------------------------- ranked entries and folds
+
+
+def ranked_dict(entry: Ranked) -> dict[str, Any]:
+    """One entry of ``runs best`` as JSON: a run, or a CV group with its aggregate."""
+    if entry.run is not None:
+        return run_dict(entry.run)
+    group, agg = entry.group, entry.aggregate
+    assert group is not None and agg is not None
+    return {
+        "type": "cv_group",
+        "id": group.id,
+        "spec_hash": group.spec_hash,
+        "k": group.k,
+        "repeats": group.repeats,
+        "metric": entry.metric,
+        "value": "mean of final values over completed folds",
+        "aggregate": {"mean": agg.mean, "std": agg.std, "n": agg.n, "min": agg.min,
+                      "max": agg.max},
+        "runs": group.runs,
+    }  # fmt: skip
+
+
+def ranked_row(entry: Ranked) -> dict[str, Any]:
+    """One entry of ``runs best`` as a flat row: ``run_row`` for a run; a CV group's id, spec
+    hash, the mean, std and n of the metric over its completed folds, and its runs."""
+    if entry.run is not None:
+        return run_row(entry.run)
+    doc = ranked_dict(entry)
+    return {
+        "type": "cv_group",
+        "id": doc["id"],
+        "spec_hash": doc["spec_hash"],
+        f"mean.{entry.metric}": doc["aggregate"]["mean"],
+        f"std.{entry.metric}": doc["aggregate"]["std"],
+        f"n.{entry.metric}": doc["aggregate"]["n"],
+        "runs": " ".join(doc["runs"]),
+    }
+
+
+def fold_dict(fold: Run) -> dict[str, Any]:
+    """A CV fold in its group's JSON: fold number, id, status, split sizes, final metrics."""
+    return {
+        "fold": fold.cv.fold if fold.cv else None,
+        "id": fold.id,
+        "status": fold.status,
+        "n_train": fold.cv.n_train if fold.cv else None,
+        "n_val": fold.cv.n_val if fold.cv else None,
+        "metrics": fold.metrics,
+    }
 
 
 # ------------------------------------------------------------------------------------ CV groups
