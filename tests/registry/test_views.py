@@ -8,6 +8,8 @@ import io
 import json
 import math
 import statistics
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -197,3 +199,21 @@ def test_ranked_entries_and_folds_as_data(registry: Registry, spec: Doc) -> None
     folds = registry.compare(registry.group(group.id).runs)
     assert [views.fold_dict(f)["fold"] for f in folds] == [0, 1]
     assert views.fold_dict(folds[1])["metrics"] == {"val_acc": 0.7}
+
+
+def test_views_import_no_torch_rich_or_click(registry: Registry, spec: Doc) -> None:
+    """The views are plain data: using them loads neither torch nor the CLI's rich and click."""
+    with registry.start_run(spec) as run:
+        run.log_metrics({"val_acc": 0.5}, step=0)
+    script = (
+        "import sys\n"
+        "from archlab.registry import Registry, views\n"
+        f"with Registry({registry.url!r}, create=False) as reg:\n"
+        "    found = reg.runs()\n"
+        "    views.export_csv(found); views.export_json(found); views.compare_rows(found)\n"
+        "    views.grouped_rows(views.grouped(reg, found))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'rich', 'click'))\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
