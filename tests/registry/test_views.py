@@ -217,3 +217,15 @@ def test_views_import_no_torch_rich_or_click(registry: Registry, spec: Doc) -> N
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_extreme_of_a_series_against_its_direction(registry: Registry, spec: Doc) -> None:
+    """``extreme``: a run's lowest or highest point of a metric and its first step; NaN never
+    counts (what ``runs best --min/--max`` shows when it overrides a metric's direction)."""
+    with registry.start_run(spec) as run:
+        for step, value in enumerate([0.4, math.nan, 0.9, 0.1, 0.9]):
+            run.log_metrics({"val_acc": value}, step=step)
+    points = registry.metric_history(run.id, "val_acc")
+    assert views.extreme(points, low=True) == (0.1, 3)
+    assert views.extreme(points, low=False) == (0.9, 2)
+    assert views.extreme([], low=True) == (None, None)

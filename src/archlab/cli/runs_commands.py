@@ -858,7 +858,7 @@ def best(
         # ranked against the metric's own direction: each run by its lowest or highest point
         # (its summary's best value is the other extreme)
         extremes = {
-            e.run.id: _extreme(registry.metric_history(e.run.id, metric), low)
+            e.run.id: views.extreme(registry.metric_history(e.run.id, metric), low)
             for e in ranked
             if override not in (None, own) and e.run is not None
         }
@@ -931,17 +931,6 @@ def best(
             "-",
         )
     console.print(table)
-
-
-def _extreme(
-    points: list[tuple[int, float | None, float, float]], low: bool
-) -> tuple[float | None, int | None]:
-    """The lowest (``low``) or highest value of a series and its first step; NaN never counts."""
-    numbers = [(value if low else -value, step) for step, _, value, _ in points if value == value]
-    if not numbers:
-        return None, None
-    value, step = min(numbers)
-    return (value if low else -value), step
 
 
 def _known_metric(metric: str, recorded: list[str], source: str) -> None:

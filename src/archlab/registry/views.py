@@ -259,6 +259,17 @@ def ranked_row(entry: Ranked) -> dict[str, Any]:
     }
 
 
+def extreme(
+    points: list[tuple[int, float | None, float, float]], low: bool
+) -> tuple[float | None, int | None]:
+    """The lowest (``low``) or highest value of a series and its first step; NaN never counts."""
+    numbers = [(value if low else -value, step) for step, _, value, _ in points if value == value]
+    if not numbers:
+        return None, None
+    value, step = min(numbers)
+    return (value if low else -value), step
+
+
 def fold_dict(fold: Run) -> dict[str, Any]:
     """A CV fold in its group's JSON: fold number, id, status, split sizes, final metrics."""
     return {
