@@ -2,9 +2,10 @@
 
 Every command takes ``--registry URL`` (default: ``$ARCHLAB_REGISTRY``, else the nearest
 ``.archlab/registry.db`` from the current folder upwards, else the user-level registry; see
-``archlab.registry.locate``) and is a thin layer over ``archlab.Registry``: parse, call, print.
-These commands never create a registry: a missing one exits 2 naming the registry looked for. sqlalchemy and rich load inside the command bodies, so
-``arch --help`` stays fast. Registry and query errors are ``UserInputError``s: exit code 2, one
+``archlab.registry.locate``) and is a thin layer over ``archlab.Registry`` and
+``archlab.registry.views`` (CV groups, the compare table, export rows): parse, call, print.
+These commands never create a registry: a missing one exits 2 naming the registry looked for.
+rich loads inside the command bodies, so ``arch --help`` stays fast. Registry and query errors are ``UserInputError``s: exit code 2, one
 paragraph, no traceback (``cli/main.py``).
 """
 
