@@ -2,19 +2,17 @@
 
 Every command takes ``--registry URL`` (default: ``$ARCHLAB_REGISTRY``, else the nearest
 ``.archlab/registry.db`` from the current folder upwards, else the user-level registry; see
-``archlab.registry.locate``) and is a thin layer over ``archlab.Registry``: parse, call, print.
-These commands never create a registry: a missing one exits 2 naming the registry looked for. sqlalchemy and rich load inside the command bodies, so
-``arch --help`` stays fast. Registry and query errors are ``UserInputError``s: exit code 2, one
+``archlab.registry.locate``) and is a thin layer over ``archlab.Registry`` and
+``archlab.registry.views`` (CV groups, the compare table, export rows): parse, call, print.
+These commands never create a registry: a missing one exits 2 naming the registry looked for.
+rich loads inside the command bodies, so ``arch --help`` stays fast. Registry and query errors are ``UserInputError``s: exit code 2, one
 paragraph, no traceback (``cli/main.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
 import functools
-import io
 import json
 import math
 import os
@@ -22,20 +20,22 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 from click.core import ParameterSource
 
+from archlab.registry import views
 from archlab.textsafe import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from archlab.registry import CVGroup, Ranked, Registry, Run
+    from archlab.registry import CVGroup, Registry, Run
+    from archlab.registry.views import GroupView
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,19 +55,6 @@ STATUS_STYLE = {
     "interrupted": "yellow",
     "running": "cyan",
 }
-_CV_FIELDS = ("group", "k", "fold", "n_train", "n_val", "train_sha256", "val_sha256")
-_MIXUP_FIELDS = (
-    "alpha",
-    "cutmix_alpha",
-    "cutmix_minmax",
-    "prob",
-    "switch_prob",
-    "mode",
-    "label_smoothing",
-    "off_epoch",
-)
-
-
 # ------------------------------------------------------------------------------------- options
 
 
@@ -196,33 +183,8 @@ def _int(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
-
-
 def _when_long(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(" ", "seconds")
-
-
-def _seconds(run: Run) -> float:
-    end = run.ended if run.ended is not None else (time.time() if run.status == "running" else None)
-    return max(0.0, (end if end is not None else run.heartbeat) - run.started)
-
-
-def _span(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
-
-
-def _duration(run: Run) -> str:
-    text = _span(_seconds(run))
-    return f"{text}+" if run.status == "running" else text
 
 
 def _status(status: str) -> str:
@@ -234,34 +196,13 @@ def _cv_cell(run: Run) -> str:
     return "-" if run.cv is None else f"{run.cv.group}/{run.cv.fold}"
 
 
-def _mixup_cell(run: Run) -> str:
-    m = run.mixup
-    if m is None:
-        return "-"
-    cutmix = (
-        f"{m.cutmix_minmax[0]:g}-{m.cutmix_minmax[1]:g}"
-        if m.cutmix_minmax
-        else f"{m.cutmix_alpha:g}"
-    )
-    return f"{m.alpha:g}/{cutmix}"
-
-
 def _value(value: Any) -> str:
     """A config, tag or mixup value as text: JSON, except plain strings."""
     if isinstance(value, str):
         return value
     if isinstance(value, float):
         return _num(value) if not value.is_integer() else f"{value:g}"
-    return json.dumps(_jsonable(value))
-
-
-def _metric_names(runs: Iterable[Run], extra: Iterable[Iterable[str]] = ()) -> list[str]:
-    """Metric names by how many runs have them, then by name."""
-    counts: dict[str, int] = {}
-    for names in [*(r.metrics for r in runs), *extra]:
-        for name in names:
-            counts[name] = counts.get(name, 0) + 1
-    return sorted(counts, key=lambda n: (-counts[n], n))
+    return json.dumps(views.jsonable(value))
 
 
 def _capped(names: list[str]) -> tuple[list[str], int]:
@@ -384,106 +325,8 @@ def _table(*columns: str, title: str | None = None) -> Table:
     return table
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON: tuples become lists, non-finite floats null (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _dumps(value: Any) -> str:
-    return json.dumps(_jsonable(value), indent=2, allow_nan=False)
-
-
-def _iso(ts: float | None) -> str | None:
-    """A time as ISO 8601 in UTC (``2026-12-06T06:01:03.120+00:00``), for JSON and CSV."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _run_dict(run: Run) -> dict[str, Any]:
-    out = run.to_dict()
-    for key in ("started", "ended", "heartbeat"):
-        if key in out:
-            out[key] = _iso(out[key])
-    out["duration"] = _seconds(run)
-    return out
-
-
-def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flat(f"{prefix}.{key}", item, out)
-    elif isinstance(value, list | tuple):
-        out[prefix] = json.dumps(_jsonable(value))
-    else:
-        out[prefix] = _jsonable(value)
-
-
-def _csv_row(run: Run) -> dict[str, Any]:
-    """One run as flat columns: cv.<field>, mixup.<field>, metrics.<name>, best.<name>,
-    config.<key> (nested keys dotted), tags.<key>."""
-    row: dict[str, Any] = {
-        "id": run.id,
-        "kind": run.kind,
-        "status": run.status,
-        "spec_name": run.spec_name,
-        "spec_hash": run.spec_hash,
-        "started": _iso(run.started),
-        "ended": _iso(run.ended),
-        "duration": round(_seconds(run), 3),
-        "error": run.error,
-    }
-    cv = dataclasses.asdict(run.cv) if run.cv else {}
-    mixup = run.mixup.to_dict() if run.mixup else {}
-    for name in _CV_FIELDS:
-        _flat(f"cv.{name}", cv.get(name), row)
-    for name in _MIXUP_FIELDS:
-        _flat(f"mixup.{name}", mixup.get(name), row)
-    for name, value in run.metrics.items():
-        row[f"metrics.{name}"] = _jsonable(value)
-    for name, summary in run.summaries.items():
-        row[f"best.{name}"] = _jsonable(summary.best)
-    _flat("config", run.config, row)
-    _flat("tags", run.tags, row)
-    return row
-
-
-_BASE_COLUMNS = ("id", "kind", "status", "spec_name", "spec_hash", "started", "ended", "duration")
-
-
-def _write_csv(rows: list[dict[str, Any]], out: Any) -> None:
-    """CSV with the union of the rows' columns: the first row's fixed ones, then metrics.*,
-    best.*, config.*, tags.* and the rest, each sorted. No rows: just the base header."""
-    fields: list[str] = [] if rows else list(_BASE_COLUMNS)
-    seen: set[str] = set()
-    fixed = (
-        [k for k in rows[0] if not k.startswith(("metrics.", "best.", "config.", "tags."))]
-        if rows
-        else []
-    )
-    for key in fixed:
-        seen.add(key)
-        fields.append(key)
-    for prefix in ("metrics.", "best.", "config.", "tags.", ""):
-        extra = sorted({k for r in rows for k in r if k not in seen and k.startswith(prefix)})
-        seen.update(extra)
-        fields.extend(extra)
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
-
-
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    _write_csv(rows, buffer)
-    return buffer.getvalue()
+    return views.dumps(value)
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -566,7 +409,7 @@ def list_command(
     if grouped:
         with _open(registry_url) as registry:
             matching = registry.runs(where=where, order_by=list(sort))
-            entries = _group_entries(registry, matching)[: limit or None]
+            entries = views.grouped(registry, matching)[: limit or None]
             source = _nothing_in(registry)
         _print_grouped(entries, fmt, columns, source)
         return
@@ -574,9 +417,9 @@ def list_command(
         found = registry.runs(where=where, order_by=list(sort), limit=limit or None)
         source = _nothing_in(registry)
     if fmt == "json":
-        click.echo(_dumps([_run_dict(r) for r in found]))
+        click.echo(views.export_json(found), nl=False)
     elif fmt == "csv":
-        click.echo(_csv_text([_csv_row(r) for r in found]), nl=False)
+        click.echo(views.export_csv(found), nl=False)
     else:
         _print_runs(found, where, columns, source=source)
         if limit and len(found) == limit:
@@ -594,7 +437,7 @@ def _print_runs(
     if not found:
         console.print("no runs" + (f" match {where!r}" if where else "") + f" in {source}")
         return
-    names = _metric_names(found)
+    names = views.metric_names(found)
     _print_listing(console, [_run_cells(r, names) for r in found], names, columns, title)
 
 
@@ -606,146 +449,38 @@ def _run_cells(run: Run, metric_names: list[str]) -> dict[str, str]:
         "status": _status(run.status),
         "spec": _escape(run.spec_name or run.spec_hash[:12]),
         "cv": _cv_cell(run),
-        "mixup": _mixup_cell(run),
+        "mixup": views.mixup_label(run),
         **{f"metrics.{n}": _num(run.metrics.get(n)) for n in metric_names},
-        "started": _when(run.started),
-        "duration": _duration(run),
+        "started": views.when(run.started),
+        "duration": views.duration(run),
     }
-
-
-def _ranked_dict(entry: Ranked) -> dict[str, Any]:
-    """One entry of ``runs best`` as JSON: a run, or a CV group with its aggregate."""
-    if entry.run is not None:
-        return _run_dict(entry.run)
-    group, agg = entry.group, entry.aggregate
-    assert group is not None and agg is not None
-    return {
-        "type": "cv_group",
-        "id": group.id,
-        "spec_hash": group.spec_hash,
-        "k": group.k,
-        "repeats": group.repeats,
-        "metric": entry.metric,
-        "value": "mean of final values over completed folds",
-        "aggregate": {"mean": agg.mean, "std": agg.std, "n": agg.n, "min": agg.min,
-                      "max": agg.max},
-        "runs": group.runs,
-    }  # fmt: skip
-
-
-def _ranked_csv(entry: Ranked) -> dict[str, Any]:
-    if entry.run is not None:
-        return _csv_row(entry.run)
-    doc = _ranked_dict(entry)
-    return {
-        "type": "cv_group",
-        "id": doc["id"],
-        "spec_hash": doc["spec_hash"],
-        f"mean.{entry.metric}": doc["aggregate"]["mean"],
-        f"std.{entry.metric}": doc["aggregate"]["std"],
-        f"n.{entry.metric}": doc["aggregate"]["n"],
-        "runs": " ".join(doc["runs"]),
-    }
-
-
-def _group_entries(registry: Registry, found: list[Run]) -> list[Any]:
-    """Runs folded into their CV groups, in the order the first fold of each appears."""
-    entries: list[Any] = []
-    folds: dict[str, list[Run]] = {}
-    for run in found:
-        if run.cv is None:
-            entries.append(run)
-        elif run.cv.group in folds:
-            folds[run.cv.group].append(run)
-        else:
-            folds[run.cv.group] = [run]
-            entries.append(run.cv.group)
-    return [
-        (registry.group(e), sorted(folds[e], key=lambda r: (r.cv.fold if r.cv else 0, r.started)))
-        if isinstance(e, str)
-        else e
-        for e in entries
-    ]
-
-
-def _group_dict(group: CVGroup, folds: list[Run]) -> dict[str, Any]:
-    statuses: dict[str, int] = {}
-    for run in folds:
-        statuses[run.status] = statuses.get(run.status, 0) + 1
-    ends = [r.ended for r in folds if r.ended is not None]
-    return {
-        "type": "cv_group",
-        "id": group.id,
-        "spec_name": folds[0].spec_name if folds else None,
-        "spec_hash": group.spec_hash,
-        "k": group.k,
-        "splitter": group.splitter,
-        "seed": group.seed,
-        "repeats": group.repeats,
-        "config": group.config,
-        "status": statuses,
-        "runs": [r.id for r in folds],
-        "aggregates": {
-            name: {"mean": a.mean, "std": a.std, "n": a.n, "min": a.min, "max": a.max}
-            for name, a in group.aggregates.items()
-        },
-        "started": min(r.started for r in folds) if folds else None,
-        "ended": max(ends) if len(ends) == len(folds) and ends else None,
-    }
-
-
-def _group_export(group: CVGroup, folds: list[Run]) -> dict[str, Any]:
-    """``_group_dict`` with its times in ISO 8601, for JSON and CSV."""
-    doc = _group_dict(group, folds)
-    return {**doc, "started": _iso(doc["started"]), "ended": _iso(doc["ended"])}
 
 
 def _print_grouped(
-    entries: list[Any], fmt: str, columns: str | None, source: str = "this registry"
+    entries: list[Run | GroupView], fmt: str, columns: str | None, source: str = "this registry"
 ) -> None:
     if fmt == "json":
-        click.echo(
-            _dumps(
-                [
-                    _group_export(*e) if isinstance(e, tuple) else {"type": "run", **_run_dict(e)}
-                    for e in entries
-                ]
-            )
-        )
+        click.echo(_dumps(views.grouped_json(entries)))
         return
     if fmt == "csv":
-        rows = []
-        for e in entries:
-            if isinstance(e, tuple):
-                doc = _group_export(*e)
-                row: dict[str, Any] = {}
-                for key in ("type", "id", "spec_name", "spec_hash", "k", "started", "ended"):
-                    row[key] = doc[key]
-                row["status"] = json.dumps(doc["status"])
-                row["runs"] = " ".join(doc["runs"])
-                for name, agg in doc["aggregates"].items():
-                    row[f"metrics.{name}"] = agg["mean"]
-                    row[f"metrics.{name}.std"] = agg["std"]
-                    row[f"metrics.{name}.n"] = agg["n"]
-                rows.append(row)
-            else:
-                rows.append({"type": "run", **_csv_row(e)})
-        click.echo(_csv_text(rows), nl=False)
+        click.echo(views.csv_text(views.grouped_rows(entries)), nl=False)
         return
     console = _console()
     if not entries:
         console.print(f"no runs in {source}")
         return
-    runs_only = [e for e in entries if not isinstance(e, tuple)]
-    names = _metric_names(runs_only, [e[0].aggregates for e in entries if isinstance(e, tuple)])
+    runs_only = [e for e in entries if not isinstance(e, views.GroupView)]
+    names = views.metric_names(
+        runs_only, [e.group.aggregates for e in entries if isinstance(e, views.GroupView)]
+    )
     cells: list[dict[str, str]] = []
     for e in entries:
-        if not isinstance(e, tuple):
+        if not isinstance(e, views.GroupView):
             cells.append({**_run_cells(e, names), "cv": "-"})
             continue
-        group, folds = e
-        doc = _group_dict(group, folds)
-        mixups = {_mixup_cell(r) for r in folds}
+        group, folds = e.group, e.folds
+        doc = views.group_summary(group, folds)
+        mixups = {views.mixup_label(r) for r in folds}
         values = {}
         for name in names:
             agg = group.aggregates.get(name)
@@ -764,8 +499,9 @@ def _print_grouped(
                 "cv": f"{len({r.cv.fold for r in folds if r.cv})} of {group.k * group.repeats} folds",
                 "mixup": mixups.pop() if len(mixups) == 1 else "varies",
                 **values,
-                "started": _when(doc["started"]),
-                "duration": _span(end - doc["started"]) + ("" if doc["ended"] is not None else "+"),
+                "started": views.when(doc["started"]),
+                "duration": views.span(end - doc["started"])
+                + ("" if doc["ended"] is not None else "+"),
             }
         )
     _print_listing(console, cells, names, columns)
@@ -793,14 +529,14 @@ def show(registry_url: str | None, run_id: str, fmt: str) -> None:
         folds = registry.compare(group.runs) if group is not None else []
     if fmt == "json":
         group_doc = (
-            {**group.to_dict(), "folds": [_fold_dict(f) for f in folds]}
+            {**group.to_dict(), "folds": [views.fold_dict(f) for f in folds]}
             if group is not None
             else None
         )
         if run is None:
             click.echo(_dumps({"type": "cv_group", **(group_doc or {})}))
             return
-        doc = _run_dict(run)
+        doc = views.run_dict(run)
         if group_doc is not None:
             doc["cv_group"] = group_doc
         click.echo(_dumps(doc))
@@ -810,17 +546,6 @@ def show(registry_url: str | None, run_id: str, fmt: str) -> None:
         _print_group(_console(), None, group, folds)
         return
     _print_show(run, group, folds)
-
-
-def _fold_dict(fold: Run) -> dict[str, Any]:
-    return {
-        "fold": fold.cv.fold if fold.cv else None,
-        "id": fold.id,
-        "status": fold.status,
-        "n_train": fold.cv.n_train if fold.cv else None,
-        "n_val": fold.cv.n_val if fold.cv else None,
-        "metrics": fold.metrics,
-    }
 
 
 def _print_show(run: Run, group: CVGroup | None, folds: list[Run]) -> None:
@@ -834,7 +559,7 @@ def _print_show(run: Run, group: CVGroup | None, folds: list[Run]) -> None:
     facts.add_row("status", _status(run.status))
     facts.add_row("started", _when_long(run.started))
     facts.add_row("ended", _when_long(run.ended))
-    facts.add_row("duration", _duration(run))
+    facts.add_row("duration", views.duration(run))
     if run.status == "running":
         facts.add_row("heartbeat", _when_long(run.heartbeat))
     if run.error:
@@ -904,7 +629,7 @@ def _provenance_rows(prov: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _print_group(console: Console, run: Run | None, group: CVGroup, folds: list[Run]) -> None:
     """A CV group's folds and aggregates; ``run`` (one of its folds) is marked with a *."""
-    names, hidden = _capped(_metric_names(folds, [group.aggregates]))
+    names, hidden = _capped(views.metric_names(folds, [group.aggregates]))
     title = (
         f"CV group {group.id}: {group.splitter}, k={group.k}"
         + (f" x {group.repeats} repeats" if group.repeats > 1 else "")
@@ -964,13 +689,15 @@ def compare(registry_url: str | None, run_ids: tuple[str, ...], show_all: bool, 
         if len(ids) < 2:
             raise click.UsageError("compare takes at least two run ids (or a CV group's id)")
         found = registry.compare(ids)
-    rows = _compare_rows(found, show_all)
+    rows = views.compare_rows(found, show_all)
     if fmt == "json":
         click.echo(
             _dumps(
                 {
                     "runs": [r.id for r in found],
-                    "rows": [{"field": f, "values": v, "differs": _differs(v)} for f, v in rows],
+                    "rows": [
+                        {"field": f, "values": v, "differs": views.differs(v)} for f, v in rows
+                    ],
                 }
             )
         )
@@ -1034,16 +761,12 @@ def _compare_table(found: list[Run], rows: list[tuple[str, list[Any]]], chunk: l
     for i in chunk:
         table.add_column(found[i].id, overflow="fold", min_width=len(found[i].id))
     for field, values in rows:
-        differs = _differs(values)
+        differs = views.differs(values)
         name = _escape(field)
         label = f"[yellow]{name}[/]" if differs and len(found) > 1 else name
         cells = _compare_cells(values, field)
         table.add_row(label, *(cells[i] for i in chunk))
     return table
-
-
-def _differs(values: list[Any]) -> bool:
-    return any(v != values[0] for v in values[1:])
 
 
 def _cell(value: Any) -> str:
@@ -1052,54 +775,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return _num(value)
     return _value(value)
-
-
-def _compare_rows(found: list[Run], show_all: bool) -> list[tuple[str, list[Any]]]:
-    rows: list[tuple[str, list[Any]]] = [
-        ("kind", [r.kind for r in found]),
-        ("status", [r.status for r in found]),
-        ("spec", [r.spec_name for r in found]),
-        ("spec_hash", [r.spec_hash[:12] for r in found]),
-        ("started", [_when(r.started) for r in found]),
-        ("duration", [_duration(r) for r in found]),
-        ("cv", [f"{r.cv.group}/{r.cv.fold}" if r.cv else None for r in found]),
-        ("cv.n_train", [r.cv.n_train if r.cv else None for r in found]),
-        ("cv.n_val", [r.cv.n_val if r.cv else None for r in found]),
-    ]
-    if any(r.error for r in found):
-        rows.append(("error", [r.error for r in found]))
-
-    def section(prefix: str, dicts: list[dict[str, Any] | None]) -> None:
-        flat: list[dict[str, Any]] = []
-        for d in dicts:
-            out: dict[str, Any] = {}
-            if d is not None:
-                for key, value in d.items():
-                    _flat_keep(f"{prefix}.{key}", value, out)
-            flat.append(out)
-        keys = sorted({k for d in flat for k in d})
-        for key in keys:
-            values = [d.get(key) for d in flat]
-            if show_all or _differs(values):
-                rows.append((key, values))
-
-    section("config", [r.config for r in found])
-    if show_all or _differs([r.mixup for r in found]):
-        rows.append(("mixup", [_mixup_cell(r) if r.mixup else None for r in found]))
-    section("mixup", [r.mixup.to_dict() if r.mixup else None for r in found])
-    section("tags", [dict(r.tags) for r in found])
-    for name in _metric_names(found):
-        rows.append((f"metrics.{name}", [r.metrics.get(name) for r in found]))
-    return rows
-
-
-def _flat_keep(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    """Like _flat, but keeps lists as values (they compare and print as JSON)."""
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            _flat_keep(f"{prefix}.{key}", item, out)
-    else:
-        out[prefix] = value
 
 
 @runs.command()
@@ -1119,8 +794,8 @@ def diff(registry_url: str | None, run_a: str, run_b: str, fmt: str) -> None:
         click.echo("no differences")
         return
     for change in changes:
-        a = json.dumps(_jsonable(change.a))
-        b = json.dumps(_jsonable(change.b))
+        a = json.dumps(views.jsonable(change.a))
+        b = json.dumps(views.jsonable(change.b))
         click.echo(f"{change.path}: {a} -> {b}")
 
 
@@ -1184,26 +859,26 @@ def best(
         # ranked against the metric's own direction: each run by its lowest or highest point
         # (its summary's best value is the other extreme)
         extremes = {
-            e.run.id: _extreme(registry.metric_history(e.run.id, metric), low)
+            e.run.id: views.extreme(registry.metric_history(e.run.id, metric), low)
             for e in ranked
             if override not in (None, own) and e.run is not None
         }
         known: list[str] = []
         if not ranked:
-            recorded = _metric_names(registry.runs(limit=2000))
+            recorded = views.metric_names(registry.runs(limit=2000))
             if recorded:  # an empty registry is said to be empty below, not an unknown metric
                 _known_metric(metric, recorded, source)
-            known = _metric_names(registry.runs(where=where, limit=500))
+            known = views.metric_names(registry.runs(where=where, limit=500))
         spec_names = {
             e.group.id: registry.get(e.group.runs[0]).spec_name
             for e in ranked
             if e.group is not None and e.group.runs
         }
     if fmt == "json":
-        click.echo(_dumps([_ranked_dict(r) for r in ranked]))
+        click.echo(_dumps([views.ranked_dict(r) for r in ranked]))
         return
     if fmt == "csv":
-        click.echo(_csv_text([_ranked_csv(r) for r in ranked]), nl=False)
+        click.echo(views.csv_text([views.ranked_row(r) for r in ranked]), nl=False)
         return
     console = _console()
     if not ranked:
@@ -1239,8 +914,8 @@ def best(
                 f"{'best' if run.id not in extremes else direction}, step {_int(step)}",
                 _num(s.final),
                 _cv_cell(run),
-                _mixup_cell(run),
-                _when(run.started),
+                views.mixup_label(run),
+                views.when(run.started),
             )
             continue
         group, agg = entry.group, entry.aggregate
@@ -1257,17 +932,6 @@ def best(
             "-",
         )
     console.print(table)
-
-
-def _extreme(
-    points: list[tuple[int, float | None, float, float]], low: bool
-) -> tuple[float | None, int | None]:
-    """The lowest (``low``) or highest value of a series and its first step; NaN never counts."""
-    numbers = [(value if low else -value, step) for step, _, value, _ in points if value == value]
-    if not numbers:
-        return None, None
-    value, step = min(numbers)
-    return (value if low else -value), step
 
 
 def _known_metric(metric: str, recorded: list[str], source: str) -> None:
@@ -1324,10 +988,7 @@ def export(
         if idents:
             order = {run_id: i for i, run_id in enumerate(registry.expand(list(idents)))}
             found = sorted((r for r in found if r.id in order), key=lambda r: order[r.id])
-    if fmt == "json":
-        text = _dumps([_run_dict(r) for r in found]) + "\n"
-    else:
-        text = _csv_text([_csv_row(r) for r in found])
+    text = views.export_json(found) if fmt == "json" else views.export_csv(found)
     if stdout:
         click.echo(text, nl=False)
         return
@@ -1457,11 +1118,13 @@ def gc(registry_url: str | None, stale: bool, grace: float, orphans: bool, yes: 
             marked = registry.mark_stale(grace)
             if marked:
                 click.echo(
-                    f"marked {len(marked)} run(s) interrupted (silent for over {_span(grace)}, or "
+                    f"marked {len(marked)} run(s) interrupted (silent for over {views.span(grace)}, or "
                     f"their process is gone on this host): {', '.join(marked)}"
                 )
             else:
-                click.echo(f"no running run has been silent for {_span(grace)} or lost its process")
+                click.echo(
+                    f"no running run has been silent for {views.span(grace)} or lost its process"
+                )
         if orphans:
             _collect_orphans(registry, yes)
 

@@ -1,8 +1,11 @@
 """The experiment registry: specs, runs, CV groups, mixup settings, metrics and artifacts.
 
+``archlab.registry.views`` turns runs into plain data: CV groups, the compare table, exports.
+
 SQLAlchemy 2.0 on SQLite (the default, zero set-up) or PostgreSQL (by URL). Imports no torch.
 """
 
+from archlab.registry import views
 from archlab.registry.records import (
     Aggregate,
     Artifact,
@@ -31,4 +34,5 @@ __all__ = [
     "Run",
     "RunHandle",
     "locate",
+    "views",
 ]
