@@ -222,12 +222,12 @@ class CompiledModel(nn.Module):
         from safetensors import SafetensorError
         from safetensors.torch import save, save_file
 
-        import archlab
+        from archlab._version import __version__
 
         meta = {
             "archlab.spec": canonical_json(canonical_form(self.spec)),
             "archlab.spec_hash": self.spec_hash,
-            "archlab.version": archlab.__version__,
+            "archlab.version": __version__,
             "format": "pt",
         }
         tensors = _unshared_state(self)

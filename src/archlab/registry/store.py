@@ -46,6 +46,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from archlab._version import __version__, versions
 from archlab.errors import UserInputError
 from archlab.files import replace_atomically
 from archlab.metrics import Direction, checked_direction, default_direction
@@ -331,15 +332,9 @@ def _check_known(revision: str | None, engine: Engine) -> None:
         where = engine.url.render_as_string(hide_password=True)
         raise RegistryError(
             f"the registry at {where} has schema revision {revision!r}, which this archlab "
-            f"({_archlab_version()}) does not know (newest known: {_head_revision()}); it was "
+            f"({__version__}) does not know (newest known: {_head_revision()}); it was "
             "probably written by a newer archlab: upgrade archlab to open it"
         )
-
-
-def _archlab_version() -> str:
-    import archlab
-
-    return archlab.__version__
 
 
 def _current_revision(engine: Engine) -> str | None:
@@ -417,26 +412,6 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 # -------------------------------------------------------------------------------- provenance
 
 
-@functools.lru_cache(maxsize=1)
-def _versions() -> tuple[tuple[str, str | None], ...]:
-    """Versions of python, archlab, torch and scikit-learn, read from package metadata (this
-    imports neither torch nor scikit-learn); looked up once per process."""
-    from importlib import metadata
-
-    import archlab
-
-    found: list[tuple[str, str | None]] = [
-        ("python", sys.version.split()[0]),
-        ("archlab", archlab.__version__),
-    ]
-    for dist in ("torch", "scikit-learn"):
-        try:
-            found.append((dist, metadata.version(dist)))
-        except metadata.PackageNotFoundError:
-            found.append((dist, None))
-    return tuple(found)
-
-
 def provenance() -> dict[str, Any]:
     """Where and how a run was started: git state, host, user, pid, command, versions."""
     info: dict[str, Any] = {
@@ -445,7 +420,7 @@ def provenance() -> dict[str, Any]:
         "pid": os.getpid(),
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
-        "versions": dict(_versions()),
+        "versions": versions(),
         "git": _git_state_of(os.getcwd()),
     }
     return info

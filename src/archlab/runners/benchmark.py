@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab._version import versions
 from archlab.errors import UserInputError
 from archlab.metrics import Direction
 from archlab.registry import Registry
@@ -109,7 +110,7 @@ class BenchReport:
     flops: int
     kernels: list[dict[str, str]]
     memory: str
-    versions: dict[str, str]
+    versions: dict[str, str | None]
     rows: list[BenchRow] = field(default_factory=list)
     started: float | None = None
     """When the measurement started (Unix time): the bench run's start in the registry."""
@@ -428,16 +429,6 @@ def device_name(device: torch.device) -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def versions() -> dict[str, str]:
-    import archlab
-
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "archlab": archlab.__version__,
-    }
 
 
 def _forward(runner: Callable[..., Output], inputs: dict[str, Tensor]) -> Callable[[], Output]:
