@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import click
 from click.core import ParameterSource
 
+from archlab.jsonpolicy import jsonable as _jsonable
 from archlab.textsafe import printable
 
 if TYPE_CHECKING:
@@ -382,17 +383,6 @@ def _table(*columns: str, title: str | None = None) -> Table:
             overflow="fold" if name == "spec" else "ellipsis",  # a long name folds, never cut
         )
     return table
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON: tuples become lists, non-finite floats null (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _dumps(value: Any) -> str:

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from archlab._version import __version__, versions
 from archlab.errors import UserInputError
 from archlab.files import replace_atomically
+from archlab.jsonpolicy import jsonable
 from archlab.metrics import Direction, checked_direction, default_direction
 from archlab.registry.models import (
     AggregateRow,
@@ -1950,16 +1951,16 @@ def _fingerprint(indices: Sequence[int] | None) -> tuple[int | None, str | None]
 
 
 def _config_text(config: Mapping[str, Any] | None) -> str:
-    """A run's configuration as the JSON text it is stored as (see ``_jsonable``)."""
+    """A run's configuration as the JSON text it is stored as (see ``archlab.jsonpolicy``)."""
     value = dict(config or {})
     try:  # the common case in one pass: plain, finite values
         return json.dumps(value, default=str, allow_nan=False)
     except ValueError:
-        return json_text(_jsonable(value))
+        return json_text(jsonable(value))
 
 
 def _json_object(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    return _jsonable(dict(config or {}))
+    return jsonable(dict(config or {}))
 
 
 def _sha256(path: Path) -> str:
@@ -2005,16 +2006,6 @@ def _storable_error(error: str | None) -> str | None:
 def _nan(value: float | None) -> float:
     """A stored metric value: NULL stands for NaN."""
     return math.nan if value is None else value
-
-
-_NON_FINITE = {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}
-
-
-def _jsonable(value: Any) -> Any:
-    """Config values as JSON: tuples become lists, paths and other objects their str(), and
-    NaN / infinities the strings "nan" / "inf" / "-inf" (strict JSON, which PostgreSQL requires,
-    has no such numbers)."""
-    return json.loads(json.dumps(value, default=str), parse_constant=_NON_FINITE.__getitem__)
 
 
 def _aggregate(name: str, mean: float, std: float, n: int, low: float, high: float) -> Aggregate:
