@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from archlab._version import __version__
 from archlab.specs import SpecError, canonical_form, load_spec, spec_hash
 from archlab.specs.models import Spec
-
-__version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from archlab.compiler import compile_spec, load_compiled

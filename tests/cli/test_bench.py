@@ -16,8 +16,10 @@ import torch
 from click.testing import CliRunner
 
 from archlab import compile_spec
+from archlab._version import versions
 from archlab.cli import cli
 from archlab.registry import Registry
+from archlab.registry.store import provenance
 from archlab.runners.benchmark import benchmark_model, capture_cuda_graph
 
 ROOT = Path(__file__).parents[2]
@@ -86,7 +88,9 @@ def test_json_has_one_row_per_batch_size() -> None:
     )
     assert doc["params"] == 202_186 and doc["flops"] > 0
     assert [k["kernel"] for k in doc["kernels"]] == ["sdpa"]
-    assert set(doc["versions"]) == {"torch", "python", "archlab"}
+    # the same versions every run's provenance records (one function makes both)
+    assert doc["versions"] == versions() == provenance()["versions"]
+    assert set(doc["versions"]) == {"torch", "python", "archlab", "scikit-learn"}
     assert doc["run"] is None
 
 

@@ -290,8 +290,8 @@ def test_device_takes_cuda_n_everywhere(path: tuple[str, ...]) -> None:
 def test_cuda_n_reaches_the_trainer() -> None:
     import torch
 
+    from archlab.compiler.devices import resolve_device
     from archlab.runners.config import TrainConfig
-    from archlab.runners.loop import resolve_device
 
     assert TrainConfig(device="cuda:1").device == "cuda:1"
     if not torch.cuda.is_available():

@@ -754,12 +754,20 @@ def test_compare_needs_two_runs(reg: Fixture) -> None:
 
 def test_nan_metrics_print_and_stay_valid_json(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    with Registry(url) as registry, registry.start_run(load_spec(GPT)) as run:
-        run.log_metrics({"loss": float("nan")}, step=0)
+    config = {"clip": float("inf"), "floor": float("-inf"), "warmup": float("nan"), "lr": None}
+    with Registry(url) as registry, registry.start_run(load_spec(GPT), config=config) as run:
+        run.log_metrics({"loss": float("nan"), "acc": float("inf")}, step=0)
     assert "nan" in ok("show", "--registry", url, run.id)
     out = ok("show", "--registry", url, run.id, "--format", "json")
-    assert "NaN" not in out  # JSON has no NaN: null
-    assert json.loads(out)["metrics"] == {"loss": None}
+    assert "NaN" not in out and "Infinity" not in out  # strict JSON: no such literals
+    # one policy (archlab.jsonpolicy) for metrics and stored configs alike: NaN and the
+    # infinities are strings, null stays "no value"
+    doc = json.loads(out)
+    assert doc["metrics"] == {"loss": "nan", "acc": "inf"}
+    assert doc["config"] == {"clip": "inf", "floor": "-inf", "warmup": "nan", "lr": None}
+    [row] = as_csv(ok("list", "--registry", url, "--format", "csv"))
+    assert (row["metrics.loss"], row["metrics.acc"], row["config.clip"]) == ("nan", "inf", "inf")
+    assert "NaN" not in ok("export", "--registry", url, "--format", "json", "-o", "-")
     assert "nan" in ok("list", "--registry", url)
 
 

@@ -12,6 +12,7 @@ import torch
 import archlab
 from archlab import SpecError
 from archlab.compiler.build import CompileError
+from archlab.compiler.devices import DeviceError
 
 ROOT = Path(__file__).parents[2]
 
@@ -238,10 +239,10 @@ def test_run_time_input_checks() -> None:
 def test_bad_device_and_dtype_are_user_errors() -> None:
     with pytest.raises(CompileError, match="unknown dtype 'float8'"):
         archlab.compile_spec(gpt(), dtype="float8")
-    with pytest.raises(CompileError, match="unknown device"):
+    with pytest.raises(DeviceError, match="unknown device"):
         archlab.compile_spec(gpt(), device="tpu9")
     if not torch.cuda.is_available():
-        with pytest.raises(CompileError, match="no CUDA device"):
+        with pytest.raises(DeviceError, match="no CUDA device"):
             archlab.compile_spec(gpt(), device="cuda")
 
 

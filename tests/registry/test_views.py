@@ -171,8 +171,8 @@ def test_times_and_json_policy() -> None:
     assert views.span(185) == "3m05s"
     assert views.span(2 * 3600 + 600) == "2h10m"
     assert views.span(86400 + 3 * 3600) == "1d03h"
-    assert views.jsonable({"a": (1, math.inf), 2: [math.nan]}) == {"a": [1, None], "2": [None]}
-    assert json.loads(views.dumps({"x": -math.inf})) == {"x": None}
+    assert views.jsonable({"a": (1, math.inf), 2: [math.nan]}) == {"a": [1, "inf"], "2": ["nan"]}
+    assert json.loads(views.dumps({"x": -math.inf, "y": None})) == {"x": "-inf", "y": None}
 
 
 def test_ranked_entries_and_folds_as_data(registry: Registry, spec: Doc) -> None:

@@ -248,3 +248,17 @@ def test_the_default_warm_up_fits_short_trainings() -> None:
     assert TrainConfig(epochs=5).warmup == pytest.approx(0.5)
     assert load_train_config(None, {"epochs": 2}).warmup == pytest.approx(0.2)
     assert TrainConfig(epochs=3, warmup=1.0).warmup == 1.0  # an explicit value is kept
+
+
+def test_config_errors_render_as_spec_errors_do() -> None:
+    """One rendering for both: duplicates once, text from the file with visible escapes."""
+    from archlab.specs.errors import SpecError
+
+    problems = [("lr", "must be > 0\x1b[2J"), ("lr", "must be > 0\x1b[2J"), ("", "not JSON")]
+    config = str(ConfigError(problems, "train\x1b.json"))
+    spec = str(SpecError(problems, "train\x1b.json"))
+    assert config == spec.replace("invalid spec", "invalid training configuration").replace(
+        "<spec>", "<config>"
+    )
+    assert "\x1b" not in config and config.count("must be > 0") == 1
+    assert config.splitlines()[0].endswith("invalid training configuration (2 problems)")

@@ -54,6 +54,19 @@ def test_a_hold_out_run_records_everything(registry: Registry) -> None:
     assert model.spec_hash == run.spec_hash
 
 
+def test_bench_and_train_record_one_device_name(registry: Registry) -> None:
+    """One machine, one name: bench runs read the CPU's model name, and so do train runs."""
+    from archlab.compiler.devices import device_name
+    from archlab.runners.benchmark import benchmark, record_bench
+
+    train_run = registry.get(train(VIT, config(epochs=1), registry).runs[0])
+    bench_run = registry.get(
+        record_bench(benchmark(VIT, device="cpu", warmup=0, iters=1), registry)
+    )
+    expected = device_name(torch.device("cpu"))
+    assert train_run.config["device_name"] == bench_run.config["device_name"] == expected
+
+
 def test_k_folds_share_a_group_with_aggregates(registry: Registry) -> None:
     report = train(VIT, config(epochs=1, folds=3), registry)
     assert report.group is not None and len(report.runs) == 3

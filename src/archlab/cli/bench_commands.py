@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from archlab.cli.numbers import si
 from archlab.cli.options import device_option, threads_option
 from archlab.cli.runs_commands import registry_option
+from archlab.jsonpolicy import jsonable
 
 if TYPE_CHECKING:
     from archlab.runners.benchmark import BenchReport
@@ -122,18 +124,11 @@ def bench(
         with Registry(registry_url) as registry:
             run_id = record_bench(report, registry)
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "run": run_id}, indent=2))
+        click.echo(json.dumps(jsonable({**report.to_dict(), "run": run_id}), indent=2))
         return
     _print_report(report)
     if run_id is not None:
         click.echo(f"recorded bench run {run_id} (arch runs show {run_id})")
-
-
-def _fmt(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:.3g}"
 
 
 def _ms(value: float) -> str:
@@ -162,9 +157,9 @@ def _print_report(report: BenchReport) -> None:
         table.add_column(col, justify="right")
     for row in report.rows:
         cells = [str(row.batch), _ms(row.median_ms), _ms(row.p10_ms), _ms(row.p90_ms)]
-        cells.append(_fmt(row.samples_per_s))
+        cells.append(si(row.samples_per_s))
         if tokens:
-            cells.append(_fmt(row.tokens_per_s) if row.tokens_per_s is not None else "n/a")
+            cells.append(si(row.tokens_per_s) if row.tokens_per_s is not None else "n/a")
         cells.append(f"{row.peak_mem_mb:.1f}" if row.peak_mem_mb is not None else "n/a")
         cells.append(_ms(row.first_ms) if row.first_ms is not None else "")
         table.add_row(*cells)
@@ -178,8 +173,8 @@ def _print_report(report: BenchReport) -> None:
         f"[bold]versions[/] {versions}"
     )
     console.print(
-        f"[bold]params[/] {report.params:,} ({_fmt(report.params)})   [bold]FLOPs[/] "
-        f"{_fmt(report.flops)} per sample (forward, declared lengths)   "
+        f"[bold]params[/] {report.params:,} ({si(report.params)})   [bold]FLOPs[/] "
+        f"{si(report.flops)} per sample (forward, declared lengths)   "
         f"[bold]spec_hash[/] {report.spec_hash[:12]}"
     )
     console.print(f"[bold]paths[/] {report.dtype} weights, {compiled}, {graphs}")

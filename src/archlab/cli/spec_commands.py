@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from archlab.cli.numbers import si
 from archlab.cli.options import device_option
 from archlab.specs import SpecError, json_schema, load_spec, spec_hash
 from archlab.textsafe import printable
@@ -244,13 +245,6 @@ def compile_command(
         Console().print(Syntax(model.code, "python", theme="ansi_dark", line_numbers=False))
 
 
-def _fmt(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:g}"
-
-
 _PLACEMENT = {
     "before": "before its layer",
     "inside": "after attention",
@@ -286,16 +280,16 @@ def _print_summary(
             row.id,
             row.op,
             shape,
-            _fmt(row.params),
-            _fmt(row.flops),
-            _fmt(row.macs),
+            si(row.params),
+            si(row.flops),
+            si(row.macs),
             row.kernel or "",
         )
     console.print(table)
     console.print(
-        f"[bold]params[/] {summary.params:,} ({_fmt(summary.params)})   "
-        f"[bold]FLOPs[/] {_fmt(summary.flops)} per sample (multiply-add = 2)   "
-        f"[bold]MACs[/] {_fmt(summary.macs)}   "
+        f"[bold]params[/] {summary.params:,} ({si(summary.params)})   "
+        f"[bold]FLOPs[/] {si(summary.flops)} per sample (multiply-add = 2)   "
+        f"[bold]MACs[/] {si(summary.macs)}   "
         f"[bold]weights[/] {summary.weight_bytes / 2**20:.1f} MiB {summary.dtype} on {summary.device}   "
         f"built in {build_s:.2f} s"
     )
@@ -323,7 +317,7 @@ def _print_summary(
         assert summary.dense_flops is not None and summary.flops_saved is not None
         console.print(
             f"[bold]pruning saves[/] {summary.flops_saved:.1%} of the FLOPs: "
-            f"{_fmt(summary.flops)} per sample against {_fmt(summary.dense_flops)} without the "
+            f"{si(summary.flops)} per sample against {si(summary.dense_flops)} without the "
             f"stages ({summary.dense_flops / max(summary.flops, 1):.2f}x fewer)"
         )
     if summary.paths:

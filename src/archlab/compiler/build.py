@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from archlab.compiler.devices import resolve_device
 from archlab.compiler.graph import (
     AttentionPlan,
     Graph,
@@ -105,20 +106,6 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         return DTYPES[dtype]
     except KeyError:
         raise CompileError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CompileError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CompileError(
-            f"device {device!r} asked for, but torch sees no CUDA device here; use cpu"
-        )
-    return dev
 
 
 # ----------------------------------------------------------------------------------- the model
@@ -222,12 +209,12 @@ class CompiledModel(nn.Module):
         from safetensors import SafetensorError
         from safetensors.torch import save, save_file
 
-        import archlab
+        from archlab._version import __version__
 
         meta = {
             "archlab.spec": canonical_json(canonical_form(self.spec)),
             "archlab.spec_hash": self.spec_hash,
-            "archlab.version": archlab.__version__,
+            "archlab.version": __version__,
             "format": "pt",
         }
         tensors = _unshared_state(self)

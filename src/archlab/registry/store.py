@@ -46,8 +46,10 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from archlab._version import __version__, versions
 from archlab.errors import UserInputError
 from archlab.files import replace_atomically
+from archlab.jsonpolicy import jsonable
 from archlab.metrics import Direction, checked_direction, default_direction
 from archlab.registry.models import (
     AggregateRow,
@@ -331,15 +333,9 @@ def _check_known(revision: str | None, engine: Engine) -> None:
         where = engine.url.render_as_string(hide_password=True)
         raise RegistryError(
             f"the registry at {where} has schema revision {revision!r}, which this archlab "
-            f"({_archlab_version()}) does not know (newest known: {_head_revision()}); it was "
+            f"({__version__}) does not know (newest known: {_head_revision()}); it was "
             "probably written by a newer archlab: upgrade archlab to open it"
         )
-
-
-def _archlab_version() -> str:
-    import archlab
-
-    return archlab.__version__
 
 
 def _current_revision(engine: Engine) -> str | None:
@@ -417,26 +413,6 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 # -------------------------------------------------------------------------------- provenance
 
 
-@functools.lru_cache(maxsize=1)
-def _versions() -> tuple[tuple[str, str | None], ...]:
-    """Versions of python, archlab, torch and scikit-learn, read from package metadata (this
-    imports neither torch nor scikit-learn); looked up once per process."""
-    from importlib import metadata
-
-    import archlab
-
-    found: list[tuple[str, str | None]] = [
-        ("python", sys.version.split()[0]),
-        ("archlab", archlab.__version__),
-    ]
-    for dist in ("torch", "scikit-learn"):
-        try:
-            found.append((dist, metadata.version(dist)))
-        except metadata.PackageNotFoundError:
-            found.append((dist, None))
-    return tuple(found)
-
-
 def provenance() -> dict[str, Any]:
     """Where and how a run was started: git state, host, user, pid, command, versions."""
     info: dict[str, Any] = {
@@ -445,7 +421,7 @@ def provenance() -> dict[str, Any]:
         "pid": os.getpid(),
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
-        "versions": dict(_versions()),
+        "versions": versions(),
         "git": _git_state_of(os.getcwd()),
     }
     return info
@@ -1975,16 +1951,16 @@ def _fingerprint(indices: Sequence[int] | None) -> tuple[int | None, str | None]
 
 
 def _config_text(config: Mapping[str, Any] | None) -> str:
-    """A run's configuration as the JSON text it is stored as (see ``_jsonable``)."""
+    """A run's configuration as the JSON text it is stored as (see ``archlab.jsonpolicy``)."""
     value = dict(config or {})
     try:  # the common case in one pass: plain, finite values
         return json.dumps(value, default=str, allow_nan=False)
     except ValueError:
-        return json_text(_jsonable(value))
+        return json_text(jsonable(value))
 
 
 def _json_object(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    return _jsonable(dict(config or {}))
+    return jsonable(dict(config or {}))
 
 
 def _sha256(path: Path) -> str:
@@ -2030,16 +2006,6 @@ def _storable_error(error: str | None) -> str | None:
 def _nan(value: float | None) -> float:
     """A stored metric value: NULL stands for NaN."""
     return math.nan if value is None else value
-
-
-_NON_FINITE = {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}
-
-
-def _jsonable(value: Any) -> Any:
-    """Config values as JSON: tuples become lists, paths and other objects their str(), and
-    NaN / infinities the strings "nan" / "inf" / "-inf" (strict JSON, which PostgreSQL requires,
-    has no such numbers)."""
-    return json.loads(json.dumps(value, default=str), parse_constant=_NON_FINITE.__getitem__)
 
 
 def _aggregate(name: str, mean: float, std: float, n: int, low: float, high: float) -> Aggregate:

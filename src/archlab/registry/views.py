@@ -4,7 +4,8 @@ export rows (CSV and JSON), for Python users and for ``arch runs``, which only p
 Policies shared by every view:
 
 - times in exports are ISO 8601 in UTC with milliseconds (``2026-12-06T06:01:03.120+00:00``);
-- JSON is strict: tuples become lists and NaN / infinities ``null`` (JSON has no such numbers);
+- JSON is strict: tuples become lists, and NaN and the infinities the strings ``"nan"``,
+  ``"inf"`` and ``"-inf"`` (``archlab.jsonpolicy``; ``null`` stays "no value");
 - a run's duration is up to its end, up to now while it runs, else up to its last heartbeat.
 
 Imports no torch, rich or click.
@@ -16,11 +17,12 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
+
+from archlab.jsonpolicy import jsonable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -46,19 +48,9 @@ BASE_COLUMNS = ("id", "kind", "status", "spec_name", "spec_hash", "started", "en
 # ----------------------------------------------------------------------------- values and times
 
 
-def jsonable(value: Any) -> Any:
-    """Plain JSON: tuples become lists, non-finite floats null (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def dumps(value: Any) -> str:
-    """``value`` as indented strict JSON (see ``jsonable``)."""
+    """``value`` as indented strict JSON (NaN and infinity as archlab's JSON policy says:
+    ``archlab.jsonpolicy``)."""
     return json.dumps(jsonable(value), indent=2, allow_nan=False)
 
 

@@ -34,7 +34,6 @@ torch's own CUDA-graph path, instead of a manual capture.
 from __future__ import annotations
 
 import contextlib
-import platform
 import statistics
 import sys
 import time
@@ -48,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab._version import versions
+from archlab.compiler.devices import device_name, resolve_device
 from archlab.errors import UserInputError
 from archlab.metrics import Direction
 from archlab.registry import Registry
@@ -109,7 +110,7 @@ class BenchReport:
     flops: int
     kernels: list[dict[str, str]]
     memory: str
-    versions: dict[str, str]
+    versions: dict[str, str | None]
     rows: list[BenchRow] = field(default_factory=list)
     started: float | None = None
     """When the measurement started (Unix time): the bench run's start in the registry."""
@@ -173,7 +174,7 @@ def benchmark(
     ``mode``: ``infer`` or ``train`` (one call = one training step); ``warmup`` and ``iters``
     default to 3 and 10 on the CPU, 10 and 30 on CUDA. Bad settings raise ``UserInputError``
     before anything is built."""
-    from archlab.compiler.build import compile_spec, resolve_device, resolve_dtype
+    from archlab.compiler.build import compile_spec, resolve_dtype
 
     spec = load_spec(spec_source)
     dev = resolve_device(device)
@@ -417,27 +418,6 @@ def record_bench(report: BenchReport, registry: Registry) -> str:
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name (from /proc/cpuinfo where there is one)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def versions() -> dict[str, str]:
-    import archlab
-
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "archlab": archlab.__version__,
-    }
 
 
 def _forward(runner: Callable[..., Output], inputs: dict[str, Tensor]) -> Callable[[], Output]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,30 +27,21 @@ from pydantic import (
     model_validator,
 )
 
-from archlab.errors import UserInputError
+from archlab.errors import ProblemsError
 from archlab.registry.records import MixupSetting
 from archlab.specs.errors import SpecError, format_path
 from archlab.specs.load import _message, parse_json
 
 
-class ConfigError(UserInputError):
+class ConfigError(ProblemsError):
     """An invalid training configuration (the CLI exits 2 with the message).
 
     ``errors`` lists every problem as ``(field, message)`` pairs (``""`` for the whole file);
     ``source`` names the file the configuration came from, when there is one.
     """
 
-    def __init__(self, errors: Iterable[tuple[str, str]], source: str | None = None) -> None:
-        self.errors: list[tuple[str, str]] = list(errors)
-        self.source = source
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        n = len(self.errors)
-        head = f"{where}invalid training configuration ({n} problem{'s' if n != 1 else ''})"
-        lines = [f"  {path or '<config>'}: {message}" for path, message in self.errors]
-        return "\n".join([head, *lines])
+    what = "training configuration"
+    whole = "<config>"
 
 
 def _pair(value: Any) -> Any:

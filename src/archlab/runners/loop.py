@@ -30,6 +30,7 @@ from torch import Tensor
 
 from archlab.compiler import compile_spec
 from archlab.compiler.build import CompiledModel, tensor_mismatches, tensor_table
+from archlab.compiler.devices import resolve_device
 from archlab.compiler.nn.embeddings import TokenEmbedding
 from archlab.errors import UserInputError
 from archlab.files import replace_atomically
@@ -100,23 +101,6 @@ class FitResult:
     test: dict[str, float] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
     """The last epoch's metrics (what a CV group's aggregates average)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked against the GPUs torch sees."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name} was asked for, but this torch sees no CUDA device")
-    if device.type == "cuda" and device.index is not None:
-        count = torch.cuda.device_count()
-        if device.index >= count:
-            raise UserInputError(
-                f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to "
-                f"cuda:{count - 1}"
-            )
-    return device
 
 
 def uses_autocast(amp: str, device: torch.device) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from archlab.compiler.devices import device_name, resolve_device
 from archlab.errors import UserInputError
 from archlab.registry import Registry
 from archlab.registry.records import CVGroup, Run
@@ -33,7 +33,6 @@ from archlab.runners.loop import (
     Trainer,
     check_monitor,
     load_state,
-    resolve_device,
     uses_autocast,
 )
 from archlab.runners.progress import TrainProgress
@@ -145,7 +144,7 @@ def _record(
         "data_sha256": data.content_sha256,
         "data_size": len(data),
         "device": str(device),
-        "device_name": _device_name(device),
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(),  # CPU threads (runners/threads.py)
         "dtype": "bfloat16 autocast" if uses_autocast(config.amp, device) else "float32",
         "optimizer": "AdamW",
@@ -630,9 +629,3 @@ def _check_fold_open(registry: Registry, group: CVGroup, fold: int | None) -> No
             f"fold {fold} of CV group {group.id} is already completed (run {done[fold]}); "
             f"{left}. Train another --fold, or start a new group without --cv-group"
         )
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from archlab.errors import UserInputError
-from archlab.textsafe import printable
+from archlab.errors import ProblemsError
 
 Loc = Sequence[str | int]
 
@@ -15,7 +14,7 @@ def format_path(loc: Loc) -> str:
     return ".".join(str(part) for part in loc)
 
 
-class SpecError(UserInputError):
+class SpecError(ProblemsError):
     """An invalid spec.
 
     ``errors`` lists every problem found as ``(path, message)`` pairs, ``path`` being the dotted
@@ -23,31 +22,8 @@ class SpecError(UserInputError):
     document). ``source`` names the file or string the spec came from, when known.
     """
 
-    def __init__(self, errors: Iterable[tuple[str, str]], source: str | None = None) -> None:
-        self.errors: list[tuple[str, str]] = _dedupe(errors)
-        self.source = source
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        """One line per problem; text from the spec or its path is shown with visible escapes."""
-        where = f"{printable(self.source)}: " if self.source else ""
-        n = len(self.errors)
-        head = f"{where}invalid spec ({n} problem{'s' if n != 1 else ''})"
-        lines = [
-            f"  {printable(path) or '<spec>'}: {printable(message)}"
-            for path, message in self.errors
-        ]
-        return "\n".join([head, *lines])
-
-
-def _dedupe(errors: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    seen: set[tuple[str, str]] = set()
-    out: list[tuple[str, str]] = []
-    for err in errors:
-        if err not in seen:
-            seen.add(err)
-            out.append(err)
-    return out
+    what = "spec"
+    whole = "<spec>"
 
 
 class ErrorList:
