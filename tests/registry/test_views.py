@@ -142,13 +142,13 @@ def test_export_rows_are_flat_with_iso_utc_times(registry: Registry, spec: Doc) 
     assert json.loads(row["config.opt.betas"]) == [0.9, 0.99]
     assert row["tags.owner"] == "ada"
     assert row["metrics.val_acc"] == 0.75
-    assert row["metrics.val_loss"] is None  # NaN has no JSON or CSV number
+    assert row["metrics.val_loss"] == "nan"  # archlab.jsonpolicy: NaN is the string "nan"
     assert row["cv.group"] is None and row["mixup.alpha"] is None
 
     table = list(csv.DictReader(io.StringIO(views.export_csv([got]))))
     assert len(table) == 1
     assert table[0]["started"] == row["started"]
-    assert table[0]["metrics.val_loss"] == ""
+    assert table[0]["metrics.val_loss"] == "nan"
     assert table[0]["config.opt.betas"] == row["config.opt.betas"]
 
     text = views.export_json([got])
