@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -28,12 +27,9 @@ VIT = ROOT / "specs" / "vit-tiny-digits.json"
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> str:
-    """48 random 8 x 8 images of 10 classes: a fold trains in well under a second."""
-    rng = np.random.default_rng(0)
-    x = rng.random((48, 1, 8, 8), dtype=np.float32)
-    np.savez(tmp_path / "small.npz", x=x, y=np.arange(48) % 10)
-    return f"npz:{tmp_path / 'small.npz'}"
+def data(random_images: Callable[[int, int], str]) -> str:
+    """48 random 8 x 8 images of 10 classes."""
+    return random_images(48, 10)
 
 
 def config(data: str, **changes: Any) -> TrainConfig:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -38,12 +37,9 @@ def config(**changes: Any) -> TrainConfig:
 
 
 @pytest.fixture
-def small(tmp_path: Path) -> str:
-    """120 random 8x8 images of 3 classes: a data source that trains an epoch in a blink."""
-    rng = np.random.default_rng(0)
-    x = rng.random((120, 1, 8, 8), dtype=np.float32)
-    np.savez(tmp_path / "small.npz", x=x, y=np.arange(120) % 3)
-    return f"npz:{tmp_path / 'small.npz'}"
+def small(random_images: Callable[[int, int], str]) -> str:
+    """120 random 8x8 images of 3 classes."""
+    return random_images(120, 3)
 
 
 # ------------------------------------------------------------------------- 1. early stopping
