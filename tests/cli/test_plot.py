@@ -13,8 +13,6 @@ The shared registry (module scope, read-only) holds:
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,15 +298,3 @@ def test_api_errors(reg: Fixture, tmp_path: Path) -> None:
             plot_metric(registry, reg.group, "val_acc", tmp_path / "c.gif")
         with pytest.raises(PlotError, match="does not exist"):
             plot_metric(registry, reg.group, "val_acc", tmp_path / "no" / "c.png")
-
-
-# ----------------------------------------------------------------------------- lazy imports
-
-
-def test_registry_imports_no_matplotlib() -> None:
-    code = (
-        "import sys, archlab.registry, archlab.registry.series, archlab.cli.main\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'torch'))\n"
-        "assert not heavy, heavy\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
