@@ -13,8 +13,6 @@ The shared registry (module scope, read-only) holds:
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from archlab.cli.main import cli
-from archlab.registry import Registry, plots
+from archlab.cli.runs_commands import plot_metric
+from archlab.registry import Registry
+from archlab.registry.series import PlotSummary
+from archlab.viz.save import PlotError
 
 ROOT = Path(__file__).parents[2]
 VIT = ROOT / "specs/vit-tiny-digits.json"
@@ -116,9 +117,9 @@ def image_size(path: Path) -> tuple[int, int]:
         return image.size
 
 
-def draw(reg: Fixture, ident: str, path: Path, metric: str = "val_acc") -> plots.PlotSummary:
+def draw(reg: Fixture, ident: str, path: Path, metric: str = "val_acc") -> PlotSummary:
     with Registry(reg.url) as registry:
-        return plots.plot(registry, ident, metric, path)
+        return plot_metric(registry, ident, metric, path)
 
 
 # ------------------------------------------------------------------------------------- the CLI
@@ -293,19 +294,7 @@ def test_output_is_required(reg: Fixture) -> None:
 
 def test_api_errors(reg: Fixture, tmp_path: Path) -> None:
     with Registry(reg.url) as registry:
-        with pytest.raises(plots.PlotError, match="pdf"):
-            plots.plot(registry, reg.group, "val_acc", tmp_path / "c.gif")
-        with pytest.raises(plots.PlotError, match="does not exist"):
-            plots.plot(registry, reg.group, "val_acc", tmp_path / "no" / "c.png")
-
-
-# ----------------------------------------------------------------------------- lazy imports
-
-
-def test_registry_imports_no_matplotlib() -> None:
-    code = (
-        "import sys, archlab.registry, archlab.registry.plots, archlab.cli.main\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'torch'))\n"
-        "assert not heavy, heavy\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+        with pytest.raises(PlotError, match="pdf"):
+            plot_metric(registry, reg.group, "val_acc", tmp_path / "c.gif")
+        with pytest.raises(PlotError, match="does not exist"):
+            plot_metric(registry, reg.group, "val_acc", tmp_path / "no" / "c.png")

@@ -28,11 +28,12 @@ from PIL import Image
 from archlab import compile_spec
 from archlab.cli import cli
 from archlab.registry import Registry
-from archlab.registry.plots import PlotError
 from archlab.runners import prune_show
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import load_data
 from archlab.runners.train import _split
+from archlab.viz import patches
+from archlab.viz.save import PlotError
 
 ROOT = Path(__file__).parents[2]
 DYNAMIC = ROOT / "specs/dynamicvit-tiny-digits.json"
@@ -158,8 +159,8 @@ def test_the_png_has_a_row_per_image_and_a_column_per_stage(reg: Fixture, tmp_pa
     ok(reg, reg.dynamic, "--images", "5", "-o", str(five))
     (w2, h2), (w5, h5) = image_size(two), image_size(five)
     assert w2 == w5  # the same columns: the image and two stages
-    assert h5 - h2 == pytest.approx(3 * prune_show.PANEL_INCHES * 100, abs=8)  # 3 more rows
-    assert w2 == pytest.approx(3 * prune_show.PANEL_INCHES * 100, abs=8)
+    assert h5 - h2 == pytest.approx(3 * patches.PANEL_INCHES * 100, abs=8)  # 3 more rows
+    assert w2 == pytest.approx(3 * patches.PANEL_INCHES * 100, abs=8)
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left beside
 
     tome = tmp_path / "tome.png"
@@ -218,10 +219,10 @@ def test_dynamicvit_panels_show_the_declared_keep_counts() -> None:
     # the drawn panel: dropped patches are blanked to DROPPED, kept ones are the image itself
     for stage in panels.stages:
         for row in range(4):
-            drawn = prune_show.stage_image(panels, stage, row)
+            drawn = patches.stage_image(panels, stage, row)
             kept = np.kron(stage.visible[row].reshape(4, 4), np.ones((2, 2))).astype(bool)
             np.testing.assert_array_equal(drawn[kept], panels.images[row][kept])
-            assert np.allclose(drawn[~kept], prune_show.DROPPED)
+            assert np.allclose(drawn[~kept], patches.DROPPED)
             assert (~kept).sum() == 4 * (16 - stage.kept(row))
 
 
@@ -235,8 +236,8 @@ def test_merge_panels_colour_each_merged_group() -> None:
             groups = stage.merged_groups(row)
             assert sum(len(g) - 1 for g in groups) == 16 - tokens  # patches absorbed
             image = panels.images[row]
-            drawn = prune_show.stage_image(panels, stage, row)
-            alpha = prune_show.MERGE_ALPHA
+            drawn = patches.stage_image(panels, stage, row)
+            alpha = patches.MERGE_ALPHA
             colours = []
             for group in groups:
                 mask = np.zeros(16, dtype=bool)
@@ -274,7 +275,7 @@ def test_display_rescales_each_image_to_the_unit_range() -> None:
 def test_a_failed_write_is_a_plot_error_and_leaves_nothing(tmp_path: Path) -> None:
     panels = prune_show.kept_panels(compile_spec(DYNAMIC, seed=0), *digits(1))
     with pytest.raises(PlotError, match="cannot write"):
-        prune_show.draw_kept(panels, tmp_path / "gone" / "kept.png", "title")
+        patches.draw_kept(panels, tmp_path / "gone" / "kept.png", "title")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from archlab.registry import CVGroup, Registry, Run
+    from archlab.registry.series import PlotSummary
     from archlab.registry.views import GroupView
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -1032,11 +1033,11 @@ def plot(registry_url: str | None, ident: str, metrics: tuple[str, ...], output:
     the folds at each step as a thick line with a ±1 std band, and beside it each fold's final
     value as a bar with the group's mean ± std. std is the sample std (n - 1).
     """
-    from archlab.registry import plots
+    from archlab.viz.save import PlotError, output_format
 
     try:
-        plots.output_format(output)
-    except plots.PlotError as exc:
+        output_format(output)
+    except PlotError as exc:
         raise click.BadParameter(str(exc), param_hint="'-o' / '--output'") from None
     if not output.parent.is_dir():
         raise click.BadParameter(
@@ -1046,8 +1047,21 @@ def plot(registry_url: str | None, ident: str, metrics: tuple[str, ...], output:
     with _open(registry_url) as registry:
         for name in names:
             path = output if len(names) == 1 else _metric_path(output, name)
-            drawn = plots.plot(registry, ident, name, path)
+            drawn = plot_metric(registry, ident, name, path)
             _report_plot(drawn, name, path)
+
+
+def plot_metric(registry: Registry, ident: str, metric: str, output: Path) -> PlotSummary:
+    """Draw ``metric`` of run or CV group ``ident`` to ``output`` (.png, .svg or .pdf): the
+    output is checked, the series gathered from the registry, then drawn."""
+    from archlab.registry.series import metric_series
+    from archlab.viz.curves import draw_curves
+    from archlab.viz.save import check_output
+
+    path, fmt = check_output(output)
+    summary = metric_series(registry, ident, metric, path, fmt)
+    draw_curves(summary)
+    return summary
 
 
 def _metric_path(output: Path, metric: str) -> Path:

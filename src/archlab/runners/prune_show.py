@@ -10,9 +10,8 @@ patch are left as they are). For EViT ``attention_topk`` stages with ``fuse``, t
 into the fused token are shown faded rather than blanked.
 
 The two halves can be used apart: ``kept_panels(model, inputs)`` computes what each stage left of
-each image's patch grid (``KeptPanels``, numpy arrays; no drawing), ``draw_kept`` draws it.
-matplotlib loads inside the drawing functions, with the Agg canvas attached to a bare ``Figure``
-(no pyplot), as in ``archlab.registry.plots``.
+each image's patch grid (``KeptPanels``, numpy arrays; no drawing), and
+``archlab.viz.patches.draw_kept`` draws it.
 """
 
 from __future__ import annotations
@@ -20,25 +19,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from archlab.compiler.graph import SeqShape
 from archlab.errors import UserInputError
-from archlab.registry.plots import PlotError, output_format
+from archlab.viz.patches import draw_kept
+from archlab.viz.save import check_output
 
 if TYPE_CHECKING:
     from archlab.compiler.build import CompiledModel
     from archlab.registry import Registry
 
 DEFAULT_IMAGES = 6
-DROPPED = np.array([0.88, 0.88, 0.88])  # a dropped patch: light grey, as in DynamicViT's figures
-TILE_EDGE = "0.62"  # the outline of each dropped patch, to tell it from light image content
-FUSED_FADE = 0.7  # a patch folded into EViT's fused token: this much of DROPPED over the image
-MERGE_ALPHA = 0.55  # opacity of a merged group's colour over its patches
-PANEL_INCHES = 1.8  # width and height of one panel
 
 
 class PruneShowError(UserInputError):
@@ -210,130 +205,6 @@ def kept_panels(
     )
 
 
-def stage_image(panels: KeptPanels, stage: StagePanel, row: int) -> np.ndarray:
-    """Image ``row`` as ``stage`` left it, ``(H, W, 3)`` in [0, 1]: dropped patches light grey,
-    fused ones faded towards it, each merged group tinted with a colour of its own."""
-    (gh, gw), (ph, pw) = panels.grid, panels.patch
-    out = panels.images[row].copy()
-
-    def per_pixel(mask: np.ndarray) -> np.ndarray:  # (N,) -> (H, W)
-        return np.kron(mask.reshape(gh, gw), np.ones((ph, pw))).astype(bool)
-
-    fused = per_pixel(stage.fused[row])
-    out[fused] = FUSED_FADE * DROPPED + (1 - FUSED_FADE) * out[fused]
-    out[per_pixel(~stage.visible[row] & ~stage.fused[row])] = DROPPED
-    if stage.method == "merge":
-        palette = _palette()
-        for i, group in enumerate(stage.merged_groups(row)):
-            mask = np.zeros(stage.patches, dtype=bool)
-            mask[group] = True
-            where = per_pixel(mask)
-            colour = palette[i % len(palette)]
-            out[where] = MERGE_ALPHA * colour + (1 - MERGE_ALPHA) * out[where]
-    return out
-
-
-def _palette() -> np.ndarray:
-    from matplotlib import colormaps
-
-    return np.asarray(colormaps["tab10"](np.arange(10)))[:, :3]
-
-
-# --------------------------------------------------------------------------------------- drawing
-
-
-def draw_kept(panels: KeptPanels, path: str | os.PathLike[str], title: str) -> None:
-    """Draw ``panels`` to ``path`` (.png, .svg or .pdf), atomically: rows are images, the columns
-    the image and then each stage. PlotError if the file cannot be written."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fmt = output_format(path)
-    rows, cols = len(panels), 1 + len(panels.stages)
-    fig = Figure(
-        figsize=(PANEL_INCHES * cols, PANEL_INCHES * rows + 0.5), layout="constrained", dpi=100
-    )
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for r in range(rows):
-        ax = axes[r][0]
-        if panels.grey:
-            ax.imshow(panels.images[r, :, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
-        else:
-            ax.imshow(panels.images[r])
-        text, colour = _row_title(panels, r)
-        ax.set_title(text, fontsize="small", color=colour)
-        for c, stage in enumerate(panels.stages, start=1):
-            ax = axes[r][c]
-            ax.imshow(stage_image(panels, stage, r), vmin=0.0, vmax=1.0)
-            _outline_dropped(ax, panels, stage, r)
-            if r == 0:
-                ax.set_title(f"{stage.name}\n{stage.describe(0)}", fontsize="small")
-            elif not stage.uniform():
-                ax.set_title(stage.describe(r), fontsize="x-small")
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_linewidth(0.5)
-            spine.set_color("0.6")
-    fig.suptitle(title, fontsize="medium")
-    _save(fig, Path(path), fmt)
-
-
-def _outline_dropped(ax: Any, panels: KeptPanels, stage: StagePanel, row: int) -> None:
-    """A thin outline around each patch ``stage`` dropped (or fused), so the blanked tiles read as
-    tiles even next to white strokes."""
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Rectangle
-
-    (_, gw), (ph, pw) = panels.grid, panels.patch
-    gone = np.flatnonzero(~stage.visible[row])
-    tiles = [Rectangle(((i % gw) * pw - 0.5, (i // gw) * ph - 0.5), pw, ph) for i in gone]
-    if tiles:
-        ax.add_collection(
-            PatchCollection(tiles, facecolor="none", edgecolor=TILE_EDGE, linewidth=0.5)
-        )
-
-
-def _row_title(panels: KeptPanels, row: int) -> tuple[str, str]:
-    """The title over image ``row``, and its colour (red for a wrong prediction)."""
-    if panels.labels is None:
-        return ("input" if row == 0 else "", "black")
-    label = panels.labels[row]
-    if panels.predictions is None:
-        return (f"label {label}", "black")
-    pred = panels.predictions[row]
-    return (f"label {label} · pred {pred}", "black" if pred == label else "tab:red")
-
-
-def _save(fig: Any, path: Path, fmt: str) -> None:
-    from archlab.files import replace_atomically
-
-    try:
-        replace_atomically(path, lambda temporary: fig.savefig(temporary, format=fmt))
-    except OSError as exc:
-        raise PlotError(
-            f"cannot write {str(path)!r}: {exc.strerror or exc}; choose another -o path"
-        ) from None
-
-
-def check_output(output: str | os.PathLike[str]) -> Path:
-    """``output`` as a Path if a picture can go there (a .png, .svg or .pdf name in an existing,
-    writable folder); PlotError naming the problem otherwise."""
-    path = Path(output)
-    output_format(path)
-    parent = path.parent
-    if not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist"
-        raise PlotError(f"the folder {str(parent)!r} {what} (for -o {str(path)!r})")
-    if path.is_dir():
-        raise PlotError(f"{str(path)!r} is a folder, not a file name; give -o a .png file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PlotError(f"cannot write in the folder {str(parent)!r}; choose another -o path")
-    return path
-
-
 # ------------------------------------------------------------------------------------- the run
 
 
@@ -366,7 +237,7 @@ def show_run(
 
     if images < 1:
         raise PruneShowError(f"--images is how many images to draw: at least 1, not {images}")
-    path = check_output(output)
+    path, _ = check_output(output)
     run = registry.get(run_id)
     checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
     if not checkpoints:
@@ -416,11 +287,8 @@ __all__ = [
     "PruneShowError",
     "ShowReport",
     "StagePanel",
-    "check_output",
     "display_images",
-    "draw_kept",
     "image_input",
     "kept_panels",
     "show_run",
-    "stage_image",
 ]

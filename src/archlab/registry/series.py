@@ -1,13 +1,9 @@
-"""Learning curves from the registry: ``arch runs plot``.
+"""The series ``arch runs plot`` draws, gathered from the registry.
 
-``plot(registry, ID, metric, output)`` draws one metric of a run, or of every fold of a CV group
-(a run that is a fold stands for its whole group): a thin line per fold, the mean over folds at
-each step as a thick line with a +-1 std band, and a second panel with each fold's final value as
-a bar beside the group's mean +- std. It returns a ``PlotSummary`` of what it drew.
-
-matplotlib loads inside the drawing function, with the Agg canvas attached to a bare ``Figure``
-(no pyplot, so no global backend switch and no figure left open): ``import archlab.registry``
-stays free of matplotlib, and the whole package of torch.
+``metric_series(registry, ID, metric, path, fmt)`` collects one metric of a run, or of every fold
+of a CV group (a run that is a fold stands for its whole group), with the group's per-step mean
+and std and its final values, as a ``PlotSummary``; ``archlab.viz.curves.draw_curves`` draws it.
+Nothing here draws: registry/ imports neither matplotlib nor torch.
 
 Statistics, as in the registry's aggregates: std is the sample std (n - 1), 0 for a single value;
 NaN values count as absent. At a step only some folds reached, mean and std are over those
@@ -19,25 +15,20 @@ folds), or, while no fold has completed, the same statistic over the plotted fol
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archlab.errors import UserInputError
 from archlab.registry.store import RegistryError
 
 if TYPE_CHECKING:
     from archlab.registry.records import CVGroup, Run
     from archlab.registry.store import Registry
 
-FORMATS = ("png", "svg", "pdf")
-MARKERS_UP_TO = 60  # points per curve drawn with markers; longer curves are plain lines
 
-
-class PlotError(UserInputError):
-    """A plot that cannot be drawn as asked: unknown metric, bad output path or format."""
+class SeriesError(RegistryError):
+    """A series that is not in the registry: a metric the run (or no fold) logged."""
 
 
 @dataclass(frozen=True)
@@ -161,27 +152,7 @@ def per_step(
     return tuple(steps), tuple(means), tuple(stds), tuple(counts)
 
 
-# ---------------------------------------------------------------------------------- loading
-
-
-def output_format(output: str | os.PathLike[str]) -> str:
-    """The format named by the file's suffix (png, svg or pdf); PlotError otherwise."""
-    path = Path(output)
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix not in FORMATS:
-        raise PlotError(f"cannot tell the format of {str(path)!r}: name a .png, .svg or .pdf file")
-    return suffix
-
-
-def _check_output(output: str | os.PathLike[str]) -> tuple[Path, str]:
-    path = Path(output)
-    fmt = output_format(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise PlotError(f"the folder {str(parent)!r} does not exist (for {str(path)!r})")
-    if path.is_dir():
-        raise PlotError(f"{str(path)!r} is a folder, not a file name")
-    return path, fmt
+# ---------------------------------------------------------------------------------- gathering
 
 
 def _metric_list(runs: Sequence[Run]) -> str:
@@ -222,17 +193,14 @@ def _resolve(registry: Registry, ident: str) -> tuple[Run | None, CVGroup | None
     return run, registry.group(run.cv.group) if run.cv is not None else None
 
 
-def plot(
-    registry: Registry, ident: str, metric: str, output: str | os.PathLike[str]
-) -> PlotSummary:
-    """Draw ``metric`` of run or CV group ``ident`` to ``output`` (.png, .svg or .pdf)."""
-    path, fmt = _check_output(output)
+def metric_series(registry: Registry, ident: str, metric: str, path: Path, fmt: str) -> PlotSummary:
+    """``metric`` of run or CV group ``ident``, to be drawn to ``path`` as ``fmt``."""
     run, group = _resolve(registry, ident)
     if group is None:
         assert run is not None
         curve = _curve(registry, run, metric)
         if curve is None:
-            raise PlotError(
+            raise SeriesError(
                 f"run {run.id} never logged metric {metric!r}; its metrics: {_metric_list([run])}"
             )
         title = f"{run.spec_name or run.spec_hash[:12]} · run {run.id} ({run.status}): {metric}"
@@ -247,12 +215,11 @@ def plot(
             curves=(curve,),
             skipped=(),
         )
-        _draw(summary)
         return summary
 
     folds = registry.compare(group.runs)
     if not folds:
-        raise PlotError(f"CV group {group.id} has no fold runs yet")
+        raise SeriesError(f"CV group {group.id} has no fold runs yet")
     curves: list[Curve] = []
     skipped: list[str] = []
     for fold in folds:
@@ -262,7 +229,7 @@ def plot(
         else:
             curves.append(curve)
     if not curves:
-        raise PlotError(
+        raise SeriesError(
             f"no fold of CV group {group.id} logged metric {metric!r}; "
             f"their metrics: {_metric_list(folds)}"
         )
@@ -297,102 +264,4 @@ def plot(
         final_n=final_n,
         final_source=source if final_n else None,
     )
-    _draw(summary)
     return summary
-
-
-# ---------------------------------------------------------------------------------- drawing
-
-
-def _x_label(curves: Sequence[Curve]) -> str:
-    """``epoch`` when every point was logged with its epoch as its step, else ``step``."""
-    pairs = (zip(c.steps, c.epochs, strict=True) for c in curves)
-    same = all(e is not None and e == s for points in pairs for s, e in points)
-    return "epoch" if same else "step"
-
-
-def _draw(summary: PlotSummary) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    grouped = summary.group_id is not None
-    fig = Figure(figsize=(12.0, 4.8) if grouped else (7.5, 4.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    if grouped:
-        curves_ax, bars_ax = fig.subplots(1, 2, width_ratios=[2, 1])
-    else:
-        curves_ax, bars_ax = fig.subplots(), None
-
-    for i, curve in enumerate(summary.curves):
-        marker = "." if len(curve.steps) <= MARKERS_UP_TO else None
-        curves_ax.plot(
-            curve.steps,
-            curve.values,
-            color=f"C{i % 10}",
-            linewidth=1.0 if grouped else 1.8,
-            alpha=0.7 if grouped else 1.0,
-            marker=marker,
-            markersize=4,
-            label=curve.label,
-        )
-    if grouped and summary.steps:
-        low = [m - s for m, s in zip(summary.mean, summary.std, strict=True)]
-        high = [m + s for m, s in zip(summary.mean, summary.std, strict=True)]
-        curves_ax.fill_between(
-            summary.steps, low, high, color="black", alpha=0.15, linewidth=0, label="± 1 std"
-        )
-        curves_ax.plot(summary.steps, summary.mean, color="black", linewidth=2.6, label="mean")
-    curves_ax.set_xlabel(_x_label(summary.curves))
-    curves_ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are integers
-    curves_ax.set_ylabel(summary.metric)
-    curves_ax.grid(alpha=0.3)
-    if grouped:
-        curves_ax.set_title("per fold, and the mean over folds at each step", fontsize="medium")
-        curves_ax.legend(fontsize="small", ncols=2 if len(summary.curves) > 6 else 1)
-
-    if bars_ax is not None:
-        _draw_bars(bars_ax, summary)
-    fig.suptitle(summary.title)
-    _save(fig, summary.path, summary.format)
-
-
-def _draw_bars(ax: Any, summary: PlotSummary) -> None:
-    curves = summary.curves
-    positions = list(range(len(curves)))
-    bars = ax.bar(
-        positions,
-        [c.final for c in curves],
-        color=[f"C{i % 10}" for i in positions],
-        alpha=0.85,
-        hatch=["" if c.status == "completed" else "//" for c in curves],
-        edgecolor="white",
-    )
-    ax.bar_label(bars, fmt="%.4g", fontsize="small")
-    ax.set_xticks(
-        positions,
-        [c.label if c.status == "completed" else f"{c.label}\n({c.status})" for c in curves],
-    )
-    if summary.final_mean is not None:
-        mean, std = summary.final_mean, summary.final_std
-        if std is not None:  # None: one fold, whose sample std is undefined
-            ax.axhspan(mean - std, mean + std, color="black", alpha=0.15, linewidth=0)
-        spread = f" ± {std:.4g}" if std is not None else ""
-        ax.axhline(
-            mean,
-            color="black",
-            linewidth=2.0,
-            label=f"mean {mean:.4g}{spread}\n(n={summary.final_n}, {summary.final_source})",
-        )
-        ax.legend(fontsize="small", loc="lower right")
-    ax.margins(y=0.12)  # room above the tallest bar for its label
-    ax.set_ylabel(f"final {summary.metric}")
-    ax.set_title("final value per fold", fontsize="medium")
-    ax.grid(axis="y", alpha=0.3)
-
-
-def _save(fig: Any, path: Path, fmt: str) -> None:
-    """Write through a temporary file in the same folder, so a failure leaves no partial file."""
-    from archlab.files import replace_atomically
-
-    replace_atomically(path, lambda temporary: fig.savefig(temporary, format=fmt))
