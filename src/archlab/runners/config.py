@@ -30,7 +30,7 @@ from pydantic import (
 from archlab.errors import ProblemsError
 from archlab.registry.records import MixupSetting
 from archlab.specs.errors import SpecError, format_path
-from archlab.specs.load import _message, parse_json
+from archlab.specs.load import parse_json, validation_message
 
 
 class ConfigError(ProblemsError):
@@ -342,7 +342,7 @@ def load_train_config(path: str | Path | None, overrides: Mapping[str, Any]) -> 
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            message = _message(err, loc, TrainConfig)
+            message = validation_message(err, loc, TrainConfig)
             if loc and loc[0] in given:
                 message += " (from the command line)"
             problems.append((format_path(loc), message))
