@@ -1415,3 +1415,34 @@ def test_feature_map_on_softmax_attention_is_refused(spec_error, minimal_gpt) ->
     doc = minimal_gpt()
     dec_attention(doc)["feature_map"] = "relu"
     spec_error(doc, "nodes.dec.block.attention.feature_map", r"belongs to linear attention")
+
+
+def test_upstream_through_walks_norm_and_dropout_only(minimal_vit) -> None:
+    from archlab.compiler.graph import upstream_through
+
+    doc = minimal_vit()
+    doc["nodes"]["n"] = {"op": "norm", "input": "enc"}
+    doc["nodes"]["d"] = {"op": "dropout", "input": "n", "p": 0.1}
+    doc["nodes"]["head"]["input"] = "d"
+    nodes = graph_of(doc).nodes
+    assert upstream_through(nodes, "d").id == "enc"  # type: ignore[union-attr]
+    assert upstream_through(nodes, "n").id == "enc"  # type: ignore[union-attr]
+    assert upstream_through(nodes, "enc").id == "enc"  # type: ignore[union-attr]
+    assert upstream_through(nodes, "d", ops=("dropout",)).id == "n"  # type: ignore[union-attr]
+    assert upstream_through(nodes, "missing") is None
+
+
+def test_prune_methods_of_nodes_and_graphs(minimal_vit) -> None:
+    from archlab.compiler.graph import graph_prune_methods, has_pruning, prune_methods
+
+    doc = minimal_vit()
+    dense = graph_of(doc)
+    assert graph_prune_methods(dense) == set() and not has_pruning(dense)
+    doc["nodes"]["tp"] = {"op": "token_prune", "input": "enc", "method": "merge", "r": 3}
+    doc["nodes"]["head"]["input"] = "tp"
+    enc(doc)["prune"] = {"method": "attention_topk", "at": [1], "keep": 0.5}
+    graph = graph_of(doc)
+    assert prune_methods(graph.nodes["tp"]) == {"merge"}
+    assert prune_methods(graph.nodes["enc"]) == {"attention_topk"}
+    assert prune_methods(graph.nodes["head"]) == set()
+    assert graph_prune_methods(graph) == {"merge", "attention_topk"} and has_pruning(graph)

@@ -262,3 +262,22 @@ def test_config_errors_render_as_spec_errors_do() -> None:
     )
     assert "\x1b" not in config and config.count("must be > 0") == 1
     assert config.splitlines()[0].endswith("invalid training configuration (2 problems)")
+
+
+def test_split_rules_have_one_wording_for_configs_and_make_splits() -> None:
+    from archlab.runners.config import held_out_problem, repeats_problem
+    from archlab.runners.splits import SplitError, make_splits
+
+    assert repeats_problem(5, 3) is None and repeats_problem(None, 1) is None
+    wording = repeats_problem(None, 3)
+    assert wording == "repeats=3 repeats a K-fold split; set folds too"
+    with pytest.raises(SplitError) as info:
+        make_splits(20, folds=None, repeats=3)
+    assert str(info.value) == wording
+    assert held_out_problem(5, 0.5, 0.5) is None and held_out_problem(None, 0.2, None) is None
+    assert held_out_problem(None, 0.2, 0.3) is None
+    summed = held_out_problem(None, 0.7, 0.3)
+    assert summed is not None and summed.startswith("test_size=0.3 and val_size=0.7 add up to 1")
+    with pytest.raises(SplitError) as info:
+        make_splits(20, folds=None, val_size=0.7, test_size=0.3)
+    assert str(info.value) == summed

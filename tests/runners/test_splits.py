@@ -203,7 +203,7 @@ ONE_OF_A_KIND = numpy.array([0] * 10 + [1] * 10 + [2])
             {"folds": 3, "groups": GROUPS, "repeats": 2},
             r"repeats=2 cannot be combined with groups",
         ),
-        (N, {"folds": None, "repeats": 2}, r"repeats=2 needs folds"),
+        (N, {"folds": None, "repeats": 2}, r"repeats=2 repeats a K-fold split; set folds too"),
         (N, {"folds": 3, "repeats": 0}, r"repeats must be at least 1"),
         (N, {"folds": None, "val_size": 0.0}, r"val_size .* must lie in \(0, 1\), not 0.0"),
         (N, {"folds": None, "val_size": 1.5}, r"val_size .* must lie in \(0, 1\)"),

@@ -238,3 +238,19 @@ def test_upgraded_document_is_still_validated(
 
 def test_no_upgraders_are_registered_in_version_one() -> None:
     assert upgrade.UPGRADERS == {}
+
+
+def test_validation_message_words_an_error_for_the_model_given() -> None:
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from archlab.specs.load import validation_message
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        epochs: int
+
+    with pytest.raises(ValidationError) as info:
+        Settings.model_validate({"epoch": 3})
+    words = {validation_message(err, tuple(err["loc"]), Settings) for err in info.value.errors()}
+    assert "'epochs' is required" in words
+    assert any(w.startswith("unknown key 'epoch'") and "epochs" in w for w in words), words

@@ -579,3 +579,16 @@ def test_spec_error_is_a_value_error() -> None:
     error = SpecError([("a", "x"), ("a", "x"), ("", "whole")], source="f.json")
     assert error.errors == [("a", "x"), ("", "whole")]
     assert str(error) == "f.json: invalid spec (2 problems)\n  a: x\n  <spec>: whole"
+
+
+def test_image_inputs_names_the_image_inputs_in_order(minimal_vit, minimal_gpt) -> None:
+    doc = minimal_vit()
+    doc["inputs"] = {
+        "second": {"kind": "image", "channels": 1, "size": 8},
+        "image": {"kind": "image", "channels": 1, "size": 8},
+    }
+    doc["nodes"]["patches"]["input"] = "second"
+    doc["nodes"]["more"] = {"op": "patch_embed", "input": "image", "dim": 64, "patch_size": 2}
+    doc["outputs"] = ["head", "more"]
+    assert load_spec(doc).image_inputs() == ("second", "image")
+    assert load_spec(minimal_gpt()).image_inputs() == ()

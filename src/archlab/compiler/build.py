@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from archlab.compiler.devices import resolve_device
 from archlab.compiler.graph import (
+    PASS_THROUGH_OPS,
     AttentionPlan,
     Graph,
     ImageShape,
@@ -31,6 +32,9 @@ from archlab.compiler.graph import (
     TokensShape,
     VecShape,
     analyze,
+    has_pruning,
+    prune_methods,
+    upstream_through,
 )
 from archlab.compiler.memory import ModelTooLargeError, check_build
 from archlab.compiler.nn.attention import (
@@ -715,7 +719,7 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
         if op in ("embed", "patch_embed", "position", "norm", "lm_head", "dropout"):
             lines.append(f"    {v} = {call}({ins[0]})")
             mask_of[node_id] = ms[0]
-            if op in ("norm", "dropout"):  # per-token maps keep the pruning state
+            if op in PASS_THROUGH_OPS:  # per-token maps keep the pruning state
                 state_of[node_id] = state_in
         elif op == "cls_token":
             lines.append(f"    {v}, {m} = {call}({ins[0]}, {ms[0]})")
@@ -725,7 +729,7 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
             if info.stack is not None and info.stack.memory is not None:
                 mem = info.stack.memory
                 extra = f", memory={value_of[mem]}, memory_mask={mask_of[mem]}"
-            stack_prunes = info.stack is not None and bool(info.stack.stages)
+            stack_prunes = bool(prune_methods(info))
             if stack_prunes or state_in != "None" or node_id in needs:
                 need = repr(needs.get(node_id))
                 lines.append(
@@ -783,19 +787,10 @@ def _generate_forward(spec: Spec, graph: Graph) -> tuple[type[CompiledModel], st
     return cls, source
 
 
-def has_pruning(graph: Graph) -> bool:
-    """Whether the spec has token pruning stages (its ``forward`` then takes ``__trace``)."""
-    return any(
-        info.op == "token_prune" or (info.stack is not None and bool(info.stack.stages))
-        for info in graph.nodes.values()
-    )
-
-
 def _stack_behind(graph: Graph, ref: str) -> str:
     """The encoder/decoder whose output reaches ``ref`` through norm and dropout nodes."""
-    info = graph.nodes[ref]
-    while info.op in ("norm", "dropout"):
-        info = graph.nodes[info.inputs[0]]
+    info = upstream_through(graph.nodes, ref)
+    assert info is not None  # an analysed graph's references all resolve
     return info.id
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import keyword
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -313,6 +314,43 @@ MODULE_ATTRIBUTES = (
     _state_dict_hooks _state_dict_pre_hooks _version _wrapped_call_impl""".split()  # noqa: SIM905
     )
 )
+
+
+#: The ops that map each token on its own, so a sequence passes through them as it is: its
+#: pruning state, and the stack whose attention it came from.
+PASS_THROUGH_OPS = ("norm", "dropout")
+
+
+def upstream_through(
+    nodes: Mapping[str, NodeInfo], ref: str, ops: tuple[str, ...] = PASS_THROUGH_OPS
+) -> NodeInfo | None:
+    """The node whose output reaches ``ref`` through nodes of ``ops`` (norm and dropout): ``ref``
+    itself when it is of another op; None where the walk meets a reference not in ``nodes`` (one
+    the analysis refused). ``nodes``: ``Graph.nodes``, or the analysis's nodes so far."""
+    info = nodes.get(ref)
+    while info is not None and info.op in ops and info.inputs:
+        info = nodes.get(info.inputs[0])
+    return info
+
+
+def prune_methods(info: NodeInfo) -> set[str]:
+    """The pruning methods node ``info`` runs: a ``token_prune`` node's, or a stack's stages'."""
+    if info.prune is not None:  # a token_prune node
+        return {info.prune.method}
+    if info.stack is not None:
+        return {stage.method for stage in info.stack.stages}
+    return set()
+
+
+def graph_prune_methods(graph: Graph) -> set[str]:
+    """The pruning methods anywhere in ``graph`` (empty for a spec that does not prune)."""
+    return {method for info in graph.nodes.values() for method in prune_methods(info)}
+
+
+def has_pruning(graph: Graph) -> bool:
+    """Whether the spec has token pruning stages (its compiled ``forward`` then takes
+    ``__trace``)."""
+    return bool(graph_prune_methods(graph))
 
 
 def check_graph(spec: Spec, source: str | None = None) -> None:
@@ -656,15 +694,10 @@ class _Analyzer:
     def _methods_upstream(self, ref: str) -> set[str]:
         """The pruning methods the sequence ``ref`` went through (norm, dropout pass it on)."""
         methods: set[str] = set()
-        info = self.infos.get(ref)
-        while info is not None:
-            if info.op == "token_prune" and info.prune is not None:
-                methods.add(info.prune.method)
-            elif info.stack is not None:
-                methods.update(stage.method for stage in info.stack.stages)
-            elif info.op not in ("norm", "dropout"):
-                break
-            info = self.infos.get(info.inputs[0]) if info.inputs else None
+        info = upstream_through(self.infos, ref)
+        while info is not None and (info.op == "token_prune" or info.stack is not None):
+            methods.update(prune_methods(info))
+            info = upstream_through(self.infos, info.inputs[0]) if info.inputs else None
         return methods
 
     def _loses_policy(self, path: str, ref: str, what: str) -> bool:
@@ -683,17 +716,11 @@ class _Analyzer:
 
     def _pruned_upstream(self, ref: str) -> bool:
         """Whether the sequence ``ref`` passed a pruning stage (through norm and dropout nodes)."""
-        info = self.infos.get(ref)
-        while info is not None and info.op in ("norm", "dropout"):
-            info = self.infos.get(info.inputs[0])
-        if info is None:
-            return False
-        return info.op == "token_prune" or (info.stack is not None and bool(info.stack.stages))
+        info = upstream_through(self.infos, ref)
+        return info is not None and bool(prune_methods(info))
 
     def _upstream_stack(self, ref: str) -> StackPlan | None:
-        info = self.infos.get(ref)
-        while info is not None and info.op in ("norm", "dropout"):
-            info = self.infos.get(info.inputs[0])
+        info = upstream_through(self.infos, ref)
         return info.stack if info is not None else None
 
     def _check_prune_attention(self, path: str, method: str, attn: AttentionPlan) -> bool:
@@ -1415,6 +1442,7 @@ def _refs(node: Any) -> list[tuple[str, str]]:
 
 
 __all__ = [
+    "PASS_THROUGH_OPS",
     "AttentionPlan",
     "Graph",
     "ImageShape",
@@ -1428,5 +1456,9 @@ __all__ = [
     "VecShape",
     "analyze",
     "check_graph",
+    "graph_prune_methods",
+    "has_pruning",
     "kept_tokens",
+    "prune_methods",
+    "upstream_through",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archlab.compiler.cost import node_cost
-from archlab.compiler.graph import Graph, analyze
+from archlab.compiler.graph import Graph, analyze, upstream_through
 from archlab.specs import load_spec
 from archlab.specs.models import Spec
 
@@ -74,16 +74,17 @@ def pruned_stacks(graph: Graph) -> list[str]:
     """The encoders and decoders that run a pruning stage or take a pruned sequence (after a
     ``token_prune`` node or a pruned stack, through norm and dropout), in execution order: those
     the compiled model runs with the pruning state (a DynamicViT policy, ToMe sizes)."""
-    carries: set[str] = set()  # nodes whose output carries a pruning state
+    carries: set[str] = set()  # token_prune nodes and stacks whose output carries the state
     stacks: list[str] = []
     for node_id in graph.order:
         info = graph.nodes[node_id]
-        pruned_input = bool(info.inputs) and info.inputs[0] in carries
-        if info.op == "token_prune" or (info.op in ("norm", "dropout") and pruned_input):
+        if info.op == "token_prune":
             carries.add(node_id)
-        elif info.stack is not None and (info.stack.stages or pruned_input):
-            carries.add(node_id)
-            stacks.append(node_id)
+        elif info.stack is not None:
+            behind = upstream_through(graph.nodes, info.inputs[0])
+            if info.stack.stages or (behind is not None and behind.id in carries):
+                carries.add(node_id)
+                stacks.append(node_id)
     return stacks
 
 

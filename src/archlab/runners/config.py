@@ -30,7 +30,7 @@ from pydantic import (
 from archlab.errors import ProblemsError
 from archlab.registry.records import MixupSetting
 from archlab.specs.errors import SpecError, format_path
-from archlab.specs.load import _message, parse_json
+from archlab.specs.load import parse_json, validation_message
 
 
 class ConfigError(ProblemsError):
@@ -217,8 +217,9 @@ class TrainConfig(BaseModel):
     @field_validator("repeats")
     @classmethod
     def _repeats_need_folds(cls, repeats: int, info: ValidationInfo) -> int:
-        if repeats > 1 and _given_as_none(info, "folds"):
-            raise ValueError(f"repeats={repeats} repeats a K-fold split; set folds too")
+        problem = repeats_problem(None, repeats) if _given_as_none(info, "folds") else None
+        if problem:
+            raise ValueError(problem)
         return repeats
 
     @field_validator("test_size")
@@ -227,16 +228,10 @@ class TrainConfig(BaseModel):
         cls, test_size: float | None, info: ValidationInfo
     ) -> float | None:
         val_size = info.data.get("val_size")
-        if (
-            test_size is not None
-            and val_size is not None
-            and _given_as_none(info, "folds")
-            and test_size + val_size >= 1
-        ):
-            raise ValueError(
-                f"test_size {test_size:g} and val_size {val_size:g} add up to "
-                f"{test_size + val_size:g}, leaving nothing to train on; they must sum below 1"
-            )
+        if val_size is not None and _given_as_none(info, "folds"):
+            problem = held_out_problem(None, val_size, test_size)
+            if problem:
+                raise ValueError(problem)
         return test_size
 
     @field_validator("fold")
@@ -316,6 +311,25 @@ RESULT_NEUTRAL = frozenset(
 )
 
 
+def repeats_problem(folds: int | None, repeats: int) -> str | None:
+    """What is wrong with repeating a split ``repeats`` times with ``folds`` (None: a hold-out
+    split), or None. The one wording of this rule, for a config and for ``make_splits``."""
+    if folds is None and repeats > 1:
+        return f"repeats={repeats} repeats a K-fold split; set folds too"
+    return None
+
+
+def held_out_problem(folds: int | None, val_size: float, test_size: float | None) -> str | None:
+    """What is wrong with holding out ``test_size`` and ``val_size`` of the data (a hold-out
+    split: ``folds`` None), or None: something must be left to train on."""
+    if folds is None and test_size is not None and test_size + val_size >= 1:
+        return (
+            f"test_size={test_size:g} and val_size={val_size:g} add up to "
+            f"{test_size + val_size:g}, leaving nothing to train on; they must sum below 1"
+        )
+    return None
+
+
 def _given_as_none(info: ValidationInfo, name: str) -> bool:
     """Whether an earlier field validated to None (a field that failed is absent: no verdict)."""
     return name in info.data and info.data[name] is None
@@ -342,7 +356,7 @@ def load_train_config(path: str | Path | None, overrides: Mapping[str, Any]) -> 
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            message = _message(err, loc, TrainConfig)
+            message = validation_message(err, loc, TrainConfig)
             if loc and loc[0] in given:
                 message += " (from the command line)"
             problems.append((format_path(loc), message))

@@ -355,10 +355,8 @@ class Trainer:
     # -- pieces -----------------------------------------------------------------------------------
 
     def _image_input(self) -> str | None:
-        for name, spec_input in self.spec.inputs.items():
-            if spec_input.kind == "image":
-                return name
-        return None
+        images = self.spec.image_inputs()
+        return images[0] if images else None
 
     def _batch(self, indices: np.ndarray) -> tuple[dict[str, Tensor], Tensor]:
         rows = torch.tensor(indices, dtype=torch.int64)  # (split arrays are read-only)

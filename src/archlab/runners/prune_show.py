@@ -119,7 +119,7 @@ def image_input(model: CompiledModel) -> tuple[str, str] | None:
         if info.op != "patch_embed":
             continue
         source = info.spec.input
-        if getattr(model.spec.inputs.get(source), "kind", None) == "image":
+        if source in model.spec.image_inputs():
             return source, node_id
     return None
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.compiler.build import CompiledModel
+from archlab.compiler.graph import analyze, graph_prune_methods
 from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenState
 from archlab.compiler.pruning import dense_spec, pruned_stacks
 from archlab.errors import UserInputError
@@ -41,13 +42,8 @@ def has_dynamic(model: nn.Module) -> bool:
 
 
 def spec_has_dynamic(spec: Spec) -> bool:
-    doc = spec.model_dump(mode="json", exclude_none=True)
-    for node in doc["nodes"].values():
-        if node.get("op") == "token_prune" and node.get("method") == "dynamic":
-            return True
-        if (node.get("prune") or {}).get("method") == "dynamic":
-            return True
-    return False
+    """Whether ``spec`` has a DynamicViT stage (a student trained with its ratio objective)."""
+    return "dynamic" in graph_prune_methods(analyze(spec))
 
 
 def init_from_teacher(student: nn.Module, teacher: nn.Module, teacher_name: str) -> list[str]:

@@ -31,6 +31,7 @@ from sklearn.model_selection import (
 )
 
 from archlab.errors import UserInputError
+from archlab.runners.config import held_out_problem, repeats_problem
 
 Indices = numpy.ndarray[Any, numpy.dtype[numpy.int64]]
 
@@ -107,20 +108,17 @@ def make_splits(
         raise SplitError(f"cannot split {n} example(s): splitting needs at least 2")
     if repeats < 1:
         raise SplitError(f"repeats must be at least 1, not {repeats}")
-    if folds is None and repeats > 1:
-        raise SplitError(
-            f"repeats={repeats} needs folds: a repeated split is a repeated K-fold split"
-        )
+    problem = repeats_problem(folds, repeats)
+    if problem:
+        raise SplitError(problem)
     if folds is not None and folds < 2:
         raise SplitError(f"folds must be at least 2, not {folds}; omit it for a hold-out split")
     _check_fraction("val_size", val_size)
     if test_size is not None:
         _check_fraction("test_size", test_size)
-        if folds is None and test_size + val_size >= 1:
-            raise SplitError(
-                f"test_size={test_size} and val_size={val_size} add up to "
-                f"{test_size + val_size:g}, leaving nothing to train on; they must sum below 1"
-            )
+    problem = held_out_problem(folds, val_size, test_size)
+    if problem:
+        raise SplitError(problem)
     labels = _per_example("labels", labels, n)
     groups = _per_example("groups", groups, n)
     stratify = labels if groups is None else None

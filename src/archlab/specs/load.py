@@ -194,7 +194,7 @@ def translate_errors(
     out = []
     for err in exc.errors():
         loc = _user_loc(data, err["loc"], err["type"])
-        out.append((format_path(prefix + loc), _message(err, loc)))
+        out.append((format_path(prefix + loc), validation_message(err, loc)))
     return out
 
 
@@ -285,7 +285,9 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _message(err: Any, loc: tuple[str | int, ...], root: Any = Spec) -> str:
+def validation_message(err: Any, loc: tuple[str | int, ...], root: Any = Spec) -> str:
+    """One pydantic validation error ``err`` (at ``loc``) in archlab's words; unknown keys get a
+    suggestion from the fields of ``root`` (the model validated: a spec, a block, a config)."""
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
@@ -379,7 +381,10 @@ def check_overrides(spec: Spec, data: Mapping[str, Any], errors: ErrorList) -> N
                     loc = _user_loc(merged, err["loc"], err["type"])
                     owned = _in_partial(override.partial, loc)
                     where = (*path, *loc) if owned else ("nodes", node_id, "block", *loc)
-                    errors.add(where, f"{_message(err, loc, Block)} (in layers {override.layers})")
+                    errors.add(
+                        where,
+                        f"{validation_message(err, loc, Block)} (in layers {override.layers})",
+                    )
 
 
 def _in_partial(partial: Mapping[str, Any], loc: tuple[str | int, ...]) -> bool:

@@ -547,3 +547,7 @@ class Spec(SpecModel):
         BeforeValidator(_string_to_list, json_schema_input_type=Identifier | list[Identifier]),
         Field(min_length=1),
     ]
+
+    def image_inputs(self) -> tuple[str, ...]:
+        """The names of the spec's image inputs, in the order the spec lists its inputs."""
+        return tuple(name for name, inp in self.inputs.items() if inp.kind == "image")
