@@ -22,9 +22,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from archlab.cli.main import cli
-from archlab.cli.runs_commands import plot_metric
 from archlab.registry import Registry
 from archlab.registry.series import PlotSummary
+from archlab.runners.curves import plot_metric
 from archlab.viz.save import PlotError
 
 ROOT = Path(__file__).parents[2]

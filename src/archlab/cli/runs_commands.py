@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from archlab.registry import CVGroup, Registry, Run
-    from archlab.registry.series import PlotSummary
     from archlab.registry.views import GroupView
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -1033,6 +1032,7 @@ def plot(registry_url: str | None, ident: str, metrics: tuple[str, ...], output:
     the folds at each step as a thick line with a ±1 std band, and beside it each fold's final
     value as a bar with the group's mean ± std. std is the sample std (n - 1).
     """
+    from archlab.runners.curves import plot_metric
     from archlab.viz.save import PlotError, output_format
 
     try:
@@ -1049,19 +1049,6 @@ def plot(registry_url: str | None, ident: str, metrics: tuple[str, ...], output:
             path = output if len(names) == 1 else _metric_path(output, name)
             drawn = plot_metric(registry, ident, name, path)
             _report_plot(drawn, name, path)
-
-
-def plot_metric(registry: Registry, ident: str, metric: str, output: Path) -> PlotSummary:
-    """Draw ``metric`` of run or CV group ``ident`` to ``output`` (.png, .svg or .pdf): the
-    output is checked, the series gathered from the registry, then drawn."""
-    from archlab.registry.series import metric_series
-    from archlab.viz.curves import draw_curves
-    from archlab.viz.save import check_output
-
-    path, fmt = check_output(output)
-    summary = metric_series(registry, ident, metric, path, fmt)
-    draw_curves(summary)
-    return summary
 
 
 def _metric_path(output: Path, metric: str) -> Path:
