@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from archlab.registry.series import Curve, PlotSummary, per_step
-from archlab.runners.prune_show import KeptPanels, StagePanel
 from archlab.viz import patches
 from archlab.viz.curves import draw_curves
+from archlab.viz.patches import KeptPanels, StagePanel
 from archlab.viz.save import PlotError
 
 

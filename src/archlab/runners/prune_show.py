@@ -26,7 +26,7 @@ import torch
 
 from archlab.compiler.graph import SeqShape
 from archlab.errors import UserInputError
-from archlab.viz.patches import draw_kept
+from archlab.viz.patches import KeptPanels, StagePanel, draw_kept
 from archlab.viz.save import check_output
 
 if TYPE_CHECKING:
@@ -38,79 +38,6 @@ DEFAULT_IMAGES = 6
 
 class PruneShowError(UserInputError):
     """A run whose pruning cannot be drawn as asked: no checkpoint, no pruning, no image input."""
-
-
-# ------------------------------------------------------------------------------ the panel data
-
-
-@dataclass(frozen=True)
-class StagePanel:
-    """What one pruning stage left of each image's patches (B images, N patches in row-major grid
-    order, the original order).
-
-    ``visible`` bool ``(B, N)``: the patch is still a token of its own or part of a merged one;
-    ``fused`` bool ``(B, N)``: it only lives on inside EViT's fused token; ``slot`` int ``(B, N)``:
-    the position of the token the patch now belongs to (-1 once dropped), so patches with the same
-    slot were merged (ToMe).
-    """
-
-    name: str
-    method: str
-    visible: np.ndarray
-    fused: np.ndarray
-    slot: np.ndarray
-
-    @property
-    def patches(self) -> int:
-        return int(self.visible.shape[1])
-
-    def kept(self, row: int) -> int:
-        """Patches of image ``row`` still present (not dropped, not only in a fused token)."""
-        return int(self.visible[row].sum())
-
-    def tokens(self, row: int) -> int:
-        """Patch tokens image ``row`` has after the stage (merged groups and a fused token count
-        once each)."""
-        slots = self.slot[row]
-        return len(np.unique(slots[slots >= 0]))
-
-    def merged_groups(self, row: int) -> list[list[int]]:
-        """The patch indices of each token made of two or more patches, in grid order."""
-        groups: dict[int, list[int]] = {}
-        for i, (slot, visible) in enumerate(zip(self.slot[row], self.visible[row], strict=True)):
-            if visible:
-                groups.setdefault(int(slot), []).append(i)
-        return [group for group in groups.values() if len(group) > 1]
-
-    def describe(self, row: int = 0) -> str:
-        """``12/16 patches``, ``16 patches -> 13 tokens`` (merge), ``12/16 patches + fused``."""
-        if self.method == "merge":
-            return f"{self.patches} patches → {self.tokens(row)} tokens"
-        fused = " + fused" if self.fused[row].any() else ""
-        return f"{self.kept(row)}/{self.patches} patches{fused}"
-
-    def uniform(self) -> bool:
-        """Whether every image shows the same count (static keep counts: always, so far)."""
-        return len({self.describe(r) for r in range(self.visible.shape[0])}) == 1
-
-
-@dataclass(frozen=True)
-class KeptPanels:
-    """Everything ``draw_kept`` draws: the images, rescaled to [0, 1] for display
-    (``(B, H, W, 3)``, grey images repeated over the 3 channels), the patch grid and size, a
-    ``StagePanel`` per pruning stage in the order they ran, and for classification the true
-    labels and the model's predictions."""
-
-    images: np.ndarray
-    grey: bool
-    grid: tuple[int, int]
-    patch: tuple[int, int]
-    stages: tuple[StagePanel, ...]
-    labels: tuple[int, ...] | None = None
-    predictions: tuple[int, ...] | None = None
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
 
 
 def image_input(model: CompiledModel) -> tuple[str, str] | None:

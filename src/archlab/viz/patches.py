@@ -1,6 +1,6 @@
 """The patches each token pruning stage kept: ``arch prune show``.
 
-``draw_kept(panels, path, title)`` draws the ``KeptPanels`` that
+``draw_kept(panels, path, title)`` draws the ``KeptPanels`` (plain numpy data, defined here) that
 ``archlab.runners.prune_show.kept_panels`` computes (images, patch grid and, per stage, which
 patches are still visible, fused or merged), as the DynamicViT paper does: one row per image, the
 image itself, then one panel per pruning stage in which the patches that stage (or an earlier one)
@@ -11,20 +11,91 @@ into EViT's fused token are faded. ``stage_image`` gives one such panel as an ar
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from archlab.viz.save import new_figure, output_format, save
-
-if TYPE_CHECKING:
-    from archlab.runners.prune_show import KeptPanels, StagePanel
 
 DROPPED = np.array([0.88, 0.88, 0.88])  # a dropped patch: light grey, as in DynamicViT's figures
 TILE_EDGE = "0.62"  # the outline of each dropped patch, to tell it from light image content
 FUSED_FADE = 0.7  # a patch folded into EViT's fused token: this much of DROPPED over the image
 MERGE_ALPHA = 0.55  # opacity of a merged group's colour over its patches
 PANEL_INCHES = 1.8  # width and height of one panel
+
+
+# ------------------------------------------------------------------------------ the panel data
+
+
+@dataclass(frozen=True)
+class StagePanel:
+    """What one pruning stage left of each image's patches (B images, N patches in row-major grid
+    order, the original order).
+
+    ``visible`` bool ``(B, N)``: the patch is still a token of its own or part of a merged one;
+    ``fused`` bool ``(B, N)``: it only lives on inside EViT's fused token; ``slot`` int ``(B, N)``:
+    the position of the token the patch now belongs to (-1 once dropped), so patches with the same
+    slot were merged (ToMe).
+    """
+
+    name: str
+    method: str
+    visible: np.ndarray
+    fused: np.ndarray
+    slot: np.ndarray
+
+    @property
+    def patches(self) -> int:
+        return int(self.visible.shape[1])
+
+    def kept(self, row: int) -> int:
+        """Patches of image ``row`` still present (not dropped, not only in a fused token)."""
+        return int(self.visible[row].sum())
+
+    def tokens(self, row: int) -> int:
+        """Patch tokens image ``row`` has after the stage (merged groups and a fused token count
+        once each)."""
+        slots = self.slot[row]
+        return len(np.unique(slots[slots >= 0]))
+
+    def merged_groups(self, row: int) -> list[list[int]]:
+        """The patch indices of each token made of two or more patches, in grid order."""
+        groups: dict[int, list[int]] = {}
+        for i, (slot, visible) in enumerate(zip(self.slot[row], self.visible[row], strict=True)):
+            if visible:
+                groups.setdefault(int(slot), []).append(i)
+        return [group for group in groups.values() if len(group) > 1]
+
+    def describe(self, row: int = 0) -> str:
+        """``12/16 patches``, ``16 patches -> 13 tokens`` (merge), ``12/16 patches + fused``."""
+        if self.method == "merge":
+            return f"{self.patches} patches → {self.tokens(row)} tokens"
+        fused = " + fused" if self.fused[row].any() else ""
+        return f"{self.kept(row)}/{self.patches} patches{fused}"
+
+    def uniform(self) -> bool:
+        """Whether every image shows the same count (static keep counts: always, so far)."""
+        return len({self.describe(r) for r in range(self.visible.shape[0])}) == 1
+
+
+@dataclass(frozen=True)
+class KeptPanels:
+    """Everything ``draw_kept`` draws: the images, rescaled to [0, 1] for display
+    (``(B, H, W, 3)``, grey images repeated over the 3 channels), the patch grid and size, a
+    ``StagePanel`` per pruning stage in the order they ran, and for classification the true
+    labels and the model's predictions."""
+
+    images: np.ndarray
+    grey: bool
+    grid: tuple[int, int]
+    patch: tuple[int, int]
+    stages: tuple[StagePanel, ...]
+    labels: tuple[int, ...] | None = None
+    predictions: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
 
 
 def stage_image(panels: KeptPanels, stage: StagePanel, row: int) -> np.ndarray:
