@@ -1,4 +1,4 @@
-"""The tokenizer: a query's text as ``_Token``s (names, keywords, strings, numbers, operators),
+"""The tokenizer: a query's text as ``Token``s (names, keywords, strings, numbers, operators),
 with string escapes and number ranges checked where they are written."""
 
 from __future__ import annotations
@@ -20,22 +20,27 @@ _INT64 = 2**63
 
 
 @dataclass(frozen=True)
-class _Token:
+class Token:
+    """One token at offset ``pos``; ``value`` is a string's or number's value, and a name's
+    ``(prefix, parts)`` (``("config", ("layers", 0))`` for ``config.layers.0``)."""
+
     kind: str  # name, kw, string, number, op, "(", ")", ",", end
     text: str  # source text (keywords lower-cased)
     pos: int
     value: Any = None
 
 
-def _tokenize(query: str, start: int = 0) -> list[_Token]:
-    tokens: list[_Token] = []
+def tokenize(query: str, start: int = 0) -> list[Token]:
+    """The tokens of ``query`` from offset ``start``, ending with an ``end`` token; ``QueryError``
+    at the first character that starts no token."""
+    tokens: list[Token] = []
     i, n = start, len(query)
     while i < n:
         c = query[i]
         if c in " \t\r\n":
             i += 1
         elif c in "(),":
-            tokens.append(_Token(c, c, i))
+            tokens.append(Token(c, c, i))
             i += 1
         elif c in "'\"":
             i = _string(query, i, tokens)
@@ -48,7 +53,7 @@ def _tokenize(query: str, start: int = 0) -> list[_Token]:
             end = m.end()
             if end < n and _WORD_CHAR.match(query, end):
                 raise QueryError("malformed number", query, i)
-            tokens.append(_Token("number", m.group(), i, _number(m.group(), query, i)))
+            tokens.append(Token("number", m.group(), i, _number(m.group(), query, i)))
             i = end
         elif c.isascii() and (c.isalpha() or c == "_"):
             i = _name(query, i, tokens)
@@ -58,20 +63,20 @@ def _tokenize(query: str, start: int = 0) -> list[_Token]:
                 hint = {"&": "use 'and'", "|": "use 'or'", "!": "use 'not' or '!='"}.get(c)
                 shown = repr(c) if c.isprintable() else f"{c!r} (U+{ord(c):04X})"
                 raise QueryError(f"unexpected character {shown}", query, i, hint)
-            tokens.append(_Token("op", op, i))
+            tokens.append(Token("op", op, i))
             i += len(op)
-    tokens.append(_Token("end", "", n))
+    tokens.append(Token("end", "", n))
     return tokens
 
 
-def _name(query: str, start: int, tokens: list[_Token]) -> int:
+def _name(query: str, start: int, tokens: list[Token]) -> int:
     """Scans a keyword or a dotted field name (``config.optimizer.lr``, ``metrics.'acc@1'``: a
     quoted part is taken whole); returns the offset after it."""
     m = _WORD.match(query, start)
     assert m is not None
     word, end, n = m.group(), m.end(), len(query)
     if word.lower() in _KEYWORDS and not query.startswith(".", end):
-        tokens.append(_Token("kw", word.lower(), start))
+        tokens.append(Token("kw", word.lower(), start))
         return end
     parts: list[str | int] = []
     while end < n and query[end] == ".":
@@ -89,14 +94,14 @@ def _name(query: str, start: int, tokens: list[_Token]) -> int:
         end = m.end()
     if end < n and query[end] in "/-" and (end + 1 >= n or not query[end + 1].isdigit()):
         raise QueryError(f"expected a name after {query[start : end + 1]!r}", query, end + 1)
-    tokens.append(_Token("name", query[start:end], start, (word, tuple(parts))))
+    tokens.append(Token("name", query[start:end], start, (word, tuple(parts))))
     return end
 
 
-def _string(query: str, start: int, tokens: list[_Token]) -> int:
+def _string(query: str, start: int, tokens: list[Token]) -> int:
     """Scans the string literal opening at ``start``; returns the offset after it."""
     text, end = _scan_string(query, start)
-    tokens.append(_Token("string", query[start:end], start, text))
+    tokens.append(Token("string", query[start:end], start, text))
     return end
 
 

@@ -11,7 +11,7 @@ from archlab.registry.query.errors import QueryError
 from archlab.registry.query.nodes import Compare, Value
 
 
-def _coerce(cmp: Compare, query: str) -> tuple[str, list[Any]]:
+def coerce(cmp: Compare, query: str) -> tuple[str, list[Any]]:
     """The comparison's values converted for its field, with their kind (``number``, ``text``,
     ``bool`` or ``null``); raises ``QueryError`` where the field cannot take them."""
     ftype = cmp.field.type

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from archlab.registry.query.errors import QueryError
 from archlab.registry.query.fields import _FREE, _PLAIN, _SUBFIELDS, FIELDS
-from archlab.registry.query.lexer import _Token, _tokenize
-from archlab.registry.query.literals import _coerce
+from archlab.registry.query.lexer import Token, tokenize
+from archlab.registry.query.literals import coerce
 from archlab.registry.query.nodes import And, Compare, Expr, FieldRef, Not, Or, Value
 
 _MAX_DEPTH = 100
@@ -17,11 +17,11 @@ def parse(text: str) -> Expr:
     """The AST of a ``--where`` query; ``QueryError`` with a caret under the fault when malformed."""
     if not isinstance(text, str):
         raise QueryError(f"a query is a string, not {type(text).__name__}")
-    return _Parser(text, _tokenize(text)).query_expr()
+    return _Parser(text, tokenize(text)).query_expr()
 
 
 class _Parser:
-    def __init__(self, query: str, tokens: list[_Token]) -> None:
+    def __init__(self, query: str, tokens: list[Token]) -> None:
         self.query = query
         self.tokens = tokens
         self.i = 0
@@ -29,10 +29,10 @@ class _Parser:
         self.comparisons = 0
 
     @property
-    def tok(self) -> _Token:
+    def tok(self) -> Token:
         return self.tokens[self.i]
 
-    def take(self) -> _Token:
+    def take(self) -> Token:
         tok = self.tokens[self.i]
         self.i += 1
         return tok
@@ -40,7 +40,7 @@ class _Parser:
     def is_kw(self, *words: str) -> bool:
         return self.tok.kind == "kw" and self.tok.text in words
 
-    def error(self, reason: str, tok: _Token | None = None, hint: str | None = None) -> QueryError:
+    def error(self, reason: str, tok: Token | None = None, hint: str | None = None) -> QueryError:
         tok = tok or self.tok
         if tok.kind != "end":
             reason = f"{reason}, found {_describe(tok)}"
@@ -100,7 +100,7 @@ class _Parser:
         if self.comparisons > _MAX_COMPARISONS:
             raise self.error(f"more than {_MAX_COMPARISONS} comparisons in one query")
         name = self.take()
-        ref = _field_ref(name, self.query)
+        ref = field_ref(name, self.query)
         tok = self.tok
         if tok.kind == "op":
             self.take()
@@ -149,14 +149,14 @@ class _Parser:
         raise self.error("expected a value", hint=hint)
 
     def checked(
-        self, ref: FieldRef, op: str, value: Value | tuple[Value, ...], tok: _Token
+        self, ref: FieldRef, op: str, value: Value | tuple[Value, ...], tok: Token
     ) -> Compare:
         compare = Compare(ref, op, value, tok.pos)
-        _coerce(compare, self.query)  # raises on a literal the field cannot take
+        coerce(compare, self.query)  # raises on a literal the field cannot take
         return compare
 
 
-def _describe(tok: _Token) -> str:
+def _describe(tok: Token) -> str:
     if tok.kind == "string":
         return f"string {tok.text}"
     if tok.kind in ("name", "number"):
@@ -168,7 +168,7 @@ def _column(query: str, pos: int) -> int:
     return pos - (query.rfind("\n", 0, pos) + 1) + 1
 
 
-def _field_ref(tok: _Token, query: str) -> FieldRef:
+def field_ref(tok: Token, query: str) -> FieldRef:
     prefix, parts = tok.value
     ref, pos = FieldRef(prefix, parts, tok.pos), tok.pos
     allowed = "fields: " + ", ".join(FIELDS)

@@ -33,7 +33,7 @@ from archlab.registry.query.nodes import FieldRef
 
 
 @dataclass(frozen=True)
-class _Source:
+class Source:
     """Where a field's value lives: ``column`` inside the rows ``link`` ties to the run (no ``link``:
     a column of ``runs`` itself)."""
 
@@ -58,11 +58,11 @@ class _Source:
         return select(self.column).where(*self.link).correlate(RunRow).scalar_subquery()
 
 
-def _mapped(attr: QueryableAttribute[Any], *link: ColumnElement[bool]) -> _Source:
+def _mapped(attr: QueryableAttribute[Any], *link: ColumnElement[bool]) -> Source:
     """A mapped column's source; its nullability (from the model) decides whether "not" must also
     check that the value is there."""
     nullable = bool(inspect(attr.class_).columns[attr.key].nullable)
-    return _Source(attr, nullable=nullable, link=link)
+    return Source(attr, nullable=nullable, link=link)
 
 
 def _metric_key(name: str) -> ColumnElement[Any]:
@@ -73,7 +73,7 @@ def _metric_key(name: str) -> ColumnElement[Any]:
     )
 
 
-def _source(ref: FieldRef, kind: str) -> _Source:
+def source(ref: FieldRef, kind: str) -> Source:
     """The field's value; ``kind`` (``number``, ``text``, ``bool``, ``null`` or ``sort``) picks the
     typed view of a JSON config value."""
     prefix, key = ref.prefix, ref.key
@@ -85,7 +85,7 @@ def _source(ref: FieldRef, kind: str) -> _Source:
             column, SummaryRow.run_pk == RunRow.pk, SummaryRow.key_id == _metric_key(key)
         )
     if prefix == "std":  # the sample std of a single fold is undefined: missing here
-        return _Source(
+        return Source(
             AggregateRow.std,
             nullable=True,
             link=(
@@ -118,13 +118,13 @@ def _source(ref: FieldRef, kind: str) -> _Source:
     assert prefix == "config", prefix
     item = RunRow.config[ref.parts]
     if kind == "sort":
-        return _Source(_JsonSortKey(item), nullable=True)
+        return Source(_JsonSortKey(item), nullable=True)
     if kind == "null":
-        return _Source(item, nullable=True, presence=_JsonPresent(item))
+        return Source(item, nullable=True, presence=_JsonPresent(item))
     typed: dict[str, tuple[type[_JsonTypeIs], ColumnElement[Any]]] = {
         "number": (_JsonIsNumber, item.as_float()),
         "text": (_JsonIsString, item.as_string()),
         "bool": (_JsonIsBoolean, item.as_boolean()),
     }
     check, value = typed[kind]
-    return _Source(case((check(item), value)), nullable=True)
+    return Source(case((check(item), value)), nullable=True)

@@ -12,11 +12,11 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from archlab.registry.query.errors import QueryError
 from archlab.registry.query.fields import FIELDS
-from archlab.registry.query.lexer import _tokenize
-from archlab.registry.query.literals import _coerce
+from archlab.registry.query.lexer import tokenize
+from archlab.registry.query.literals import coerce
 from archlab.registry.query.nodes import And, Compare, Expr, Not, Or
-from archlab.registry.query.parser import _field_ref, parse
-from archlab.registry.query.sources import _source
+from archlab.registry.query.parser import field_ref, parse
+from archlab.registry.query.sources import source
 
 
 def compile_where(text: str | None) -> ColumnElement[bool] | None:
@@ -41,7 +41,7 @@ def order_by(field: str) -> ColumnElement[Any]:
     descending = stripped.startswith("-")
     if stripped[:1] in ("-", "+"):
         start += 1
-    tokens = _tokenize(field, start)
+    tokens = tokenize(field, start)
     if tokens[0].kind != "name":
         raise QueryError(
             "expected a field to sort by", field, tokens[0].pos, "fields: " + ", ".join(FIELDS)
@@ -53,8 +53,8 @@ def order_by(field: str) -> ColumnElement[Any]:
             tokens[1].pos,
             "sort by one field; '-' before it sorts descending",
         )
-    ref = _field_ref(tokens[0], field)
-    key = _source(ref, "sort").scalar()
+    ref = field_ref(tokens[0], field)
+    key = source(ref, "sort").scalar()
     return (key.desc() if descending else key.asc()).nulls_last()
 
 
@@ -87,11 +87,11 @@ def _compile(expr: Expr, positive: bool, query: str) -> ColumnElement[bool]:
 
 
 def _comparison(cmp: Compare, positive: bool, query: str) -> ColumnElement[bool]:
-    kind, values = _coerce(cmp, query)
+    kind, values = coerce(cmp, query)
     op = cmp.op
     if op in _NEGATED:
         op, positive = _NEGATED[op], not positive
-    src = _source(cmp.field, kind)
+    src = source(cmp.field, kind)
     if kind == "null":  # a presence test: never unknown
         present = src.wrap(src.present)
         return not_(present) if positive else present
