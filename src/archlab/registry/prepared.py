@@ -19,10 +19,22 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
+from sqlalchemy import and_, bindparam, delete, insert, null, or_, select, update
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+
+from archlab.registry.models import (
+    AggregateRow,
+    CVGroupRow,
+    MetricKeyRow,
+    MetricRow,
+    MixupRow,
+    RunRow,
+    SummaryRow,
+    TagRow,
+)
 
 
 class Prepared:
@@ -148,55 +160,57 @@ def upsert(dialect: Dialect, table: Any) -> Any:
     return sqlite_insert(table)
 
 
+#: The columns a new run is inserted with, in the order of ``Statements.insert_run``'s rows.
+_RUN_COLUMNS = (
+    "id", "kind", "status", "spec_hash", "spec_name", "cv_group_pk", "fold", "n_train", "n_val",
+    "train_sha256", "val_sha256", "started", "heartbeat", "config", "provenance", "host", "pid",
+)  # fmt: skip
+#: The columns a new CV group is inserted with; ``group_by_id`` reads them back after its key.
+_GROUP_COLUMNS = (
+    "id", "spec_hash", "k", "splitter", "shuffle", "seed", "stratified", "grouped", "repeats",
+    "library", "config", "created",
+)  # fmt: skip
+
+
 class Statements:
     """The registry's hot statements for one dialect: starting runs and CV groups, writing metric
-    batches, summaries and heartbeats, ending runs, recomputing CV aggregates, reading a group."""
+    batches, summaries and heartbeats, ending runs, recomputing CV aggregates, reading a group.
+
+    Each family is built by one method below; every statement is a ``Prepared`` attribute (or
+    ``None`` where the dialect has no need of it)."""
 
     def __init__(self, dialect: Dialect) -> None:
-        from sqlalchemy import and_, bindparam, delete, insert, null, or_, select, update
-
-        from archlab.registry.models import (
-            AggregateRow,
-            CVGroupRow,
-            MetricKeyRow,
-            MetricRow,
-            MixupRow,
-            RunRow,
-            SummaryRow,
-            TagRow,
-        )
-
-        def prepare(statement: Any, *names: str) -> Prepared:
-            return Prepared(statement, dialect, names)
-
-        def inserting(model: Any, *names: str, returning: Any = None) -> Prepared:
-            statement = insert(model)
-            if returning is not None and self.returning:
-                statement = statement.returning(returning)
-            return prepare(statement, *names)
-
+        self.dialect = dialect
         self.postgresql = dialect.name == "postgresql"
         self.returning = bool(dialect.insert_returning)
+        self._prepare_starts()
+        self._prepare_run_updates()
+        self._prepare_metrics()
+        self._prepare_aggregates()
+        self._prepare_group_reads()
 
-        run_columns = (
-            "id", "kind", "status", "spec_hash", "spec_name", "cv_group_pk", "fold", "n_train",
-            "n_val",
-            "train_sha256", "val_sha256", "started", "heartbeat", "config", "provenance", "host",
-            "pid",
-        )  # fmt: skip
-        self.insert_run = inserting(RunRow, *run_columns, returning=RunRow.pk)
-        self.insert_mixup = inserting(
+    def _prepare(self, statement: Any, *names: str) -> Prepared:
+        return Prepared(statement, self.dialect, names)
+
+    def _inserting(self, model: Any, *names: str, returning: Any = None) -> Prepared:
+        statement = insert(model)
+        if returning is not None and self.returning:
+            statement = statement.returning(returning)
+        return self._prepare(statement, *names)
+
+    def _prepare_starts(self) -> None:
+        """Inserting a run with its mixup settings and tags, and a CV group."""
+        self.insert_run = self._inserting(RunRow, *_RUN_COLUMNS, returning=RunRow.pk)
+        self.insert_mixup = self._inserting(
             MixupRow,
             "run_pk", "alpha", "cutmix_alpha", "cutmix_min", "cutmix_max", "prob", "switch_prob",
             "mode", "label_smoothing", "off_epoch",
         )  # fmt: skip
-        self.insert_tag = inserting(TagRow, "run_pk", "key", "value")
-        group_columns = (
-            "id", "spec_hash", "k", "splitter", "shuffle", "seed", "stratified", "grouped",
-            "repeats", "library", "config", "created",
-        )  # fmt: skip
-        self.insert_group = inserting(CVGroupRow, *group_columns, returning=CVGroupRow.pk)
+        self.insert_tag = self._inserting(TagRow, "run_pk", "key", "value")
+        self.insert_group = self._inserting(CVGroupRow, *_GROUP_COLUMNS, returning=CVGroupRow.pk)
 
+    def _prepare_run_updates(self) -> None:
+        """A running run's heartbeat and end, and whether a run exists."""
         run: Any = bindparam("run")
         # The run's own process may write to it while it runs, and also once a sweep (arch runs
         # gc, a registry opened elsewhere) marked it interrupted though it was alive: its next
@@ -212,13 +226,13 @@ class Statements:
                 ),
             ),
         )
-        self.beat = prepare(
+        self.beat = self._prepare(
             update(RunRow)
             .where(*mine)
             .values(heartbeat=bindparam("at"), status="running", ended=null(), error=null()),
             "at", "run", "owner_host", "owner_pid",
         )  # fmt: skip
-        self.finish = prepare(
+        self.finish = self._prepare(
             update(RunRow)
             .where(*mine)
             .values(
@@ -229,21 +243,23 @@ class Statements:
             ),
             "new_status", "at", "message", "run", "owner_host", "owner_pid",
         )  # fmt: skip
-        self.run_exists = prepare(select(RunRow.pk).where(RunRow.pk == run), "run")
+        self.run_exists = self._prepare(select(RunRow.pk).where(RunRow.pk == run), "run")
 
+    def _prepare_metrics(self) -> None:
+        """Metric keys (looked up, or added with their direction), metric batches and summaries."""
         name: Any = bindparam("key_name")
-        self.key_id = prepare(
+        self.key_id = self._prepare(
             select(MetricKeyRow.id, MetricKeyRow.direction).where(MetricKeyRow.name == name),
             "key_name",
         )
-        self.insert_key = prepare(
-            upsert(dialect, MetricKeyRow)
+        self.insert_key = self._prepare(
+            upsert(self.dialect, MetricKeyRow)
             .values(name=name, direction=bindparam("key_direction"))
             .on_conflict_do_nothing(),
             "key_name", "key_direction",
         )  # fmt: skip
-        metrics = upsert(dialect, MetricRow)
-        self.upsert_metrics = prepare(
+        metrics = upsert(self.dialect, MetricRow)
+        self.upsert_metrics = self._prepare(
             metrics.on_conflict_do_update(
                 index_elements=["run_pk", "key_id", "step"],
                 set_={
@@ -254,9 +270,9 @@ class Statements:
             ),
             "run_pk", "key_id", "step", "epoch", "value", "time",
         )  # fmt: skip
-        summaries = upsert(dialect, SummaryRow)
+        summaries = upsert(self.dialect, SummaryRow)
         summary_values = ("last_value", "last_step", "best_value", "best_step", "count")
-        self.upsert_summaries = prepare(
+        self.upsert_summaries = self._prepare(
             summaries.on_conflict_do_update(
                 index_elements=["run_pk", "key_id"],
                 set_={c: summaries.excluded[c] for c in summary_values},
@@ -264,35 +280,43 @@ class Statements:
             "run_pk", "key_id", *summary_values,
         )  # fmt: skip
 
+    def _prepare_aggregates(self) -> None:
+        """Recomputing a CV group's aggregates: lock the group (PostgreSQL), read the completed
+        folds' final values, replace the aggregate rows."""
         group: Any = bindparam("group")
         lock = select(CVGroupRow.pk).where(CVGroupRow.pk == group)
-        self.lock_group = prepare(lock.with_for_update(), "group") if self.postgresql else None
-        self.fold_finals = prepare(
+        self.lock_group = (
+            self._prepare(lock.with_for_update(), "group") if self.postgresql else None
+        )
+        self.fold_finals = self._prepare(
             select(RunRow.fold, RunRow.pk, SummaryRow.key_id, SummaryRow.last_value)
             .join(RunRow, RunRow.pk == SummaryRow.run_pk)
             .where(RunRow.cv_group_pk == group, RunRow.status == "completed"),
             "group",
         )
-        self.delete_aggregates = prepare(
+        self.delete_aggregates = self._prepare(
             delete(AggregateRow).where(AggregateRow.group_pk == group), "group"
         )
-        self.insert_aggregate = inserting(
+        self.insert_aggregate = self._inserting(
             AggregateRow, "group_pk", "key_id", "mean", "std", "n", "min", "max"
         )
 
-        self.group_by_id = prepare(
-            select(CVGroupRow.pk, *(CVGroupRow.__table__.c[c] for c in group_columns)).where(
+    def _prepare_group_reads(self) -> None:
+        """Reading a CV group: its row by id, its runs, its aggregates."""
+        group: Any = bindparam("group")
+        self.group_by_id = self._prepare(
+            select(CVGroupRow.pk, *(CVGroupRow.__table__.c[c] for c in _GROUP_COLUMNS)).where(
                 CVGroupRow.id == bindparam("group_id")
             ),
             "group_id",
         )
-        self.group_runs = prepare(
+        self.group_runs = self._prepare(
             select(RunRow.id)
             .where(RunRow.cv_group_pk == group)
             .order_by(RunRow.fold, RunRow.started),
             "group",
         )
-        self.group_aggregates = prepare(
+        self.group_aggregates = self._prepare(
             select(
                 MetricKeyRow.name,
                 AggregateRow.mean,

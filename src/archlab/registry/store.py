@@ -1987,7 +1987,7 @@ def _check_tags(tags: Mapping[str, Any]) -> None:
 def check_text(value: str, what: str) -> None:
     """Refuse text no backend can store alike: PostgreSQL refuses NUL characters, and a lone
     surrogate is not UTF-8 at all (``what`` names the text in the message)."""
-    from archlab.registry.query import _storable
+    from archlab.registry.query.literals import _storable
 
     if not _storable(value):
         raise RegistryError(
