@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from archlab.cli.numbers import si
+from archlab.cli.formatting import si
 from archlab.cli.options import device_option
 from archlab.specs import SpecError, json_schema, load_spec, spec_hash
 from archlab.textsafe import printable

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from archlab.cli import bench_commands, spec_commands
-from archlab.cli.numbers import si
+from archlab.cli.formatting import si
 
 
 def test_si_suffixes_and_three_significant_digits_below_a_thousand() -> None:
