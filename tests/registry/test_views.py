@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from archlab.registry import Registry, Run, views
+from archlab.registry import Change, Registry, Run, views
 
 Doc = dict[str, Any]
 
@@ -212,6 +212,9 @@ def test_views_import_no_torch_rich_or_click(registry: Registry, spec: Doc) -> N
         "    found = reg.runs()\n"
         "    views.export_csv(found); views.export_json(found); views.compare_rows(found)\n"
         "    views.grouped_rows(views.grouped(reg, found))\n"
+        "    views.show(reg, found[0].id).to_dict(); views.comparison(reg, [found[0].id])\n"
+        "    from archlab.registry import maintenance, ranking\n"
+        "    ranking.best(reg, 'val_acc').rows(); maintenance.plan_removal(reg, [found[0].id])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'rich', 'click'))\n"
         "assert not heavy, heavy\n"
     )
@@ -229,3 +232,122 @@ def test_extreme_of_a_series_against_its_direction(registry: Registry, spec: Doc
     assert views.extreme(points, low=True) == (0.1, 3)
     assert views.extreme(points, low=False) == (0.9, 2)
     assert views.extreme([], low=True) == (None, None)
+
+
+def test_group_lines_for_a_listing(registry: Registry, spec: Doc) -> None:
+    """``group_line``: a CV group as one listing line: kinds, statuses by status, spec name, the
+    folds found of those expected, one mixup label (or ``varies``), a span without ``+`` once
+    every fold has ended; ``listing_metric_names`` counts the groups' aggregated metrics too."""
+    with registry.start_run(spec) as alone:
+        alone.log_metrics({"val_loss": 0.5}, step=0)
+    group = registry.start_cv(spec, k=3, seed=0)
+    for fold, acc in ((0, 0.8), (1, 0.9)):
+        with registry.start_run(spec, cv_group=group, fold=fold) as run:
+            run.log_metrics({"val_acc": acc}, step=0)
+    entries = views.grouped(registry, registry.runs(order_by=["started"]))
+    view = entries[1]
+    assert isinstance(view, views.GroupView)
+    line = views.group_line(view)
+    assert line.id == group.id and line.kind == "train"
+    assert line.statuses == [("completed", 2)]
+    assert line.spec == view.folds[0].spec_name
+    assert (line.folds, line.expected) == (2, 3)
+    assert line.mixup == "-"
+    assert not line.duration.endswith("+")
+    assert line.aggregates["val_acc"].n == 2
+    assert views.listing_metric_names(entries) == ["val_acc", "val_loss"]
+
+
+def test_main_metrics_come_in_a_fixed_order() -> None:
+    names = ["val_loss", "train_loss", "val_acc", "bleu", "test_ppl", "loss"]
+    assert views.main_metrics(names) == ["val_acc", "val_loss", "test_ppl", "loss"]
+    assert views.main_metrics([]) == []
+
+
+def test_select_keeps_the_named_runs_in_their_order(registry: Registry, spec: Doc) -> None:
+    """``select``: every run matching ``where``; with ids, only those, in the order named, a CV
+    group's id standing for its folds."""
+    with registry.start_run(spec, {"lr": 0.1}) as a:
+        pass
+    with registry.start_run(spec, {"lr": 0.2}) as b:
+        pass
+    group = registry.start_cv(spec, k=2, seed=0)
+    for fold in (0, 1):
+        with registry.start_run(spec, cv_group=group, fold=fold):
+            pass
+    folds = registry.group(group.id).runs
+    assert [r.id for r in views.select(registry, idents=[a.id, b.id])] == [a.id, b.id]
+    assert [r.id for r in views.select(registry, idents=[b.id, a.id])] == [b.id, a.id]
+    assert [r.id for r in views.select(registry, idents=[group.id, a.id])] == [*folds, a.id]
+    assert [r.id for r in views.select(registry, "config.lr == 0.2")] == [b.id]
+    assert [r.id for r in views.select(registry, "config.lr == 0.2", [a.id])] == []
+    assert len(views.select(registry)) == 4
+
+
+def test_show_a_run_a_fold_and_a_group(registry: Registry, spec: Doc) -> None:
+    """``show``: a run alone, a fold with its group and folds, or a group's id alone; their
+    ``to_dict`` is what ``arch runs show --json`` prints."""
+    with registry.start_run(spec) as alone:
+        alone.log_metrics({"val_acc": 0.5}, step=0)
+    group = registry.start_cv(spec, k=2, seed=0)
+    for fold in (0, 1):
+        with registry.start_run(spec, cv_group=group, fold=fold) as run:
+            run.log_metrics({"val_acc": 0.7 + fold / 10}, step=0)
+    single = views.show(registry, alone.id)
+    assert single.run is not None and single.group is None and single.folds == []
+    assert single.to_dict() == views.run_dict(single.run)
+
+    fold_run = registry.group(group.id).runs[1]
+    shown = views.show(registry, fold_run)
+    assert shown.run is not None and shown.run.id == fold_run
+    assert shown.group is not None and shown.group.id == group.id
+    doc = shown.to_dict()
+    assert doc["id"] == fold_run
+    assert [f["fold"] for f in doc["cv_group"]["folds"]] == [0, 1]
+
+    whole = views.show(registry, group.id)
+    assert whole.run is None and [f.id for f in whole.folds] == registry.group(group.id).runs
+    assert whole.to_dict()["type"] == "cv_group" and whole.to_dict()["id"] == group.id
+
+
+def test_provenance_rows_and_change_lines() -> None:
+    prov = {
+        "git": {"commit": "abc123", "dirty": True},
+        "host": "box",
+        "pid": 7,
+        "user": None,
+        "argv": ["arch", "train", "x.yaml"],
+        "versions": {"archlab": "0.1", "torch": None},
+    }
+    assert views.provenance_rows(prov) == [
+        ("git", "abc123 (dirty)"),
+        ("host", "box"),
+        ("pid", "7"),
+        ("command", "arch train x.yaml"),
+        ("versions", "archlab 0.1"),
+    ]
+    assert views.provenance_rows({"git": None}) == [("git", "-")]
+    assert views.provenance_rows({}) == []
+    change = Change("config.lr", 0.1, math.nan)
+    assert views.change_line(change) == 'config.lr: 0.1 -> "nan"'
+    assert views.change_line(Change("spec.nodes.enc.depth", None, 4)) == (
+        "spec.nodes.enc.depth: null -> 4"
+    )
+
+
+def test_comparison_is_the_compare_table(registry: Registry, spec: Doc) -> None:
+    """``comparison``: the runs named (a group's id standing for its folds, duplicates once) and
+    their ``compare_rows``; ``to_dict`` marks the rows that differ."""
+    with registry.start_run(spec, {"lr": 0.1}) as a:
+        a.log_metrics({"val_acc": 0.7}, step=0)
+    with registry.start_run(spec, {"lr": 0.2}) as b:
+        b.log_metrics({"val_acc": 0.7}, step=0)
+    found = views.comparison(registry, [a.id, b.id, a.id])
+    assert [r.id for r in found.runs] == [a.id, b.id]
+    assert found.rows == views.compare_rows(found.runs)
+    doc = found.to_dict()
+    assert doc["runs"] == [a.id, b.id]
+    by_field = {row["field"]: row for row in doc["rows"]}
+    assert by_field["config.lr"] == {"field": "config.lr", "values": [0.1, 0.2], "differs": True}
+    assert by_field["metrics.val_acc"]["differs"] is False
+    assert "config.lr" in dict(views.comparison(registry, [a.id, b.id], show_all=True).rows)

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from archlab.cli.numbers import si
-from archlab.cli.options import device_option, threads_option
-from archlab.cli.runs_commands import registry_option
+from archlab.cli.formatting import si
+from archlab.cli.options import device_option, registry_option, threads_option
 from archlab.jsonpolicy import jsonable
 
 if TYPE_CHECKING:

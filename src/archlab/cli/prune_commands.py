@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from archlab.cli.runs_commands import registry_option
+from archlab.cli.options import registry_option
 
 
 @click.group()

@@ -2,218 +2,68 @@
 
 Every command takes ``--registry URL`` (default: ``$ARCHLAB_REGISTRY``, else the nearest
 ``.archlab/registry.db`` from the current folder upwards, else the user-level registry; see
-``archlab.registry.locate``) and is a thin layer over ``archlab.Registry`` and
-``archlab.registry.views`` (CV groups, the compare table, export rows): parse, call, print.
-These commands never create a registry: a missing one exits 2 naming the registry looked for.
-rich loads inside the command bodies, so ``arch --help`` stays fast. Registry and query errors are ``UserInputError``s: exit code 2, one
-paragraph, no traceback (``cli/main.py``).
+``archlab.registry.locate``) and is a thin layer over ``archlab.Registry``,
+``archlab.registry.views`` (CV groups, shown runs, the compare table, export rows),
+``archlab.registry.ranking`` (best by a metric) and ``archlab.registry.maintenance`` (rm, tag,
+orphans): parse, call, print. These commands never create a registry: a missing one exits 2
+naming the registry looked for. rich loads inside the command bodies, so ``arch --help`` stays
+fast. Registry and query errors are ``UserInputError``s: exit code 2, one paragraph, no
+traceback (``cli/main.py``).
+
+This module holds the group with list, show, export, plot and tag; compare, diff and best are
+in ``runs_compare.py``, gc and rm in ``runs_maintenance.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import math
-import os
 import re
-import sys
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.core import ParameterSource
 
-from archlab.registry import views
-from archlab.textsafe import printable
+from archlab.cli.formatting import (
+    count,
+    cv_cell,
+    dumps,
+    escape,
+    mean_std,
+    new_console,
+    new_table,
+    num,
+    status_markup,
+    value_text,
+    when_long,
+    write_atomic,
+)
+from archlab.cli.options import (
+    format_option,
+    open_registry,
+    parse_tags,
+    registry_option,
+    registry_source,
+    where_option,
+)
+from archlab.cli.runs_compare import best, compare, diff
+from archlab.cli.runs_maintenance import gc, rm
+from archlab.registry import maintenance, views
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
 
-    from archlab.registry import CVGroup, Registry, Run
+    from archlab.registry import CVGroup, Run
     from archlab.registry.views import GroupView
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 METRIC_COLUMNS = 6  # at most this many metric columns in show's group table; json has them all
 # the columns of ``runs list`` (metric columns go between mixup and started)
 LIST_COLUMNS = ("id", "kind", "status", "spec", "cv", "mixup", "started", "duration")
-# headline metrics, shown before any other: accuracy-like, perplexity, loss; by split
-MAIN_METRICS = tuple(
-    f"{split}{name}"
-    for split in ("val_", "eval_", "test_", "")
-    for name in ("acc", "token_acc", "seq_acc", "ppl", "loss")
-)
 SPEC_WIDTH = 24  # the width a spec column is counted at when fitting columns (it wraps)
-STATUS_STYLE = {
-    "completed": "green",
-    "failed": "red",
-    "interrupted": "yellow",
-    "running": "cyan",
-}
-# ------------------------------------------------------------------------------------- options
 
-
-def registry_option(f: F) -> F:
-    return click.option(
-        "--registry",
-        "registry_url",
-        metavar="URL",
-        default=None,
-        help="Registry database: sqlite:///PATH, postgresql://USER@HOST/DB or a SQLite file path "
-        "[default: $ARCHLAB_REGISTRY, else .archlab/registry.db in the nearest folder upwards "
-        "with an .archlab/ folder, else ~/.local/share/archlab/registry.db].",
-    )(f)
-
-
-def where_option(f: F) -> F:
-    return click.option(
-        "--where",
-        metavar="EXPR",
-        default=None,
-        help="Only the runs matching EXPR, e.g. \"status == 'completed' and metrics.acc > 0.9\". "
-        "Fields: status, kind, id, started, ended, metrics.NAME (final), best.NAME, "
-        "mean.NAME / std.NAME (the CV group's), config.KEY[.KEY], tags.KEY, mixup.FIELD, "
-        "cv.k / cv.fold / cv.group, spec.name / spec.hash; and, or, not, in, like.",
-    )(f)
-
-
-def format_option(choices: Sequence[str], default: str | None = None) -> Callable[[F], F]:
-    """``--format CHOICE`` and ``--json``, its short form (every command spells machine-readable
-    output ``--json``); the command receives ``fmt``."""
-
-    def decorate(f: F) -> F:
-        @functools.wraps(f)
-        def command(*args: Any, as_json: bool, **kwargs: Any) -> Any:
-            if as_json:
-                ctx = click.get_current_context()
-                given = ctx.get_parameter_source("fmt") is not ParameterSource.DEFAULT
-                if given and kwargs["fmt"] != "json":
-                    raise click.UsageError(f"--json and --format {kwargs['fmt']}: give one of them")
-                kwargs["fmt"] = "json"
-            return f(*args, **kwargs)
-
-        command = click.option(
-            "--json", "as_json", is_flag=True, help="Print JSON (the same as --format json)."
-        )(command)
-        return click.option(  # type: ignore[return-value]
-            "--format",
-            "fmt",
-            type=click.Choice(list(choices)),
-            default=default,
-            show_default=default is not None,
-            help="Output format.",
-        )(command)
-
-    return decorate
-
-
-class Duration(click.ParamType):
-    """``30s``, ``5m``, ``2h``, ``1d`` or plain seconds, as a float of seconds."""
-
-    name = "duration"
-    _UNITS: ClassVar[dict[str, float]] = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    _PATTERN = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*", re.IGNORECASE)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int | float):
-            return float(value)
-        match = self._PATTERN.fullmatch(str(value))
-        if match is None:
-            self.fail(
-                f"{value!r} is not a duration; write 30s, 5m, 2h, 1d or plain seconds",
-                param,
-                ctx,
-            )
-        return float(match.group(1)) * self._UNITS[match.group(2).lower()]
-
-
-# ------------------------------------------------------------------------------- the registry
-
-
-@contextlib.contextmanager
-def _open(url: str | None, **kwargs: Any) -> Iterator[Registry]:
-    """The registry at ``url`` (as ``archlab.registry.locate`` finds it), closed afterwards; never
-    created here. A missing registry, a bad URL or an unreachable database raises RegistryError
-    (exit code 2)."""
-    from archlab.registry import Registry
-
-    with Registry(url, create=False, **kwargs) as registry:
-        yield registry
-
-
-def _nothing_in(registry: Registry) -> str:
-    """``registry URL (how it was found)``: what a command that found nothing says it read."""
-    return f"registry {registry.location.describe()}"
-
-
-# ---------------------------------------------------------------------------------- formatting
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    # A terminal's own width (or $COLUMNS); piped output is not cut to 80 columns: tables keep
-    # their natural width up to 200.
-    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
-    return Console(width=width, highlight=False)
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return f"{value:.4g}"
-
-
-def _mean_std(mean: float | None, std: float | None, n: int | None = None) -> str:
-    """A mean over folds with its sample std, or the mean alone where the std is undefined
-    (one fold): never a "± 0" that looks like agreement."""
-    if std is None:
-        return f"{_num(mean)} ({n} fold)" if n == 1 else _num(mean)
-    return f"{_num(mean)} ± {_num(std)}"
-
-
-def _int(value: int | None) -> str:
-    return "-" if value is None else str(value)
-
-
-def _when_long(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(" ", "seconds")
-
-
-def _status(status: str) -> str:
-    style = STATUS_STYLE.get(status)
-    return f"[{style}]{status}[/]" if style else status
-
-
-def _cv_cell(run: Run) -> str:
-    return "-" if run.cv is None else f"{run.cv.group}/{run.cv.fold}"
-
-
-def _value(value: Any) -> str:
-    """A config, tag or mixup value as text: JSON, except plain strings."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return _num(value) if not value.is_integer() else f"{value:g}"
-    return json.dumps(views.jsonable(value))
+# ---------------------------------------------------------------------------------- the listing
 
 
 def _capped(names: list[str]) -> tuple[list[str], int]:
     return names[:METRIC_COLUMNS], max(0, len(names) - METRIC_COLUMNS)
-
-
-def _main_metrics(names: Iterable[str]) -> list[str]:
-    """The headline metrics among ``names``: each task's validation (else eval, test, bare)
-    accuracy-like metric, perplexity and loss, in MAIN_METRICS order."""
-    present = set(names)
-    return [n for n in MAIN_METRICS if n in present]
 
 
 def _fit(
@@ -254,7 +104,7 @@ def _pick_columns(
     metrics = [f"metrics.{n}" for n in metric_names]
     if chosen is not None:
         return chosen, []
-    main = [f"metrics.{n}" for n in _main_metrics(metric_names)]
+    main = [f"metrics.{n}" for n in views.main_metrics(metric_names)]
     others = [m for m in metrics if m not in main]
     priority = ["id", "spec", "status", *main, "kind", *others, "cv", "mixup"]
     priority += ["duration", "started"]
@@ -299,7 +149,7 @@ def _print_listing(
     shown, left = _pick_columns(
         cells, metric_names, _columns_option(columns, metric_names), console.width
     )
-    table = _table(*shown, title=title)
+    table = new_table(*shown, title=title)
     for row in cells:
         table.add_row(*(row.get(c, "-") for c in shown))
     console.print(table)
@@ -308,25 +158,6 @@ def _print_listing(
             f"(not shown at {console.width} columns: {', '.join(_header(c) for c in left)}; "
             "--columns picks them, --json has everything)"
         )
-
-
-def _table(*columns: str, title: str | None = None) -> Table:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for name in columns:
-        right = name.startswith("metrics.") or name in ("duration",)
-        table.add_column(
-            name.removeprefix("metrics."),
-            justify="right" if right else "left",
-            no_wrap=name in ("id", "started", "cv"),
-            overflow="fold" if name == "spec" else "ellipsis",  # a long name folds, never cut
-        )
-    return table
-
-
-def _dumps(value: Any) -> str:
-    return views.dumps(value)
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -407,15 +238,15 @@ def list_command(
     --format csv has everything.
     """
     if grouped:
-        with _open(registry_url) as registry:
+        with open_registry(registry_url) as registry:
             matching = registry.runs(where=where, order_by=list(sort))
             entries = views.grouped(registry, matching)[: limit or None]
-            source = _nothing_in(registry)
+            source = registry_source(registry)
         _print_grouped(entries, fmt, columns, source)
         return
-    with _open(registry_url) as registry:
+    with open_registry(registry_url) as registry:
         found = registry.runs(where=where, order_by=list(sort), limit=limit or None)
-        source = _nothing_in(registry)
+        source = registry_source(registry)
     if fmt == "json":
         click.echo(views.export_json(found), nl=False)
     elif fmt == "csv":
@@ -423,7 +254,7 @@ def list_command(
     else:
         _print_runs(found, where, columns, source=source)
         if limit and len(found) == limit:
-            _console().print(f"(the first {limit}; --limit 0 lists all)")
+            new_console().print(f"(the first {limit}; --limit 0 lists all)")
 
 
 def _print_runs(
@@ -433,7 +264,7 @@ def _print_runs(
     title: str | None = None,
     source: str = "this registry",
 ) -> None:
-    console = _console()
+    console = new_console()
     if not found:
         console.print("no runs" + (f" match {where!r}" if where else "") + f" in {source}")
         return
@@ -446,13 +277,37 @@ def _run_cells(run: Run, metric_names: list[str]) -> dict[str, str]:
     return {
         "id": run.id,
         "kind": run.kind,
-        "status": _status(run.status),
-        "spec": _escape(run.spec_name or run.spec_hash[:12]),
-        "cv": _cv_cell(run),
+        "status": status_markup(run.status),
+        "spec": escape(run.spec_name or run.spec_hash[:12]),
+        "cv": cv_cell(run),
         "mixup": views.mixup_label(run),
-        **{f"metrics.{n}": _num(run.metrics.get(n)) for n in metric_names},
+        **{f"metrics.{n}": num(run.metrics.get(n)) for n in metric_names},
         "started": views.when(run.started),
         "duration": views.duration(run),
+    }
+
+
+def _group_cells(line: views.GroupLine, metric_names: list[str]) -> dict[str, str]:
+    """One CV group's cells in ``runs list --group``, by column: each metric's mean ± std over
+    its completed folds, with their number where not every fold counts."""
+    values = {}
+    for name in metric_names:
+        agg = line.aggregates.get(name)
+        if agg is None:
+            values[f"metrics.{name}"] = "-"
+        else:
+            note = f" (n={agg.n})" if agg.n != line.expected else ""
+            values[f"metrics.{name}"] = f"{mean_std(agg.mean, agg.std)}{note}"
+    return {
+        "id": line.id,
+        "kind": line.kind,
+        "status": ", ".join(f"{n} {status_markup(s)}" for s, n in line.statuses),
+        "spec": escape(line.spec),
+        "cv": f"{line.folds} of {line.expected} folds",
+        "mixup": line.mixup,
+        **values,
+        "started": line.started,
+        "duration": line.duration,
     }
 
 
@@ -460,50 +315,22 @@ def _print_grouped(
     entries: list[Run | GroupView], fmt: str, columns: str | None, source: str = "this registry"
 ) -> None:
     if fmt == "json":
-        click.echo(_dumps(views.grouped_json(entries)))
+        click.echo(dumps(views.grouped_json(entries)))
         return
     if fmt == "csv":
         click.echo(views.csv_text(views.grouped_rows(entries)), nl=False)
         return
-    console = _console()
+    console = new_console()
     if not entries:
         console.print(f"no runs in {source}")
         return
-    runs_only = [e for e in entries if not isinstance(e, views.GroupView)]
-    names = views.metric_names(
-        runs_only, [e.group.aggregates for e in entries if isinstance(e, views.GroupView)]
-    )
-    cells: list[dict[str, str]] = []
-    for e in entries:
-        if not isinstance(e, views.GroupView):
-            cells.append({**_run_cells(e, names), "cv": "-"})
-            continue
-        group, folds = e.group, e.folds
-        doc = views.group_summary(group, folds)
-        mixups = {views.mixup_label(r) for r in folds}
-        values = {}
-        for name in names:
-            agg = group.aggregates.get(name)
-            if agg is None:
-                values[f"metrics.{name}"] = "-"
-            else:
-                note = f" (n={agg.n})" if agg.n != group.k * group.repeats else ""
-                values[f"metrics.{name}"] = f"{_mean_std(agg.mean, agg.std)}{note}"
-        end = doc["ended"] if doc["ended"] is not None else time.time()
-        cells.append(
-            {
-                "id": group.id,
-                "kind": ",".join(sorted({r.kind for r in folds})),
-                "status": ", ".join(f"{n} {_status(s)}" for s, n in sorted(doc["status"].items())),
-                "spec": _escape(doc["spec_name"] or group.spec_hash[:12]),
-                "cv": f"{len({r.cv.fold for r in folds if r.cv})} of {group.k * group.repeats} folds",
-                "mixup": mixups.pop() if len(mixups) == 1 else "varies",
-                **values,
-                "started": views.when(doc["started"]),
-                "duration": views.span(end - doc["started"])
-                + ("" if doc["ended"] is not None else "+"),
-            }
-        )
+    names = views.listing_metric_names(entries)
+    cells = [
+        _group_cells(views.group_line(e), names)
+        if isinstance(e, views.GroupView)
+        else {**_run_cells(e, names), "cv": "-"}
+        for e in entries
+    ]
     _print_listing(console, cells, names, columns)
     console.print("CV groups: mean ± sample std of each metric's final value over completed folds")
 
@@ -519,112 +346,71 @@ def show(registry_url: str | None, run_id: str, fmt: str) -> None:
     For a CV fold, also its group: every fold's final metrics and their mean ± sample std. ID may
     be a CV group's id: the group with its folds.
     """
-    run: Run | None = None
-    with _open(registry_url) as registry:
-        if registry.kind_of(run_id) == "group":
-            group: CVGroup | None = registry.group(run_id)
-        else:
-            run = registry.get(run_id)
-            group = registry.group(run.cv.group) if run.cv is not None else None
-        folds = registry.compare(group.runs) if group is not None else []
+    with open_registry(registry_url) as registry:
+        shown = views.show(registry, run_id)
     if fmt == "json":
-        group_doc = (
-            {**group.to_dict(), "folds": [views.fold_dict(f) for f in folds]}
-            if group is not None
-            else None
-        )
-        if run is None:
-            click.echo(_dumps({"type": "cv_group", **(group_doc or {})}))
-            return
-        doc = views.run_dict(run)
-        if group_doc is not None:
-            doc["cv_group"] = group_doc
-        click.echo(_dumps(doc))
+        click.echo(dumps(shown.to_dict()))
         return
-    if run is None:
-        assert group is not None
-        _print_group(_console(), None, group, folds)
+    if shown.run is None:
+        assert shown.group is not None
+        _print_group(new_console(), None, shown.group, shown.folds)
         return
-    _print_show(run, group, folds)
+    _print_show(shown.run, shown.group, shown.folds)
 
 
 def _print_show(run: Run, group: CVGroup | None, folds: list[Run]) -> None:
     from rich.table import Table
 
-    console = _console()
+    console = new_console()
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
     facts.add_row("run", f"{run.id}  ({run.kind})")
-    facts.add_row("status", _status(run.status))
-    facts.add_row("started", _when_long(run.started))
-    facts.add_row("ended", _when_long(run.ended))
+    facts.add_row("status", status_markup(run.status))
+    facts.add_row("started", when_long(run.started))
+    facts.add_row("ended", when_long(run.ended))
     facts.add_row("duration", views.duration(run))
     if run.status == "running":
-        facts.add_row("heartbeat", _when_long(run.heartbeat))
+        facts.add_row("heartbeat", when_long(run.heartbeat))
     if run.error:
-        facts.add_row("error", f"[red]{_escape(run.error)}[/]")
-    facts.add_row("spec", f"{_escape(run.spec_name or '-')}  {run.spec_hash}")
+        facts.add_row("error", f"[red]{escape(run.error)}[/]")
+    facts.add_row("spec", f"{escape(run.spec_name or '-')}  {run.spec_hash}")
     for name, value in run.config.items():
-        facts.add_row(_escape(f"config.{name}"), _escape(_value(value)))
+        facts.add_row(escape(f"config.{name}"), escape(value_text(value)))
     if run.mixup is not None:
         for name, value in run.mixup.to_dict().items():
-            facts.add_row(f"mixup.{name}", _value(value))
+            facts.add_row(f"mixup.{name}", value_text(value))
     else:
         facts.add_row("mixup", "-")
     for name, value in run.tags.items():
-        facts.add_row(_escape(f"tags.{name}"), _escape(value))
-    for name, value in _provenance_rows(run.provenance):
-        facts.add_row(name, _escape(value))
+        facts.add_row(escape(f"tags.{name}"), escape(value))
+    for name, value in views.provenance_rows(run.provenance):
+        facts.add_row(name, escape(value))
     console.print(facts)
 
     if run.summaries:
-        metrics = _table("metric", "final", "step", "best", "best step", "count", title="metrics")
+        metrics = new_table(
+            "metric", "final", "step", "best", "best step", "count", title="metrics"
+        )
         for s in run.summaries.values():
             metrics.add_row(
-                _escape(s.name),
-                _num(s.final),
+                escape(s.name),
+                num(s.final),
                 str(s.final_step),
-                _num(s.best),
-                _int(s.best_step),
+                num(s.best),
+                count(s.best_step),
                 str(s.count),
             )
         console.print(metrics)
     else:
         console.print("no metrics recorded")
     if run.artifacts:
-        artifacts = _table("path", "kind", "size", "sha256", title="artifacts")
+        artifacts = new_table("path", "kind", "size", "sha256", title="artifacts")
         for a in run.artifacts:
-            artifacts.add_row(_escape(a.path), a.kind, f"{a.size:,}", a.sha256[:12])
+            artifacts.add_row(escape(a.path), a.kind, f"{a.size:,}", a.sha256[:12])
         console.print(artifacts)
     if group is not None and run.cv is not None:
         _print_group(console, run, group, folds)
-
-
-def _escape(text: str) -> str:
-    """User text (spec names, tags, config values) as inert rich markup: control characters shown
-    as escapes, brackets not read as styles."""
-    from rich.markup import escape
-
-    return escape(printable(text))
-
-
-def _provenance_rows(prov: dict[str, Any]) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    git = prov.get("git")
-    if git:
-        rows.append(("git", f"{git.get('commit')}" + (" (dirty)" if git.get("dirty") else "")))
-    elif "git" in prov:
-        rows.append(("git", "-"))
-    for key in ("host", "user", "pid", "cwd"):
-        if prov.get(key) is not None:
-            rows.append((key, str(prov[key])))
-    if prov.get("argv"):
-        rows.append(("command", " ".join(map(str, prov["argv"]))))
-    versions = prov.get("versions") or {}
-    if versions:
-        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)))
-    return rows
 
 
 def _print_group(console: Console, run: Run | None, group: CVGroup, folds: list[Run]) -> None:
@@ -636,7 +422,7 @@ def _print_group(console: Console, run: Run | None, group: CVGroup, folds: list[
         + (f", seed {group.seed}" if group.seed is not None else "")
         + (f"; this run is fold {run.cv.fold}" if run is not None and run.cv is not None else "")
     )
-    table = _table(
+    table = new_table(
         "fold", "id", "status", "n_train", "n_val", *(f"metrics.{n}" for n in names), title=title
     )
     for fold in folds:
@@ -645,10 +431,10 @@ def _print_group(console: Console, run: Run | None, group: CVGroup, folds: list[
         table.add_row(
             f"{cv.fold if cv else '-'}{mark}",
             fold.id,
-            _status(fold.status),
+            status_markup(fold.status),
             str(cv.n_train) if cv and cv.n_train is not None else "-",
             str(cv.n_val) if cv and cv.n_val is not None else "-",
-            *(_num(fold.metrics.get(n)) for n in names),
+            *(num(fold.metrics.get(n)) for n in names),
         )
     table.add_section()
     counts = {a.n for a in group.aggregates.values()}
@@ -660,7 +446,7 @@ def _print_group(console: Console, run: Run | None, group: CVGroup, folds: list[
         "",
         "",
         *(
-            _mean_std(a.mean, a.std, a.n) if (a := group.aggregates.get(name)) else "-"
+            mean_std(a.mean, a.std, a.n) if (a := group.aggregates.get(name)) else "-"
             for name in names
         ),
     )
@@ -669,285 +455,6 @@ def _print_group(console: Console, run: Run | None, group: CVGroup, folds: list[
     console.print(f"std is the sample std (n - 1) over completed folds{marks}")
     if hidden:
         console.print(f"({hidden} more metric(s) not shown; --format json has them all)")
-
-
-@runs.command()
-@registry_option
-@click.argument("run_ids", metavar="ID ID...", nargs=-1, required=True)
-@click.option(
-    "--all",
-    "show_all",
-    is_flag=True,
-    help="Show every config, mixup and tag field, not only those that differ.",
-)
-@format_option(["table", "json"], "table")
-def compare(registry_url: str | None, run_ids: tuple[str, ...], show_all: bool, fmt: str) -> None:
-    """Runs side by side: one column per run; status, spec, CV, config and mixup fields that
-    differ (all with --all), tags and final metrics. A CV group's id stands for its folds."""
-    with _open(registry_url) as registry:
-        ids = registry.expand(list(run_ids))
-        if len(ids) < 2:
-            raise click.UsageError("compare takes at least two run ids (or a CV group's id)")
-        found = registry.compare(ids)
-    rows = views.compare_rows(found, show_all)
-    if fmt == "json":
-        click.echo(
-            _dumps(
-                {
-                    "runs": [r.id for r in found],
-                    "rows": [
-                        {"field": f, "values": v, "differs": views.differs(v)} for f, v in rows
-                    ],
-                }
-            )
-        )
-        return
-    console = _console()
-    for part, chunk in enumerate(_compare_chunks(found, rows, console.width)):
-        table = _compare_table(found, rows, chunk)
-        if part:
-            console.print()
-        console.print(table)
-    if not show_all:
-        console.print("config, mixup and tags: only fields that differ (--all shows every one)")
-
-
-COMPARE_VALUE_WIDTH = 24  # a run's column is counted at most this wide (longer values wrap)
-
-
-def _compare_cells(values: list[Any], field: str) -> list[str]:
-    return [
-        _status(v) if field == "status" and isinstance(v, str) else _escape(_cell(v))
-        for v in values
-    ]
-
-
-def _compare_chunks(
-    found: list[Run], rows: list[tuple[str, list[Any]]], width: int
-) -> list[list[int]]:
-    """The runs (by index) of each table ``compare`` prints: as many side by side as ``width``
-    holds beside the field column, which every table keeps."""
-    from rich.cells import cell_len
-    from rich.text import Text
-
-    field_width = max([5, *(cell_len(_escape(f)) for f, _ in rows)])
-    needs = []
-    for i, run in enumerate(found):
-        texts = [Text.from_markup(_compare_cells([v[i]], f)[0]).plain for f, v in rows]
-        widest = max([cell_len(t) for t in texts] or [0])
-        needs.append(max(cell_len(run.id), min(widest, COMPARE_VALUE_WIDTH)) + 3)
-    chunks: list[list[int]] = [[]]
-    used = 1 + field_width + 3
-    for i, need in enumerate(needs):
-        if chunks[-1] and used + need > width:
-            chunks.append([])
-            used = 1 + field_width + 3
-        chunks[-1].append(i)
-        used += need
-    return chunks
-
-
-def _compare_table(found: list[Run], rows: list[tuple[str, list[Any]]], chunk: list[int]) -> Table:
-    from rich.table import Table
-
-    title = (
-        "compare"
-        if len(chunk) == len(found)
-        else f"compare (runs {chunk[0] + 1}-{chunk[-1] + 1} of {len(found)})"
-    )
-    table = Table(title=title, title_justify="left")
-    # the field names never shrink: values wrap instead
-    table.add_column("field", style="bold", no_wrap=True)
-    for i in chunk:
-        table.add_column(found[i].id, overflow="fold", min_width=len(found[i].id))
-    for field, values in rows:
-        differs = views.differs(values)
-        name = _escape(field)
-        label = f"[yellow]{name}[/]" if differs and len(found) > 1 else name
-        cells = _compare_cells(values, field)
-        table.add_row(label, *(cells[i] for i in chunk))
-    return table
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return _num(value)
-    return _value(value)
-
-
-@runs.command()
-@registry_option
-@click.argument("run_a", metavar="A")
-@click.argument("run_b", metavar="B")
-@format_option(["text", "json"], "text")
-def diff(registry_url: str | None, run_a: str, run_b: str, fmt: str) -> None:
-    """What changed from run A to run B: the spec (as JSON paths such as
-    spec.nodes.encoder.depth), then config, mixup and CV fields, each as `path: a -> b`."""
-    with _open(registry_url) as registry:
-        changes = registry.diff(run_a, run_b)
-    if fmt == "json":
-        click.echo(_dumps([c.to_dict() for c in changes]))
-        return
-    if not changes:
-        click.echo("no differences")
-        return
-    for change in changes:
-        a = json.dumps(views.jsonable(change.a))
-        b = json.dumps(views.jsonable(change.b))
-        click.echo(f"{change.path}: {a} -> {b}")
-
-
-@runs.command()
-@registry_option
-@click.option("--metric", required=True, metavar="NAME", help="The metric to rank by.")
-@click.option(
-    "--group-by",
-    type=click.Choice(["spec"]),
-    default=None,
-    help="One best run per spec, best first (every run on its own, as --runs).",
-)
-@click.option(
-    "--group",
-    "ranking",
-    flag_value="group",
-    help="Rank CV groups only, each by the mean of its folds' final values.",
-)
-@click.option(
-    "--runs",
-    "ranking",
-    flag_value="run",
-    help="Rank every run on its own by its best value, CV folds included.",
-)
-@click.option("--min", "lowest", is_flag=True, help="Lowest is better, whatever NAME declares.")
-@click.option("--max", "highest", is_flag=True, help="Highest is better, whatever NAME declares.")
-@where_option
-@format_option(["table", "json", "csv"], "table")
-def best(
-    registry_url: str | None,
-    metric: str,
-    group_by: str | None,
-    ranking: str | None,
-    lowest: bool,
-    highest: bool,
-    where: str | None,
-    fmt: str,
-) -> None:
-    """The best by NAME, in the direction the metric was recorded with: declared by what logged
-    it (arch bench: latencies lowest, throughput highest), else lowest for names of losses,
-    errors, perplexities, latencies, times, memory, FLOPs and parameter counts, highest
-    otherwise. --min or --max overrides it.
-
-    By default CV groups and the runs outside groups compete: a run by its best value, a CV
-    group by the mean of its folds' final values (a fold is never picked for its luck).
-    --group ranks groups only, --runs every run alone; --group-by spec, the best run per spec."""
-    from archlab.registry import Ranked
-
-    if lowest and highest:
-        raise click.UsageError("--min and --max: give one of them (or neither)")
-    override = "min" if lowest else "max" if highest else None
-    with _open(registry_url) as registry:
-        source = _nothing_in(registry)
-        if group_by is not None:
-            found = registry.best(metric, group_by=group_by, where=where, direction=override)
-            ranked = [Ranked(metric, r.summaries[metric].best, run=r) for r in found]
-        else:
-            ranked = registry.rank(metric, by=ranking or "auto", where=where, direction=override)
-        own = registry.metric_direction(metric)
-        low = (override or own) == "min"
-        # ranked against the metric's own direction: each run by its lowest or highest point
-        # (its summary's best value is the other extreme)
-        extremes = {
-            e.run.id: views.extreme(registry.metric_history(e.run.id, metric), low)
-            for e in ranked
-            if override not in (None, own) and e.run is not None
-        }
-        known: list[str] = []
-        if not ranked:
-            recorded = views.metric_names(registry.runs(limit=2000))
-            if recorded:  # an empty registry is said to be empty below, not an unknown metric
-                _known_metric(metric, recorded, source)
-            known = views.metric_names(registry.runs(where=where, limit=500))
-        spec_names = {
-            e.group.id: registry.get(e.group.runs[0]).spec_name
-            for e in ranked
-            if e.group is not None and e.group.runs
-        }
-    if fmt == "json":
-        click.echo(_dumps([views.ranked_dict(r) for r in ranked]))
-        return
-    if fmt == "csv":
-        click.echo(views.csv_text([views.ranked_row(r) for r in ranked]), nl=False)
-        return
-    console = _console()
-    if not ranked:
-        what = "CV group" if ranking == "group" else "run"
-        hint = f"; metrics recorded: {', '.join(known)}" if known else ""
-        console.print(
-            f"no {what}{' matching ' + repr(where) if where else ''} has metric {metric!r} "
-            f"in {source}{hint}"
-        )
-        return
-    direction = "lowest" if low else "highest"
-    table = _table(
-        "spec",
-        "id",
-        "status",
-        metric,
-        "which value",
-        f"final {metric}",
-        "cv",
-        "mixup",
-        "started",
-        title=f"best by {metric} ({direction} is better)",
-    )
-    for entry in ranked:
-        if entry.run is not None:
-            run, s = entry.run, entry.run.summaries[metric]
-            value, step = extremes.get(run.id, (s.best, s.best_step))
-            table.add_row(
-                f"{_escape(run.spec_name or '-')} ({run.spec_hash[:8]})",
-                run.id,
-                _status(run.status),
-                _num(value),
-                f"{'best' if run.id not in extremes else direction}, step {_int(step)}",
-                _num(s.final),
-                _cv_cell(run),
-                views.mixup_label(run),
-                views.when(run.started),
-            )
-            continue
-        group, agg = entry.group, entry.aggregate
-        assert group is not None and agg is not None
-        table.add_row(
-            f"{_escape(spec_names.get(group.id) or '-')} ({group.spec_hash[:8]})",
-            group.id,
-            f"{agg.n} of {group.k * group.repeats} folds",
-            _mean_std(agg.mean, agg.std, agg.n),
-            f"mean of final values over {agg.n} fold{'s' if agg.n != 1 else ''}",
-            "-",
-            f"CV group, k={group.k}",
-            "-",
-            "-",
-        )
-    console.print(table)
-
-
-def _known_metric(metric: str, recorded: list[str], source: str) -> None:
-    """Exit 2 when no run in the registry records ``metric``, naming those that are recorded."""
-    if metric in recorded:
-        return
-    import difflib
-
-    from archlab.errors import UserInputError
-
-    close = difflib.get_close_matches(metric, recorded, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    names = ", ".join(sorted(recorded)) or "none yet"
-    raise UserInputError(
-        f"no run in {source} records a metric {metric!r}; {hint}the metrics recorded: {names}"
-    )
 
 
 @runs.command()
@@ -983,28 +490,14 @@ def export(
         raise click.BadParameter(
             f"the folder {output.parent} does not exist", param_hint="'-o' / '--output'"
         )
-    with _open(registry_url) as registry:
-        found = registry.runs(where=where)
-        if idents:
-            order = {run_id: i for i, run_id in enumerate(registry.expand(list(idents)))}
-            found = sorted((r for r in found if r.id in order), key=lambda r: order[r.id])
+    with open_registry(registry_url) as registry:
+        found = views.select(registry, where, idents)
     text = views.export_json(found) if fmt == "json" else views.export_csv(found)
     if stdout:
         click.echo(text, nl=False)
         return
-    _write_atomic(output, text)
+    write_atomic(output, text)
     click.echo(f"exported {len(found)} run(s) to {output} ({fmt})")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so a failure leaves the old file."""
-    from archlab.files import replace_atomically
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", newline="", encoding="utf-8") as f:  # (a FIFO: written into)
-            f.write(text)
-
-    replace_atomically(path, write)
 
 
 @runs.command()
@@ -1044,7 +537,7 @@ def plot(registry_url: str | None, ident: str, metrics: tuple[str, ...], output:
             f"the folder {output.parent} does not exist", param_hint="'-o' / '--output'"
         )
     names = list(dict.fromkeys(metrics)) or ["val_acc"]
-    with _open(registry_url) as registry:
+    with open_registry(registry_url) as registry:
         for name in names:
             path = output if len(names) == 1 else _metric_path(output, name)
             drawn = plot_metric(registry, ident, name, path)
@@ -1062,13 +555,13 @@ def _report_plot(drawn: Any, metric: str, output: Path) -> None:
         [curve] = drawn.curves
         click.echo(
             f"wrote {output}: {metric} of run {curve.run_id}, {len(curve.steps)} point(s), "
-            f"final {_num(curve.final)}"
+            f"final {num(curve.final)}"
         )
         return
     if drawn.run_id is not None:
         click.echo(f"run {drawn.run_id} is a fold of CV group {drawn.group_id}: plotting the group")
     band = (
-        f"; final {_mean_std(drawn.final_mean, drawn.final_std)} "
+        f"; final {mean_std(drawn.final_mean, drawn.final_std)} "
         f"(n={drawn.final_n}, {drawn.final_source})"
         if drawn.final_n
         else ""
@@ -1083,167 +576,18 @@ def _report_plot(drawn: Any, metric: str, output: Path) -> None:
 
 @runs.command()
 @registry_option
-@click.option(
-    "--stale",
-    is_flag=True,
-    help="Mark interrupted the running runs whose heartbeat is older than --grace, or whose "
-    "process is gone on this host.",
-)
-@click.option(
-    "--grace",
-    type=Duration(),
-    default="5m",
-    show_default=True,
-    help="How long a running run may stay silent: 30s, 5m, 2h, 1d or plain seconds.",
-)
-@click.option(
-    "--artifacts",
-    "orphans",
-    is_flag=True,
-    help="Delete the artifact folders of runs no longer in the registry (asks first unless --yes).",
-)
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def gc(registry_url: str | None, stale: bool, grace: float, orphans: bool, yes: bool) -> None:
-    """Clean up the registry: with --stale, mark interrupted the running runs that stopped
-    sending heartbeats (their process died without ending them; a run that is in fact alive
-    becomes running again at its next heartbeat and ends as it really ends); with --artifacts,
-    delete the artifact folders that removed runs left behind (folders named like a run id that
-    no run of this registry has). No run is deleted."""
-    if not stale and not orphans:
-        raise click.UsageError(
-            "say what to collect: arch runs gc --stale [--grace 5m] and/or --artifacts"
-        )
-    # grace=None: opening sweeps nothing, so what --stale marks is all reported below
-    with _open(registry_url, grace=None) as registry:
-        if stale:
-            marked = registry.mark_stale(grace)
-            if marked:
-                click.echo(
-                    f"marked {len(marked)} run(s) interrupted (silent for over {views.span(grace)}, or "
-                    f"their process is gone on this host): {', '.join(marked)}"
-                )
-            else:
-                click.echo(
-                    f"no running run has been silent for {views.span(grace)} or lost its process"
-                )
-        if orphans:
-            _collect_orphans(registry, yes)
-
-
-def _collect_orphans(registry: Registry, yes: bool) -> None:
-    found = registry.orphan_artifacts()
-    if not found:
-        click.echo(f"no orphan artifact folders under {registry.artifacts}")
-        return
-    sizes = {path: _tree_size(path) for path in found}
-    for path in found:
-        click.echo(f"{path}  {_bytes(sizes[path])}")
-    click.echo(
-        f"no run of {_nothing_in(registry)} has these folders; if another registry keeps its "
-        f"artifacts in {registry.artifacts} too, they may be its runs'"
-    )
-    if not yes:
-        click.confirm(f"delete these {len(found)} folder(s)?", abort=True)
-    removed = registry.remove_orphans(found)
-    freed = sum(sizes.get(p, 0) for p in removed)
-    click.echo(f"deleted {len(removed)} orphan artifact folder(s), {_bytes(freed)} freed")
-
-
-def _tree_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-
-
-def _bytes(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-@runs.command()
-@registry_option
-@click.argument("run_ids", metavar="ID...", nargs=-1, required=True)
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Also remove runs still running (their process's next writes will fail) and runs other "
-    "runs point to (a student's teacher, an evaluated run).",
-)
-def rm(registry_url: str | None, run_ids: tuple[str, ...], yes: bool, force: bool) -> None:
-    """Remove runs with their metrics, tags, mixup settings, artifact records and artifact files
-    (the run's folder under the artifact root). A CV group's id removes every fold and the group.
-    Asks first unless --yes; refuses running runs, and runs that other runs point to (a DynamicViT
-    student's teacher, a run an eval run evaluates), unless --force."""
-    from archlab.registry import RegistryError
-
-    with _open(registry_url) as registry:
-        unique = list(dict.fromkeys(run_ids))
-        groups = [i for i in unique if registry.kind_of(i) == "group"]  # every id must exist first
-        found = registry.compare(registry.expand(unique))
-        running = [r.id for r in found if r.status == "running"]
-        if running and not force:
-            raise RegistryError(
-                f"run(s) {', '.join(running)} still running: stop them first, mark them with "
-                "`arch runs gc --stale` if their process is gone, or pass --force"
-            )
-        pointing = registry.dependents([*(r.id for r in found), *groups])
-        dangling = [f"run {run} ({how} {target})" for run, how, target in pointing]
-        if dangling and not force:
-            raise RegistryError(
-                f"other runs point to what would be removed: {'; '.join(dangling)}. Their "
-                "pointers would dangle (a student's teacher could no longer be checked or "
-                "reused): remove those runs too, or pass --force"
-            )
-        for run in found:
-            where = f", fold {run.cv.fold} of CV group {run.cv.group}" if run.cv else ""
-            warn = "  (still running)" if run.status == "running" else ""
-            click.echo(
-                f"{run.id}  {run.kind} {run.status}  {printable(run.spec_name or run.spec_hash[:12])}"
-                f"  {sum(s.count for s in run.summaries.values())} metric points{where}{warn}"
-            )
-        if dangling:
-            click.echo(f"will dangle: {'; '.join(dangling)}")
-        if not yes:
-            click.confirm(f"remove {len(found)} run(s) and their artifact files?", abort=True)
-        deleted = []
-        for run in found:
-            deleted += registry.remove(run.id)
-        for group_id in groups:
-            deleted += registry.remove_group(group_id)
-    click.echo(
-        f"removed {len(found)} run(s)"
-        + (f" and CV group(s) {', '.join(groups)}" if groups else "")
-        + f"; deleted {len(deleted)} artifact folder(s) or file(s)"
-    )
-
-
-def _parse_tags(pairs: Sequence[str]) -> dict[str, str]:
-    tags: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(
-                f"{pair!r} is not KEY=VALUE (e.g. note=baseline)", param_hint="KEY=VALUE"
-            )
-        tags[key.strip()] = value
-    return tags
-
-
-@runs.command()
-@registry_option
 @click.argument("run_id", metavar="ID")
 @click.argument("pairs", metavar="KEY=VALUE...", nargs=-1, required=True)
 def tag(registry_url: str | None, run_id: str, pairs: tuple[str, ...]) -> None:
     """Set tags on run ID, or on every fold of CV group ID (an existing key is overwritten)."""
-    tags = _parse_tags(pairs)
-    with _open(registry_url) as registry:
-        ids = registry.expand([run_id])
-        for each in ids:
-            registry.tag(each, **tags)
+    tags = parse_tags(pairs)
+    with open_registry(registry_url) as registry:
+        ids = maintenance.tag(registry, run_id, **tags)
     what = run_id if ids == [run_id] else f"{', '.join(ids)} (the folds of CV group {run_id})"
     click.echo(f"tagged {what}: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
 
+
+for command in (compare, diff, best, gc, rm):
+    runs.add_command(command)
 
 COMMANDS = [runs]

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from archlab.cli.numbers import si
+from archlab.cli.formatting import si
 from archlab.cli.options import device_option
 from archlab.specs import SpecError, json_schema, load_spec, spec_hash
 from archlab.textsafe import printable
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from archlab.compiler.summary import Summary
 
 spec_argument = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
@@ -255,11 +258,37 @@ _PLACEMENT = {
 def _print_summary(
     summary: Summary, build_s: float, forward: dict[str, Any], output: Path | None
 ) -> None:
+    """What ``arch compile`` prints: the node table and totals, the pruning stages, the paths and
+    attention kernels chosen, the forward pass and where the model was saved."""
     from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    console.print(_node_table(summary))
+    console.print(
+        f"[bold]params[/] {summary.params:,} ({si(summary.params)})   "
+        f"[bold]FLOPs[/] {si(summary.flops)} per sample (multiply-add = 2)   "
+        f"[bold]MACs[/] {si(summary.macs)}   "
+        f"[bold]weights[/] {summary.weight_bytes / 2**20:.1f} MiB {summary.dtype} on {summary.device}   "
+        f"built in {build_s:.2f} s"
+    )
+    if summary.pruning:
+        _print_pruning(console, summary)
+    _print_choices(console, summary)
+    if forward:
+        ins = ", ".join(f"{k} {tuple(v)}" for k, v in forward["inputs"].items())
+        outs = ", ".join(f"{k} {tuple(v)}" for k, v in forward["outputs"].items())
+        console.print(f"forward pass ok in {forward['seconds'] * 1000:.1f} ms: {ins} -> {outs}")
+    if output is not None:
+        saved = escape(printable(str(output)))
+        console.print(f"saved weights and spec to {saved} (archlab.load_compiled)")
+
+
+def _node_table(summary: Summary) -> Table:
+    """Every node's output shape, parameters, FLOPs, MACs and attention kernel."""
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
     table = Table(
         title=f"{escape(printable(summary.name or 'spec'))}  (spec_hash {summary.spec_hash[:12]})",
         title_justify="left",
@@ -285,41 +314,45 @@ def _print_summary(
             si(row.macs),
             row.kernel or "",
         )
-    console.print(table)
-    console.print(
-        f"[bold]params[/] {summary.params:,} ({si(summary.params)})   "
-        f"[bold]FLOPs[/] {si(summary.flops)} per sample (multiply-add = 2)   "
-        f"[bold]MACs[/] {si(summary.macs)}   "
-        f"[bold]weights[/] {summary.weight_bytes / 2**20:.1f} MiB {summary.dtype} on {summary.device}   "
-        f"built in {build_s:.2f} s"
-    )
-    if summary.pruning:
-        stages = Table(title="token pruning", title_justify="left", show_lines=False)
-        for col, justify in (
-            ("stage", "left"),
-            ("method", "left"),
-            ("acts", "left"),
-            ("tokens in", "right"),
-            ("tokens out", "right"),
-            ("patches kept", "right"),  # of the patches entering the model
-        ):
-            stages.add_column(col, justify=justify)  # type: ignore[arg-type]
-        for st in summary.pruning:
-            stages.add_row(
-                st["id"],
-                st["method"],
-                _PLACEMENT[st["placement"]],
-                str(st["tokens_before"]),
-                str(st["tokens_after"]),
-                f"{st['kept_of_original']:.1%}",
-            )
-        console.print(stages)
-        assert summary.dense_flops is not None and summary.flops_saved is not None
-        console.print(
-            f"[bold]pruning saves[/] {summary.flops_saved:.1%} of the FLOPs: "
-            f"{si(summary.flops)} per sample against {si(summary.dense_flops)} without the "
-            f"stages ({summary.dense_flops / max(summary.flops, 1):.2f}x fewer)"
+    return table
+
+
+def _print_pruning(console: Console, summary: Summary) -> None:
+    """The token pruning stages and the FLOPs they save."""
+    from rich.table import Table
+
+    stages = Table(title="token pruning", title_justify="left", show_lines=False)
+    for col, justify in (
+        ("stage", "left"),
+        ("method", "left"),
+        ("acts", "left"),
+        ("tokens in", "right"),
+        ("tokens out", "right"),
+        ("patches kept", "right"),  # of the patches entering the model
+    ):
+        stages.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for st in summary.pruning:
+        stages.add_row(
+            st["id"],
+            st["method"],
+            _PLACEMENT[st["placement"]],
+            str(st["tokens_before"]),
+            str(st["tokens_after"]),
+            f"{st['kept_of_original']:.1%}",
         )
+    console.print(stages)
+    assert summary.dense_flops is not None and summary.flops_saved is not None
+    console.print(
+        f"[bold]pruning saves[/] {summary.flops_saved:.1%} of the FLOPs: "
+        f"{si(summary.flops)} per sample against {si(summary.dense_flops)} without the "
+        f"stages ({summary.dense_flops / max(summary.flops, 1):.2f}x fewer)"
+    )
+
+
+def _print_choices(console: Console, summary: Summary) -> None:
+    """The performance paths and attention kernels chosen, each with why."""
+    from rich.table import Table
+
     if summary.paths:
         paths = Table(title="performance paths", title_justify="left", show_lines=False)
         for col in ("path", "choice", "modules", "why"):
@@ -334,13 +367,6 @@ def _print_summary(
         for k in summary.kernels:
             kernels.add_row(k["node"], k["kernel"], k["layers"], k["reason"])
         console.print(kernels)
-    if forward:
-        ins = ", ".join(f"{k} {tuple(v)}" for k, v in forward["inputs"].items())
-        outs = ", ".join(f"{k} {tuple(v)}" for k, v in forward["outputs"].items())
-        console.print(f"forward pass ok in {forward['seconds'] * 1000:.1f} ms: {ins} -> {outs}")
-    if output is not None:
-        saved = escape(printable(str(output)))
-        console.print(f"saved weights and spec to {saved} (archlab.load_compiled)")
 
 
 COMMANDS = [validate, compile_command, graph, schema]

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from archlab.cli.options import DEVICE, device_option, threads_option
-from archlab.cli.runs_commands import _dumps, _parse_tags, registry_option
+from archlab.cli.formatting import dumps
+from archlab.cli.options import DEVICE, device_option, parse_tags, registry_option, threads_option
 
 # (flag, config field, click options); flags left out keep the config file's (or default) value.
 # Each flag shows the configuration's default, or the "default" text given here.
@@ -268,7 +268,7 @@ def train_command(
     if run_name is not None:
         overrides["name"] = run_name
     if tag_pairs:
-        overrides["tags"] = _parse_tags(tag_pairs)
+        overrides["tags"] = parse_tags(tag_pairs)
     if resume_id is not None and (overrides or config_file is not None):
         raise UserInputError(
             "--resume continues a run with the configuration it recorded: drop the other flags"
@@ -290,7 +290,7 @@ def train_command(
         if not main:
             return
         if as_json:
-            click.echo(_dumps(_train_json(report, registry)))
+            click.echo(dumps(_train_json(report, registry)))
             return
         click.echo(printable(f"{report.spec.name}: {report.data.description}"))
         for line in _summary_lines(report, registry):
@@ -427,7 +427,7 @@ def eval_command(
             "examples": report.examples,
             "metrics": report.metrics,
         }
-        click.echo(_dumps(doc))
+        click.echo(dumps(doc))
         return
     shown = "  ".join(f"{k} {v:.4g}" for k, v in report.metrics.items())
     click.echo(f"eval run {report.run} of {report.evaluates} on {report.examples} examples")

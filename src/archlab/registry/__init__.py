@@ -1,6 +1,8 @@
 """The experiment registry: specs, runs, CV groups, mixup settings, metrics and artifacts.
 
-``archlab.registry.views`` turns runs into plain data: CV groups, the compare table, exports.
+``archlab.registry.views`` turns runs into plain data: CV groups, the compare table, exports;
+``archlab.registry.ranking`` answers "which is best by a metric"; ``archlab.registry.maintenance``
+plans removals, tags CV groups' folds and sizes orphan artifact folders.
 
 SQLAlchemy 2.0 on SQLite (the default, zero set-up) or PostgreSQL (by URL). Imports no torch.
 """

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from archlab.jsonpolicy import jsonable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
-    from archlab.registry.records import CVGroup, Ranked, Run
+    from archlab.registry.records import Aggregate, Change, CVGroup, Ranked, Run
     from archlab.registry.store import Registry
 
 CV_FIELDS = ("group", "k", "fold", "n_train", "n_val", "train_sha256", "val_sha256")
@@ -40,6 +40,12 @@ MIXUP_FIELDS = (
     "mode",
     "label_smoothing",
     "off_epoch",
+)
+# headline metrics, shown before any other: accuracy-like, perplexity, loss; by split
+MAIN_METRICS = tuple(
+    f"{split}{name}"
+    for split in ("val_", "eval_", "test_", "")
+    for name in ("acc", "token_acc", "seq_acc", "ppl", "loss")
 )
 # the columns of an export with no rows
 BASE_COLUMNS = ("id", "kind", "status", "spec_name", "spec_hash", "started", "ended", "duration")
@@ -111,6 +117,13 @@ def metric_names(runs: Iterable[Run], extra: Iterable[Iterable[str]] = ()) -> li
         for name in names:
             counts[name] = counts.get(name, 0) + 1
     return sorted(counts, key=lambda n: (-counts[n], n))
+
+
+def main_metrics(names: Iterable[str]) -> list[str]:
+    """The headline metrics among ``names``: each task's validation (else eval, test, bare)
+    accuracy-like metric, perplexity and loss, in MAIN_METRICS order."""
+    present = set(names)
+    return [n for n in MAIN_METRICS if n in present]
 
 
 # ---------------------------------------------------------------------------------- export rows
@@ -381,6 +394,128 @@ def grouped_rows(entries: list[Run | GroupView]) -> list[dict[str, Any]]:
     return rows
 
 
+def listing_metric_names(entries: list[Run | GroupView]) -> list[str]:
+    """The metric names of a grouped listing: its runs' and its groups' aggregated ones, by how
+    many entries have them, then by name."""
+    runs = [e for e in entries if not isinstance(e, GroupView)]
+    return metric_names(runs, [e.group.aggregates for e in entries if isinstance(e, GroupView)])
+
+
+@dataclass(frozen=True)
+class GroupLine:
+    """A CV group as one line of a listing: its folds' kinds (comma-joined), how many folds have
+    each status (by status), its spec's name (else its hash's first 12 characters), the folds
+    found of those expected (k x repeats), their mixup (``varies`` when they differ), its start
+    (local, to the minute) and span (``+`` while a fold has not ended), and its aggregates."""
+
+    id: str
+    kind: str
+    statuses: list[tuple[str, int]]
+    spec: str
+    folds: int
+    expected: int
+    mixup: str
+    started: str
+    duration: str
+    aggregates: dict[str, Aggregate]
+
+
+def group_line(view: GroupView) -> GroupLine:
+    """``view`` as a ``GroupLine``."""
+    group, folds = view.group, view.folds
+    doc = group_summary(group, folds)
+    mixups = {mixup_label(r) for r in folds}
+    end = doc["ended"] if doc["ended"] is not None else time.time()
+    return GroupLine(
+        id=group.id,
+        kind=",".join(sorted({r.kind for r in folds})),
+        statuses=sorted(doc["status"].items()),
+        spec=doc["spec_name"] or group.spec_hash[:12],
+        folds=len({r.cv.fold for r in folds if r.cv}),
+        expected=group.k * group.repeats,
+        mixup=mixups.pop() if len(mixups) == 1 else "varies",
+        started=when(doc["started"]),
+        duration=span(end - doc["started"]) + ("" if doc["ended"] is not None else "+"),
+        aggregates=group.aggregates,
+    )
+
+
+# ------------------------------------------------------------------------------- runs and groups
+
+
+def select(registry: Registry, where: str | None = None, idents: Sequence[str] = ()) -> list[Run]:
+    """The runs matching ``where``, newest first; with ``idents`` only those runs (a CV group's
+    id standing for its folds), in the order named."""
+    found = registry.runs(where=where)
+    if idents:
+        order = {run_id: i for i, run_id in enumerate(registry.expand(list(idents)))}
+        found = sorted((r for r in found if r.id in order), key=lambda r: order[r.id])
+    return found
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A run with its CV group and the group's folds, or (``run`` None) a CV group alone."""
+
+    run: Run | None
+    group: CVGroup | None
+    folds: list[Run]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON: ``run_dict`` with a ``cv_group`` (the group with ``fold_dict`` folds) for a
+        fold; the group's document with ``"type": "cv_group"`` for a group."""
+        group_doc = (
+            {**self.group.to_dict(), "folds": [fold_dict(f) for f in self.folds]}
+            if self.group is not None
+            else None
+        )
+        if self.run is None:
+            return {"type": "cv_group", **(group_doc or {})}
+        doc = run_dict(self.run)
+        if group_doc is not None:
+            doc["cv_group"] = group_doc
+        return doc
+
+
+def show(registry: Registry, ident: str) -> Shown:
+    """Run or CV group ``ident`` with what ``arch runs show`` prints of it."""
+    run: Run | None = None
+    if registry.kind_of(ident) == "group":
+        group: CVGroup | None = registry.group(ident)
+    else:
+        run = registry.get(ident)
+        group = registry.group(run.cv.group) if run.cv is not None else None
+    folds = registry.compare(group.runs) if group is not None else []
+    return Shown(run, group, folds)
+
+
+def provenance_rows(prov: dict[str, Any]) -> list[tuple[str, str]]:
+    """A run's provenance as ``(field, text)`` rows: git commit (dirty or not), host, user, pid,
+    cwd, the command and the versions, each where recorded."""
+    rows: list[tuple[str, str]] = []
+    git = prov.get("git")
+    if git:
+        rows.append(("git", f"{git.get('commit')}" + (" (dirty)" if git.get("dirty") else "")))
+    elif "git" in prov:
+        rows.append(("git", "-"))
+    for key in ("host", "user", "pid", "cwd"):
+        if prov.get(key) is not None:
+            rows.append((key, str(prov[key])))
+    if prov.get("argv"):
+        rows.append(("command", " ".join(map(str, prov["argv"]))))
+    versions = prov.get("versions") or {}
+    if versions:
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)))
+    return rows
+
+
+def change_line(change: Change) -> str:
+    """One difference as text: ``path: A -> B`` with the values as strict JSON."""
+    a = json.dumps(jsonable(change.a))
+    b = json.dumps(jsonable(change.b))
+    return f"{change.path}: {a} -> {b}"
+
+
 # -------------------------------------------------------------------------------------- compare
 
 
@@ -438,3 +573,25 @@ def _flat_keep(prefix: str, value: Any, out: dict[str, Any]) -> None:
             _flat_keep(f"{prefix}.{key}", item, out)
     else:
         out[prefix] = value
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Runs side by side: the runs, and ``compare_rows`` of them."""
+
+    runs: list[Run]
+    rows: list[tuple[str, list[Any]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON: the run ids, and each row's field, values and whether they differ."""
+        return {
+            "runs": [r.id for r in self.runs],
+            "rows": [{"field": f, "values": v, "differs": differs(v)} for f, v in self.rows],
+        }
+
+
+def comparison(registry: Registry, idents: Iterable[str], show_all: bool = False) -> Comparison:
+    """The runs ``idents`` (a CV group's id standing for its folds, duplicates once) side by
+    side; see ``compare_rows``."""
+    found = registry.compare(registry.expand(list(idents)))
+    return Comparison(found, compare_rows(found, show_all))

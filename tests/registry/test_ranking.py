@@ -1,0 +1,98 @@
+"""``archlab.registry.ranking`` from Python: the best run or CV group by a metric, in the
+direction the registry keeps or one given against it, and the rows ``arch runs best`` prints.
+Tests taking ``registry`` run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from archlab.errors import UserInputError
+from archlab.registry import Registry, ranking
+
+Doc = dict[str, Any]
+
+
+@pytest.fixture
+def spec(minimal_vit: Callable[[], Doc]) -> Doc:
+    return minimal_vit()
+
+
+def _run(registry: Registry, spec: Doc, values: list[float], **kwargs: Any) -> str:
+    with registry.start_run(spec, **kwargs) as run:
+        for step, value in enumerate(values):
+            run.log_metrics({"val_acc": value}, step=step)
+    return run.id
+
+
+def test_the_best_run_in_the_metric_direction(registry: Registry, spec: Doc) -> None:
+    """A run ranks by its best value; its row says which value and at which step."""
+    low = _run(registry, spec, [0.2, 0.6, 0.5])
+    high = _run(registry, spec, [0.3, 0.9, 0.1])
+    answer = ranking.best(registry, "val_acc")
+    assert [e.id for e in answer.ranked] == [high]
+    assert not answer.lowest and answer.direction == "highest"
+    assert answer.extremes == {} and answer.known == []
+    (row,) = answer.rows()
+    assert not row.group and row.id == high and row.status == "completed"
+    assert (row.value, row.which, row.final) == (0.9, "best, step 1", 0.1)
+    assert row.cv == "-" and row.mixup == "-"
+    per_spec = ranking.best(registry, "val_acc", group_by="spec")
+    assert [e.id for e in per_spec.ranked] == [high]
+    assert low not in [e.id for e in per_spec.ranked]
+
+
+def test_a_direction_against_the_metric_ranks_by_the_other_extreme(
+    registry: Registry, spec: Doc
+) -> None:
+    """``direction="min"`` on an accuracy: each run by its lowest point, read from its series,
+    not by its summary's best (highest) value."""
+    a = _run(registry, spec, [0.5, 0.9])
+    b = _run(registry, spec, [0.3, 0.95])
+    answer = ranking.best(registry, "val_acc", by="run", direction="min")
+    assert answer.lowest and answer.direction == "lowest"
+    assert [e.id for e in answer.ranked] == [b]
+    assert answer.extremes == {b: (0.3, 0)}
+    (row,) = answer.rows()
+    assert (row.value, row.which, row.final) == (0.3, "lowest, step 0", 0.95)
+    assert a not in answer.extremes
+    # the metric's own direction given again changes nothing
+    again = ranking.best(registry, "val_acc", by="run", direction="max")
+    assert again.extremes == {} and again.rows()[0].which == "best, step 1"
+
+
+def test_a_cv_group_ranks_by_its_folds_mean(registry: Registry, spec: Doc) -> None:
+    group = registry.start_cv(spec, k=3, seed=0)
+    finals = [0.7, 0.8]
+    for fold, acc in enumerate(finals):
+        _run(registry, spec, [acc], cv_group=group, fold=fold)
+    answer = ranking.best(registry, "val_acc", by="group")
+    (row,) = answer.rows()
+    assert row.group and row.id == group.id
+    assert row.status == "2 of 3 folds" and row.cv == "CV group, k=3"
+    assert row.value == pytest.approx(statistics.fmean(finals))
+    assert row.std == pytest.approx(statistics.stdev(finals)) and row.n == 2
+    assert row.which == "mean of final values over 2 folds"
+    first = registry.get(registry.group(group.id).runs[0])
+    assert answer.spec_names == {group.id: first.spec_name} == {group.id: row.spec_name}
+
+
+def test_an_unknown_metric_is_refused_naming_the_recorded_ones(
+    registry: Registry, spec: Doc
+) -> None:
+    with pytest.raises(UserInputError, match="the metrics recorded: none yet"):
+        ranking.check_recorded("val_acc", [], "registry x")
+    answer = ranking.best(registry, "val_acc")  # an empty registry: nothing, no error
+    assert answer.ranked == [] and answer.known == [] and answer.rows() == []
+    _run(registry, spec, [0.5])
+    with pytest.raises(UserInputError, match="did you mean 'val_acc'") as info:
+        ranking.best(registry, "val_ac")
+    assert "registry " in str(info.value) and "the metrics recorded: val_acc" in str(info.value)
+    # a known metric no matching run has: nothing ranked, the matching runs' metrics named
+    with registry.start_run(spec, {"lr": 5}) as other:
+        other.log_metrics({"val_loss": 0.1}, step=0)
+    none = ranking.best(registry, "val_acc", where="config.lr == 5")
+    assert none.ranked == [] and none.known == ["val_loss"]
