@@ -7,6 +7,13 @@ indices after every epoch, keeps the best weights (by the early-stopping metric,
 ``val_loss``), stops early when asked, and finally evaluates the best weights once on the test
 indices. Every random number comes from generators seeded from the configuration, so on the CPU
 a run reproduces bit for bit.
+
+``fit`` is a short sequence of steps, each usable (and tested) alone: ``setup`` (the model and
+its distiller, the optimizer and schedule, the distributed / compiled wrap, mixup), ``run_epoch``
+(``train_epoch``, then ``evaluate`` on the validation indices), ``record_epoch`` (the best epoch
+and its checkpoint, ``write_checkpoint``), and the resume state: ``training_state`` is what
+``state.pt`` holds, ``save_state`` / ``load_state`` write and read it, ``restore_state`` puts it
+back into a fresh set-up.
 """
 
 from __future__ import annotations
