@@ -71,9 +71,10 @@ def test_setup_builds_a_seeded_model_optimizer_and_schedule(
 def test_one_epoch_moves_the_weights_and_reports_the_training_loss(
     trainer: Callable[..., Trainer],
 ) -> None:
-    parts = trainer().setup(INDICES)
+    fit = trainer()
+    parts = fit.setup(INDICES)
     before = weights(parts)
-    trained, seen = trainer().train_epoch(parts, INDICES, 0)
+    trained, seen = fit.train_epoch(parts, INDICES, 0)
     assert seen == 60
     assert list(trained) == ["train_loss"] and trained["train_loss"] > 0
     after = weights(parts)
@@ -91,7 +92,9 @@ def test_an_epochs_metrics_are_those_it_logs_in_order(trainer: Callable[..., Tra
     ("task", "names"),
     [("classify", ("test_loss", "test_acc")), ("lm", ("test_loss", "test_ppl"))],
 )
-def test_evaluation_names_its_metrics_and_their_directions(task: str, names: tuple) -> None:
+def test_evaluation_names_its_metrics_and_their_directions(
+    task: str, names: tuple[str, str]
+) -> None:
     assert evaluation_metrics(task, "test") == names
     assert [default_direction(name) for name in names] == (
         ["min", "max"] if task == "classify" else ["min", "min"]
