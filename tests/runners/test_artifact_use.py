@@ -18,9 +18,9 @@ from archlab.cli.main import cli
 from archlab.registry import Registry
 from archlab.registry.store import ArtifactError
 from archlab.runners.config import TrainConfig
-from archlab.runners.loop import STATE_FILE, StateError, load_state
 from archlab.runners.progress import NullProgress
 from archlab.runners.train import _load_teacher, evaluate_run, resume, train
+from archlab.runners.trainer import STATE_FILE, StateError, load_state
 
 ROOT = Path(__file__).resolve().parents[2]
 VIT = ROOT / "specs" / "vit-tiny-digits.json"

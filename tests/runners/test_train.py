@@ -22,9 +22,9 @@ from archlab.cli.main import cli
 from archlab.registry import Registry
 from archlab.runners import mixup as mixup_module
 from archlab.runners.config import TrainConfig
-from archlab.runners.loop import STATE_FILE
 from archlab.runners.progress import NullProgress
 from archlab.runners.train import evaluate_run, resume, train
+from archlab.runners.trainer import STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 VIT = ROOT / "specs" / "vit-tiny-digits.json"

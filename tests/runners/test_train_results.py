@@ -22,9 +22,9 @@ from archlab.cli.main import cli
 from archlab.errors import UserInputError
 from archlab.registry import Registry
 from archlab.runners.config import RESULT_NEUTRAL, TrainConfig
-from archlab.runners.loop import Trainer, epoch_metrics
 from archlab.runners.progress import NullProgress
 from archlab.runners.train import evaluate_run, resume, train
+from archlab.runners.trainer import Trainer, epoch_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 VIT = ROOT / "specs" / "vit-tiny-digits.json"

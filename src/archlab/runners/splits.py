@@ -104,21 +104,7 @@ def make_splits(
     refused. With groups, ``val_size`` and ``test_size`` are fractions of the groups, not of the
     examples. Held-out sizes round up as in scikit-learn: ``ceil(val_size * n)`` examples.
     """
-    if n < 2:
-        raise SplitError(f"cannot split {n} example(s): splitting needs at least 2")
-    if repeats < 1:
-        raise SplitError(f"repeats must be at least 1, not {repeats}")
-    problem = repeats_problem(folds, repeats)
-    if problem:
-        raise SplitError(problem)
-    if folds is not None and folds < 2:
-        raise SplitError(f"folds must be at least 2, not {folds}; omit it for a hold-out split")
-    _check_fraction("val_size", val_size)
-    if test_size is not None:
-        _check_fraction("test_size", test_size)
-    problem = held_out_problem(folds, val_size, test_size)
-    if problem:
-        raise SplitError(problem)
+    _check_settings(n, folds, repeats, val_size, test_size)
     labels = _per_example("labels", labels, n)
     groups = _per_example("groups", groups, n)
     stratify = labels if groups is None else None
@@ -137,23 +123,59 @@ def make_splits(
         train, val, splitter = _hold_out(
             rest, size, stratify, groups, seed, "validation", after_test
         )
-        return SplitPlan(
-            folds=[Fold(0, train, val)],
-            test=test,
-            k=None,
-            repeats=1,
-            splitter=splitter,
-            shuffle=True,
-            seed=seed,
-            stratified=stratify is not None,
-            grouped=groups is not None,
-            library=LIBRARY,
-        )
+        made, repeats = [Fold(0, train, val)], 1
+    else:
+        made, splitter = _k_folds(rest, folds, repeats, seed, stratify, groups, after_test)
+    return SplitPlan(
+        folds=made,
+        test=test,
+        k=folds,
+        repeats=repeats,
+        splitter=splitter,
+        shuffle=folds is None or groups is None,
+        seed=seed,
+        stratified=stratify is not None,
+        grouped=groups is not None,
+        library=LIBRARY,
+    )
 
-    if folds > len(rest):
+
+def _check_settings(
+    n: int, folds: int | None, repeats: int, val_size: float, test_size: float | None
+) -> None:
+    """Refuse split settings that cannot work whatever the data holds."""
+    if n < 2:
+        raise SplitError(f"cannot split {n} example(s): splitting needs at least 2")
+    if repeats < 1:
+        raise SplitError(f"repeats must be at least 1, not {repeats}")
+    problem = repeats_problem(folds, repeats)
+    if problem:
+        raise SplitError(problem)
+    if folds is not None and folds < 2:
+        raise SplitError(f"folds must be at least 2, not {folds}; omit it for a hold-out split")
+    _check_fraction("val_size", val_size)
+    if test_size is not None:
+        _check_fraction("test_size", test_size)
+    problem = held_out_problem(folds, val_size, test_size)
+    if problem:
+        raise SplitError(problem)
+
+
+def _k_folds(
+    pool: Indices,
+    k: int,
+    repeats: int,
+    seed: int,
+    stratify: numpy.ndarray[Any, Any] | None,
+    groups: numpy.ndarray[Any, Any] | None,
+    where: str,
+) -> tuple[list[Fold], str]:
+    """``k`` folds of ``pool`` (``repeats`` times), as indices into the full data set, and the
+    splitter's name; ``where`` says which examples ``pool`` is, for messages."""
+    if k > len(pool):
         raise SplitError(
-            f"folds={folds} is more than the {len(rest)} examples{after_test}; "
-            f"use folds={len(rest)} or fewer"
+            f"folds={k} is more than the {len(pool)} examples{where}; "
+            f"use folds={len(pool)} or fewer"
         )
     if groups is not None and repeats > 1:
         raise SplitError(
@@ -161,26 +183,15 @@ def make_splits(
             "same folds, so a repeat would only copy them; use repeats=1"
         )
     if groups is not None:
-        _check_group_count(groups[rest], folds, after_test)
+        _check_group_count(groups[pool], k, where)
     if stratify is not None:
-        _check_class_counts(stratify[rest], folds, after_test)
-    kfold = _kfold_splitter(folds, repeats, seed, stratify, groups)
-    y = stratify[rest] if stratify is not None else None
-    g = groups[rest] if groups is not None else None
-    pieces = _split(kfold, len(rest), y, g)
-    made = [Fold(i, _take(rest, train), _take(rest, val)) for i, (train, val) in enumerate(pieces)]
-    return SplitPlan(
-        folds=made,
-        test=test,
-        k=folds,
-        repeats=repeats,
-        splitter=type(kfold).__name__,
-        shuffle=groups is None,
-        seed=seed,
-        stratified=stratify is not None,
-        grouped=groups is not None,
-        library=LIBRARY,
-    )
+        _check_class_counts(stratify[pool], k, where)
+    kfold = _kfold_splitter(k, repeats, seed, stratify, groups)
+    y = stratify[pool] if stratify is not None else None
+    g = groups[pool] if groups is not None else None
+    pieces = _split(kfold, len(pool), y, g)
+    made = [Fold(i, _take(pool, train), _take(pool, val)) for i, (train, val) in enumerate(pieces)]
+    return made, type(kfold).__name__
 
 
 # ------------------------------------------------------------------------------------ splitters

@@ -27,7 +27,10 @@ from archlab.runners.config import RESULT_NEUTRAL, TrainConfig
 from archlab.runners.data import TaskData, load_data
 from archlab.runners.distributed import Distributed, from_environment
 from archlab.runners.lifecycle import interruptible, running
-from archlab.runners.loop import (
+from archlab.runners.progress import TrainProgress
+from archlab.runners.pruning import spec_has_dynamic
+from archlab.runners.splits import Fold, SplitPlan, make_splits
+from archlab.runners.trainer import (
     STATE_FILE,
     FitResult,
     Trainer,
@@ -35,9 +38,6 @@ from archlab.runners.loop import (
     load_state,
     uses_autocast,
 )
-from archlab.runners.progress import TrainProgress
-from archlab.runners.pruning import spec_has_dynamic
-from archlab.runners.splits import Fold, SplitPlan, make_splits
 from archlab.specs import load_spec
 from archlab.specs.models import Spec
 
