@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from archlab.compiler import compile_spec
-from archlab.compiler.build import CompiledModel, tensor_mismatches, tensor_table
 from archlab.compiler.devices import resolve_device
+from archlab.compiler.model import CompiledModel, tensor_mismatches, tensor_table
 from archlab.compiler.nn.embeddings import TokenEmbedding
 from archlab.errors import UserInputError
 from archlab.files import replace_atomically

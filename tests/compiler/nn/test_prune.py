@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab import SpecError, compile_spec
-from archlab.compiler.build import CompiledModel
+from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn import Attention, KernelChoice, Stack
 from archlab.compiler.nn.prune import (
     AttentionTopK,
