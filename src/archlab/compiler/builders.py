@@ -28,6 +28,13 @@ from archlab.compiler.graph import (
     VecShape,
 )
 from archlab.compiler.nn.attention import KERNELS, Attention, choose_kernel, kernel_problem
+from archlab.compiler.nn.attention_position import (
+    AlibiPosition,
+    AttentionPosition,
+    NoPosition,
+    RelativeBiasPosition,
+    RotaryPosition,
+)
 from archlab.compiler.nn.bias import RelativePositionBias
 from archlab.compiler.nn.block import Block
 from archlab.compiler.nn.combine import Add, Concat
@@ -38,7 +45,10 @@ from archlab.compiler.nn.masks import MaskPattern
 from archlab.compiler.nn.mlp import Mlp
 from archlab.compiler.nn.norms import make_norm
 from archlab.compiler.nn.positions import LearnedPosition, SinCos2dPosition, SinusoidalPosition
-from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge
+from archlab.compiler.nn.pruning.dynamic import DynamicPrune
+from archlab.compiler.nn.pruning.evit import AttentionTopK
+from archlab.compiler.nn.pruning.stage import TokenStage
+from archlab.compiler.nn.pruning.tome import TokenMerge
 from archlab.compiler.nn.rotary import RotaryEmbedding
 from archlab.compiler.nn.stack import Stack
 from archlab.specs.models import (
@@ -247,22 +257,33 @@ def build_attention(ctx: BuildContext, plan: AttentionPlan, max_len: int) -> nn.
         has_dropout=plan.dropout > 0,
         override=kernel_override(ctx, mask, position, plan.dropout > 0),
     )
-    rotary = None
-    if isinstance(plan.position, Rotary):
-        rotary = RotaryEmbedding(
-            plan.head_dim, max_len, base=plan.position.base, fraction=plan.position.fraction
-        )
     return Attention(
         plan.dim,
         plan.heads,
         mask=mask,
-        rotary=rotary,
-        alibi=position == "alibi",
-        relative_bias=position == "relative_bias",
+        position=POSITION_PARTS[position](plan, max_len),
         max_len=max_len,
         kernel=kernel,
         **shared,
     )
+
+
+def rotary_part(plan: AttentionPlan, max_len: int) -> AttentionPosition:
+    assert isinstance(plan.position, Rotary)
+    return RotaryPosition(
+        RotaryEmbedding(
+            plan.head_dim, max_len, base=plan.position.base, fraction=plan.position.fraction
+        )
+    )
+
+
+#: the attention's position part for each ``position`` kind of the spec (None: no position)
+POSITION_PARTS: dict[str | None, Callable[[AttentionPlan, int], AttentionPosition]] = {
+    None: lambda plan, max_len: NoPosition(),
+    "rotary": rotary_part,
+    "alibi": lambda plan, max_len: AlibiPosition(plan.heads),
+    "relative_bias": lambda plan, max_len: RelativeBiasPosition(),
+}
 
 
 def kernel_override(
@@ -280,7 +301,7 @@ def kernel_override(
     return None if problem is not None else wanted
 
 
-def prune_stage(stage: PruneStage, name: str) -> nn.Module:
+def prune_stage(stage: PruneStage, name: str) -> TokenStage:
     """The module of one analysed pruning stage; ``name`` labels its records in a trace."""
     if stage.method == "dynamic":
         assert stage.keep is not None

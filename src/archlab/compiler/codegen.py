@@ -25,10 +25,10 @@ from archlab.compiler.graph import (
     TokensShape,
     VecShape,
     has_pruning,
-    prune_methods,
     upstream_through,
 )
-from archlab.compiler.nn.prune import TokenState
+from archlab.compiler.nn.pruning import TokenState
+from archlab.compiler.pruning import state_carriers
 from archlab.specs import SpecError, spec_hash
 from archlab.specs.models import Spec
 
@@ -46,6 +46,8 @@ class ForwardWriter:
     state_of: dict[str, str] = field(default_factory=dict)
     #: stacks whose last attention a later ``token_prune`` node reads, and what of it
     needs: dict[str, str] = field(default_factory=dict)
+    #: the nodes whose output carries the pruning state (``pruning.state_carriers``)
+    carriers: set[str] = field(default_factory=set)
     #: node -> (value, state) variables returned by a trace
     traced: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -64,7 +66,7 @@ EmitFn = Callable[[ForwardWriter, NodeInfo], list[str]]
 
 def generate_forward(spec: Spec, graph: Graph) -> tuple[Forward, str]:
     """``forward`` as a function (for the model class to take as its method) and its source."""
-    writer = ForwardWriter(graph, needs=attention_needs(graph))
+    writer = ForwardWriter(graph, needs=attention_needs(graph), carriers=state_carriers(graph))
     lines = signature_lines(spec, graph, writer)
     for node_id in graph.order:
         info = graph.nodes[node_id]
@@ -156,8 +158,9 @@ def emit_cls_token(w: ForwardWriter, info: NodeInfo) -> list[str]:
 
 
 def emit_stack(w: ForwardWriter, info: NodeInfo) -> list[str]:
-    """An encoder or decoder: plainly, or through ``forward_tokens`` where it prunes, takes a
-    pruned sequence, or a later ``token_prune`` node reads its last attention."""
+    """An encoder or decoder: plainly, or through ``forward_tokens`` where it carries the pruning
+    state (it prunes, or takes a pruned sequence) or a later ``token_prune`` node reads its last
+    attention."""
     node_id = info.id
     v, m, st = f"__v_{node_id}", f"__m_{node_id}", f"__s_{node_id}"
     x, mask, state_in = w.values(info)[0], w.masks(info)[0], w.state_in(info)
@@ -165,7 +168,7 @@ def emit_stack(w: ForwardWriter, info: NodeInfo) -> list[str]:
     if info.stack is not None and info.stack.memory is not None:
         mem = info.stack.memory
         extra = f", memory={w.value_of[mem]}, memory_mask={w.mask_of[mem]}"
-    if prune_methods(info) or state_in != "None" or node_id in w.needs:
+    if node_id in w.carriers or node_id in w.needs:
         need = repr(w.needs.get(node_id))
         w.mask_of[node_id], w.state_of[node_id] = m, st
         w.traced[node_id] = (v, st)

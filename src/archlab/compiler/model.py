@@ -34,7 +34,7 @@ from archlab.compiler.graph import (
 from archlab.compiler.memory import check_build
 from archlab.compiler.nn.attention import Attention, KernelChoice
 from archlab.compiler.nn.linear_attention import LinearAttention
-from archlab.compiler.nn.prune import TokenTrace
+from archlab.compiler.nn.pruning import TokenTrace
 from archlab.compiler.paths import performance_paths
 from archlab.compiler.pruning import dense_flops, pruning_stages
 from archlab.compiler.summary import Summary, build_rows, shape_list
