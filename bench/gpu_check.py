@@ -82,12 +82,13 @@ except ImportError:
     sys.path.insert(0, str(ROOT / "src"))
     import archlab
 
-from archlab.compiler.build import has_pruning  # noqa: E402
+from archlab.compiler.graph import has_pruning  # noqa: E402
 from archlab.specs.shrink import small_version  # noqa: E402
 
 #: Largest relative error max|a - b| / max|b| allowed against the float64 reference, per dtype.
 TOLERANCE: dict[str, float] = {"float32": 1e-4, "bfloat16": 2e-2}
-PRUNE_MODULE = "archlab.compiler.nn.prune"
+#: The modules whose ``Tensor.topk`` calls rank the tokens a pruning stage keeps.
+PRUNE_MODULES = ("archlab.compiler.nn.pruning.dynamic", "archlab.compiler.nn.pruning.evit")
 #: Longest sequence a full-size check feeds (small versions have max_len 32).
 SEQ_CAP = 512
 BATCH = 2
@@ -157,7 +158,7 @@ def _disturb(model: torch.nn.Module) -> None:
 class RankingReplay:
     """Makes the float64 reference keep the tokens the device kept, and checks the device's choice.
 
-    A token pruning stage ranks tokens by a score (``Tensor.topk`` in ``archlab.compiler.nn.prune``:
+    A token pruning stage ranks tokens by a score (``Tensor.topk`` in ``archlab.compiler.nn.pruning``:
     DynamicViT's keep log-probability, EViT's CLS attention). In bfloat16 a near-tie at the edge of
     the kept set can rank differently from float64; two models that carry different tokens then
     differ by far more than rounding. So the device's forward records each stage's scores and
@@ -255,7 +256,7 @@ def _patched_topk(hook: Callable[[torch.Tensor, Any, FrameType, int], Any]) -> I
     def topk(t: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         result = original(t, *args, **kwargs)
         frame = sys._getframe(1)
-        if frame.f_globals.get("__name__") != PRUNE_MODULE:
+        if frame.f_globals.get("__name__") not in PRUNE_MODULES:
             return result
         dim = kwargs.get("dim", args[1] if len(args) > 1 else -1)
         return hook(t, result, frame, dim)

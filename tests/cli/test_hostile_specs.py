@@ -106,7 +106,7 @@ def _peak_rss_bytes() -> int:
 def test_compile_refuses_a_model_larger_than_memory_before_allocating(
     tmp_path: Path, case: str
 ) -> None:
-    import archlab.compiler.build  # noqa: F401  (torch imported before the clock starts)
+    import archlab.compiler.model  # noqa: F401  (torch imported before the clock starts)
 
     path = sized(tmp_path / "huge.json", **HUGE[case])
     rss = _peak_rss_bytes()

@@ -47,7 +47,7 @@ def test_trace_kept_takes_the_documented_stage_names() -> None:
     import torch
 
     import archlab
-    from archlab.compiler.nn.prune import TokenTrace
+    from archlab.compiler.nn.pruning import TokenTrace
 
     for doc in (TokenTrace.kept.__doc__ or "", (ROOT / "docs/spec-reference.md").read_text()):
         assert "STACK.prune.LAYER" in doc and "token_prune" in doc

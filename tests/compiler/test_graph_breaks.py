@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import archlab
-from archlab.compiler.build import CompiledModel, has_pruning
+from archlab.compiler.graph import has_pruning
+from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn.attention import FLEX_IMPORTABLE, Attention
 from archlab.specs.shrink import small_version
 

@@ -9,8 +9,8 @@ import pytest
 
 import archlab
 from archlab.compiler import memory
-from archlab.compiler.build import ModelTooLargeError
 from archlab.compiler.graph import analyze
+from archlab.compiler.memory import ModelTooLargeError
 from archlab.errors import UserInputError
 
 ROOT = Path(__file__).parents[2]

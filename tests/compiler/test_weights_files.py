@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 
 import archlab
 from archlab.cli.main import cli
-from archlab.compiler.build import CompileError, read_safetensors_header
+from archlab.compiler.errors import CompileError
+from archlab.compiler.model import read_safetensors_header
 from archlab.errors import UserInputError
 
 ROOT = Path(__file__).parents[2]

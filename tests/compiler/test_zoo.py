@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import archlab
-from archlab.compiler.build import CompiledModel
 from archlab.compiler.flops import measure_spec_flops
+from archlab.compiler.model import CompiledModel
 
 ZOO = sorted((Path(__file__).parents[2] / "specs").glob("*.json"))
 PRUNED = {"dynamicvit-deit-s", "evit-deit-s"}

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import archlab
 from archlab.cli.main import cli
-from archlab.compiler.nn.prune import AttentionTopK
+from archlab.compiler.nn.pruning import AttentionTopK
 from archlab.compiler.pruning import dense_spec
 from archlab.errors import UserInputError
 from archlab.registry import Registry

@@ -199,8 +199,8 @@ def compile_command(
     """
     import torch
 
-    from archlab.compiler.build import compile_spec
     from archlab.compiler.memory import check_forward
+    from archlab.compiler.model import compile_spec
 
     loaded = load_spec(spec)
     started = time.perf_counter()

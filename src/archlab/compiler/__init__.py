@@ -1,20 +1,21 @@
-"""spec -> graph (``graph``, torch-free) -> costs (``cost``, torch-free) -> nn.Module (``build``)."""
+"""spec -> graph (``graph``, torch-free) -> costs (``cost``, torch-free) -> nn.Module (``model``:
+``builders`` make the modules, ``codegen`` writes ``forward``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from archlab.compiler.build import CompiledModel, compile_spec, load_compiled
+    from archlab.compiler.model import CompiledModel, compile_spec, load_compiled
 
 _LAZY = {"compile_spec", "load_compiled", "CompiledModel"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from archlab.compiler import build
+        from archlab.compiler import model
 
-        return getattr(build, name)
+        return getattr(model, name)
     raise AttributeError(f"module 'archlab.compiler' has no attribute {name!r}")
 
 

@@ -12,13 +12,16 @@ Conventions (see docs/spec-reference.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from archlab.compiler.graph import (
     AttentionPlan,
     Graph,
     ImageShape,
     LayerPlan,
+    NodeInfo,
     PruneStage,
     SeqShape,
     StackPlan,
@@ -129,41 +132,89 @@ def stack_segment_cost(stack: StackPlan, start: int, end: int) -> Cost:
 def node_cost(graph: Graph, node_id: str) -> Cost:
     """Cost of one node of ``graph.expanded`` (a spec node, a stack segment or a pruning stage)."""
     attrs = graph.expanded.nodes[node_id]
-    op, spec_id = attrs["op"], attrs["spec_id"]
-    if op == "input":
+    if attrs["op"] == "input":
         return ZERO
-    info = graph.nodes[spec_id]
-    node = info.spec
+    return COST[attrs["op"]](graph, graph.nodes[attrs["spec_id"]], attrs)
+
+
+# One function per op: (graph, the spec node's info, the expanded node's attributes) -> Cost.
+# A stack's expanded nodes are its layer segments (``layers``: first and last index) and its
+# pruning stages (op ``token_prune``, ``stage``: the stage), both with the stack's info.
+CostFn = Callable[[Graph, NodeInfo, Mapping[str, Any]], Cost]
+
+
+def free_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
+    """No parameters and no counted FLOPs: pool, add, concat, dropout."""
+    return ZERO
+
+
+def embed_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
+    vocab, dim = info.resolved["vocab"], info.resolved["dim"]
+    return Cost(0 if info.spec.tie is not None else vocab * dim, 0)
+
+
+def patch_embed_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
+    node, shape = info.spec, info.shape
+    image = graph.nodes[node.input].shape
+    assert isinstance(image, ImageShape) and isinstance(shape, SeqShape)
+    ph, pw = node.patch_size
+    return linear(image.channels * ph * pw, shape.dim, True, shape.length)
+
+
+def cls_token_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
+    assert isinstance(info.shape, SeqShape)
+    return Cost(info.spec.count * info.shape.dim, 0)
+
+
+def position_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
+    assert isinstance(info.shape, SeqShape)
+    learned = info.spec.encoding == "learned"
+    return Cost(info.resolved["max_len"] * info.shape.dim if learned else 0, 0)
+
+
+def stack_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
+    """An encoder or decoder, or one segment of its layers."""
+    assert info.stack is not None
+    start, end = attrs.get("layers", (0, len(info.stack.layers) - 1))
+    return stack_segment_cost(info.stack, start, end)
+
+
+def token_prune_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
+    """A ``token_prune`` node, or a stage of a stack's ``prune``."""
+    stage = attrs.get("stage", info.prune)
+    assert stage is not None
+    return prune_cost(stage)
+
+
+def norm_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
+    return Cost(norm_params(info.spec.kind, info.shape.dim), 0)  # type: ignore[union-attr]
+
+
+def classify_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
+    return linear(info.resolved["in_dim"], info.spec.classes, True)
+
+
+def lm_head_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
     shape = info.shape
-    if "stage" in attrs:
-        return prune_cost(attrs["stage"])
-    if info.stack is not None:
-        start, end = attrs.get("layers", (0, len(info.stack.layers) - 1))
-        return stack_segment_cost(info.stack, start, end)
-    if op == "embed":
-        vocab, dim = info.resolved["vocab"], info.resolved["dim"]
-        return Cost(0 if node.tie is not None else vocab * dim, 0)
-    if op == "patch_embed":
-        image = graph.nodes[node.input].shape
-        assert isinstance(image, ImageShape) and isinstance(shape, SeqShape)
-        ph, pw = node.patch_size
-        return linear(image.channels * ph * pw, shape.dim, True, shape.length)
-    if op == "cls_token":
-        assert isinstance(shape, SeqShape)
-        return Cost(node.count * shape.dim, 0)
-    if op == "position":
-        assert isinstance(shape, SeqShape)
-        return Cost(info.resolved["max_len"] * shape.dim if node.encoding == "learned" else 0, 0)
-    if op == "norm":
-        return Cost(norm_params(node.kind, shape.dim), 0)  # type: ignore[union-attr]
-    if op == "classify":
-        return linear(info.resolved["in_dim"], node.classes, True)
-    if op == "lm_head":
-        assert isinstance(shape, SeqShape)
-        tied = node.tie is not None
-        head = linear(info.resolved["in_dim"], shape.dim, False, shape.length)
-        return Cost(0 if tied else head.params, head.flops)
-    if op == "token_prune":
-        assert info.prune is not None
-        return prune_cost(info.prune)
-    return ZERO  # pool, add, concat, dropout
+    assert isinstance(shape, SeqShape)
+    tied = info.spec.tie is not None
+    head = linear(info.resolved["in_dim"], shape.dim, False, shape.length)
+    return Cost(0 if tied else head.params, head.flops)
+
+
+COST: dict[str, CostFn] = {
+    "embed": embed_cost,
+    "patch_embed": patch_embed_cost,
+    "cls_token": cls_token_cost,
+    "position": position_cost,
+    "encoder": stack_cost,
+    "decoder": stack_cost,
+    "token_prune": token_prune_cost,
+    "norm": norm_cost,
+    "pool": free_cost,
+    "classify": classify_cost,
+    "lm_head": lm_head_cost,
+    "add": free_cost,
+    "concat": free_cost,
+    "dropout": free_cost,
+}

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from archlab.compiler.build import CompiledModel, compile_spec
+from archlab.compiler.model import CompiledModel, compile_spec
 from archlab.specs.load import SpecSource
 
 

@@ -2,7 +2,7 @@
 
 Every path is decided once, where the model is built (the weights' dtype by ``compile_spec``, the
 attention kernel by ``nn.attention.choose_kernel``, the projections by ``nn.projections``, the
-pruning gathers by ``nn.prune``); this module only reads the built model back, so the summary
+pruning gathers by ``nn.pruning``); this module only reads the built model back, so the summary
 cannot disagree with what runs.
 """
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from archlab.compiler.nn.attention import _FLASH_DTYPES, Attention
 from archlab.compiler.nn.linear_attention import LinearAttention
-from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge
+from archlab.compiler.nn.pruning import TokenStage
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,7 @@ def performance_paths(model: nn.Module) -> list[PerfPath]:
                 len(grouped),
             )
         )
-    stages = [
-        m for m in model.modules() if isinstance(m, DynamicPrune | AttentionTopK | TokenMerge)
-    ]
+    stages = [m for m in model.modules() if isinstance(m, TokenStage)]
     if stages:
         paths.append(
             PerfPath(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archlab.compiler.cost import node_cost
-from archlab.compiler.graph import Graph, analyze, upstream_through
+from archlab.compiler.graph import PASS_THROUGH_OPS, Graph, analyze
 from archlab.specs import load_spec
 from archlab.specs.models import Spec
 
@@ -70,22 +70,30 @@ def pruning_stages(graph: Graph) -> list[StageRow]:
     return rows
 
 
+def state_carriers(graph: Graph) -> set[str]:
+    """The nodes whose output carries the pruning state (a DynamicViT policy, ToMe sizes, the
+    trace): ``token_prune`` nodes, encoders and decoders that run a pruning stage or take a
+    carried sequence, and the norm and dropout nodes after them. The compiled model runs those
+    stacks with the state (``Stack.forward_tokens``); the one rule for both."""
+    carries: set[str] = set()
+    for node_id in graph.order:
+        info = graph.nodes[node_id]
+        fed = bool(info.inputs) and info.inputs[0] in carries
+        if (
+            info.op == "token_prune"
+            or (fed and info.op in PASS_THROUGH_OPS)
+            or (info.stack is not None and (info.stack.stages or fed))
+        ):
+            carries.add(node_id)
+    return carries
+
+
 def pruned_stacks(graph: Graph) -> list[str]:
     """The encoders and decoders that run a pruning stage or take a pruned sequence (after a
     ``token_prune`` node or a pruned stack, through norm and dropout), in execution order: those
-    the compiled model runs with the pruning state (a DynamicViT policy, ToMe sizes)."""
-    carries: set[str] = set()  # token_prune nodes and stacks whose output carries the state
-    stacks: list[str] = []
-    for node_id in graph.order:
-        info = graph.nodes[node_id]
-        if info.op == "token_prune":
-            carries.add(node_id)
-        elif info.stack is not None:
-            behind = upstream_through(graph.nodes, info.inputs[0])
-            if info.stack.stages or (behind is not None and behind.id in carries):
-                carries.add(node_id)
-                stacks.append(node_id)
-    return stacks
+    the compiled model runs with the pruning state (``state_carriers``)."""
+    carries = state_carriers(graph)
+    return [n for n in graph.order if graph.nodes[n].stack is not None and n in carries]
 
 
 def dense_flops(spec: Spec) -> int:
@@ -128,4 +136,11 @@ def dense_spec(spec: Spec) -> Spec:
     return load_spec(doc)
 
 
-__all__ = ["StageRow", "dense_flops", "dense_spec", "pruned_stacks", "pruning_stages"]
+__all__ = [
+    "StageRow",
+    "dense_flops",
+    "dense_spec",
+    "pruned_stacks",
+    "pruning_stages",
+    "state_carriers",
+]

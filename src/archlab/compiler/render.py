@@ -20,6 +20,13 @@ GRAPHVIZ_HINT = (
 )
 
 
+#: DOT attributes by op, for the ops drawn apart from the rest (inputs, pruning stages)
+DOT_STYLE = {
+    "input": ', style="rounded,filled", fillcolor="#eef3ff"',
+    "token_prune": ', style=filled, fillcolor="#ffefe0"',
+}
+
+
 class RenderError(UserInputError):
     """A graph cannot be written as asked (unknown format, no Graphviz)."""
 
@@ -51,10 +58,7 @@ def to_dot(graph: Graph) -> str:
         '  node [shape=box, fontname="Helvetica"];',
     ]
     for node_id in nx.topological_sort(graph.expanded):
-        op = graph.expanded.nodes[node_id]["op"]
-        style = ', style="rounded,filled", fillcolor="#eef3ff"' if op == "input" else ""
-        if op == "token_prune":
-            style = ', style=filled, fillcolor="#ffefe0"'
+        style = DOT_STYLE.get(graph.expanded.nodes[node_id]["op"], "")
         lines.append(f'  "{node_id}" [label="{_label(graph, node_id)}"{style}];')
     for a, b in graph.expanded.edges:
         lines.append(f'  "{a}" -> "{b}";')

@@ -174,7 +174,7 @@ def benchmark(
     ``mode``: ``infer`` or ``train`` (one call = one training step); ``warmup`` and ``iters``
     default to 3 and 10 on the CPU, 10 and 30 on CUDA. Bad settings raise ``UserInputError``
     before anything is built."""
-    from archlab.compiler.build import compile_spec, resolve_dtype
+    from archlab.compiler.model import compile_spec, resolve_dtype
 
     spec = load_spec(spec_source)
     dev = resolve_device(device)

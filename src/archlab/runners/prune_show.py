@@ -30,7 +30,7 @@ from archlab.viz.patches import KeptPanels, StagePanel, draw_kept
 from archlab.viz.save import check_output
 
 if TYPE_CHECKING:
-    from archlab.compiler.build import CompiledModel
+    from archlab.compiler.model import CompiledModel
     from archlab.registry import Registry
 
 DEFAULT_IMAGES = 6

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.compiler.build import CompiledModel
 from archlab.compiler.graph import analyze, graph_prune_methods
-from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenState
+from archlab.compiler.model import CompiledModel
+from archlab.compiler.nn.pruning import AttentionTopK, DynamicPrune, TokenMerge, TokenState
 from archlab.compiler.pruning import dense_spec, pruned_stacks
 from archlab.errors import UserInputError
 from archlab.specs.models import Spec

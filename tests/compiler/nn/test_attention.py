@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,17 @@ from nn_testing import (
 from torch import Tensor, nn
 from torch.nn.attention import flex_attention as flex_module
 
-from archlab.compiler.nn import Attention, MaskPattern, RotaryEmbedding, choose_kernel
+from archlab.compiler.nn import (
+    AlibiPosition,
+    Attention,
+    AttentionPosition,
+    MaskPattern,
+    NoPosition,
+    RelativeBiasPosition,
+    RotaryEmbedding,
+    RotaryPosition,
+    choose_kernel,
+)
 
 POSITIONS = (None, "rotary", "alibi", "relative_bias")
 FAST_KERNELS = ("sdpa", "sdpa_mask", "flex")
@@ -53,14 +65,17 @@ def make(
     **options: object,
 ) -> Attention:
     head_dim = D // H
-    rotary = RotaryEmbedding(head_dim, 64, fraction=0.5) if position == "rotary" else None
+    parts: dict[str | None, Callable[[], AttentionPosition]] = {
+        None: NoPosition,
+        "rotary": lambda: RotaryPosition(RotaryEmbedding(head_dim, 64, fraction=0.5)),
+        "alibi": lambda: AlibiPosition(H),
+        "relative_bias": RelativeBiasPosition,
+    }
     attention = Attention(
         D,
         H,
         mask=mask,
-        rotary=rotary,
-        alibi=position == "alibi",
-        relative_bias=position == "relative_bias",
+        position=parts[position](),
         max_len=64,
         kernel=kernel(kernel_name),
         **options,  # type: ignore[arg-type]
@@ -358,8 +373,10 @@ def test_choose_kernel_rejects_what_a_kernel_cannot_run(
     [
         ({"heads": 5}, r"heads \(5\) must divide dim \(32\)"),
         ({"kv_heads": 3}, r"kv_heads \(3\) must divide heads \(4\)"),
-        ({"alibi": True, "relative_bias": True}, "at most one of rotary, alibi and relative_bias"),
-        ({"alibi": True, "kv_dim": 16}, "cross-attention takes no in-attention position"),
+        (
+            {"position": AlibiPosition(H), "kv_dim": 16},
+            "cross-attention takes no in-attention position",
+        ),
         ({"mask": MASKS["block"]}, "kernel 'sdpa' cannot run this attention"),
     ],
 )

@@ -7,23 +7,31 @@ import torch
 from nn_testing import CPU_KERNELS, kernel
 from torch import Tensor, nn
 
-from archlab.compiler.nn import Attention, Block, LinearAttention, MaskPattern, Mlp, RotaryEmbedding
+from archlab.compiler.nn import (
+    AlibiPosition,
+    Attention,
+    Block,
+    LinearAttention,
+    MaskPattern,
+    Mlp,
+    RotaryEmbedding,
+    RotaryPosition,
+)
 
 D, H = 32, 4
 WINDOW = MaskPattern("sliding_window", window=4, causal=True)
 
 
 def block(kernel_name: str) -> Block:
-    mask, rotary, alibi = WINDOW, None, True
+    mask, position = WINDOW, AlibiPosition(H)
     if kernel_name == "sdpa":
-        mask, rotary, alibi = MaskPattern("causal"), RotaryEmbedding(D // H, 32), False
+        mask, position = MaskPattern("causal"), RotaryPosition(RotaryEmbedding(D // H, 32))
     attention = Attention(
         D,
         H,
         kv_heads=2,
         mask=mask,
-        rotary=rotary,
-        alibi=alibi,
+        position=position,
         max_len=32,
         kernel=kernel(kernel_name),
     )

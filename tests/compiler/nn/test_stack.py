@@ -7,13 +7,21 @@ import torch
 from nn_testing import kernel
 from torch import nn
 
-from archlab.compiler.nn import Attention, Block, Mlp, RelativePositionBias, Stack
+from archlab.compiler.nn import (
+    Attention,
+    Block,
+    Mlp,
+    RelativeBiasPosition,
+    RelativePositionBias,
+    Stack,
+)
 
 D, H = 16, 2
 
 
 def layer(relative_bias: bool) -> Block:
-    attention = Attention(D, H, relative_bias=relative_bias, max_len=16, kernel=kernel("sdpa_mask"))
+    position = RelativeBiasPosition() if relative_bias else None
+    attention = Attention(D, H, position=position, max_len=16, kernel=kernel("sdpa_mask"))
     return Block(attention, Mlp(D, 32, "relu"), nn.LayerNorm(D), nn.LayerNorm(D), dim=D)
 
 

@@ -14,7 +14,20 @@ Letters local to one file are defined there: Dm memory width, Ev value head dim,
 width, R rotated channels, L table length, Gh x Gw patch grid, n x c linear-attention chunks.
 """
 
-from archlab.compiler.nn.attention import KERNELS, Attention, KernelChoice, choose_kernel
+from archlab.compiler.nn.attention import (
+    KERNELS,
+    Attention,
+    AttentionHook,
+    KernelChoice,
+    choose_kernel,
+)
+from archlab.compiler.nn.attention_position import (
+    AlibiPosition,
+    AttentionPosition,
+    NoPosition,
+    RelativeBiasPosition,
+    RotaryPosition,
+)
 from archlab.compiler.nn.bias import AlibiBias, RelativePositionBias, alibi_slopes
 from archlab.compiler.nn.block import Block
 from archlab.compiler.nn.combine import Add, Concat
@@ -40,7 +53,10 @@ __all__ = [
     "NO_MASK",
     "Add",
     "AlibiBias",
+    "AlibiPosition",
     "Attention",
+    "AttentionHook",
+    "AttentionPosition",
     "Block",
     "Classify",
     "ClsToken",
@@ -53,10 +69,13 @@ __all__ = [
     "LinearAttention",
     "MaskPattern",
     "Mlp",
+    "NoPosition",
     "PatchEmbedding",
     "Pool",
+    "RelativeBiasPosition",
     "RelativePositionBias",
     "RotaryEmbedding",
+    "RotaryPosition",
     "SinCos2dPosition",
     "SinusoidalPosition",
     "Stack",

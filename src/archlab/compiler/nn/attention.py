@@ -15,18 +15,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from archlab.compiler.nn.bias import AlibiBias
+from archlab.compiler.nn.attention_position import AttentionPosition, NoPosition, Position
 from archlab.compiler.nn.masks import NO_MASK, MaskPattern, dense_mask
 from archlab.compiler.nn.norms import NormKind
 from archlab.compiler.nn.projections import HeadProjections
-from archlab.compiler.nn.prune import policy_attention
-from archlab.compiler.nn.rotary import RotaryEmbedding
 
 try:
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -36,8 +33,6 @@ else:
     FLEX_IMPORTABLE = True
 
 KERNELS = ("sdpa", "sdpa_mask", "flex", "reference", "linear")
-Position = Literal["rotary", "alibi", "relative_bias"]
-NeedKind = Literal["cls", "keys"]
 _FLEX_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # SDPA's native GQA (`enable_gqa`) runs fused only in the flash kernel: half precision, no mask.
 # Elsewhere it falls back to the unfused math kernel, so repeating K/V heads is faster there.
@@ -126,7 +121,6 @@ def choose_kernel(
 
 
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 def _mask_mod(pattern: MaskPattern, key_padding: Tensor | None) -> MaskMod:
@@ -138,21 +132,44 @@ def _mask_mod(pattern: MaskPattern, key_padding: Tensor | None) -> MaskMod:
     return lambda b, h, q_idx, kv_idx: pattern.allows(q_idx, kv_idx) & key_padding[b, kv_idx]
 
 
-def _alibi_score_mod(slopes: Tensor) -> ScoreMod:
-    return lambda score, b, h, q_idx, kv_idx: score - slopes[h] * (q_idx - kv_idx).abs()
+class AttentionHook:
+    """What a caller changes in one attention call, without `Attention` knowing why (token
+    pruning, `archlab.compiler.nn.pruning`, weights or masks the keys and reads the attention).
 
+    This base runs the attention unchanged and reads nothing.
+    """
 
-def _table_score_mod(bias: Tensor) -> ScoreMod:
-    return lambda score, b, h, q_idx, kv_idx: score + bias[h, q_idx, kv_idx]
+    def attend(
+        self,
+        attention: Attention,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_padding: Tensor | None,
+        bias: Tensor | None,
+    ) -> Tensor:
+        """The attention on projected heads (`Attention.core`'s shapes)."""
+        return attention.core(q, k, v, key_padding, bias)
+
+    def read(
+        self,
+        attention: Attention,
+        q: Tensor,
+        k: Tensor,
+        key_padding: Tensor | None,
+        bias: Tensor | None,
+    ) -> Tensor | None:
+        """What the caller takes from this attention besides its output, or None."""
+        return None
 
 
 class Attention(HeadProjections):
     """Multi-head softmax attention: self-attention, or cross-attention to a memory.
 
     Projections, grouped-query heads and QK norm come from `HeadProjections` (`qkv`, or `q` and
-    `kv`; `out`; `q_norm`, `k_norm`). Positions: `rotary` (a `RotaryEmbedding` for `head_dim`),
-    `alibi`, or `relative_bias`, for which the stack hands its shared `(H, T, S)` table to
-    `forward` as `bias`. `mask` is the structural pattern; padding comes with each call.
+    `kv`; `out`; `q_norm`, `k_norm`). Positions: one `position` part (`attention_position`:
+    none, rotary, ALiBi, or relative_bias, for which the stack hands its shared `(H, T, S)` table
+    to `forward` as `bias`). `mask` is the structural pattern; padding comes with each call.
     `max_len` bounds the query length. The kernel is fixed at construction (see `choose_kernel`)
     and kept as `self.kernel`; `dropout` acts on the attention weights.
     """
@@ -170,9 +187,7 @@ class Attention(HeadProjections):
         eps: float = 1e-6,
         dropout: float = 0.0,
         mask: MaskPattern = NO_MASK,
-        rotary: RotaryEmbedding | None = None,
-        alibi: bool = False,
-        relative_bias: bool = False,
+        position: AttentionPosition | None = None,
         max_len: int,
         kernel: KernelChoice,
     ) -> None:
@@ -186,18 +201,12 @@ class Attention(HeadProjections):
             qk_norm=qk_norm,
             eps=eps,
         )
-        if (rotary is not None) + alibi + relative_bias > 1:
-            raise ValueError("choose at most one of rotary, alibi and relative_bias")
-        if kv_dim is not None and (rotary is not None or alibi or relative_bias):
+        position = position if position is not None else NoPosition()
+        if kv_dim is not None and position.kind is not None:
             raise ValueError("cross-attention takes no in-attention position")
-        position: Position | None = None
-        if rotary is not None:
-            position = "rotary"
-        elif alibi:
-            position = "alibi"
-        elif relative_bias:
-            position = "relative_bias"
-        problem = kernel_problem(kernel.name, mask=mask, position=position, has_dropout=dropout > 0)
+        problem = kernel_problem(
+            kernel.name, mask=mask, position=position.kind, has_dropout=dropout > 0
+        )
         if problem is not None:
             raise ValueError(f"kernel {kernel.name!r} cannot run this attention: {problem}")
 
@@ -206,9 +215,7 @@ class Attention(HeadProjections):
         self.max_len = max_len
         self.scale = self.head_dim**-0.5
         self.attn_dropout = dropout
-        self.uses_bias = relative_bias
-        self.rotary = rotary
-        self.alibi = AlibiBias(heads) if alibi else None
+        self.position = position
         self._block_masks: dict[tuple[int, int, torch.device], BlockMask | None] = {}
 
     def forward(
@@ -238,39 +245,25 @@ class Attention(HeadProjections):
         key_padding: Tensor | None = None,
         memory: Tensor | None = None,
         bias: Tensor | None = None,
-        *,
-        policy: Tensor | None = None,
-        size: Tensor | None = None,
-        need: NeedKind | None = None,
+        hook: AttentionHook | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """`forward` with what token pruning adds (see `archlab.compiler.nn.prune`).
+        """`forward` through a `hook`, which runs the attention on the projected heads and may
+        read from it (token pruning: `archlab.compiler.nn.pruning`).
 
-        Args:
-            policy: DynamicViT's keep policy over the keys `(B, S)`: attention runs the
-                policy-weighted softmax in float32 instead of the kernel.
-            size: tokens each key stands for `(B, S)` (ToMe): log(size) is added to the scores
-                (proportional attention), through a dense mask.
-            need: also return `"cls"`, the first query's attention averaged over heads `(B, S)`
-                (EViT), or `"keys"`, the keys averaged over heads `(B, S, E)` (ToMe).
-
-        Returns: the output `(B, T, D)` and what `need` asked for (else None).
+        Returns: the output `(B, T, D)` and what the hook read (None without a hook).
         """
-        if self.uses_bias != (bias is not None):
+        if self.position.takes_table != (bias is not None):
             raise ValueError("a relative_bias attention needs bias; others take none")
         if x.shape[1] > self.max_len:
             raise ValueError(
                 f"sequence length {x.shape[1]} exceeds attention max_len {self.max_len}"
             )
         q, k, v = self.project(x, memory)  # (B, H, T, E), (B, K, S, E), (B, K, S, E)
-        if self.rotary is not None:
-            q, k = self.rotary(q, k)
-        y = self.core(q, k, v, key_padding, bias, policy=policy, size=size)
-        out = self.merge(y)  # (B, H, T, E) -> (B, T, D)
-        if need is None:
-            return out, None
-        if need == "keys":
-            return out, k.mean(dim=1)  # (B, S, E)
-        return out, self._cls_attention(q, k, key_padding, bias, size)
+        q, k = self.position.rotate(q, k)
+        if hook is None:
+            return self.merge(self.core(q, k, v, key_padding, bias)), None
+        y = hook.attend(self, q, k, v, key_padding, bias)
+        return self.merge(y), hook.read(self, q, k, key_padding, bias)  # (B, T, D), ...
 
     def core(
         self,
@@ -279,76 +272,46 @@ class Attention(HeadProjections):
         v: Tensor,
         key_padding: Tensor | None = None,
         bias: Tensor | None = None,
-        *,
-        policy: Tensor | None = None,
-        size: Tensor | None = None,
+        key_bias: Tensor | None = None,
     ) -> Tensor:
         """The attention itself on projected heads, through the kernel chosen at construction.
 
-        Shape: q `(B, H, T, E)`, k and v `(B, K, S, E)`, key_padding `(B, S)`, bias `(H, T, S)`
-        -> `(B, H, T, E)`. (`attend` projects, calls this, and merges the heads.)
+        `key_bias` is added to every query's scores of a key (ToMe's log size); it needs a
+        dense mask, so it takes SDPA with a float mask (or the reference kernel).
+
+        Shape: q `(B, H, T, E)`, k and v `(B, K, S, E)`, key_padding `(B, S)`, bias `(H, T, S)`,
+        key_bias `(B, 1, 1, S)` -> `(B, H, T, E)`. (`attend` projects, calls this, and merges
+        the heads.)
         """
         T, S = q.shape[2], k.shape[2]
         name = self.kernel.name
-        if policy is not None:
-            allowed = dense_mask(self.mask, T, S, key_padding, q.device)
-            table = self._bias(T, S, bias, size, q.dtype)
-            kr, vr = self.repeat_kv(k, v)
-            y = policy_attention(
-                q,
-                kr,
-                vr,
-                policy,
-                scale=self.scale,
-                allowed=allowed,
-                bias=table,
-                dropout=self.attn_dropout,
-                training=self.training,
-            )
-        elif name == "flex" and size is None:
-            y = self._flex(q, k, v, key_padding, bias)
-        elif name == "sdpa" and key_padding is None and size is None:
-            y = self._sdpa(q, k, v, None, is_causal=self.mask.kind == "causal")
-        else:
-            allowed = self._allowed(T, S, key_padding, q.device)  # (B|1, 1, T|1, S)
-            table = self._bias(T, S, bias, size, q.dtype)  # (H|B, ..., T|1, S)
-            attend = self._reference if name == "reference" else self._sdpa_dense
-            # every pattern lets a query see its own position: without padding, in
-            # self-attention, no row is empty and the unblocking pass can be skipped
-            y = attend(q, k, v, allowed, table, may_be_empty=key_padding is not None or T != S)
-        return y
+        if name == "flex" and key_bias is None:
+            return self._flex(q, k, v, key_padding, bias)
+        if name == "sdpa" and key_padding is None and key_bias is None:
+            return self._sdpa(q, k, v, None, is_causal=self.mask.kind == "causal")
+        allowed = self._allowed(T, S, key_padding, q.device)  # (B|1, 1, T|1, S)
+        table = self.score_bias(T, S, bias, key_bias, q.dtype)  # (H|B, ..., T|1, S)
+        attend = self._reference if name == "reference" else self._sdpa_dense
+        # every pattern lets a query see its own position: without padding, in
+        # self-attention, no row is empty and the unblocking pass can be skipped
+        return attend(q, k, v, allowed, table, may_be_empty=key_padding is not None or T != S)
 
-    def _bias(
-        self, T: int, S: int, bias: Tensor | None, size: Tensor | None, dtype: torch.dtype
-    ) -> Tensor | None:
-        """The additive score bias: ALiBi or the relative table `(H, T, S)`, plus log(size)."""
-        if self.alibi is not None:
-            bias = self.alibi(T, S)
-        bias = None if bias is None else bias.to(dtype)  # (H, T, S)
-        if size is None:
-            return bias
-        log_size = size.log().to(dtype)[:, None, None, :]  # (B, 1, 1, S)
-        return log_size if bias is None else bias + log_size
-
-    def _cls_attention(
+    def score_bias(
         self,
-        q: Tensor,
-        k: Tensor,
-        key_padding: Tensor | None,
+        T: int,
+        S: int,
         bias: Tensor | None,
-        size: Tensor | None,
-    ) -> Tensor:
-        """The first query's softmax attention averaged over heads. Shape: -> `(B, S)`."""
-        T, S = q.shape[2], k.shape[2]
-        kr, _ = self.repeat_kv(k, k)
-        scores = (q[:, :, :1].float() @ kr.float().transpose(-2, -1)) * self.scale  # (B, H, 1, S)
-        table = self._bias(T, S, bias, size, torch.float32)
-        if table is not None:
-            scores = scores + table[..., :1, :]
-        allowed = dense_mask(self.mask, T, S, key_padding, q.device)
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed[..., :1, :], float("-inf"))
-        return scores.softmax(dim=-1).mean(dim=1)[:, 0]  # (B, S)
+        key_bias: Tensor | None,
+        dtype: torch.dtype,
+    ) -> Tensor | None:
+        """The additive score bias: the position's `(H, T, S)` (ALiBi, or the stack's relative
+        table `bias`), plus `key_bias` `(B, 1, 1, S)`; None when there is neither."""
+        bias = self.position.bias(T, S, bias)
+        bias = None if bias is None else bias.to(dtype)  # (H, T, S)
+        if key_bias is None:
+            return bias
+        key_bias = key_bias.to(dtype)  # (B, 1, 1, S)
+        return key_bias if bias is None else bias + key_bias
 
     def _allowed(
         self, T: int, S: int, key_padding: Tensor | None, device: torch.device
@@ -424,11 +387,7 @@ class Attention(HeadProjections):
     def _flex(
         self, q: Tensor, k: Tensor, v: Tensor, key_padding: Tensor | None, bias: Tensor | None
     ) -> Tensor:
-        score_mod = None
-        if self.alibi is not None:
-            score_mod = _alibi_score_mod(self.alibi.slopes)
-        elif bias is not None:
-            score_mod = _table_score_mod(bias.to(q.dtype))
+        score_mod = self.position.score_mod(bias, q.dtype)
         block_mask = self._block_mask(q.shape[2], k.shape[2], key_padding, q.device)
         return flex_attention(
             q,

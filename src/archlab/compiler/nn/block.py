@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from archlab.compiler.nn.attention import NeedKind
+from archlab.compiler.nn.attention import AttentionHook
 from archlab.compiler.nn.drop import DropPath, LayerScale
+from archlab.compiler.nn.pruning.hook import attention_hook
+from archlab.compiler.nn.pruning.stage import NeedKind, TokenStage
+from archlab.compiler.nn.pruning.state import TokenState
 
 Placement = Literal["pre", "post"]
 
@@ -23,8 +25,9 @@ class Block(nn.Module):
     stochastic depth before the residual sum; parts that are off are `nn.Identity`.
 
     The attentions are called as `attention(x, key_padding, memory, bias)` (`Attention` or
-    `LinearAttention`); the MLP as `mlp(x)`. `attend` and `feed` split the layer where EViT and
-    ToMe stages act, between its attention and its MLP.
+    `LinearAttention`); the MLP as `mlp(x)`. `forward_tokens` runs the layer on a pruned
+    sequence: a pruning stage acts through its hook (`TokenStage`), before the layer or between
+    `attend` and `feed`, without the block knowing its method.
     """
 
     def __init__(
@@ -88,6 +91,40 @@ class Block(nn.Module):
         x, _ = self.attend(x, key_padding, memory, memory_padding, bias)
         return self.feed(x)
 
+    def forward_tokens(
+        self,
+        x: Tensor,
+        key_padding: Tensor | None,
+        memory: Tensor | None,
+        memory_padding: Tensor | None,
+        bias: Tensor | None,
+        *,
+        state: TokenState | None,
+        stage: TokenStage | None = None,
+        need: NeedKind | None = None,
+        trace: bool = False,
+    ) -> tuple[Tensor, Tensor | None, TokenState | None, Tensor | None]:
+        """`forward` on a sequence that token pruning acts on (`archlab.compiler.nn.pruning`).
+
+        The `stage` of this layer, if any, runs where it acts (`before_layer`, or
+        `after_attention` with what it needs from the attention); the attention runs through
+        the hook of the sequence's `state`. `need`: what to return from the attention for a
+        stage after the layer.
+
+        Returns: the output, its padding mask, the state after the layer, and what the
+        attention gave (the stage's or `need`'s; None where nothing was asked).
+        """
+        if stage is not None:
+            x, key_padding, state = stage.before_layer(x, key_padding, state, trace)
+            need = stage.need or need
+        hook = attention_hook(state, need)
+        if hook is None:
+            return self(x, key_padding, memory, memory_padding, bias), key_padding, state, None
+        x, seen = self.attend(x, key_padding, memory, memory_padding, bias, hook)
+        if stage is not None:
+            x, key_padding, state = stage.after_attention(x, key_padding, state, seen, trace)
+        return self.feed(x), key_padding, state, seen
+
     def attend(
         self,
         x: Tensor,
@@ -95,48 +132,38 @@ class Block(nn.Module):
         memory: Tensor | None = None,
         memory_padding: Tensor | None = None,
         bias: Tensor | None = None,
-        *,
-        policy: Tensor | None = None,
-        size: Tensor | None = None,
-        need: NeedKind | None = None,
+        hook: AttentionHook | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """The attention branches (self, then cross), without the MLP.
 
-        `policy`, `size` and `need` go to the self-attention's `Attention.attend` (token pruning
-        runs between this and `feed`); the second value is what `need` asked for, else None.
+        `hook` goes to the self-attention's `Attention.attend` (token pruning runs between this
+        and `feed`); the second value is what the hook read, else None.
         """
-        extra: list[Tensor | None] = [None]
-
-        def self_attention(h: Tensor) -> Tensor:
-            if policy is None and size is None and need is None:
-                out: Tensor = self.attention(h, key_padding, None, bias)
-                return out
+        h = self.norm1(x) if self.pre_norm else x
+        seen = None
+        if hook is None:
+            out = self.attention(h, key_padding, None, bias)
+        else:
             attention: Any = self.attention  # an Attention: pruned layers are softmax
-            out, extra[0] = attention.attend(
-                h, key_padding, None, bias, policy=policy, size=size, need=need
-            )
-            return out
-
-        x = self._residual(x, self.norm1, self.ls1, self_attention)
+            out, seen = attention.attend(h, key_padding, None, bias, hook)
+        x = self._residual(x, out, self.norm1, self.ls1)
         cross = self.cross_attention
         if cross is not None:
             if memory is None:
                 raise ValueError("this block cross-attends and needs memory")
-            x = self._residual(
-                x, self.norm_cross, self.ls_cross, lambda h: cross(h, memory_padding, memory)
-            )
-        return x, extra[0]
+            h = self.norm_cross(x) if self.pre_norm else x
+            x = self._residual(x, cross(h, memory_padding, memory), self.norm_cross, self.ls_cross)
+        return x, seen
 
     def feed(self, x: Tensor) -> Tensor:
         """The MLP branch. Shape: `(B, T, D)` -> `(B, T, D)`."""
-        return self._residual(x, self.norm2, self.ls2, self.mlp)
+        h = self.norm2(x) if self.pre_norm else x
+        return self._residual(x, self.mlp(h), self.norm2, self.ls2)
 
-    def _residual(
-        self, x: Tensor, norm: nn.Module, scale: nn.Module, branch: Callable[[Tensor], Tensor]
-    ) -> Tensor:
-        if self.pre_norm:
-            return x + self.drop_path(scale(self.dropout(branch(norm(x)))))
-        return norm(x + self.drop_path(scale(self.dropout(branch(x)))))
+    def _residual(self, x: Tensor, y: Tensor, norm: nn.Module, scale: nn.Module) -> Tensor:
+        """Add a branch's output `y` to `x`: pre-norm x + y', post-norm norm(x + y')."""
+        y = self.drop_path(scale(self.dropout(y)))
+        return x + y if self.pre_norm else norm(x + y)
 
     def extra_repr(self) -> str:
         return f"placement={'pre' if self.pre_norm else 'post'}"

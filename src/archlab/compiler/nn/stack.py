@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from archlab.compiler.nn.attention import NeedKind
 from archlab.compiler.nn.bias import RelativePositionBias
 from archlab.compiler.nn.block import Block
-from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenState
+from archlab.compiler.nn.pruning.stage import NeedKind, TokenStage
+from archlab.compiler.nn.pruning.state import TokenState
 
 
 class Stack(nn.Module):
@@ -15,10 +15,10 @@ class Stack(nn.Module):
 
     With `relative_bias` (T5), the `(H, T, T)` table is computed once per forward and handed to
     the layers flagged in `relative_bias_layers` (all of them when the flags are omitted).
-    `stages` maps layer indices to token pruning stages (`archlab.compiler.nn.prune`): a
-    `DynamicPrune` runs before its layer, an `AttentionTopK` or `TokenMerge` between the layer's
-    attention and its MLP, reading that attention. Layers from the first stage on take no
-    relative table (the compiler refuses such specs: pruning reorders tokens).
+    `stages` maps layer indices to token pruning stages (`archlab.compiler.nn.pruning`), each
+    called through its hook by its layer (`Block.forward_tokens`), whatever its method. Layers
+    from the first stage on take no relative table (the compiler refuses such specs: pruning
+    reorders tokens).
     """
 
     def __init__(
@@ -26,7 +26,7 @@ class Stack(nn.Module):
         layers: list[Block],
         relative_bias: RelativePositionBias | None = None,
         relative_bias_layers: list[bool] | None = None,
-        stages: dict[int, nn.Module] | None = None,
+        stages: dict[int, TokenStage] | None = None,
     ) -> None:
         super().__init__()
         if relative_bias_layers is None:
@@ -98,33 +98,21 @@ class Stack(nn.Module):
         """
         T = x.shape[1]
         bias = self.relative_bias(T, T) if self.relative_bias is not None else None  # (H, T, T)
-        extra = None
+        seen = None
         last = len(self.layers) - 1
         for index, module in enumerate(self.layers):
             layer: Block = module  # type: ignore[assignment]
-            b = bias if self.bias_layers[index] else None
             key = self.stage_at[index]
             stage = self.prune[key] if self.prune is not None and key is not None else None
-            if isinstance(stage, DynamicPrune):  # DynamicViT: before the layer
-                x, mask, state = stage(x, mask, state, trace)
-                stage = None
-            want: NeedKind | None = None
-            if isinstance(stage, AttentionTopK):
-                want = "cls"
-            elif isinstance(stage, TokenMerge):
-                want = "keys"
-            elif index == last:
-                want = need
-            policy = state.policy if state is not None else None
-            size = state.size if state is not None else None
-            if policy is None and size is None and want is None:
-                x = layer(x, mask, memory, memory_mask, b)
-                continue
-            x, extra = layer.attend(
-                x, mask, memory, memory_mask, b, policy=policy, size=size, need=want
+            x, mask, state, seen = layer.forward_tokens(
+                x,
+                mask,
+                memory,
+                memory_mask,
+                bias if self.bias_layers[index] else None,
+                state=state,
+                stage=stage,  # type: ignore[arg-type]
+                need=need if index == last else None,
+                trace=trace,
             )
-            if stage is not None:  # EViT / ToMe: between the attention and the MLP
-                assert extra is not None
-                x, mask, state = stage(x, mask, state, extra, trace)
-            x = layer.feed(x)
-        return x, mask, state, extra
+        return x, mask, state, seen

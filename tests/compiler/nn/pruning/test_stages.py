@@ -1,4 +1,4 @@
-"""Token pruning stages (``archlab.compiler.nn.prune``): DynamicViT, EViT, ToMe, in compiled models.
+"""Token pruning stages (``archlab.compiler.nn.pruning``): DynamicViT, EViT, ToMe, in compiled models.
 
 Keep counts against the compiler's shape inference, CLS tokens never dropped, training masks,
 gradients to the predictors, dropped tokens that stay dropped, EViT's fused token, ToMe's sizes
@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab import SpecError, compile_spec
-from archlab.compiler.build import CompiledModel
+from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn import Attention, KernelChoice, Stack
-from archlab.compiler.nn.prune import (
+from archlab.compiler.nn.pruning import (
     AttentionTopK,
     DynamicPrune,
     TokenMerge,
@@ -29,6 +29,7 @@ from archlab.compiler.nn.prune import (
     kept_count,
     policy_attention,
 )
+from archlab.compiler.nn.pruning.hook import PrunedAttention
 
 Doc = dict[str, Any]
 PATCHES = 16  # 8x8 images in 2x2 patches
@@ -971,7 +972,7 @@ def test_proportional_attention_equals_attending_to_copies() -> None:
     repeats = size[0].long()
     copies = x.repeat_interleave(repeats, dim=1)  # (1, 7, 8)
     with torch.no_grad():
-        out, _ = attention.attend(x, size=size)
+        out, _ = attention.attend(x, hook=PrunedAttention(None, size, None))
         expected = attention(copies)
     first = torch.cumsum(repeats, 0) - repeats  # the first copy of each token
     torch.testing.assert_close(out[0], expected[0, first], rtol=0, atol=1e-5)

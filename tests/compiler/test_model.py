@@ -11,8 +11,8 @@ import torch
 
 import archlab
 from archlab import SpecError
-from archlab.compiler.build import CompileError
 from archlab.compiler.devices import DeviceError
+from archlab.compiler.errors import CompileError
 
 ROOT = Path(__file__).parents[2]
 
