@@ -37,8 +37,8 @@ from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from archlab.compiler import compile_spec
-from archlab.compiler.model import CompiledModel, tensor_mismatches, tensor_table
 from archlab.compiler.devices import resolve_device
+from archlab.compiler.model import CompiledModel, tensor_mismatches, tensor_table
 from archlab.compiler.nn.embeddings import TokenEmbedding
 from archlab.errors import UserInputError
 from archlab.files import replace_atomically
