@@ -10,8 +10,8 @@ import pytest
 import archlab
 from archlab.compiler import memory
 from archlab.compiler.build import ModelTooLargeError
-from archlab.compiler.graph import analyze
 from archlab.errors import UserInputError
+from archlab.specs.analysis import analyze
 
 ROOT = Path(__file__).parents[2]
 SMALL = ["gpt-tiny", "vit-tiny-digits", "transformer-tiny"]

@@ -20,22 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from archlab.compiler.devices import resolve_device
-from archlab.compiler.graph import (
-    PASS_THROUGH_OPS,
-    AttentionPlan,
-    Graph,
-    ImageShape,
-    LayerPlan,
-    PruneStage,
-    SeqShape,
-    StackPlan,
-    TokensShape,
-    VecShape,
-    analyze,
-    has_pruning,
-    prune_methods,
-    upstream_through,
-)
 from archlab.compiler.memory import ModelTooLargeError, check_build
 from archlab.compiler.nn.attention import (
     KERNELS,
@@ -68,6 +52,27 @@ from archlab.compiler.pruning import dense_flops, pruning_stages
 from archlab.compiler.summary import Summary, build_rows, shape_list
 from archlab.errors import UserInputError
 from archlab.specs import SpecError, canonical_form, canonical_json, load_spec, spec_hash
+from archlab.specs.analysis import (
+    PASS_THROUGH_OPS,
+    AttentionPlan,
+    ClassifyPlan,
+    EmbedPlan,
+    Graph,
+    ImageShape,
+    LayerPlan,
+    LMHeadPlan,
+    PoolPlan,
+    PositionPlan,
+    PruneStage,
+    SeqShape,
+    StackPlan,
+    TokensShape,
+    VecShape,
+    analyze,
+    has_pruning,
+    prune_methods,
+    upstream_through,
+)
 from archlab.specs.load import SpecSource, parse_json
 from archlab.specs.models import (
     BlockLocalMask,
@@ -75,7 +80,6 @@ from archlab.specs.models import (
     ConcatNode,
     DropoutNode,
     EmbedNode,
-    LMHeadNode,
     Mask,
     NormNode,
     PatchEmbedNode,
@@ -457,9 +461,10 @@ class _Builder:
     def _build_embed(self, node_id: str) -> nn.Module:
         info = self.graph.nodes[node_id]
         node: EmbedNode = info.spec
-        module = TokenEmbedding(info.resolved["vocab"], info.resolved["dim"], scale=node.scale)
+        plan = info.plan_as(EmbedPlan)
+        module = TokenEmbedding(plan.vocab, plan.dim, scale=node.scale)
         if node.tie is not None:
-            root = self.built[info.resolved["tie_root"]]
+            root = self.built[plan.tie_root]
             assert isinstance(root, TokenEmbedding)
             module.weight = root.weight  # shared: the state dict stores it once per name
         return module
@@ -481,9 +486,9 @@ class _Builder:
         seq = info.shape
         assert isinstance(seq, SeqShape)
         if node.encoding == "learned":
-            return LearnedPosition(info.resolved["max_len"], seq.dim)
+            return LearnedPosition(info.plan_as(PositionPlan).max_len, seq.dim)
         if node.encoding == "sinusoidal":
-            return SinusoidalPosition(info.resolved["max_len"], seq.dim)
+            return SinusoidalPosition(info.plan_as(PositionPlan).max_len, seq.dim)
         assert seq.grid is not None
         return SinCos2dPosition(seq.grid[0], seq.grid[1], seq.dim, n_cls=seq.n_cls)
 
@@ -611,21 +616,21 @@ class _Builder:
 
     def _build_pool(self, node_id: str) -> nn.Module:
         info = self.graph.nodes[node_id]
-        return Pool(info.resolved["mode"], info.resolved["n_cls"])
+        plan = info.plan_as(PoolPlan)
+        return Pool(plan.mode, plan.n_cls)
 
     def _build_classify(self, node_id: str) -> nn.Module:
         info = self.graph.nodes[node_id]
         node: ClassifyNode = info.spec
-        return Classify(
-            info.resolved["in_dim"], node.classes, info.resolved["mode"], info.resolved["n_cls"]
-        )
+        plan = info.plan_as(ClassifyPlan)
+        return Classify(plan.in_dim, node.classes, plan.mode, plan.n_cls)
 
     def _build_lm_head(self, node_id: str) -> nn.Module:
         info = self.graph.nodes[node_id]
-        node: LMHeadNode = info.spec
-        tied = self.built[info.resolved["tie_root"]] if node.tie is not None else None
+        plan = info.plan_as(LMHeadPlan)
+        tied = self.built[plan.tie_root] if plan.tie_root is not None else None
         assert tied is None or isinstance(tied, TokenEmbedding)
-        return LMHead(info.resolved["in_dim"], info.resolved["vocab"], tied)
+        return LMHead(plan.in_dim, plan.vocab, tied)
 
     def _build_add(self, node_id: str) -> nn.Module:
         return Add()

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archlab.compiler.graph import (
+from archlab.specs.analysis import (
     AttentionPlan,
+    ClassifyPlan,
+    EmbedPlan,
     Graph,
     ImageShape,
     LayerPlan,
+    LMHeadPlan,
+    PositionPlan,
     PruneStage,
     SeqShape,
     StackPlan,
@@ -141,8 +145,8 @@ def node_cost(graph: Graph, node_id: str) -> Cost:
         start, end = attrs.get("layers", (0, len(info.stack.layers) - 1))
         return stack_segment_cost(info.stack, start, end)
     if op == "embed":
-        vocab, dim = info.resolved["vocab"], info.resolved["dim"]
-        return Cost(0 if node.tie is not None else vocab * dim, 0)
+        embed = info.plan_as(EmbedPlan)
+        return Cost(0 if node.tie is not None else embed.vocab * embed.dim, 0)
     if op == "patch_embed":
         image = graph.nodes[node.input].shape
         assert isinstance(image, ImageShape) and isinstance(shape, SeqShape)
@@ -153,15 +157,16 @@ def node_cost(graph: Graph, node_id: str) -> Cost:
         return Cost(node.count * shape.dim, 0)
     if op == "position":
         assert isinstance(shape, SeqShape)
-        return Cost(info.resolved["max_len"] * shape.dim if node.encoding == "learned" else 0, 0)
+        max_len = info.plan_as(PositionPlan).max_len
+        return Cost(max_len * shape.dim if node.encoding == "learned" else 0, 0)
     if op == "norm":
         return Cost(norm_params(node.kind, shape.dim), 0)  # type: ignore[union-attr]
     if op == "classify":
-        return linear(info.resolved["in_dim"], node.classes, True)
+        return linear(info.plan_as(ClassifyPlan).in_dim, node.classes, True)
     if op == "lm_head":
         assert isinstance(shape, SeqShape)
         tied = node.tie is not None
-        head = linear(info.resolved["in_dim"], shape.dim, False, shape.length)
+        head = linear(info.plan_as(LMHeadPlan).in_dim, shape.dim, False, shape.length)
         return Cost(0 if tied else head.params, head.flops)
     if op == "token_prune":
         assert info.prune is not None

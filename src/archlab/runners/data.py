@@ -36,8 +36,8 @@ from urllib.parse import parse_qsl
 import numpy as np
 import torch
 
-from archlab.compiler.graph import analyze
 from archlab.errors import UserInputError
+from archlab.specs.analysis import LMHeadPlan, analyze
 from archlab.specs.models import (
     ClassifyNode,
     DecoderNode,
@@ -224,7 +224,7 @@ def _layout(spec: Spec) -> _Layout:
                 f"`{others[0]}`; language-model and seq2seq data are token ids, so every input "
                 "must be of kind tokens"
             )
-        vocab = graph.nodes[head].resolved["vocab"]
+        vocab = graph.nodes[head].plan_as(LMHeadPlan).vocab
         above = upstream(head)
         decoders = [d for n, d in spec.nodes.items() if n in above and isinstance(d, DecoderNode)]
         crossing = [(d.input, d.memory) for d in decoders if d.memory is not None]

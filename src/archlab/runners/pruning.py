@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.compiler.build import CompiledModel
-from archlab.compiler.graph import analyze, graph_prune_methods
 from archlab.compiler.nn.prune import AttentionTopK, DynamicPrune, TokenMerge, TokenState
 from archlab.compiler.pruning import dense_spec, pruned_stacks
 from archlab.errors import UserInputError
+from archlab.specs.analysis import analyze, graph_prune_methods
 from archlab.specs.models import Spec
 
 #: The metrics a DynamicViT student logs every epoch (means over the epoch's batches).

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.compiler.graph import kept_tokens
+from archlab.specs.analysis import kept_tokens
 
 
 def kept_count(keep: float, patches: int) -> int:
