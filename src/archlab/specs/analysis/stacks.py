@@ -61,9 +61,9 @@ def infer_stack(ctx: Context, node_id: str, node: StackNode) -> NodeInfo | None:
     if blocks is None:
         return None
     stages = prune_schedule(ctx, node_id, node, seq)
-    layers = _Layers(ctx, path, _Reporter(ctx, path, node), node, seq, memory_shape, stages or {})
-    layers.ok = stages is not None  # a wrong schedule is reported; check the layers all the same
-    layers.pruned_from = _pruned_from(ctx, node, stages or {})
+    schedule = stages or {}  # a wrong schedule is reported; check the layers all the same
+    pruned_from = _pruned_from(ctx, node, schedule)
+    layers = _Layers(ctx, path, node, seq, memory_shape, schedule, pruned_from, stages is not None)
     plans = [layers.layer(i, block, owners) for i, (block, owners) in enumerate(blocks)]
     if not layers.ok:
         return None
@@ -139,19 +139,20 @@ class _Layers:
 
     ctx: Context
     path: str
-    report: _Reporter
     node: StackNode
     seq: SeqShape
-    memory: SeqShape | None
+    memory: SeqShape | None  # a decoder's memory
     stages: dict[int, PruneStage]
-    pruned_from: int | None = None
+    pruned_from: int | None  # the first layer that sees pruned tokens
     ok: bool = True
-    tokens: int = field(init=False)
+    tokens: int = field(init=False)  # entering the next layer
     rel_bias: RelativeBias | None = None
     rel_heads: int | None = None
+    report: _Reporter = field(init=False)
 
     def __post_init__(self) -> None:
         self.tokens = self.seq.length
+        self.report = _Reporter(self.ctx, self.path, self.node)
 
     def layer(self, i: int, block: Block, owners: tuple[int, ...]) -> LayerPlan | None:
         """Layer ``i``'s plan; None when its attention is wrong (``ok`` then turns False)."""
