@@ -38,16 +38,21 @@ print("ok")
 """
 
 
-def test_loading_and_analysing_specs_imports_no_torch() -> None:
-    specs = [str(p) for p in sorted(ROOT.glob("specs/*.json"))]
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *specs],
+def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter at the repository root."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=120,
         check=False,
     )
+
+
+def test_loading_and_analysing_specs_imports_no_torch() -> None:
+    specs = [str(p) for p in sorted(ROOT.glob("specs/*.json"))]
+    result = python(SCRIPT, *specs)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -64,12 +69,5 @@ def test_loading_and_analysing_specs_imports_no_torch() -> None:
 def test_the_spec_analysis_imports_no_torch(statement: str, minimal_vit) -> None:
     code = statement.replace("{SPEC!r}", repr(minimal_vit()))
     check = "import sys; assert 'torch' not in sys.modules, sorted(sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", f"{code}; {check}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    result = python(f"{code}; {check}")
     assert result.returncode == 0, result.stderr

@@ -8,13 +8,12 @@ maps each spec id to the expanded node that produces its output.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import networkx as nx
 
 from archlab.specs.analysis.plans import NodeInfo, StackPlan
-from archlab.specs.analysis.pruning import any_dynamic, train_length
+from archlab.specs.analysis.pruning import any_dynamic, pruned_shape
 from archlab.specs.analysis.shapes import SeqShape
 
 #: An expanded node: its id and its attributes (``op``, ``shape``, ``spec_id``, and ``stage``
@@ -67,10 +66,7 @@ def _pieces(node_id: str, stack: StackPlan, seq: SeqShape) -> list[Piece]:
         end = layer.index - 1 if stage.placement == "before" else layer.index
         if end >= segment_start:
             pieces.append(_segment(node_id, segment_start, end, stack, seq))
-        after = stage.tokens_after
-        shape = replace(
-            seq, length=after, grid=None, train_length=train_length(seq, after, dynamic)
-        )
+        shape = pruned_shape(seq, stage.tokens_after, dynamic, stage=True)
         attrs = {"op": "token_prune", "shape": shape, "spec_id": node_id, "stage": stage}
         pieces.append((f"{node_id}.prune.{layer.index}", attrs))
         segment_start = end + 1
@@ -83,12 +79,6 @@ def _segment(node_id: str, start: int, end: int, stack: StackPlan, seq: SeqShape
     """Layers ``start`` to ``end`` of a pruned stack, as one expanded node."""
     last = stack.layers[end]
     span = f"{start}-{end}" if end > start else f"{start}"
-    tokens = last.tokens_mlp
-    shape = replace(
-        seq,
-        length=tokens,
-        grid=seq.grid if tokens == seq.length else None,
-        train_length=train_length(seq, tokens, any_dynamic(stack.stages)),
-    )
+    shape = pruned_shape(seq, last.tokens_mlp, any_dynamic(stack.stages))
     attrs = {"op": stack.op, "shape": shape, "spec_id": node_id, "layers": (start, end)}
     return f"{node_id}.layers.{span}", attrs

@@ -191,10 +191,19 @@ def _sincos_2d_fits(ctx: Context, path: str, node: PositionNode, seq: SeqShape) 
 
 
 def infer_norm(ctx: Context, node_id: str, node: NormNode) -> NodeInfo | None:
+    return _per_token(ctx, node_id, node)
+
+
+def infer_dropout(ctx: Context, node_id: str, node: DropoutNode) -> NodeInfo | None:
+    return _per_token(ctx, node_id, node)
+
+
+def _per_token(ctx: Context, node_id: str, node: NormNode | DropoutNode) -> NodeInfo | None:
+    """An op that maps features one token (or vector) at a time: its input's shape."""
     shape = ctx.infos[node.input].shape
     if not isinstance(shape, SeqShape | VecShape):
         ctx.errors.add(
-            f"nodes.{node_id}.input", f"norm needs features, but {ctx.describe(node.input)}"
+            f"nodes.{node_id}.input", f"{node.op} needs features, but {ctx.describe(node.input)}"
         )
         return None
     return NodeInfo(node_id, node.op, node, shape)
@@ -345,16 +354,6 @@ def infer_concat(ctx: Context, node_id: str, node: ConcatNode) -> NodeInfo | Non
                 )
                 return None
         shape = replace(first, dim=sum(s.dim for s in seqs), dim_from=f"nodes.{node_id}")
-    return NodeInfo(node_id, node.op, node, shape)
-
-
-def infer_dropout(ctx: Context, node_id: str, node: DropoutNode) -> NodeInfo | None:
-    shape = ctx.infos[node.input].shape
-    if not isinstance(shape, SeqShape | VecShape):
-        ctx.errors.add(
-            f"nodes.{node_id}.input", f"dropout needs features, but {ctx.describe(node.input)}"
-        )
-        return None
     return NodeInfo(node_id, node.op, node, shape)
 
 

@@ -92,6 +92,18 @@ def any_dynamic(stages: list[PruneStage]) -> bool:
     return any(stage.method == "dynamic" for stage in stages)
 
 
+def pruned_shape(seq: SeqShape, tokens: int, dynamic: bool, *, stage: bool = False) -> SeqShape:
+    """``seq`` once pruning left ``tokens`` of it at inference (``dynamic``: by stages of which
+    one is DynamicViT's). The patch grid stays where no token went, except right after a
+    ``stage``, whose output never has one."""
+    return replace(
+        seq,
+        length=tokens,
+        grid=seq.grid if tokens == seq.length and not stage else None,
+        train_length=train_length(seq, tokens, dynamic),
+    )
+
+
 def train_length(seq: SeqShape, length: int, dynamic: bool) -> int | None:
     """``train_length`` of ``seq`` after pruning leaves ``length`` tokens at inference; with
     ``dynamic`` one of the stages is DynamicViT's, which keeps every token in training."""
@@ -213,9 +225,8 @@ def infer_token_prune(ctx: Context, node_id: str, node: TokenPruneNode) -> NodeI
         ctx.errors.add(f"{path}.method", after_dynamic(node.method))
         return None
     stage = make_stage(node, None, "between", seq, head_dim)
-    after = stage.tokens_after
     dynamic = node.method == "dynamic"
-    shape = replace(seq, length=after, grid=None, train_length=train_length(seq, after, dynamic))
+    shape = pruned_shape(seq, stage.tokens_after, dynamic, stage=True)
     return NodeInfo(node_id, node.op, node, shape, plan=stage)
 
 

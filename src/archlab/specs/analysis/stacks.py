@@ -19,9 +19,9 @@ from archlab.specs.analysis.pruning import (
     check_prune_attention,
     loses_policy,
     prune_schedule,
+    pruned_shape,
     pruned_upstream,
     tokens_after,
-    train_length,
 )
 from archlab.specs.analysis.shapes import SeqShape
 from archlab.specs.models import (
@@ -78,13 +78,7 @@ def infer_stack(ctx: Context, node_id: str, node: StackNode) -> NodeInfo | None:
         layers.rel_bias,
         layers.rel_heads,
     )
-    tokens = layers.tokens
-    shape = replace(
-        seq,
-        length=tokens,
-        grid=seq.grid if tokens == seq.length else None,
-        train_length=train_length(seq, tokens, any_dynamic(plan.stages)),
-    )
+    shape = pruned_shape(seq, layers.tokens, any_dynamic(plan.stages))
     return NodeInfo(node_id, node.op, node, shape, plan=plan)
 
 
