@@ -82,7 +82,7 @@ except ImportError:
     sys.path.insert(0, str(ROOT / "src"))
     import archlab
 
-from archlab.compiler.graph import has_pruning  # noqa: E402
+from archlab.specs.analysis import has_pruning  # noqa: E402
 from archlab.specs.shrink import small_version  # noqa: E402
 
 #: Largest relative error max|a - b| / max|b| allowed against the float64 reference, per dtype.

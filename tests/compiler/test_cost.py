@@ -10,7 +10,7 @@ import pytest
 
 from archlab import load_spec
 from archlab.compiler import cost
-from archlab.compiler.graph import Graph, analyze
+from archlab.specs.analysis import Graph, analyze
 
 SPECS = Path(__file__).parents[2] / "specs"
 Doc = dict[str, Any]

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import archlab
-from archlab.compiler.graph import has_pruning
 from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn.attention import FLEX_IMPORTABLE, Attention
+from archlab.specs.analysis import has_pruning
 from archlab.specs.shrink import small_version
 
 ZOO = sorted((Path(__file__).parents[2] / "specs").glob("*.json"))

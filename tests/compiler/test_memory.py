@@ -9,9 +9,9 @@ import pytest
 
 import archlab
 from archlab.compiler import memory
-from archlab.compiler.graph import analyze
 from archlab.compiler.memory import ModelTooLargeError
 from archlab.errors import UserInputError
+from archlab.specs.analysis import analyze
 
 ROOT = Path(__file__).parents[2]
 SMALL = ["gpt-tiny", "vit-tiny-digits", "transformer-tiny"]

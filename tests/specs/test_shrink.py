@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import archlab
-from archlab.compiler.graph import AttentionPlan, Graph, ImageShape, SeqShape, analyze
+from archlab.specs.analysis import AttentionPlan, Graph, ImageShape, SeqShape, analyze
 from archlab.specs.shrink import small_version
 
 ROOT = Path(__file__).parents[2]

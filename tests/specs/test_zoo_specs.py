@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from archlab import load_spec
-from archlab.compiler.graph import analyze
+from archlab.specs.analysis import analyze
 from archlab.specs.models import Spec
 
 

@@ -41,8 +41,8 @@ def validate(specs: tuple[Path, ...], quiet: bool, as_json: bool) -> None:
     (exit 0), with a warning that `arch compile` will refuse it unless given --max-params.
     Loads no torch: safe and fast in editors, pre-commit hooks and CI.
     """
-    from archlab.compiler.graph import analyze
     from archlab.compiler.memory import describe_need, host_memory
+    from archlab.specs.analysis import analyze
 
     failed = 0
     results: list[dict[str, Any]] = []
@@ -120,8 +120,8 @@ def graph(spec: Path, output: Path | None, fmt: str | None) -> None:
     Without -o, prints DOT (or Mermaid with --format mermaid). SVG and PNG need Graphviz's
     `dot` program on PATH.
     """
-    from archlab.compiler.graph import analyze
     from archlab.compiler.render import format_for, render
+    from archlab.specs.analysis import analyze
 
     chosen = format_for(output, fmt)
     data = render(analyze(load_spec(spec)), chosen)

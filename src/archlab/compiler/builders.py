@@ -16,17 +16,6 @@ import torch
 from torch import nn
 
 from archlab.compiler.errors import CompileError
-from archlab.compiler.graph import (
-    AttentionPlan,
-    Graph,
-    ImageShape,
-    LayerPlan,
-    NodeInfo,
-    PruneStage,
-    SeqShape,
-    StackPlan,
-    VecShape,
-)
 from archlab.compiler.nn.attention import KERNELS, Attention, choose_kernel, kernel_problem
 from archlab.compiler.nn.attention_position import (
     AlibiPosition,
@@ -51,13 +40,28 @@ from archlab.compiler.nn.pruning.stage import TokenStage
 from archlab.compiler.nn.pruning.tome import TokenMerge
 from archlab.compiler.nn.rotary import RotaryEmbedding
 from archlab.compiler.nn.stack import Stack
+from archlab.specs.analysis import (
+    AttentionPlan,
+    ClassifyPlan,
+    EmbedPlan,
+    Graph,
+    ImageShape,
+    LayerPlan,
+    LMHeadPlan,
+    NodeInfo,
+    PoolPlan,
+    PositionPlan,
+    PruneStage,
+    SeqShape,
+    StackPlan,
+    VecShape,
+)
 from archlab.specs.models import (
     BlockLocalMask,
     ClassifyNode,
     ConcatNode,
     DropoutNode,
     EmbedNode,
-    LMHeadNode,
     Mask,
     NormNode,
     PatchEmbedNode,
@@ -97,9 +101,10 @@ def build_node(ctx: BuildContext, node_id: str) -> nn.Module:
 
 def build_embed(ctx: BuildContext, info: NodeInfo) -> nn.Module:
     node: EmbedNode = info.spec
-    module = TokenEmbedding(info.resolved["vocab"], info.resolved["dim"], scale=node.scale)
+    plan = info.plan_as(EmbedPlan)
+    module = TokenEmbedding(plan.vocab, plan.dim, scale=node.scale)
     if node.tie is not None:
-        root = ctx.built[info.resolved["tie_root"]]
+        root = ctx.built[plan.tie_root]
         assert isinstance(root, TokenEmbedding)
         module.weight = root.weight  # shared: the state dict stores it once per name
     return module
@@ -121,9 +126,9 @@ def build_position(ctx: BuildContext, info: NodeInfo) -> nn.Module:
     seq = info.shape
     assert isinstance(seq, SeqShape)
     if node.encoding == "learned":
-        return LearnedPosition(info.resolved["max_len"], seq.dim)
+        return LearnedPosition(info.plan_as(PositionPlan).max_len, seq.dim)
     if node.encoding == "sinusoidal":
-        return SinusoidalPosition(info.resolved["max_len"], seq.dim)
+        return SinusoidalPosition(info.plan_as(PositionPlan).max_len, seq.dim)
     assert seq.grid is not None
     return SinCos2dPosition(seq.grid[0], seq.grid[1], seq.dim, n_cls=seq.n_cls)
 
@@ -134,21 +139,21 @@ def build_norm(ctx: BuildContext, info: NodeInfo) -> nn.Module:
 
 
 def build_pool(ctx: BuildContext, info: NodeInfo) -> nn.Module:
-    return Pool(info.resolved["mode"], info.resolved["n_cls"])
+    plan = info.plan_as(PoolPlan)
+    return Pool(plan.mode, plan.n_cls)
 
 
 def build_classify(ctx: BuildContext, info: NodeInfo) -> nn.Module:
     node: ClassifyNode = info.spec
-    return Classify(
-        info.resolved["in_dim"], node.classes, info.resolved["mode"], info.resolved["n_cls"]
-    )
+    plan = info.plan_as(ClassifyPlan)
+    return Classify(plan.in_dim, node.classes, plan.mode, plan.n_cls)
 
 
 def build_lm_head(ctx: BuildContext, info: NodeInfo) -> nn.Module:
-    node: LMHeadNode = info.spec
-    tied = ctx.built[info.resolved["tie_root"]] if node.tie is not None else None
+    plan = info.plan_as(LMHeadPlan)
+    tied = ctx.built[plan.tie_root] if plan.tie_root is not None else None
     assert tied is None or isinstance(tied, TokenEmbedding)
-    return LMHead(info.resolved["in_dim"], info.resolved["vocab"], tied)
+    return LMHead(plan.in_dim, plan.vocab, tied)
 
 
 def build_add(ctx: BuildContext, info: NodeInfo) -> nn.Module:

@@ -16,7 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from archlab.compiler.graph import (
+from archlab.compiler.nn.pruning import TokenState
+from archlab.compiler.pruning import state_carriers
+from archlab.specs import SpecError, spec_hash
+from archlab.specs.analysis import (
     PASS_THROUGH_OPS,
     Graph,
     ImageShape,
@@ -27,9 +30,6 @@ from archlab.compiler.graph import (
     has_pruning,
     upstream_through,
 )
-from archlab.compiler.nn.pruning import TokenState
-from archlab.compiler.pruning import state_carriers
-from archlab.specs import SpecError, spec_hash
 from archlab.specs.models import Spec
 
 Forward = Callable[..., Any]

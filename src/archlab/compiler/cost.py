@@ -16,12 +16,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archlab.compiler.graph import (
+from archlab.specs.analysis import (
     AttentionPlan,
+    ClassifyPlan,
+    EmbedPlan,
     Graph,
     ImageShape,
     LayerPlan,
+    LMHeadPlan,
     NodeInfo,
+    PositionPlan,
     PruneStage,
     SeqShape,
     StackPlan,
@@ -149,7 +153,8 @@ def free_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
 
 
 def embed_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
-    vocab, dim = info.resolved["vocab"], info.resolved["dim"]
+    embed = info.plan_as(EmbedPlan)
+    vocab, dim = embed.vocab, embed.dim
     return Cost(0 if info.spec.tie is not None else vocab * dim, 0)
 
 
@@ -169,7 +174,7 @@ def cls_token_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Co
 def position_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
     assert isinstance(info.shape, SeqShape)
     learned = info.spec.encoding == "learned"
-    return Cost(info.resolved["max_len"] * info.shape.dim if learned else 0, 0)
+    return Cost(info.plan_as(PositionPlan).max_len * info.shape.dim if learned else 0, 0)
 
 
 def stack_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
@@ -191,14 +196,14 @@ def norm_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
 
 
 def classify_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
-    return linear(info.resolved["in_dim"], info.spec.classes, True)
+    return linear(info.plan_as(ClassifyPlan).in_dim, info.spec.classes, True)
 
 
 def lm_head_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
     shape = info.shape
     assert isinstance(shape, SeqShape)
     tied = info.spec.tie is not None
-    head = linear(info.resolved["in_dim"], shape.dim, False, shape.length)
+    head = linear(info.plan_as(LMHeadPlan).in_dim, shape.dim, False, shape.length)
     return Cost(0 if tied else head.params, head.flops)
 
 

@@ -14,8 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archlab.compiler.cost import node_cost
-from archlab.compiler.graph import Graph, ImageShape, SeqShape, TokensShape, VecShape
 from archlab.errors import UserInputError
+from archlab.specs.analysis import (
+    Graph,
+    ImageShape,
+    PositionPlan,
+    SeqShape,
+    TokensShape,
+    VecShape,
+)
 from archlab.specs.models import Rotary
 from archlab.textsafe import printable
 
@@ -42,7 +49,7 @@ def table_elements(graph: Graph) -> int:
         shape = info.shape
         if info.op == "position" and isinstance(shape, SeqShape):
             if info.spec.encoding == "sinusoidal":
-                total += info.resolved["max_len"] * shape.dim
+                total += info.plan_as(PositionPlan).max_len * shape.dim
             elif info.spec.encoding == "sincos_2d":
                 total += shape.length * shape.dim
         if info.stack is not None:

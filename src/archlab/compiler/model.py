@@ -23,14 +23,6 @@ from archlab.compiler.builders import BuildContext, build_node
 from archlab.compiler.codegen import generate_forward
 from archlab.compiler.devices import resolve_device
 from archlab.compiler.errors import CompileError
-from archlab.compiler.graph import (
-    Graph,
-    ImageShape,
-    SeqShape,
-    TokensShape,
-    analyze,
-    has_pruning,
-)
 from archlab.compiler.memory import check_build
 from archlab.compiler.nn.attention import Attention, KernelChoice
 from archlab.compiler.nn.linear_attention import LinearAttention
@@ -39,6 +31,14 @@ from archlab.compiler.paths import performance_paths
 from archlab.compiler.pruning import dense_flops, pruning_stages
 from archlab.compiler.summary import Summary, build_rows, shape_list
 from archlab.specs import canonical_form, canonical_json, load_spec, spec_hash
+from archlab.specs.analysis import (
+    Graph,
+    ImageShape,
+    SeqShape,
+    TokensShape,
+    analyze,
+    has_pruning,
+)
 from archlab.specs.load import SpecSource, parse_json
 from archlab.specs.models import Spec
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from archlab.compiler.cost import node_cost
-from archlab.compiler.graph import PASS_THROUGH_OPS, Graph, analyze
 from archlab.specs import load_spec
+from archlab.specs.analysis import PASS_THROUGH_OPS, Graph, analyze
 from archlab.specs.models import Spec
 
 

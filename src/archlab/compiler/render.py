@@ -8,8 +8,8 @@ from pathlib import Path
 
 import networkx as nx
 
-from archlab.compiler.graph import Graph
 from archlab.errors import UserInputError
+from archlab.specs.analysis import Graph
 from archlab.textsafe import printable
 
 FORMATS = ("dot", "mermaid", "svg", "png")

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from archlab.compiler.cost import node_cost
-from archlab.compiler.graph import Graph, Shape
+from archlab.specs.analysis import Graph, Shape
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,7 @@ class Summary:
 
 def shape_list(shape: Shape) -> list[str | int]:
     """``(B, 197, 384)`` as ``["B", 197, 384]``."""
-    parts = str(shape).strip("()").split(", ")
-    return [p if p == "B" else int(p) for p in parts]
+    return ["B", *shape.dims]
 
 
 def build_rows(graph: Graph, kernels: dict[str, tuple[str, str]]) -> list[NodeRow]:

@@ -53,6 +53,7 @@ from archlab.errors import UserInputError
 from archlab.metrics import Direction
 from archlab.registry import Registry
 from archlab.specs import load_spec
+from archlab.specs.analysis import LMHeadPlan
 from archlab.specs.models import FeaturesInput, Spec, TokensInput
 
 MODES = ("infer", "train")
@@ -467,7 +468,7 @@ def _train_step(
             targets[name] = torch.randint(0, classes, (batch,), generator=gen)
         elif info.op == "lm_head":
             # as long as the declared output; _loss cuts it to the length the inputs give
-            vocab, length = int(info.resolved["vocab"]), int(graph.shape(name).length)
+            vocab, length = info.plan_as(LMHeadPlan).vocab, int(graph.shape(name).length)
             targets[name] = torch.randint(0, vocab, (batch, length), generator=gen)
         else:
             targets[name] = None

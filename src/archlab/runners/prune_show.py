@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from archlab.compiler.graph import SeqShape
 from archlab.errors import UserInputError
+from archlab.specs.analysis import SeqShape
 from archlab.viz.patches import KeptPanels, StagePanel, draw_kept
 from archlab.viz.save import check_output
 

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.compiler.graph import analyze, graph_prune_methods
 from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn.pruning import AttentionTopK, DynamicPrune, TokenMerge, TokenState
 from archlab.compiler.pruning import dense_spec, pruned_stacks
 from archlab.errors import UserInputError
+from archlab.specs.analysis import analyze, graph_prune_methods
 from archlab.specs.models import Spec
 
 #: The metrics a DynamicViT student logs every epoch (means over the epoch's batches).

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from archlab.specs.analysis import (
+    AttentionPlan,
+    ClassifyPlan,
+    EmbedPlan,
+    LayerPlan,
+    LMHeadPlan,
+    NodePlan,
+    PoolPlan,
+    PositionPlan,
+    PruneStage,
+    StackPlan,
+    analyze,
+)
 from archlab.specs.load import SpecSource, load_spec
 from archlab.specs.models import Spec
-
-if TYPE_CHECKING:
-    from archlab.compiler.graph import AttentionPlan, LayerPlan
 
 #: Top-level keys that describe a spec without being part of the architecture.
 UNHASHED = ("$schema", "name", "description")
@@ -25,8 +36,6 @@ UNHASHED = ("$schema", "name", "description")
 
 def canonical_form(spec: SpecSource) -> dict[str, Any]:
     """The canonical JSON document of a spec (``$schema`` dropped; name/description kept)."""
-    from archlab.compiler.graph import analyze
-
     spec = load_spec(spec)
     graph = analyze(spec)
     doc = spec.model_dump(mode="json", by_alias=True, exclude={"schema_"})
@@ -34,33 +43,8 @@ def canonical_form(spec: SpecSource) -> dict[str, Any]:
         if doc.get(key) is None:
             doc.pop(key, None)
     for node_id, info in graph.nodes.items():
-        if info.op == "input":
-            continue
-        node_doc = doc["nodes"][node_id]
-        resolved = info.resolved
-        if info.op == "embed":
-            node_doc["dim"] = resolved["dim"]
-        elif info.op == "position":
-            node_doc["max_len"] = resolved["max_len"]
-        elif info.op == "pool":
-            node_doc["mode"] = resolved["mode"]
-        elif info.op == "classify":
-            node_doc["pool"] = resolved["mode"]
-        elif info.op == "lm_head":
-            node_doc["vocab_size"] = resolved["vocab"]
-        elif info.stack is not None:
-            docs = [_block_doc(layer) for layer in info.stack.layers]
-            base = _most_common(docs)
-            node_doc["block"] = base
-            groups: dict[str, list[int]] = {}
-            for layer, layer_doc in zip(info.stack.layers, docs, strict=True):
-                diff = _diff(base, layer_doc)
-                if diff:
-                    groups.setdefault(canonical_json(diff), []).append(layer.index)
-            node_doc["overrides"] = [
-                {"layers": layers, **json.loads(diff)}
-                for diff, layers in sorted(groups.items(), key=lambda item: item[1])
-            ]
+        if info.plan is not None:
+            doc["nodes"][node_id].update(_RESOLVED[type(info.plan)](info.plan))
     return doc
 
 
@@ -132,6 +116,35 @@ def _diff(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _stack_doc(plan: StackPlan) -> dict[str, Any]:
+    """A stack's ``block`` and ``overrides``, rewritten from its resolved layers."""
+    docs = [_block_doc(layer) for layer in plan.layers]
+    base = _most_common(docs)
+    groups: dict[str, list[int]] = {}
+    for layer, layer_doc in zip(plan.layers, docs, strict=True):
+        diff = _diff(base, layer_doc)
+        if diff:
+            groups.setdefault(canonical_json(diff), []).append(layer.index)
+    overrides = [
+        {"layers": layers, **json.loads(diff)}
+        for diff, layers in sorted(groups.items(), key=lambda item: item[1])
+    ]
+    return {"block": base, "overrides": overrides}
+
+
+#: The fields of a node's canonical document that its plan fills in, by the plan's type (the
+#: ones the graph resolves: an embedding's width, a table's length, a pooling mode, ...).
+_RESOLVED: dict[type[NodePlan], Callable[[Any], dict[str, Any]]] = {
+    EmbedPlan: lambda plan: {"dim": plan.dim},
+    PositionPlan: lambda plan: {"max_len": plan.max_len},
+    PoolPlan: lambda plan: {"mode": plan.mode},
+    ClassifyPlan: lambda plan: {"pool": plan.mode},
+    LMHeadPlan: lambda plan: {"vocab_size": plan.vocab},
+    StackPlan: _stack_doc,
+    PruneStage: lambda plan: {},  # a token_prune node resolves nothing it writes
+}
 
 
 __all__ = ["UNHASHED", "Spec", "canonical_form", "canonical_json", "spec_hash"]

@@ -17,8 +17,10 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from archlab.specs.analysis import check_graph
 from archlab.specs.errors import ErrorList, SpecError, format_path
 from archlab.specs.models import BLOCK_FIELDS, MAX_SIZE, Block, DecoderNode, EncoderNode, Spec
+from archlab.specs.overrides import merged_block
 from archlab.specs.upgrade import upgrade
 
 SpecSource = str | os.PathLike[str] | Mapping[str, Any] | Spec
@@ -36,8 +38,6 @@ def load_spec(source: SpecSource) -> Spec:
     else:
         data, origin = _read(source)
     spec = parse_spec(data, origin)
-    from archlab.compiler.graph import check_graph  # torch-free; imported late to keep layers apart
-
     check_graph(spec, source=origin)
     return source if isinstance(source, Spec) else spec
 
@@ -335,32 +335,12 @@ def _type_hint(kind: str, value: Any) -> str:
 # ---------------------------------------------------------------------------------- overrides
 
 
-def merge_block(base: Mapping[str, Any], partial: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge a partial block into a block (both as JSON dicts).
-
-    Objects merge key by key, except that an object whose ``kind`` differs, or a string form,
-    replaces what was there (switching a mask from causal to a sliding window starts afresh).
-    """
-    out = dict(base)
-    for key, value in partial.items():
-        old = out.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            if "kind" in value and "kind" in old and value["kind"] != old["kind"]:
-                out[key] = dict(value)
-            else:
-                out[key] = merge_block(old, value)
-        else:
-            out[key] = value
-    return out
-
-
 def check_overrides(spec: Spec, data: Mapping[str, Any], errors: ErrorList) -> None:
     """Every override, merged into its block, must give a valid block; errors point at it."""
     for node_id, node in spec.nodes.items():
         if not isinstance(node, EncoderNode | DecoderNode) or not node.overrides:
             continue
         overrides = node.overrides
-        base = node.block.model_dump(mode="json", exclude_unset=True)
         for k, override in enumerate(overrides):
             path = ("nodes", node_id, "overrides", k)
             out_of_range = [i for i in override.layers if i >= node.depth]
@@ -373,7 +353,7 @@ def check_overrides(spec: Spec, data: Mapping[str, Any], errors: ErrorList) -> N
                 errors.add((*path, key), f"unknown key {key!r}{_suggest(key, Block, ())}")
             if not set(override.partial) <= BLOCK_FIELDS:
                 continue
-            merged = merge_block(base, override.partial)
+            merged = merged_block(node, (k,))
             try:
                 Block.model_validate(merged)
             except ValidationError as exc:

@@ -7,7 +7,7 @@ string never passes as a number or a boolean, a boolean never as a number (``"de
 float with no fractional part where an integer is (JSON does not tell ``2`` from ``2.0``). Shorthand values (``"rotary"``, ``"outputs": "x"``,
 ``"size": 8``, ``"layers": "1-3"``) are expanded while parsing, so a validated ``Spec`` only ever
 holds the long forms. Checks that need more than one field's value in isolation (widths flowing
-along edges, references between nodes) live in ``archlab.compiler.graph``, which runs on every
+along edges, references between nodes) live in ``archlab.specs.analysis``, which runs on every
 ``load_spec``.
 """
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from archlab.compiler.graph import analyze
 from archlab.runners.data.errors import DataError
+from archlab.specs.analysis import LMHeadPlan, analyze
 from archlab.specs.models import (
     ClassifyNode,
     DecoderNode,
@@ -111,7 +111,7 @@ def spec_layout(spec: Spec) -> Layout:
                 f"`{others[0]}`; language-model and seq2seq data are token ids, so every input "
                 "must be of kind tokens"
             )
-        vocab = graph.nodes[head].resolved["vocab"]
+        vocab = graph.nodes[head].plan_as(LMHeadPlan).vocab
         above = upstream(head)
         decoders = [d for n, d in spec.nodes.items() if n in above and isinstance(d, DecoderNode)]
         crossing = [(d.input, d.memory) for d in decoders if d.memory is not None]

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from archlab.compiler.graph import kept_tokens
+from archlab.specs.analysis import kept_tokens
 
 
 def kept_count(keep: float, patches: int) -> int:

@@ -1,4 +1,4 @@
-"""``archlab.compiler.graph``: graph checks with their paths and wording, shape inference,
+"""``archlab.specs.analysis``: graph checks with their paths and wording, shape inference,
 pruning keep counts, the expanded graph of pruned stacks, and the torch attribute list."""
 
 from __future__ import annotations
@@ -13,10 +13,15 @@ from typing import Any
 import pytest
 
 from archlab import SpecError, load_spec
-from archlab.compiler.graph import (
+from archlab.specs.analysis import (
     MODULE_ATTRIBUTES,
+    ClassifyPlan,
+    EmbedPlan,
     Graph,
     ImageShape,
+    LMHeadPlan,
+    PoolPlan,
+    PositionPlan,
     SeqShape,
     TokensShape,
     VecShape,
@@ -25,7 +30,7 @@ from archlab.compiler.graph import (
 )
 from archlab.specs.models import CausalMask, NoMask, SlidingWindowMask
 
-SPECS = Path(__file__).parents[2] / "specs"
+SPECS = Path(__file__).parents[3] / "specs"
 Doc = dict[str, Any]
 
 
@@ -269,7 +274,7 @@ def test_tied_embeddings_of_different_widths(spec_error, minimal_gpt) -> None:
 
 def test_tied_embedding_with_the_same_dim_written_out(minimal_gpt) -> None:
     graph = graph_of(with_second_tokens(minimal_gpt(), dim=64, tie="tok"))
-    assert graph.nodes["tok2"].resolved == {"dim": 64, "tie_root": "tok", "vocab": 100}
+    assert graph.nodes["tok2"].plan == EmbedPlan(dim=64, vocab=100, tie_root="tok")
 
 
 def test_tied_embeddings_need_equal_vocabularies(spec_error, minimal_gpt) -> None:
@@ -327,8 +332,8 @@ def test_tie_chains_share_the_first_embedding(minimal_gpt) -> None:
     doc = with_second_tokens(minimal_gpt(), tie="tok")
     doc["nodes"]["logits"]["tie"] = "tok2"
     graph = graph_of(doc)
-    assert graph.nodes["tok2"].resolved["tie_root"] == "tok"
-    assert graph.nodes["logits"].resolved == {"vocab": 100, "tie_root": "tok", "in_dim": 64}
+    assert graph.nodes["tok2"].plan_as(EmbedPlan).tie_root == "tok"
+    assert graph.nodes["logits"].plan == LMHeadPlan(vocab=100, tie_root="tok", in_dim=64)
 
 
 @pytest.mark.parametrize(
@@ -870,8 +875,8 @@ def test_default_pool_mode(minimal_vit, has_cls: bool, mode: str) -> None:
     doc["nodes"]["sum"] = {"op": "add", "inputs": ["p", "p"]}
     doc["outputs"] = ["head", "sum"]
     graph = graph_of(doc)
-    assert graph.nodes["head"].resolved["mode"] == mode
-    assert graph.nodes["p"].resolved["mode"] == mode
+    assert graph.nodes["head"].plan_as(ClassifyPlan).mode == mode
+    assert graph.nodes["p"].plan_as(PoolPlan).mode == mode
     assert graph.nodes["p"].shape == VecShape(64, "nodes.patches.dim")
     assert graph.nodes["sum"].shape == VecShape(64, "nodes.patches.dim")
 
@@ -891,13 +896,13 @@ def test_position_max_len_shorter_than_the_sequence(spec_error, minimal_vit) -> 
 
 
 def test_position_max_len_defaults_to_the_sequence(minimal_vit, minimal_gpt) -> None:
-    assert graph_of(minimal_vit()).nodes["pos"].resolved == {"max_len": 17}
+    assert graph_of(minimal_vit()).nodes["pos"].plan == PositionPlan(max_len=17)
     doc = minimal_gpt()
     doc["nodes"]["pos"] = {"op": "position", "input": "tok", "encoding": "sinusoidal"}
     doc["nodes"]["dec"]["input"] = "pos"
-    assert graph_of(doc).nodes["pos"].resolved == {"max_len": 32}
+    assert graph_of(doc).nodes["pos"].plan == PositionPlan(max_len=32)
     doc["nodes"]["pos"]["max_len"] = 100
-    assert graph_of(doc).nodes["pos"].resolved == {"max_len": 100}
+    assert graph_of(doc).nodes["pos"].plan == PositionPlan(max_len=100)
 
 
 def test_sincos_2d_without_an_image_grid(spec_error, minimal_gpt) -> None:
@@ -927,7 +932,7 @@ def test_sincos_2d_keeps_the_grid_through_cls_and_unpruned_stacks(minimal_vit) -
     doc["nodes"]["head"]["input"] = "pos2"
     graph = graph_of(doc)
     assert graph.nodes["enc"].shape.grid == (4, 4)
-    assert graph.nodes["pos2"].resolved == {"max_len": 17}
+    assert graph.nodes["pos2"].plan == PositionPlan(max_len=17)
 
 
 def test_sincos_2d_width_divisible_by_four(spec_error, minimal_vit) -> None:
@@ -1008,7 +1013,7 @@ def test_concat_shapes(minimal_vit) -> None:
     graph = graph_of(doc)
     assert graph.nodes["seq"].shape == SeqShape(16 + 4 + 4, 64, dim_from="nodes.patches.dim")
     assert graph.nodes["cls"].shape.length == 25
-    assert graph.nodes["pos"].resolved["max_len"] == 25
+    assert graph.nodes["pos"].plan_as(PositionPlan).max_len == 25
     assert graph.nodes["feat"].shape == SeqShape(16, 80, grid=(4, 4), dim_from="nodes.feat")
 
 
@@ -1418,7 +1423,7 @@ def test_feature_map_on_softmax_attention_is_refused(spec_error, minimal_gpt) ->
 
 
 def test_upstream_through_walks_norm_and_dropout_only(minimal_vit) -> None:
-    from archlab.compiler.graph import upstream_through
+    from archlab.specs.analysis import upstream_through
 
     doc = minimal_vit()
     doc["nodes"]["n"] = {"op": "norm", "input": "enc"}
@@ -1433,7 +1438,7 @@ def test_upstream_through_walks_norm_and_dropout_only(minimal_vit) -> None:
 
 
 def test_prune_methods_of_nodes_and_graphs(minimal_vit) -> None:
-    from archlab.compiler.graph import graph_prune_methods, has_pruning, prune_methods
+    from archlab.specs.analysis import graph_prune_methods, has_pruning, prune_methods
 
     doc = minimal_vit()
     dense = graph_of(doc)
