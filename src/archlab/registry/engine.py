@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from archlab.errors import UserInputError
 from archlab.metrics import Direction
@@ -253,22 +253,25 @@ def retry(fn: Callable[[], T], attempts: int = 8) -> T:
 
 
 class Tx:
-    """One transaction: its ORM session, its connection (for prepared statements) and what a
-    write learnt (metric keys, stored specs, CV groups), for the registry to cache once it
-    commits."""
+    """One transaction: its connection (for prepared statements and Core), an ORM session on that
+    same connection, made when first asked for, and what a write learnt (metric keys, stored
+    specs, CV groups), for the registry to cache once it commits."""
 
-    __slots__ = ("groups", "keys", "session", "specs")
+    __slots__ = ("_session", "conn", "groups", "keys", "specs")
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._session: Session | None = None
         self.keys: dict[str, tuple[int, Direction]] = {}
         self.specs: set[str] = set()
         self.groups: dict[str, tuple[int, str, int]] = {}
 
     @property
-    def conn(self) -> Connection:
-        """The transaction's connection (the session's own: one transaction, one snapshot)."""
-        return self.session.connection()
+    def session(self) -> Session:
+        """An ORM session inside this transaction (it never commits: the transaction does)."""
+        if self._session is None:
+            self._session = Session(bind=self.conn, expire_on_commit=False)
+        return self._session
 
 
 class Database:
@@ -276,14 +279,19 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._read = sessionmaker(engine, expire_on_commit=False)
-        self._write = sessionmaker(
-            engine.execution_options(archlab_write=True), expire_on_commit=False
-        )
+        self._write_engine = engine.execution_options(archlab_write=True)
 
     @contextlib.contextmanager
     def transaction(self, write: bool = False) -> Iterator[Tx]:
         """One transaction: committed on success, rolled back on any error. A write transaction
-        takes SQLite's write lock up front (see ``_sqlite_begin``); reads never wait for one."""
-        with (self._write if write else self._read)() as session, session.begin():
-            yield Tx(session)
+        takes SQLite's write lock up front (see ``_sqlite_begin``); reads never wait for one.
+        The hot paths use only ``tx.conn``: a session costs its set-up only where it is used."""
+        with (self._write_engine if write else self.engine).begin() as conn:
+            tx = Tx(conn)
+            try:
+                yield tx
+                if tx._session is not None:
+                    tx._session.flush()
+            finally:
+                if tx._session is not None:
+                    tx._session.close()
