@@ -83,10 +83,12 @@ def owner() -> tuple[str, int]:
 
 @functools.lru_cache(maxsize=1)
 def hostname() -> str:
+    """This machine's host name (asked once per process)."""
     return socket.gethostname()
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
