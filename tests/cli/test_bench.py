@@ -19,7 +19,7 @@ from archlab import compile_spec
 from archlab._version import versions
 from archlab.cli import cli
 from archlab.registry import Registry
-from archlab.registry.store import provenance
+from archlab.registry.provenance import provenance
 from archlab.runners.benchmark import benchmark_model, capture_cuda_graph
 
 ROOT = Path(__file__).parents[2]

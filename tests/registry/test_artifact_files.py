@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, update
 
-from archlab.registry import Registry
+from archlab.registry import ArtifactError, Registry
 from archlab.registry.models import ArtifactRow
-from archlab.registry.store import ArtifactError
 
 Doc = dict[str, Any]
 

@@ -27,10 +27,11 @@ from sqlalchemy import Engine, func, select, text
 
 import archlab
 from archlab.errors import UserInputError
-from archlab.registry import MixupSetting, Registry, RegistryError
-from archlab.registry import store as store_module
+from archlab.registry import MixupSetting, Registry, RegistryError, locate
+from archlab.registry import migrate as migrate_module
+from archlab.registry import provenance as provenance_module
+from archlab.registry.handle import HEARTBEAT_S
 from archlab.registry.models import ArtifactRow, MetricRow, MixupRow, RunRow, SpecRow
-from archlab.registry.store import HEARTBEAT_S, locate
 from archlab.specs import canonical_form, canonical_json
 
 Doc = dict[str, Any]
@@ -293,7 +294,7 @@ def test_provenance_records_git_commit_dirty_flag_and_diff_hash(
     assert registry.get(clean.id).provenance["cwd"] == str(repo)
 
     (repo / "train.py").write_text("print('v2')\n")
-    monkeypatch.setattr(store_module, "GIT_STATE_TTL_S", 0.0)  # no reuse of the clean state
+    monkeypatch.setattr(provenance_module, "GIT_STATE_TTL_S", 0.0)  # no reuse of the clean state
     with registry.start_run(spec) as dirty:
         pass
     diff = git(repo, "diff", "HEAD")
@@ -998,7 +999,7 @@ def test_artifact_sizes_beyond_32_bits(registry: Registry, spec: Doc, raw_engine
             )
         )
 
-    registry._write(write)
+    registry._transaction(lambda tx: write(tx.session))
     assert registry.get(run.id).artifacts[0].size == size
     with raw_engine.connect() as conn:
         assert conn.scalar(text("SELECT size FROM artifacts")) == size
@@ -1189,7 +1190,7 @@ def test_a_full_disk_at_open_is_a_registry_error(
     def full(path: Any, *args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(store_module, "open", full, raising=False)
+    monkeypatch.setattr(migrate_module, "open", full, raising=False)
     with pytest.raises(RegistryError, match=r"cannot open the registry at .*No space left"):
         Registry(f"sqlite:///{isolated / 'r.db'}")
 

@@ -20,8 +20,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, make_url, text
 
 from archlab.registry import Registry, RegistryError
+from archlab.registry.migrate import MIGRATIONS, head_revision
 from archlab.registry.models import Base
-from archlab.registry.store import _MIGRATIONS, _head_revision
 
 FIXTURES = Path(__file__).with_name("fixtures")
 V0001 = FIXTURES / "registry_v0001.db"
@@ -102,7 +102,7 @@ def check_directions(engine: Engine) -> None:
 
 def alembic_config(conn: Any) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = conn
     return config
 
@@ -182,7 +182,7 @@ def test_a_revision_0001_registry_upgrades_without_loss(isolated: Path, minimal_
     with Registry(url, artifacts=isolated / "artifacts") as reg:
         after = dump(reg.engine)
         with reg.engine.connect() as conn:
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == _head_revision()
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head_revision()
         assert after == before  # every row of every table, every value
         check_spec_names(reg, reg.engine)
         check_directions(reg.engine)
@@ -317,7 +317,7 @@ def test_downgrade_to_0001_and_back(registry_url: str, engine: Engine) -> None:
     assert not columns["value"]["nullable"]  # NOT NULL again
     Registry(registry_url).close()  # and up again on open
     with engine.connect() as conn:
-        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == _head_revision()
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head_revision()
 
 
 def test_a_registry_from_a_newer_archlab_is_refused_clearly(

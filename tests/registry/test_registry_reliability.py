@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import Engine, func, make_url, select, text, update
 
 from archlab.registry import Registry
+from archlab.registry.engine import _wal_mode
+from archlab.registry.migrate import head_revision
 from archlab.registry.models import MetricRow, RunRow, SpecRow, SummaryRow
-from archlab.registry.store import _head_revision, _wal_mode
 
 Script = Callable[..., subprocess.Popen[str]]
 Doc = dict[str, Any]
@@ -301,7 +302,7 @@ def test_concurrent_first_opens_do_not_race(registry_url: str, run_script: Scrip
         assert r.lines[-1] == "opened"
     with Registry(registry_url) as reg, reg.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
-            _head_revision()
+            head_revision()
         ]
         assert conn.scalar(select(func.count()).select_from(RunRow)) == 0
     integrity_ok(registry_url)

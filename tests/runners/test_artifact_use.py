@@ -15,8 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from archlab.cli.main import cli
-from archlab.registry import Registry
-from archlab.registry.store import ArtifactError
+from archlab.registry import ArtifactError, Registry
 from archlab.runners.config import TrainConfig
 from archlab.runners.progress import NullProgress
 from archlab.runners.train import _load_teacher, evaluate_run, resume, train

@@ -9,7 +9,7 @@ import numpy
 import pytest
 
 from archlab.errors import UserInputError
-from archlab.registry.store import indices_sha256
+from archlab.registry import indices_sha256
 from archlab.runners.splits import Fold, SplitError, SplitPlan, make_splits
 
 # 3 imbalanced classes: 12, 20 and 31 examples (63 in all)

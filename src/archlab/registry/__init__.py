@@ -8,6 +8,9 @@ SQLAlchemy 2.0 on SQLite (the default, zero set-up) or PostgreSQL (by URL). Impo
 """
 
 from archlab.registry import views
+from archlab.registry.artifacts import ArtifactError
+from archlab.registry.engine import Location, RegistryError, locate
+from archlab.registry.handle import RunHandle
 from archlab.registry.records import (
     Aggregate,
     Artifact,
@@ -19,11 +22,12 @@ from archlab.registry.records import (
     Ranked,
     Run,
 )
-from archlab.registry.store import Location, Registry, RegistryError, RunHandle, locate
+from archlab.registry.store import Registry, indices_sha256
 
 __all__ = [
     "Aggregate",
     "Artifact",
+    "ArtifactError",
     "CVGroup",
     "CVInfo",
     "Change",
@@ -35,6 +39,7 @@ __all__ = [
     "RegistryError",
     "Run",
     "RunHandle",
+    "indices_sha256",
     "locate",
     "views",
 ]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archlab.registry.store import RegistryError
+from archlab.registry.engine import RegistryError
 
 if TYPE_CHECKING:
     from archlab.registry.records import CVGroup, Run

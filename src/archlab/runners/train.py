@@ -250,7 +250,7 @@ def _resume_run(
 ) -> None:
     """Continue one interrupted run from its training state (from its first epoch when it
     stopped before one ended)."""
-    path = registry.artifacts / run.id / STATE_FILE
+    path = registry.run_file(run.id, STATE_FILE)
     state: dict[str, Any] | None = None
     if path.is_file():  # weights-only, and only inside the run's artifact folder
         state = load_state(registry.artifact_file(run, f"{run.id}/{STATE_FILE}"))
@@ -371,7 +371,7 @@ def evaluate_run(
 def validation_rows(run: Run, data: TaskData, config: TrainConfig, purpose: str) -> np.ndarray:
     """Run ``run``'s validation indices, rebuilt from its recorded configuration and checked
     against the fingerprint it recorded; ``purpose`` ends the advice ("evaluate on", ...)."""
-    from archlab.registry.store import indices_sha256
+    from archlab.registry import indices_sha256
 
     fold = _split(data, config).folds[run.cv.fold if run.cv and run.cv.fold else 0]
     recorded = run.cv.val_sha256 if run.cv is not None else None
@@ -422,7 +422,7 @@ def _fit_fold(
         config,
         init_seed=seed,
         data_seed=config.seed * 1_000_003 + fold.index,
-        out_dir=registry.artifacts / run.id if main else None,
+        out_dir=registry.run_folder(run.id) if main else None,
         log=log if main else None,
         progress=progress if main else None,
         distributed=distributed,
@@ -442,7 +442,7 @@ def _fit_fold(
         run.log_metrics(result.test, step=result.epochs_run - 1 + epoch_base)
     if result.checkpoint is not None and result.checkpoint.exists():
         run.log_artifact(result.checkpoint, "checkpoint")
-    state = registry.artifacts / run.id / STATE_FILE
+    state = registry.run_file(run.id, STATE_FILE)
     if state.exists():  # what --resume needs; kept with the run like the checkpoint
         run.log_artifact(state, "training-state")
     run.tag(best_epoch=result.best_epoch + epoch_base, stopped_early=result.stopped_early)
@@ -465,7 +465,7 @@ def _teachers(
     progress: Progress | None,
 ) -> dict[int, str]:
     """The dense teacher run of each fold: from ``config.teacher``, or trained here first."""
-    from archlab.registry.store import RegistryError, indices_sha256
+    from archlab.registry import RegistryError, indices_sha256
     from archlab.runners.pruning import dense_spec
 
     if config.teacher is None:

@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from archlab.registry.query import Compare, FieldRef, QueryError, Value
-from archlab.registry.query.literals import _storable, coerce
+from archlab.registry.query.literals import storable, coerce
 
 
 def cmp(prefix: str, key: str | None, op: str, *values: object, text: str = "") -> Compare:
@@ -63,6 +63,6 @@ def test_refusals(compare: Compare, reason: str) -> None:
 
 
 def test_storable_text() -> None:
-    assert _storable("plain é ✓")
-    assert not _storable("a\x00b")
-    assert not _storable("lone \ud800 surrogate")
+    assert storable("plain é ✓")
+    assert not storable("a\x00b")
+    assert not storable("lone \ud800 surrogate")

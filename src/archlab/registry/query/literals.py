@@ -37,7 +37,7 @@ _A = {"number": "a number", "time": "a time", "text": "text", "json": "JSON"}
 
 def _coerce_one(cmp: Compare, v: Value, ftype: str, query: str) -> tuple[str, Any]:
     op, name, x = cmp.op, str(cmp.field), v.value
-    if isinstance(x, str) and not _storable(x):
+    if isinstance(x, str) and not storable(x):
         raise QueryError(
             "text with a NUL character or a lone surrogate: a registry stores no such text",
             query,
@@ -89,7 +89,7 @@ def _coerce_one(cmp: Compare, v: Value, ftype: str, query: str) -> tuple[str, An
     return "text", x
 
 
-def _storable(text: str) -> bool:
+def storable(text: str) -> bool:
     """Whether every backend can store ``text``: no NUL, valid UTF-8 (no lone surrogate)."""
     if "\x00" in text:
         return False
