@@ -1,4 +1,5 @@
-"""Every op of the spec's ``Node`` union has exactly one builder, one emitter and one cost.
+"""Every op of the spec's ``Node`` union has exactly one builder, one emitter and one cost, and
+every pruning method one stage and one cost.
 
 The ops come from the union members' ``op`` annotations, so a new node model without its table
 entries fails here, not at the first spec that uses it.
@@ -12,8 +13,9 @@ import pytest
 
 from archlab.compiler.builders import BUILD
 from archlab.compiler.codegen import EMIT
-from archlab.compiler.cost import COST
-from archlab.specs.models import Node
+from archlab.compiler.cost import COST, PRUNE_COST
+from archlab.compiler.nn.pruning import STAGES, TokenMerge
+from archlab.specs.models import Node, PruneMethod
 
 
 def node_ops() -> list[str]:
@@ -34,3 +36,17 @@ def test_every_node_model_declares_one_op() -> None:
 @pytest.mark.parametrize("table", [BUILD, EMIT, COST], ids=["BUILD", "EMIT", "COST"])
 def test_the_table_covers_every_op_once(table: dict[str, object]) -> None:
     assert sorted(table) == sorted(node_ops())
+
+
+@pytest.mark.parametrize("table", [STAGES, PRUNE_COST], ids=["STAGES", "PRUNE_COST"])
+def test_every_pruning_method_has_its_stage_and_cost(table: dict[str, object]) -> None:
+    assert sorted(table) == sorted(typing.get_args(PruneMethod))
+
+
+def test_a_stage_is_built_from_its_plan() -> None:
+    from archlab.specs.analysis import PruneStage
+
+    plan = PruneStage("merge", None, 3, False, 1, "inside", 1, 17, 14, 32, head_dim=8)
+    stage = STAGES[plan.method].from_plan(plan, "encoder.prune.1")
+    assert isinstance(stage, TokenMerge) and (stage.r, stage.n_cls) == (3, 1)
+    assert stage.need == "keys"

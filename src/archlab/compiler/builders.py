@@ -34,10 +34,7 @@ from archlab.compiler.nn.masks import MaskPattern
 from archlab.compiler.nn.mlp import Mlp
 from archlab.compiler.nn.norms import make_norm
 from archlab.compiler.nn.positions import LearnedPosition, SinCos2dPosition, SinusoidalPosition
-from archlab.compiler.nn.pruning.dynamic import DynamicPrune
-from archlab.compiler.nn.pruning.evit import AttentionTopK
-from archlab.compiler.nn.pruning.stage import TokenStage
-from archlab.compiler.nn.pruning.tome import TokenMerge
+from archlab.compiler.nn.pruning import STAGES, TokenStage
 from archlab.compiler.nn.rotary import RotaryEmbedding
 from archlab.compiler.nn.stack import Stack
 from archlab.specs.analysis import (
@@ -308,14 +305,7 @@ def kernel_override(
 
 def prune_stage(stage: PruneStage, name: str) -> TokenStage:
     """The module of one analysed pruning stage; ``name`` labels its records in a trace."""
-    if stage.method == "dynamic":
-        assert stage.keep is not None
-        return DynamicPrune(stage.dim, stage.keep, stage.n_cls, name)
-    if stage.method == "attention_topk":
-        assert stage.keep is not None
-        return AttentionTopK(stage.keep, stage.n_cls, stage.fuse, name)
-    assert stage.r is not None
-    return TokenMerge(stage.r, stage.n_cls, name)
+    return STAGES[stage.method].from_plan(stage, name)
 
 
 def mask_pattern(mask: Mask) -> MaskPattern:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from archlab.compiler.nn.pruning import TokenState
+from archlab.compiler.nn.pruning import STAGES, TokenState
 from archlab.compiler.pruning import state_carriers
 from archlab.specs import SpecError, spec_hash
 from archlab.specs.analysis import (
@@ -240,12 +240,11 @@ def stack_behind(graph: Graph, ref: str) -> str:
 
 def attention_needs(graph: Graph) -> dict[str, str]:
     """Stacks whose last layer's attention a later ``token_prune`` node reads, and what of it."""
-    needs = {}
+    needs: dict[str, str] = {}
     for info in graph.nodes.values():
-        if info.op == "token_prune" and info.spec.method in ("attention_topk", "merge"):
-            needs[stack_behind(graph, info.inputs[0])] = (
-                "cls" if info.spec.method == "attention_topk" else "keys"
-            )
+        need = STAGES[info.spec.method].need if info.op == "token_prune" else None
+        if need is not None:
+            needs[stack_behind(graph, info.inputs[0])] = need
     return needs
 
 

@@ -103,24 +103,37 @@ def layer_cost(stack: StackPlan, layer: LayerPlan) -> Cost:
     return cost
 
 
+def dynamic_cost(stage: PruneStage) -> Cost:
+    """DynamicViT's predictor: LayerNorm, C -> C, then C -> C/2 -> C/4 -> 2 on the patch tokens."""
+    C, patches = stage.dim, stage.tokens_before - stage.n_cls
+    c2, c4 = C // 2, C // 4
+    return (
+        Cost(2 * C, 0)
+        + linear(C, C, True, patches)
+        + linear(C, c2, True, patches)
+        + linear(c2, c4, True, patches)
+        + linear(c4, 2, True, patches)
+    )
+
+
+def merge_cost(stage: PruneStage) -> Cost:
+    """ToMe: similarity of the two token sets' keys (averaged over heads)."""
+    patches = stage.tokens_before - stage.n_cls
+    a, b = -(-patches // 2), patches // 2
+    return Cost(0, 2 * a * b * (stage.head_dim or stage.dim))
+
+
+#: The cost of one pruning stage at inference, by method (EViT's top-k is not counted).
+PRUNE_COST: dict[str, Callable[[PruneStage], Cost]] = {
+    "dynamic": dynamic_cost,
+    "attention_topk": lambda stage: ZERO,
+    "merge": merge_cost,
+}
+
+
 def prune_cost(stage: PruneStage) -> Cost:
     """Parameters and FLOPs of one pruning stage at inference."""
-    C, patches = stage.dim, stage.tokens_before - stage.n_cls
-    if stage.method == "dynamic":
-        # DynamicViT's predictor: LayerNorm, C -> C, then C -> C/2 -> C/4 -> 2 on the patch tokens
-        c2, c4 = C // 2, C // 4
-        return (
-            Cost(2 * C, 0)
-            + linear(C, C, True, patches)
-            + linear(C, c2, True, patches)
-            + linear(c2, c4, True, patches)
-            + linear(c4, 2, True, patches)
-        )
-    if stage.method == "merge":
-        # ToMe: similarity of the two token sets' keys (averaged over heads)
-        a, b = -(-patches // 2), patches // 2
-        return Cost(0, 2 * a * b * (stage.head_dim or C))
-    return ZERO
+    return PRUNE_COST[stage.method](stage)
 
 
 def stack_segment_cost(stack: StackPlan, start: int, end: int) -> Cost:

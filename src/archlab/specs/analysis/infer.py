@@ -333,26 +333,27 @@ def infer_concat(ctx: Context, node_id: str, node: ConcatNode) -> NodeInfo | Non
             return None
         seqs.append(seq)
     first, refs = seqs[0], node.inputs
-    if node.axis == "sequence":
-        for ref, seq in zip(refs[1:], seqs[1:], strict=True):
-            if seq.dim != first.dim:
-                ctx.errors.add(
-                    path,
-                    f"concat along the sequence needs equal widths: {refs[0]!r} has "
-                    f"{first.dim} (from {first.dim_from}), {ref!r} has {seq.dim} (from {seq.dim_from})",
-                )
-                return None
+    along_sequence = node.axis == "sequence"
+    # the first input that does not fit the first one: its width (sequence) or length (features)
+    for ref, seq in zip(refs[1:], seqs[1:], strict=True):
+        if along_sequence and seq.dim != first.dim:
+            problem = (
+                f"concat along the sequence needs equal widths: {refs[0]!r} has "
+                f"{first.dim} (from {first.dim_from}), {ref!r} has {seq.dim} (from {seq.dim_from})"
+            )
+        elif not along_sequence and seq.length != first.length:
+            problem = (
+                f"concat along features needs equal lengths: {refs[0]!r} has "
+                f"{first.length} tokens, {ref!r} has {seq.length}"
+            )
+        else:
+            continue
+        ctx.errors.add(path, problem)
+        return None
+    if along_sequence:
         length = sum(s.length for s in seqs)
         shape = SeqShape(length, first.dim, first.n_cls, None, first.dim_from)
     else:
-        for ref, seq in zip(refs[1:], seqs[1:], strict=True):
-            if seq.length != first.length:
-                ctx.errors.add(
-                    path,
-                    f"concat along features needs equal lengths: {refs[0]!r} has "
-                    f"{first.length} tokens, {ref!r} has {seq.length}",
-                )
-                return None
         shape = replace(first, dim=sum(s.dim for s in seqs), dim_from=f"nodes.{node_id}")
     return NodeInfo(node_id, node.op, node, shape)
 

@@ -37,7 +37,15 @@ from archlab.compiler.nn.pruning.state import (
 from archlab.compiler.nn.pruning.tome import TokenMerge
 from archlab.compiler.nn.pruning.trace import TokenTrace
 
+#: The stage of every pruning method (a test checks it covers the spec's methods).
+STAGES: dict[str, type[TokenStage]] = {
+    "dynamic": DynamicPrune,
+    "attention_topk": AttentionTopK,
+    "merge": TokenMerge,
+}
+
 __all__ = [
+    "STAGES",
     "AttentionTopK",
     "DynamicPrune",
     "KeepPredictor",

@@ -7,6 +7,8 @@ kept tokens are gathered.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,6 +23,9 @@ from archlab.compiler.nn.pruning.state import (
     record_stage,
     start_state,
 )
+
+if TYPE_CHECKING:
+    from archlab.specs.analysis import PruneStage
 
 
 class KeepPredictor(nn.Module):
@@ -67,6 +72,11 @@ class DynamicPrune(TokenStage):
     tokens by keep score are gathered (in score order) behind the CLS tokens; padded tokens go
     first.
     """
+
+    @classmethod
+    def from_plan(cls, stage: PruneStage, name: str) -> DynamicPrune:
+        assert stage.keep is not None
+        return cls(stage.dim, stage.keep, stage.n_cls, name)
 
     def __init__(self, dim: int, keep: float, n_cls: int, name: str, eps: float = 1e-6) -> None:
         super().__init__()

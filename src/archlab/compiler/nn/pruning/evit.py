@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
@@ -20,6 +20,9 @@ from archlab.compiler.nn.pruning.state import (
     start_state,
 )
 
+if TYPE_CHECKING:
+    from archlab.specs.analysis import PruneStage
+
 
 class AttentionTopK(TokenStage):
     """An EViT stage: keep the patch tokens the first CLS token attends to most.
@@ -31,6 +34,11 @@ class AttentionTopK(TokenStage):
     """
 
     need: ClassVar[NeedKind | None] = "cls"
+
+    @classmethod
+    def from_plan(cls, stage: PruneStage, name: str) -> AttentionTopK:
+        assert stage.keep is not None
+        return cls(stage.keep, stage.n_cls, stage.fuse, name)
 
     def __init__(self, keep: float, n_cls: int, fuse: bool, name: str) -> None:
         super().__init__()

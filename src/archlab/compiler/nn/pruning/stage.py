@@ -8,11 +8,14 @@ the keys averaged over heads `(B, S, E)` (ToMe). The readers are `hook.READERS`.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from torch import Tensor, nn
 
 from archlab.compiler.nn.pruning.state import TokenState
+
+if TYPE_CHECKING:
+    from archlab.specs.analysis import PruneStage
 
 NeedKind = Literal["cls", "keys"]
 Tokens = tuple[Tensor, Tensor | None, TokenState | None]  # sequence, padding mask, state
@@ -23,6 +26,11 @@ class TokenStage(nn.Module):
 
     #: what the stage reads from its layer's attention, or None
     need: ClassVar[NeedKind | None] = None
+
+    @classmethod
+    def from_plan(cls, stage: PruneStage, name: str) -> TokenStage:
+        """The stage of an analysed ``PruneStage``; ``name`` labels its records in a trace."""
+        raise NotImplementedError(f"{cls.__name__} is built from its own arguments")
 
     def before_layer(
         self, x: Tensor, mask: Tensor | None, state: TokenState | None, trace: bool

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,9 @@ from archlab.compiler.nn.pruning.state import (
     start_state,
 )
 
+if TYPE_CHECKING:
+    from archlab.specs.analysis import PruneStage
+
 
 class TokenMerge(TokenStage):
     """A ToMe stage: bipartite soft matching merges `r` pairs of patch tokens.
@@ -31,6 +34,11 @@ class TokenMerge(TokenStage):
     """
 
     need: ClassVar[NeedKind | None] = "keys"
+
+    @classmethod
+    def from_plan(cls, stage: PruneStage, name: str) -> TokenMerge:
+        assert stage.r is not None
+        return cls(stage.r, stage.n_cls, name)
 
     def __init__(self, r: int, n_cls: int, name: str) -> None:
         super().__init__()
