@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from archlab.registry import Registry
+from archlab.registry.provenance import pid_alive
 
 PG_ENV = "ARCHLAB_TEST_POSTGRES"
 SCRIPTS = Path(__file__).with_name("scripts.py")
@@ -47,16 +48,6 @@ def sqlalchemy_url(url: str | URL) -> URL:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +76,7 @@ def postgres_database() -> Iterator[str]:
                 text("SELECT datname FROM pg_database WHERE datname LIKE 'archlab_test_%'")
             ):
                 match = _SESSION_DB.match(old)
-                if match and not _pid_alive(int(match.group(1))):
+                if match and not pid_alive(int(match.group(1))):
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except ProgrammingError:  # no CREATEDB right: share the given database (tests reset it)
