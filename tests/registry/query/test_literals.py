@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from archlab.registry.query import Compare, FieldRef, QueryError, Value
-from archlab.registry.query.literals import storable, coerce
+from archlab.registry.query.literals import coerce, storable
 
 
 def cmp(prefix: str, key: str | None, op: str, *values: object, text: str = "") -> Compare:
