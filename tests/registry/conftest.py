@@ -9,6 +9,7 @@
 - ``registry``: a ``Registry`` opened on ``registry_url`` with its artifacts in ``tmp_path``, closed
   after the test. Both run the test from ``tmp_path`` with no ``ARCHLAB_*`` variables, so nothing
   lands in the repository and provenance sees no git repo unless the test makes one.
+- ``spec``: a fresh minimal ViT spec document to start runs with.
 - ``run_script(name, *args)``: runs ``tests/registry/scripts.py`` in a fresh interpreter (for
   SIGTERM, SIGKILL and many-process tests), as ``subprocess.Popen``.
 """
@@ -23,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
@@ -35,6 +37,8 @@ from archlab.registry.provenance import pid_alive
 PG_ENV = "ARCHLAB_TEST_POSTGRES"
 SCRIPTS = Path(__file__).with_name("scripts.py")
 _SESSION_DB = re.compile(r"^archlab_test_(\d+)_[0-9a-f]{6}$")
+
+Doc = dict[str, Any]
 
 
 def postgres_base_url() -> str | None:
@@ -167,3 +171,9 @@ def run_script(isolated: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]
             proc.kill()
         with contextlib.suppress(Exception):
             proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def spec(minimal_vit: Callable[[], Doc]) -> Doc:
+    """A fresh minimal ViT spec document (``minimal_vit()``)."""
+    return minimal_vit()

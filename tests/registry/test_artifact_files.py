@@ -4,7 +4,6 @@ the sha256 its run recorded (both backends)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,6 @@ from archlab.registry import ArtifactError, Registry
 from archlab.registry.models import ArtifactRow
 
 Doc = dict[str, Any]
-
-
-@pytest.fixture
-def spec(minimal_vit: Callable[[], Doc]) -> Doc:
-    return minimal_vit()
 
 
 def recorded(registry: Registry, spec: Doc, isolated: Path) -> tuple[str, str, Path]:

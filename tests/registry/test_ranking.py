@@ -11,14 +11,9 @@ from typing import Any
 import pytest
 
 from archlab.errors import UserInputError
-from archlab.registry import Registry, ranking
+from archlab.registry import Registry, RegistryError, ranking
 
 Doc = dict[str, Any]
-
-
-@pytest.fixture
-def spec(minimal_vit: Callable[[], Doc]) -> Doc:
-    return minimal_vit()
 
 
 def _run(registry: Registry, spec: Doc, values: list[float], **kwargs: Any) -> str:
@@ -96,3 +91,86 @@ def test_an_unknown_metric_is_refused_naming_the_recorded_ones(
         other.log_metrics({"val_loss": 0.1}, step=0)
     none = ranking.best(registry, "val_acc", where="config.lr == 5")
     assert none.ranked == [] and none.known == ["val_loss"]
+
+
+def test_best_by_spec_with_odd_metric_names(
+    registry: Registry, minimal_vit: Callable[[], Doc], minimal_gpt: Callable[[], Doc]
+) -> None:
+    ids = {}
+    for name, doc, values in (
+        ("vit", minimal_vit(), (0.5, 0.7)),
+        ("gpt", minimal_gpt(), (0.6, 0.4)),
+    ):
+        for value in values:
+            with registry.start_run(doc) as run:
+                run.log_metrics({"acc@1": value, "val loss": 1 - value}, step=0)
+            ids[(name, value)] = run.id
+    best = registry.best("acc@1", group_by="spec")
+    assert [r.id for r in best] == [ids[("vit", 0.7)], ids[("gpt", 0.6)]]
+    assert [r.id for r in registry.best("val loss")] == [ids[("vit", 0.7)]]
+    assert registry.best("missing") == []
+
+
+# ------------------------------------------------------------------------- metric directions
+
+
+def _runs_with(registry: Registry, spec: Doc, metric: str, *series: list[float]) -> list[str]:
+    """One completed run per series of ``metric`` values (steps 0, 1, ...), in order."""
+    ids = []
+    for values in series:
+        with registry.start_run(spec) as run:
+            for step, value in enumerate(values):
+                run.log_metrics({metric: value}, step=step)
+        ids.append(run.id)
+    return ids
+
+
+def test_best_of_a_latency_is_the_fastest_run(registry: Registry, spec: Doc) -> None:
+    """``latency_ms`` has no word of the old guess (loss, err, perplexity) but is lower-better."""
+    fast, slow = _runs_with(registry, spec, "latency_ms", [9.0, 4.0, 5.0], [12.0, 8.0])
+    assert registry.metric_direction("latency_ms") == "min"
+    assert registry.get(fast).summaries["latency_ms"].best == 4.0
+    assert [r.id for r in registry.best("latency_ms")] == [fast]
+    assert [r.id for r in registry.rank("latency_ms", limit=None)] == [fast, slow]
+
+
+def test_a_declared_direction_is_kept_and_ranks_the_runs(registry: Registry, spec: Doc) -> None:
+    """``score`` would be maximised by its name; declared ``min``, every best value, ``best`` and
+    ``rank`` take lower as better, in this registry object and any other opened later."""
+    assert registry.declare_metrics({"score": "min"}) == {"score": "min"}
+    low, high = _runs_with(registry, spec, "score", [2.0, 1.0], [3.0, 1.5])
+    assert (
+        registry.get(low).summaries["score"].best_step,
+        registry.get(high).summaries["score"].best,
+    ) == (1, 1.5)
+    assert [r.id for r in registry.best("score")] == [low]
+    assert [r.id for r in registry.best("score", group_by="spec")] == [low]
+    assert [(e.id, e.value) for e in registry.rank("score", limit=None)] == [
+        (low, 1.0),
+        (high, 1.5),
+    ]
+    with Registry(registry.url) as again:
+        assert again.metric_direction("score") == "min"
+        assert [r.id for r in again.best("score")] == [low]
+        # declaring it again the same way is fine; the other way is refused, recording nothing
+        assert again.declare_metrics({"score": "min", "new_metric": "min"})["new_metric"] == "min"
+        with pytest.raises(RegistryError, match=r"'score' is recorded .* as 'min'.*--max"):
+            again.declare_metrics({"score": "max"})
+        with pytest.raises(UserInputError, match=r"'min' .* or 'max' .* not 'lowest'"):
+            again.declare_metrics({"other": "lowest"})
+        assert again.metric_direction("score") == "min"
+
+
+def test_a_direction_given_to_best_and_rank_overrides_the_metrics(
+    registry: Registry, spec: Doc
+) -> None:
+    """Ranked the other way, a run counts with its highest (or lowest) point, not with its best
+    value in the metric's own direction."""
+    low, high = _runs_with(registry, spec, "val_loss", [2.0, 1.0], [3.0, 1.5])
+    assert [r.id for r in registry.best("val_loss")] == [low]
+    assert [r.id for r in registry.best("val_loss", direction="max")] == [high]
+    assert [r.id for r in registry.best("val_loss", group_by="spec", direction="max")] == [high]
+    ranked = registry.rank("val_loss", limit=None, direction="max")
+    assert [(e.id, e.value) for e in ranked] == [(high, 3.0), (low, 2.0)]
+    with pytest.raises(UserInputError, match=r"'min' .* or 'max'"):
+        registry.best("val_loss", direction="down")

@@ -10,7 +10,6 @@ import math
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,11 +18,6 @@ import pytest
 from archlab.registry import Change, Registry, Run, views
 
 Doc = dict[str, Any]
-
-
-@pytest.fixture
-def spec(minimal_vit: Callable[[], Doc]) -> Doc:
-    return minimal_vit()
 
 
 def _utc(text: str) -> float:

@@ -17,7 +17,7 @@ from archlab.specs.errors import ErrorList
 from archlab.specs.models import DecoderNode, EmbedNode, LMHeadNode, Spec
 
 # Attribute names of torch.nn.Module (torch 2.x), hard-coded so that validation imports no torch;
-# ``tests/specs/analysis/test_graph.py`` checks the list against the installed torch. Plus the names
+# ``tests/specs/analysis/test_names.py`` checks the list against the installed torch. Plus the names
 # archlab's compiled model itself defines.
 MODULE_ATTRIBUTES = (
     frozenset(
