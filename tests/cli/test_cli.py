@@ -221,3 +221,19 @@ def test_python_dash_m_archlab() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_help_loads_no_graph_library() -> None:
+    # `arch --help` (and `import archlab`) analyse no spec: networkx loads with the first analysis
+    done = _without_torch(
+        "from archlab.cli import cli\n"
+        "import sys\n"
+        "sys.argv = ['arch', '--help']\n"
+        "try:\n    cli(prog_name='arch')\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "assert 'networkx' not in sys.modules\n"
+        "import archlab\n"
+        f"archlab.load_spec({VIT!r})\n"
+        "assert 'networkx' in sys.modules\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage:" in done.stdout

@@ -8,13 +8,14 @@ maps each spec id to the expanded node that produces its output.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from archlab.specs.analysis.plans import NodeInfo, StackPlan
 from archlab.specs.analysis.pruning import any_dynamic, pruned_shape
 from archlab.specs.analysis.shapes import SeqShape
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 #: An expanded node: its id and its attributes (``op``, ``shape``, ``spec_id``, and ``stage``
 #: for a stage, ``layers`` for a segment of a stack).
@@ -24,6 +25,8 @@ Piece = tuple[str, dict[str, Any]]
 def expand(infos: Mapping[str, NodeInfo], order: list[str]) -> tuple[nx.DiGraph, dict[str, str]]:
     """The expanded graph of the analysed nodes ``infos`` (spec nodes in topological ``order``)
     and the alias of each spec id."""
+    import networkx as nx  # loaded on first analysis: importing archlab (`arch --help`) stays light
+
     g = nx.DiGraph()
     alias: dict[str, str] = {}
     for name, info in infos.items():

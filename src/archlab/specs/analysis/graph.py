@@ -13,8 +13,7 @@ The steps: names and references (``names``), then each node by its op's infer fu
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from archlab.specs.analysis.context import Context
 from archlab.specs.analysis.expand import expand
@@ -23,6 +22,9 @@ from archlab.specs.analysis.names import data_graph
 from archlab.specs.analysis.plans import NodeInfo
 from archlab.specs.analysis.shapes import Shape, input_shape
 from archlab.specs.models import Spec, node_inputs
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass
@@ -59,6 +61,8 @@ def analyze(spec: Spec, source: str | None = None) -> Graph:
 
 
 def _run(ctx: Context) -> Graph | None:
+    import networkx as nx  # loaded on first analysis: importing archlab (`arch --help`) stays light
+
     spec = ctx.spec
     for name, inp in spec.inputs.items():
         ctx.infos[name] = NodeInfo(name, "input", inp, input_shape(name, inp))

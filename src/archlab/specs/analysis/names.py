@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 import keyword
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from archlab.specs.errors import ErrorList
 from archlab.specs.models import DecoderNode, EmbedNode, LMHeadNode, Spec
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Attribute names of torch.nn.Module (torch 2.x), hard-coded so that validation imports no torch;
 # ``tests/specs/analysis/test_names.py`` checks the list against the installed torch. Plus the names
@@ -97,6 +98,8 @@ MODULE_ATTRIBUTES = (
 def data_graph(spec: Spec, errors: ErrorList) -> nx.DiGraph | None:
     """Check names, references, outputs, cycles and unused nodes (reported to ``errors``);
     return the graph of data edges between inputs and nodes, or None when it has a cycle."""
+    import networkx as nx  # loaded on first analysis: importing archlab (`arch --help`) stays light
+
     check_names(spec, errors)
     data = nx.DiGraph()
     data.add_nodes_from(spec.inputs)
@@ -168,6 +171,8 @@ def check_identifier(errors: ErrorList, path: str, name: str, what: str) -> None
 
 def check_unused(spec: Spec, data: nx.DiGraph, errors: ErrorList) -> None:
     """Every node and input must feed some output."""
+    import networkx as nx  # loaded on first analysis: importing archlab (`arch --help`) stays light
+
     used: set[str] = set()
     for out in spec.outputs:
         if out in data:
