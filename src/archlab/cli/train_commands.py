@@ -144,6 +144,16 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         {"type": int, "help": "Epochs without improvement for --early-stop."},
     ),
     (
+        "--init",
+        "init",
+        {
+            "metavar": "WEIGHTS|RUN",
+            "help": "Start from these weights: a .safetensors file (arch compile -o, arch import, "
+            "a checkpoint) or a run's checkpoint; heads and pruning stages may start fresh.",
+            "default": "the spec's own initialisation",
+        },
+    ),
+    (
         "--teacher",
         "teacher",
         {
@@ -293,6 +303,14 @@ def train_command(
             click.echo(dumps(_train_json(report, registry)))
             return
         click.echo(printable(f"{report.spec.name}: {report.data.description}"))
+        if report.init is not None:
+            fresh = ", ".join(report.init.fresh) or "none"
+            click.echo(
+                printable(
+                    f"--init {report.init.source}: {len(report.init.loaded)} tensors loaded; "
+                    f"started fresh: {fresh}"
+                )
+            )
         for line in _summary_lines(report, registry):
             click.echo(line)
 

@@ -172,7 +172,7 @@ class CompiledModel(nn.Module):
             "archlab.version": __version__,
             "format": "pt",
         }
-        tensors = _unshared_state(self)
+        tensors = unshared_state(self)
         header = len(json.dumps(meta)) + 200 * len(tensors)  # the tensors' entries: ~100 B each
         if header > MAX_HEADER_BYTES:
             raise CompileError(
@@ -194,7 +194,7 @@ class CompiledModel(nn.Module):
             raise CompileError(f"cannot save the weights as safetensors: {exc}") from None
 
 
-def _unshared_state(model: nn.Module) -> dict[str, Tensor]:
+def unshared_state(model: nn.Module) -> dict[str, Tensor]:
     """The state dict with each shared tensor (tied embeddings) once, under its first name, as
     safetensors stores it (``load_model`` restores the other names from the model)."""
     seen: set[int] = set()

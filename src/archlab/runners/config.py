@@ -150,6 +150,12 @@ class TrainConfig(BaseModel):
     workers: Annotated[int, Field(ge=0)] = 0
     """Data-loading worker processes."""
 
+    # ---- starting weights
+    init: Name | None = None
+    """Start from these weights (``--init``): a .safetensors file archlab wrote, or a registry
+    run's last checkpoint; matched by name and shape, heads and pruning stages may start fresh
+    (``runners/init.py``). Null: the spec's own initialisation from ``seed``."""
+
     # ---- token pruning: DynamicViT's objectives (specs with dynamic stages), EViT's warm-up
     ratio_weight: NonNegative = 2.0
     """Weight of the keep-ratio loss."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from archlab.compiler import compile_spec
 from archlab.compiler.devices import device_name, resolve_device
 from archlab.errors import UserInputError
 from archlab.registry import Registry
@@ -26,6 +27,7 @@ from archlab.runners import lifecycle
 from archlab.runners.config import RESULT_NEUTRAL, TrainConfig
 from archlab.runners.data import TaskData, load_data
 from archlab.runners.distributed import Distributed, from_environment
+from archlab.runners.init import InitPlan, init_file, init_plan, read_weights
 from archlab.runners.lifecycle import interruptible, running
 from archlab.runners.progress import TrainProgress
 from archlab.runners.pruning import spec_has_dynamic
@@ -53,6 +55,7 @@ class TrainReport:
     runs: list[str] = field(default_factory=list)
     results: list[FitResult] = field(default_factory=list)
     config: TrainConfig | None = None
+    init: InitPlan | None = None  # what --init loaded, and which tensors started fresh
 
 
 Progress = TrainProgress  # the display train() and resume() report to (runners/progress.py)
@@ -100,6 +103,10 @@ def _train(
     distributed = from_environment(device.type)
     main = distributed is None or distributed.main
     record = _record(config, data, device, distributed)
+    plan_init = None
+    if config.init is not None:  # checked before anything is recorded
+        plan_init = _init_plan(spec, config.init, registry)
+        record.update(init_sha256=plan_init.sha256, init_fresh=list(plan_init.fresh))
     group: CVGroup | None = None
     if plan.k is not None and main and config.cv_group is not None:
         group = registry.group(config.cv_group)
@@ -123,7 +130,9 @@ def _train(
             repeats=plan.repeats,
             library=plan.library,
         )
-    report = TrainReport(spec, data, plan, group.id if group else None, config=config)
+    report = TrainReport(
+        spec, data, plan, group.id if group else None, config=config, init=plan_init
+    )
     folds = plan.folds if config.fold is None else [plan.folds[config.fold]]
     _train_folds(registry, report, config, record, folds, group, teachers, progress, distributed)
     if distributed is not None:
@@ -416,6 +425,10 @@ def _fit_fold(
     teacher = (
         _load_teacher(registry, teacher_run, resolve_device(config.device)) if teacher_run else None
     )
+    init = None
+    if config.init is not None and resume is None:
+        weights, sha256 = read_weights(init_file(config.init, registry))
+        init = (weights, init_plan(compile_spec(spec, device="meta"), weights, config.init, sha256))
     trainer = Trainer(
         spec,
         data,
@@ -430,6 +443,7 @@ def _fit_fold(
         teacher_name=f"run {teacher_run}",
         # the best epoch is chosen the way the registry chooses the run's best value
         monitor_direction=registry.metric_direction(config.early_stop_metric or "val_loss"),
+        init=init,
     )
     if not main:  # another rank of a torchrun job: rank 0 records everything
         return trainer.fit(fold.train, fold.val, plan.test)
@@ -540,6 +554,12 @@ def _teacher_label(registry: Registry, teachers: dict[int, str]) -> str:
     """The teachers' CV group when they form one, else the single teacher run."""
     first = registry.get(next(iter(teachers.values())))
     return first.cv.group if first.cv is not None and len(teachers) > 1 else first.id
+
+
+def _init_plan(spec: Spec, source: str, registry: Registry) -> InitPlan:
+    """What ``--init source`` loads into the spec's model (checked on the meta device)."""
+    weights, sha256 = read_weights(init_file(source, registry))
+    return init_plan(compile_spec(spec, device="meta"), weights, source, sha256)
 
 
 def _load_teacher(registry: Registry, run_id: str, device: torch.device) -> Any:

@@ -25,7 +25,7 @@ import math
 import pickle
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from archlab.runners import lifecycle
 from archlab.runners.config import TrainConfig
 from archlab.runners.data import TaskData
 from archlab.runners.distributed import Distributed
+from archlab.runners.init import InitPlan, apply_init
 from archlab.runners.mixup import Mixer, MixParams, soft_target_cross_entropy
 from archlab.runners.optim import build_optimizer, warmup_cosine
 from archlab.runners.progress import TrainProgress
@@ -195,8 +196,10 @@ class Trainer:
         teacher: CompiledModel | None = None,
         teacher_name: str = "",
         monitor_direction: Direction | None = None,
+        init: tuple[Mapping[str, Tensor], InitPlan] | None = None,
     ) -> None:
         self.spec, self.data, self.config = spec, data, config
+        self.init = init  # --init: the weights and what of them the model takes
         self.teacher, self.teacher_name = teacher, teacher_name
         self.device = resolve_device(config.device)
         self.distributed = distributed
@@ -302,10 +305,13 @@ class Trainer:
         return parts
 
     def setup_model(self, *, resumed: bool = False) -> tuple[CompiledModel, Distiller | None]:
-        """The spec's module from the init seed, and for DynamicViT stages the distiller that
-        adds their objectives (the model starts from the dense teacher unless ``resumed``)."""
+        """The spec's module from the init seed (then ``--init``'s weights), and for DynamicViT
+        stages the distiller that adds their objectives (the model starts from the dense teacher
+        unless ``resumed``)."""
         config = self.config
         model = compile_spec(self.spec, device=self.device, seed=self.init_seed)
+        if self.init is not None and not resumed:
+            apply_init(model, *self.init)
         if not has_dynamic(model):
             return model, None
         teacher = self.teacher.to(self.device) if self.teacher is not None else None
