@@ -114,3 +114,19 @@ def test_arch_train_init_lists_fresh_tensors_and_refuses_misfits(tmp_path: Path)
     assert refused.exit_code == 2 and "Traceback" not in refused.output
     assert "does not fit this spec" in refused.output
     assert len(Registry(url).runs()) == 1  # the refused training recorded nothing
+
+
+def test_dynamicvit_from_pretrained_dense_weights(registry: Registry, tmp_path: Path) -> None:
+    # the DynamicViT recipe: the dense teacher fine-tunes from the pretrained weights, then the
+    # student starts from the teacher with fresh keep predictors
+    doc = json.loads((ROOT / "specs" / "dynamicvit-tiny-digits.json").read_text())
+    dense = json.loads(json.dumps(doc))
+    dense["nodes"]["encoder"].pop("prune")
+    pretrained = saved(tmp_path, dense)
+    base: dict[str, Any] = {"epochs": 1, "warmup": 0.5, "batch_size": 256, "lr": 1e-3}
+    report = train(doc, TrainConfig(**base, init=str(pretrained)), registry)
+    student = registry.get(report.runs[0])
+    teacher = registry.get(student.config["teacher_run"])
+    assert teacher.config["init"] == str(pretrained) == student.config["init"]
+    assert all(n.startswith("encoder.prune.") for n in student.config["init_fresh"])
+    assert teacher.config["init_fresh"] == [] and student.status == "completed"
