@@ -103,6 +103,21 @@ def test_causal_lm_logits_equal_transformers(tmp_path: Path, case: str, side: st
     assert _relative_diff(logits, theirs, mask) <= 1e-5
 
 
+def test_long_sequence_rotary_angles_agree(tmp_path: Path) -> None:
+    """Far positions too: archlab's rotary tables (float64 angles) against transformers' float32
+    ones stay within the tolerance over 512 positions."""
+    config = _config(**{**CASES["gqa-headdim8-untied"], "max_position_embeddings": 512})
+    source = transformers.LlamaForCausalLM(config)
+    _randomize(source, seed=7)
+    source.eval()
+    ours = _convert(*_saved(tmp_path, source))
+    ids = torch.randint(0, VOCAB, (1, 512), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        theirs = source(input_ids=ids).logits
+        logits = ours(ids=ids)
+    assert _relative_diff(logits, theirs, torch.ones(1, 512, dtype=torch.bool)) <= 1e-5
+
+
 def test_tied_checkpoint_without_lm_head_tensor(tmp_path: Path) -> None:
     source = transformers.LlamaForCausalLM(_config(**CASES["mha-tied-biases"]))
     config, state = _saved(tmp_path, source)
