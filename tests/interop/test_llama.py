@@ -223,6 +223,11 @@ def test_other_activation_is_refused() -> None:
         llama.spec({"hidden_act": "gelu"}, "LlamaForCausalLM")
 
 
+def test_odd_head_dim_is_refused() -> None:
+    with pytest.raises(ConversionError, match=r"head_dim \(9\) must be even"):
+        llama.spec({"hidden_size": 36, "num_attention_heads": 4}, "LlamaForCausalLM")
+
+
 def _small_checkpoint() -> tuple[dict[str, Any], dict[str, Tensor]]:
     source = transformers.LlamaForCausalLM(_config(**CASES["gqa-headdim8-untied"]))
     return source.config.to_dict(), dict(source.state_dict())

@@ -57,7 +57,7 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 @dataclass(frozen=True)
-class _Dims:
+class LlamaDims:
     """The sizes a Llama config fixes, with LlamaConfig's defaults filled in."""
 
     vocab: int
@@ -103,7 +103,7 @@ def rope_theta(config: Config) -> float:
     return _DEFAULT_THETA if theta is None else float(theta)
 
 
-def dims(config: Config) -> _Dims:
+def dims(config: Config) -> LlamaDims:
     """The sizes of a Llama ``config``, checked for what archlab can reproduce exactly."""
     act = _get(config, "hidden_act")
     if act != "silu":
@@ -122,7 +122,9 @@ def dims(config: Config) -> _Dims:
                 "when head_dim is not given"
             )
         head_dim = dim // heads
-    return _Dims(
+    if int(head_dim) % 2:
+        raise ConversionError(f"head_dim ({head_dim}) must be even: rotary turns channel pairs")
+    return LlamaDims(
         vocab=int(_get(config, "vocab_size")),
         dim=dim,
         hidden=int(_get(config, "intermediate_size")),
@@ -232,7 +234,7 @@ class _Source:
             )
 
 
-def _layer(source: _Source, d: _Dims, i: int) -> dict[str, Tensor]:
+def _layer(source: _Source, d: LlamaDims, i: int) -> dict[str, Tensor]:
     """Layer ``i``'s tensors under archlab's names."""
     D, H, K, E, F = d.dim, d.heads, d.kv_heads, d.head_dim, d.hidden
     hf, al = f"layers.{i}.", f"decoder.layers.{i}."
