@@ -123,6 +123,13 @@ def test_bfloat16_within_tolerance() -> None:
         out = ours(ids=ids, token_types=types, ids_mask=mask)
     assert out.dtype == torch.bfloat16
     assert relative_diff(out, theirs) <= 5e-2
+    bare = hf_model("BertModel")
+    with torch.no_grad():
+        hidden = bare(input_ids=ids, token_type_ids=types, attention_mask=mask.long())
+        ours_hidden = converted(bare, "BertModel", dtype="bfloat16")(
+            ids=ids, token_types=types, ids_mask=mask
+        )
+    assert relative_diff(ours_hidden[mask], hidden.last_hidden_state[mask]) <= 5e-2
 
 
 def test_spec_is_post_norm_with_token_types_and_pooler() -> None:
