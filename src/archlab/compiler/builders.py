@@ -143,7 +143,8 @@ def build_pool(ctx: BuildContext, info: NodeInfo) -> nn.Module:
 def build_classify(ctx: BuildContext, info: NodeInfo) -> nn.Module:
     node: ClassifyNode = info.spec
     plan = info.plan_as(ClassifyPlan)
-    return Classify(plan.in_dim, node.classes, plan.mode, plan.n_cls)
+    pre_dim = None if plan.pre_logits is None else plan.pre_logits.dim
+    return Classify(plan.in_dim, node.classes, plan.mode, plan.n_cls, pre_dim)
 
 
 def build_lm_head(ctx: BuildContext, info: NodeInfo) -> nn.Module:

@@ -199,7 +199,8 @@ def emit_head(w: ForwardWriter, info: NodeInfo) -> list[str]:
     x, mask, state_in = w.values(info)[0], w.masks(info)[0], w.state_in(info)
     w.mask_of[node_id] = "None"
     if isinstance(w.graph.shape(info.inputs[0]), VecShape):
-        return [f"    __v_{node_id} = self.{node_id}.fc({x})"]
+        layer = "logits" if getattr(info.spec, "pre_logits", None) is not None else "fc"
+        return [f"    __v_{node_id} = self.{node_id}.{layer}({x})"]
     if state_in != "None":  # pool only the tokens a DynamicViT training policy keeps
         return [f"    __v_{node_id} = self.{node_id}({x}, __kept_mask({mask}, {state_in}))"]
     return [f"    __v_{node_id} = self.{node_id}({x}, {mask})"]

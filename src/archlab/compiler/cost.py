@@ -209,7 +209,12 @@ def norm_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
 
 
 def classify_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
-    return linear(info.plan_as(ClassifyPlan).in_dim, info.spec.classes, True)
+    """The classifier, after its pre-logits layer when it has one."""
+    plan = info.plan_as(ClassifyPlan)
+    if plan.pre_logits is None or plan.pre_logits.dim is None:
+        return linear(plan.in_dim, info.spec.classes, True)
+    width = plan.pre_logits.dim
+    return linear(plan.in_dim, width, True) + linear(width, info.spec.classes, True)
 
 
 def lm_head_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:

@@ -33,6 +33,10 @@ from archlab.specs.models import Spec
 #: Top-level keys that describe a spec without being part of the architecture.
 UNHASHED = ("$schema", "name", "description")
 
+#: Node fields added to version 1 after specs were hashed, by op: left out of the canonical form
+#: while null, so that every spec written before them keeps its form and hash.
+LATER_FIELDS = {"classify": ("pre_logits",)}
+
 
 def canonical_form(spec: SpecSource) -> dict[str, Any]:
     """The canonical JSON document of a spec (``$schema`` dropped; name/description kept)."""
@@ -43,6 +47,9 @@ def canonical_form(spec: SpecSource) -> dict[str, Any]:
         if doc.get(key) is None:
             doc.pop(key, None)
     for node_id, info in graph.nodes.items():
+        for key in LATER_FIELDS.get(info.op, ()):
+            if doc["nodes"][node_id].get(key) is None:
+                doc["nodes"][node_id].pop(key, None)
         if info.plan is not None:
             doc["nodes"][node_id].update(_RESOLVED[type(info.plan)](info.plan))
     return doc
@@ -57,6 +64,13 @@ def spec_hash(spec: SpecSource) -> str:
     """SHA-256 (hex) of the canonical form without ``$schema``, ``name`` and ``description``."""
     doc = {k: v for k, v in canonical_form(spec).items() if k not in UNHASHED}
     return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
+
+
+def _pre_logits_doc(plan: ClassifyPlan) -> dict[str, Any]:
+    """A classifier's pre-logits layer with its width filled in (nothing when it has none)."""
+    if plan.pre_logits is None:
+        return {}
+    return {"pre_logits": plan.pre_logits.model_dump(mode="json")}
 
 
 def _attention_doc(plan: AttentionPlan) -> dict[str, Any]:
@@ -140,7 +154,7 @@ _RESOLVED: dict[type[NodePlan], Callable[[Any], dict[str, Any]]] = {
     EmbedPlan: lambda plan: {"dim": plan.dim},
     PositionPlan: lambda plan: {"max_len": plan.max_len},
     PoolPlan: lambda plan: {"mode": plan.mode},
-    ClassifyPlan: lambda plan: {"pool": plan.mode},
+    ClassifyPlan: lambda plan: {"pool": plan.mode} | _pre_logits_doc(plan),
     LMHeadPlan: lambda plan: {"vocab_size": plan.vocab},
     StackPlan: _stack_doc,
     PruneStage: lambda plan: {},  # a token_prune node resolves nothing it writes

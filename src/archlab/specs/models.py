@@ -429,7 +429,7 @@ class TokenPruneNode(PruneSettings):
     input: Identifier
 
 
-PoolMode = Literal["cls", "mean", "max", "last"]
+PoolMode = Literal["cls", "first", "mean", "max", "last"]
 
 
 class NormNode(SpecModel):
@@ -445,11 +445,20 @@ class PoolNode(SpecModel):
     mode: PoolMode | None = None
 
 
+class PreLogits(SpecModel):
+    """A ``Linear(D, dim)`` and an activation between the pooled vector and the classifier (the
+    pooler of BERT, the representation layer of ViT); ``dim`` null = D."""
+
+    dim: Count | None = None
+    activation: Literal["tanh"] = "tanh"
+
+
 class ClassifyNode(SpecModel):
     op: Literal["classify"]
     input: Identifier
     classes: Count
     pool: PoolMode | None = None
+    pre_logits: PreLogits | None = None
 
 
 class LMHeadNode(SpecModel):

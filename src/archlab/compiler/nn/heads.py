@@ -10,11 +10,12 @@ from torch import Tensor, nn
 
 from archlab.compiler.nn.embeddings import TokenEmbedding
 
-PoolMode = Literal["cls", "mean", "max", "last"]
+PoolMode = Literal["cls", "first", "mean", "max", "last"]
 
 
 class Pool(nn.Module):
-    """Sequence to vector: the first CLS token, or the mean, max or last of the other tokens.
+    """Sequence to vector: the first CLS token, the first position whatever it holds (a
+    tokenizer's `[CLS]`), or the mean, max or last of the other tokens.
 
     `mean` and `max` skip the `n_cls` leading tokens (as timm does) and padding; `last` is the last
     real token. A sample with no real token pools to zeros.
@@ -22,8 +23,8 @@ class Pool(nn.Module):
 
     def __init__(self, mode: PoolMode, n_cls: int = 0) -> None:
         super().__init__()
-        if mode not in ("cls", "mean", "max", "last"):
-            raise ValueError(f"unknown pool mode {mode!r}; choose cls, mean, max or last")
+        if mode not in ("cls", "first", "mean", "max", "last"):
+            raise ValueError(f"unknown pool mode {mode!r}; choose cls, first, mean, max or last")
         if mode == "cls" and n_cls < 1:
             raise ValueError("pool mode cls needs a CLS token (n_cls is 0)")
         self.mode = mode
@@ -31,7 +32,7 @@ class Pool(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Shape: x `(B, N, D)`, mask `(B, N)` -> `(B, D)`."""
-        if self.mode == "cls":
+        if self.mode in ("cls", "first"):
             return x[:, 0]
         if self.mode == "last":
             return self._last(x, mask)
@@ -58,20 +59,35 @@ class Pool(nn.Module):
 
 
 class Classify(nn.Module):
-    """`pool` then a Linear classifier `fc`.
+    """`pool`, an optional `pre_logits` Linear followed by tanh, then a Linear classifier `fc`.
 
-    `mode` None means the input is already pooled (a `pool` node upstream): `pool` is then None and
-    the classifier is `fc` alone.
+    `mode` None means the input is already pooled (a `pool` node upstream): `pool` is then None.
+    `pre_dim` None means no pre-logits layer (`pre_logits` is None and `fc` reads the pooled
+    vector); otherwise `pre_logits` is `Linear(dim, pre_dim)` (BERT's pooler).
     """
 
-    def __init__(self, dim: int, classes: int, mode: PoolMode | None, n_cls: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        classes: int,
+        mode: PoolMode | None,
+        n_cls: int = 0,
+        pre_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.pool = None if mode is None else Pool(mode, n_cls)
-        self.fc = nn.Linear(dim, classes)
+        self.pre_logits = None if pre_dim is None else nn.Linear(dim, pre_dim)
+        self.fc = nn.Linear(dim if pre_dim is None else pre_dim, classes)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Shape: x `(B, N, D)`, mask `(B, N)` (or pooled x `(B, D)`) -> logits `(B, classes)`."""
-        return self.fc(x if self.pool is None else self.pool(x, mask))
+        return self.logits(x if self.pool is None else self.pool(x, mask))
+
+    def logits(self, pooled: Tensor) -> Tensor:
+        """Shape: pooled `(B, D)` -> logits `(B, classes)`."""
+        if self.pre_logits is not None:
+            pooled = torch.tanh(self.pre_logits(pooled))
+        return self.fc(pooled)
 
 
 class LMHead(nn.Module):

@@ -37,6 +37,7 @@ from archlab.specs.models import (
     PoolMode,
     PoolNode,
     PositionNode,
+    PreLogits,
 )
 
 #: ``infer(ctx, node_id, node)``: the node's info, or None (reported) when it cannot be built.
@@ -233,6 +234,14 @@ def infer_pool(ctx: Context, node_id: str, node: PoolNode) -> NodeInfo | None:
     return NodeInfo(node_id, node.op, node, shape, plan=PoolPlan(mode, seq.n_cls))
 
 
+def pre_logits(node: ClassifyNode, dim: int) -> PreLogits | None:
+    """A classifier's pre-logits layer with its width resolved (the input width D unless
+    written)."""
+    if node.pre_logits is None or node.pre_logits.dim is not None:
+        return node.pre_logits
+    return node.pre_logits.model_copy(update={"dim": dim})
+
+
 def infer_classify(ctx: Context, node_id: str, node: ClassifyNode) -> NodeInfo | None:
     path = f"nodes.{node_id}"
     shape = ctx.infos[node.input].shape
@@ -240,7 +249,7 @@ def infer_classify(ctx: Context, node_id: str, node: ClassifyNode) -> NodeInfo |
         mode = pool_mode(ctx, f"{path}.pool", node.pool, shape)
         if mode is None:
             return None
-        plan = ClassifyPlan(shape.dim, mode, shape.n_cls)
+        plan = ClassifyPlan(shape.dim, mode, shape.n_cls, pre_logits(node, shape.dim))
     elif isinstance(shape, VecShape):
         if node.pool is not None:
             ctx.errors.add(
@@ -248,7 +257,7 @@ def infer_classify(ctx: Context, node_id: str, node: ClassifyNode) -> NodeInfo |
                 f"{node.input!r} is already pooled (B, {shape.dim}); leave pool out",
             )
             return None
-        plan = ClassifyPlan(shape.dim, None, 0)
+        plan = ClassifyPlan(shape.dim, None, 0, pre_logits(node, shape.dim))
     else:
         ctx.errors.add(f"{path}.input", f"classify needs features, but {ctx.describe(node.input)}")
         return None

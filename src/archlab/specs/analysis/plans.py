@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from archlab.specs.analysis.shapes import SeqShape, Shape
-from archlab.specs.models import Block, Mask, NormKind, PoolMode, Position, RelativeBias
+from archlab.specs.models import (
+    Block,
+    Mask,
+    NormKind,
+    PoolMode,
+    Position,
+    PreLogits,
+    RelativeBias,
+)
 
 # ----------------------------------------------------------------------------- stacks, pruning
 
@@ -127,12 +135,14 @@ class PoolPlan:
 
 @dataclass(frozen=True)
 class ClassifyPlan:
-    """``classify``: the width it reads, and how it pools a sequence (``mode`` None: its input
-    is already pooled, and ``n_cls`` 0)."""
+    """``classify``: the width it reads, how it pools a sequence (``mode`` None: its input
+    is already pooled, and ``n_cls`` 0), and its pre-logits layer with ``dim`` resolved (None:
+    none)."""
 
     in_dim: int
     mode: PoolMode | None
     n_cls: int
+    pre_logits: PreLogits | None = None
 
 
 @dataclass(frozen=True)

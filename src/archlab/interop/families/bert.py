@@ -1,0 +1,251 @@
+"""BERT (Devlin et al. 2019) from Hugging Face ``transformers``: ``BertModel`` and
+``BertForSequenceClassification``.
+
+The spec takes the word-piece ``ids`` (padding given by ``ids_mask``, True = real token, as HF's
+``attention_mask``; the spec sets no ``pad_id``, since HF masks nothing by id) and the segment ids
+``token_types`` as a second tokens input. Word and token-type embeddings are summed (an ``add``),
+learned positions added, then the embedding LayerNorm and a post-norm encoder. The classifier
+reads the first position (``[CLS]``) through BERT's pooler, a Linear and tanh (the ``classify``
+node's ``pre_logits``). HF's separate query, key and value Linears become archlab's fused
+``qkv`` (queries, keys, values, each head-major, which is HF's own row order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from archlab.interop.families import (
+    Config,
+    ConversionError,
+    Family,
+    StateDict,
+    architecture_of,
+    register,
+)
+
+#: HF ``hidden_act`` -> archlab's MLP activation (``gelu`` is the exact erf GELU in both).
+ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+
+CLASSIFIER = "BertForSequenceClassification"
+
+
+def _sizes(config: Config) -> dict[str, Any]:
+    """The BertConfig values the spec needs (HF's defaults where left out), checked."""
+    unsupported = {
+        "position_embedding_type": ("absolute", "only absolute positions"),
+        "is_decoder": (False, "only encoders"),
+        "add_cross_attention": (False, "no cross-attention"),
+    }
+    for key, (wanted, what) in unsupported.items():
+        value = config.get(key, wanted)
+        if value != wanted:
+            raise ConversionError(f"BERT config has {key}={value!r}; archlab converts {what}")
+    act = config.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS:
+        known = ", ".join(ACTIVATIONS)
+        raise ConversionError(f"BERT hidden_act {act!r} is not supported; supported: {known}")
+    sizes: dict[str, Any] = {
+        "vocab": int(config.get("vocab_size", 30522)),
+        "dim": int(config.get("hidden_size", 768)),
+        "depth": int(config.get("num_hidden_layers", 12)),
+        "heads": int(config.get("num_attention_heads", 12)),
+        "hidden": int(config.get("intermediate_size", 3072)),
+        "max_len": int(config.get("max_position_embeddings", 512)),
+        "types": int(config.get("type_vocab_size", 2)),
+        "eps": float(config.get("layer_norm_eps", 1e-12)),
+        "activation": ACTIVATIONS[act],
+        "dropout": float(config.get("hidden_dropout_prob", 0.1)),
+        "attention_dropout": float(config.get("attention_probs_dropout_prob", 0.1)),
+        "labels": num_labels(config),
+    }
+    if sizes["dim"] % sizes["heads"]:
+        raise ConversionError(
+            f"BERT hidden_size {sizes['dim']} is not a multiple of "
+            f"num_attention_heads {sizes['heads']}"
+        )
+    return sizes
+
+
+def num_labels(config: Config) -> int:
+    """The classes of a classification head: ``id2label``'s size, as HF counts them."""
+    id2label = config.get("id2label")
+    return len(id2label) if id2label else int(config.get("num_labels", 2))
+
+
+def spec(config: Config, architecture: str) -> dict[str, Any]:
+    """The spec document of a BERT config and architecture."""
+    architecture_of({"architectures": [architecture]}, FAMILY)
+    s = _sizes(config)
+    tokens = {"kind": "tokens", "max_len": s["max_len"]}
+    block = {
+        "attention": {"heads": s["heads"], "bias": True, "dropout": s["attention_dropout"]},
+        "mlp": {"hidden": s["hidden"], "activation": s["activation"]},
+        "norm": {"kind": "layernorm", "placement": "post", "eps": s["eps"]},
+        "dropout": s["dropout"],
+    }
+    nodes: dict[str, Any] = {
+        "tok": {"op": "embed", "input": "ids", "dim": s["dim"]},
+        "types": {"op": "embed", "input": "token_types", "dim": s["dim"]},
+        "embeddings": {"op": "add", "inputs": ["tok", "types"]},
+        "pos": {"op": "position", "input": "embeddings", "encoding": "learned"},
+        "emb_norm": {"op": "norm", "input": "pos", "kind": "layernorm", "eps": s["eps"]},
+        "emb_drop": {"op": "dropout", "input": "emb_norm", "p": s["dropout"]},
+        "encoder": {"op": "encoder", "input": "emb_drop", "depth": s["depth"], "block": block},
+    }
+    output = "encoder"
+    if architecture == CLASSIFIER:
+        nodes["head"] = {
+            "op": "classify",
+            "input": "encoder",
+            "classes": s["labels"],
+            "pool": "first",
+            "pre_logits": {"activation": "tanh"},
+        }
+        output = "head"
+        head = f"the pooler (Linear + tanh on [CLS]) and a {s['labels']}-class classifier"
+    else:
+        head = "no head: the output is the last hidden state"
+    return {
+        "version": 1,
+        "name": str(config.get("_name_or_path") or "bert").rsplit("/", 1)[-1] or "bert",
+        "description": (
+            f"Imported from Hugging Face {architecture}: {s['depth']} post-norm layers of "
+            f"{s['heads']} heads, width {s['dim']}, {s['types']} token types; {head}. "
+            "HF's dropout before the classifier is not modelled (identical at inference)."
+        ),
+        "inputs": {
+            "ids": {**tokens, "vocab_size": s["vocab"]},
+            "token_types": {**tokens, "vocab_size": s["types"]},
+        },
+        "nodes": nodes,
+        "outputs": output,
+    }
+
+
+def _renames(depth: int, architecture: str) -> dict[str, str]:
+    """archlab name -> HF name (without the ``bert.`` prefix) for every tensor but ``qkv``."""
+    names = {
+        "tok.weight": "embeddings.word_embeddings.weight",
+        "types.weight": "embeddings.token_type_embeddings.weight",
+        "pos.weight": "embeddings.position_embeddings.weight",
+        "emb_norm.weight": "embeddings.LayerNorm.weight",
+        "emb_norm.bias": "embeddings.LayerNorm.bias",
+    }
+    parts = {
+        "attention.out": "attention.output.dense",
+        "norm1": "attention.output.LayerNorm",
+        "mlp.fc1": "intermediate.dense",
+        "mlp.fc2": "output.dense",
+        "norm2": "output.LayerNorm",
+    }
+    for i in range(depth):
+        for ours, theirs in parts.items():
+            for p in ("weight", "bias"):
+                names[f"encoder.layers.{i}.{ours}.{p}"] = f"encoder.layer.{i}.{theirs}.{p}"
+    if architecture == CLASSIFIER:
+        for p in ("weight", "bias"):
+            names[f"head.pre_logits.{p}"] = f"pooler.dense.{p}"
+            names[f"head.fc.{p}"] = f"classifier.{p}"
+    return names
+
+
+def _unprefixed(state: StateDict) -> dict[str, Tensor]:
+    """HF's keys without the ``bert.`` prefix and with old ``gamma``/``beta`` LayerNorm names."""
+    out: dict[str, Tensor] = {}
+    for key, tensor in state.items():
+        key = key.removeprefix("bert.")
+        if "LayerNorm." in key:
+            key = key.replace("LayerNorm.gamma", "LayerNorm.weight")
+            key = key.replace("LayerNorm.beta", "LayerNorm.bias")
+        out[key] = tensor
+    return out
+
+
+def _expected_shapes(s: dict[str, Any], architecture: str) -> dict[str, tuple[int, ...]]:
+    """archlab name -> the shape the config implies, for every tensor."""
+    d, f = s["dim"], s["hidden"]
+    shapes: dict[str, tuple[int, ...]] = {
+        "tok.weight": (s["vocab"], d),
+        "types.weight": (s["types"], d),
+        "pos.weight": (s["max_len"], d),
+        "emb_norm.weight": (d,),
+        "emb_norm.bias": (d,),
+    }
+    layer = {
+        "attention.qkv.weight": (3 * d, d),
+        "attention.qkv.bias": (3 * d,),
+        "attention.out.weight": (d, d),
+        "attention.out.bias": (d,),
+        "norm1.weight": (d,),
+        "norm1.bias": (d,),
+        "mlp.fc1.weight": (f, d),
+        "mlp.fc1.bias": (f,),
+        "mlp.fc2.weight": (d, f),
+        "mlp.fc2.bias": (d,),
+        "norm2.weight": (d,),
+        "norm2.bias": (d,),
+    }
+    for i in range(s["depth"]):
+        shapes.update({f"encoder.layers.{i}.{k}": v for k, v in layer.items()})
+    if architecture == CLASSIFIER:
+        shapes |= {"head.pre_logits.weight": (d, d), "head.pre_logits.bias": (d,)}
+        shapes |= {"head.fc.weight": (s["labels"], d), "head.fc.bias": (s["labels"],)}
+    return shapes
+
+
+def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Tensor]:
+    """archlab's state dict for ``spec(config, architecture)`` from a HF BERT state dict."""
+    s = _sizes(config)
+    hf = _unprefixed(state)
+    extra = sorted(
+        k for k in hf if k.startswith("encoder.layer.") and int(k.split(".")[2]) >= s["depth"]
+    )
+    if extra:
+        raise ConversionError(
+            f"the checkpoint has layers the config does not (num_hidden_layers {s['depth']}): "
+            f"{', '.join(extra[:4])}"
+        )
+    names = _renames(s["depth"], architecture)
+    needed = list(names.values())
+    for i in range(s["depth"]):
+        needed += [
+            f"encoder.layer.{i}.attention.self.{proj}.{p}"
+            for proj in ("query", "key", "value")
+            for p in ("weight", "bias")
+        ]
+    missing = [k for k in needed if k not in hf]
+    if missing:
+        more = f" (and {len(missing) - 6} more)" if len(missing) > 6 else ""
+        raise ConversionError(f"the BERT checkpoint lacks {', '.join(missing[:6])}{more}")
+    out = {ours: hf[theirs] for ours, theirs in names.items()}
+    for i in range(s["depth"]):
+        prefix = f"encoder.layer.{i}.attention.self"
+        for p in ("weight", "bias"):
+            parts = [hf[f"{prefix}.{proj}.{p}"] for proj in ("query", "key", "value")]
+            if len({tuple(t.shape) for t in parts}) != 1:
+                shapes = ", ".join(str(tuple(t.shape)) for t in parts)
+                raise ConversionError(f"{prefix}.query/key/value.{p} differ in shape: {shapes}")
+            out[f"encoder.layers.{i}.attention.qkv.{p}"] = torch.cat(parts, dim=0)
+    for name, shape in _expected_shapes(s, architecture).items():
+        if tuple(out[name].shape) != shape:
+            source = names.get(name, name)
+            raise ConversionError(
+                f"tensor {source} has shape {tuple(out[name].shape)}, but the config implies "
+                f"{shape} (for archlab's {name})"
+            )
+    return out
+
+
+FAMILY = register(
+    Family("BERT", ("bert",), ("BertForSequenceClassification", "BertModel"), spec, weights)
+)
