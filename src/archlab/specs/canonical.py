@@ -33,6 +33,11 @@ from archlab.specs.models import Spec
 #: Top-level keys that describe a spec without being part of the architecture.
 UNHASHED = ("$schema", "name", "description")
 
+#: Node fields added to the language after specs were hashed whose null means the behaviour from
+#: before: written only when set, so that every older spec keeps its hash (an attention's
+#: ``scale`` is handled the same way in ``_attention_doc``).
+_WRITTEN_WHEN_SET: dict[str, tuple[str, ...]] = {"lm_head": ("scale",)}
+
 
 def canonical_form(spec: SpecSource) -> dict[str, Any]:
     """The canonical JSON document of a spec (``$schema`` dropped; name/description kept)."""
@@ -45,6 +50,9 @@ def canonical_form(spec: SpecSource) -> dict[str, Any]:
     for node_id, info in graph.nodes.items():
         if info.plan is not None:
             doc["nodes"][node_id].update(_RESOLVED[type(info.plan)](info.plan))
+        for key in _WRITTEN_WHEN_SET.get(info.op, ()):
+            if doc["nodes"][node_id].get(key) is None:
+                del doc["nodes"][node_id][key]
     return doc
 
 
@@ -72,6 +80,8 @@ def _attention_doc(plan: AttentionPlan) -> dict[str, Any]:
         "qk_norm": plan.qk_norm,
         "feature_map": plan.feature_map,
     }
+    if plan.scale is not None:  # written only when set: specs without it keep their hash
+        doc["scale"] = plan.scale
     return doc
 
 
