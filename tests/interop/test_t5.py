@@ -73,14 +73,17 @@ def convert(config: dict[str, Any], state: dict[str, Any]) -> archlab.CompiledMo
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source ids with padding (mask True = real token) and decoder ids, seeded."""
+    """Source ids with padding (mask True = real token) and decoder ids starting with the pad id
+    (T5's decoder start), seeded; a real source token is the pad id too."""
     g = torch.Generator().manual_seed(2)
-    src = torch.randint(2, VOCAB, (3, 11), generator=g)
+    src = torch.randint(0, VOCAB, (3, 11), generator=g)
+    src[0, 4] = 0
     src_mask = torch.ones(3, 11, dtype=torch.bool)
     src_mask[1, 7:] = False
     src_mask[2, 3:] = False
     src = src.masked_fill(~src_mask, 0)
-    tgt = torch.randint(2, VOCAB, (3, 9), generator=g)
+    tgt = torch.randint(0, VOCAB, (3, 9), generator=g)
+    tgt[:, 0] = 0
     return src, src_mask, tgt
 
 

@@ -111,10 +111,11 @@ def spec(config: Config, architecture: str) -> dict[str, Any]:
     p = float(config.get("dropout_rate", 0.0))
     tied = bool(config.get("tie_word_embeddings", True))
     max_len = int(config.get("n_positions") or 512)
-    pad = int(config.get("pad_token_id") or 0)
     depth = int(config["num_layers"])
     decoder_depth = int(config.get("num_decoder_layers") or depth)
-    tokens = {"kind": "tokens", "vocab_size": vocab, "max_len": max_len, "pad_id": pad}
+    # no pad_id: T5 masks only what attention_mask says (src_mask here), and its decoder input
+    # starts with the pad id (decoder_start_token_id), which must stay a visible key
+    tokens = {"kind": "tokens", "vocab_size": vocab, "max_len": max_len}
     block = _block(config, p)
     nodes: dict[str, Any] = {"shared": {"op": "embed", "input": "src", "dim": d_model}}
     src = _dropout(nodes, "src_drop", "shared", p)
@@ -137,7 +138,7 @@ def spec(config: Config, architecture: str) -> dict[str, Any]:
     if _rescaled(config):
         head["scale"] = d_model**-0.5
     nodes["lm_head"] = head
-    name = str(config.get("_name_or_path") or "t5")
+    name = str(config.get("_name_or_path") or "t5").rstrip("/").rsplit("/", 1)[-1]
     return {
         "version": 1,
         "name": name,
@@ -145,7 +146,8 @@ def spec(config: Config, architecture: str) -> dict[str, Any]:
             f"Imported from Hugging Face {architecture} (T5): {depth} encoder and "
             f"{decoder_depth} decoder layers, width {d_model}, {block['attention']['heads']} "
             f"heads of {block['attention']['head_dim']}, {block['mlp']['activation']} MLP of "
-            f"{block['mlp']['hidden']}, {'tied' if tied else 'untied'} head."
+            f"{block['mlp']['hidden']}, {'tied' if tied else 'untied'} head; sequences up to "
+            f"{max_len} tokens."
         ),
         "inputs": {"src": tokens, "tgt": dict(tokens)},
         "nodes": nodes,
