@@ -138,7 +138,7 @@ def spec(config: Config, architecture: str) -> dict[str, Any]:
     if _rescaled(config):
         head["scale"] = d_model**-0.5
     nodes["lm_head"] = head
-    name = str(config.get("_name_or_path") or "t5").rstrip("/").rsplit("/", 1)[-1]
+    name = str(config.get("_name_or_path") or "").rstrip("/").rsplit("/", 1)[-1] or "t5"
     return {
         "version": 1,
         "name": name,
