@@ -219,6 +219,8 @@ VIT_DIFFERENT: list[tuple[str, Mutation]] = [
     ("mask causal", lambda d: vit_attention(d).__setitem__("mask", "causal")),
     ("rotary", lambda d: vit_attention(d).__setitem__("position", "rotary")),
     ("qk_norm", lambda d: vit_attention(d).__setitem__("qk_norm", True)),
+    ("attention scale", lambda d: vit_attention(d).__setitem__("scale", 1.0)),
+    ("geglu_tanh", lambda d: vit_enc(d)["block"].__setitem__("mlp", {"activation": "geglu_tanh"})),
     ("attention bias", lambda d: vit_attention(d).__setitem__("bias", False)),
     ("prune", lambda d: vit_enc(d).__setitem__("prune", {"method": "dynamic", "at": [1], "keep": 0.5})),
     ("override", lambda d: vit_enc(d).__setitem__("overrides", [{"layers": [1], "mlp": {"ratio": 2}}])),
@@ -278,6 +280,18 @@ def test_mask_none_in_a_decoder_is_a_real_change(minimal_gpt) -> None:
     doc = minimal_gpt()
     gpt_attention(doc)["mask"] = "none"
     assert hash_of(doc) != hash_of(minimal_gpt())
+
+
+def test_scales_hash_only_when_set(minimal_gpt) -> None:
+    base = hash_of(minimal_gpt())
+    doc = minimal_gpt()
+    gpt_attention(doc)["scale"] = None
+    doc["nodes"]["logits"]["scale"] = None
+    assert hash_of(doc) == base
+    assert "scale" not in canonical_form(doc)["nodes"]["logits"]
+    doc["nodes"]["logits"]["scale"] = 0.125
+    assert hash_of(doc) != base
+    assert canonical_form(doc)["nodes"]["logits"]["scale"] == 0.125
 
 
 def test_cross_attention_change_is_a_real_change(minimal_gpt) -> None:

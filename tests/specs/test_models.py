@@ -166,7 +166,8 @@ def test_override_unknown_block_key_has_path_and_hint(spec_error, minimal_vit) -
         (
             lambda d: enc(d)["block"].__setitem__("mlp", {"activation": "gleu"}),
             "nodes.enc.block.mlp.activation",
-            r"^\"gleu\" is not one of 'gelu', 'gelu_tanh', 'relu', 'silu', 'swiglu' or 'geglu'$",
+            r"^\"gleu\" is not one of 'gelu', 'gelu_tanh', 'relu', 'silu', 'swiglu', 'geglu' "
+            r"or 'geglu_tanh'$",
         ),
         (
             lambda d: d["nodes"]["pos"].__setitem__("encoding", "rotary"),

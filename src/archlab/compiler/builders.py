@@ -151,7 +151,7 @@ def build_lm_head(ctx: BuildContext, info: NodeInfo) -> nn.Module:
     plan = info.plan_as(LMHeadPlan)
     tied = ctx.built[plan.tie_root] if plan.tie_root is not None else None
     assert tied is None or isinstance(tied, TokenEmbedding)
-    return LMHead(plan.in_dim, plan.vocab, tied)
+    return LMHead(plan.in_dim, plan.vocab, tied, scale=plan.scale)
 
 
 def build_add(ctx: BuildContext, info: NodeInfo) -> nn.Module:
@@ -263,6 +263,7 @@ def build_attention(ctx: BuildContext, plan: AttentionPlan, max_len: int) -> nn.
     return Attention(
         plan.dim,
         plan.heads,
+        scale=plan.scale,
         mask=mask,
         position=POSITION_PARTS[position](plan, max_len),
         max_len=max_len,

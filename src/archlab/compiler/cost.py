@@ -30,6 +30,7 @@ from archlab.specs.analysis import (
     SeqShape,
     StackPlan,
 )
+from archlab.specs.models import GATED_ACTIVATIONS
 
 #: Chunk length of causal linear attention (prefix sums across chunks, quadratic inside one).
 LINEAR_CHUNK = 64
@@ -80,7 +81,7 @@ def attention_cost(plan: AttentionPlan, tokens: int, keys: int) -> Cost:
 
 
 def mlp_cost(dim: int, hidden: int, activation: str, bias: bool, tokens: int) -> Cost:
-    gated = activation in ("swiglu", "geglu")
+    gated = activation in GATED_ACTIVATIONS
     return linear(dim, (2 if gated else 1) * hidden, bias, tokens) + linear(
         hidden, dim, bias, tokens
     )

@@ -23,7 +23,7 @@ from archlab.specs.analysis import (
     TokensShape,
     VecShape,
 )
-from archlab.specs.models import Rotary
+from archlab.specs.models import GATED_ACTIVATIONS, Rotary
 from archlab.textsafe import printable
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def forward_bytes(graph: Graph, batch: int, itemsize: int) -> int:
         largest = max(largest, n * itemsize)
         if info.stack is not None:
             for layer in info.stack.layers:
-                gated = 2 if layer.block.mlp.activation in ("swiglu", "geglu") else 1
+                gated = 2 if layer.block.mlp.activation in GATED_ACTIVATIONS else 1
                 largest = max(largest, batch * layer.tokens * layer.hidden * gated * itemsize)
     return inputs + 2 * largest
 

@@ -33,9 +33,10 @@ from archlab.specs.models import Spec
 #: Top-level keys that describe a spec without being part of the architecture.
 UNHASHED = ("$schema", "name", "description")
 
-#: Node fields added to version 1 after specs were hashed, by op: left out of the canonical form
-#: while null, so that every spec written before them keeps its form and hash.
-LATER_FIELDS = {"classify": ("pre_logits",)}
+#: Node fields added to version 1 after specs were hashed, by op, whose null means the behaviour
+#: from before: written only when set, so that every older spec keeps its form and hash (an
+#: attention's ``scale`` is handled the same way in ``_attention_doc``).
+LATER_FIELDS: dict[str, tuple[str, ...]] = {"classify": ("pre_logits",), "lm_head": ("scale",)}
 
 
 def canonical_form(spec: SpecSource) -> dict[str, Any]:
@@ -47,11 +48,11 @@ def canonical_form(spec: SpecSource) -> dict[str, Any]:
         if doc.get(key) is None:
             doc.pop(key, None)
     for node_id, info in graph.nodes.items():
+        if info.plan is not None:
+            doc["nodes"][node_id].update(_RESOLVED[type(info.plan)](info.plan))
         for key in LATER_FIELDS.get(info.op, ()):
             if doc["nodes"][node_id].get(key) is None:
                 doc["nodes"][node_id].pop(key, None)
-        if info.plan is not None:
-            doc["nodes"][node_id].update(_RESOLVED[type(info.plan)](info.plan))
     return doc
 
 
@@ -86,6 +87,8 @@ def _attention_doc(plan: AttentionPlan) -> dict[str, Any]:
         "qk_norm": plan.qk_norm,
         "feature_map": plan.feature_map,
     }
+    if plan.scale is not None:  # written only when set: specs without it keep their hash
+        doc["scale"] = plan.scale
     return doc
 
 

@@ -253,6 +253,7 @@ class Attention(SpecModel):
     bias: bool = True
     qk_norm: bool = False
     feature_map: Literal["elu", "relu"] = "elu"
+    scale: PositiveFloat | None = None
 
 
 class CrossAttention(SpecModel):
@@ -268,9 +269,12 @@ class CrossAttention(SpecModel):
     bias: bool | None = None
     qk_norm: bool | None = None
     feature_map: Literal["elu", "relu"] | None = None
+    scale: PositiveFloat | None = None
 
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu", "geglu_tanh"]
+#: the GLU variants: the MLP's first projection outputs value and gate, 2 x hidden
+GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh")
 
 
 class Mlp(SpecModel):
@@ -466,6 +470,7 @@ class LMHeadNode(SpecModel):
     input: Identifier
     tie: Identifier | None = None
     vocab_size: Count | None = None
+    scale: PositiveFloat | None = None
 
 
 class AddNode(SpecModel):

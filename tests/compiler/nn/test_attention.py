@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -133,6 +134,19 @@ def test_kernels_match_reference(kernel_name: str, mask: MaskPattern, position: 
         torch.testing.assert_close(
             fast(x, key_padding, bias=bias), reference(x, key_padding, bias=bias)
         )
+
+
+@pytest.mark.parametrize("kernel_name", ["reference", "sdpa", "sdpa_mask"])
+@torch.no_grad()
+def test_scale_equals_queries_rescaled(kernel_name: str) -> None:
+    """`scale` s scores like the default 1/sqrt(E) with queries multiplied by s * sqrt(E)."""
+    scaled = make(kernel_name, scale=1.0)
+    default = twin(scaled, kernel_name)
+    default.qkv.weight[:D] *= math.sqrt(D // H)
+    default.qkv.bias[:D] *= math.sqrt(D // H)
+    x, padding = inputs()
+    for key_padding in (None, padding):
+        torch.testing.assert_close(scaled(x, key_padding), default(x, key_padding))
 
 
 @pytest.mark.parametrize("kernel_name", CPU_KERNELS)

@@ -67,6 +67,12 @@ def test_lm_head_ties_the_embedding_parameter() -> None:
         LMHead(16, 40, tied=embedding)
 
 
+def test_lm_head_scale_multiplies_its_input() -> None:
+    head = LMHead(16, 50, scale=0.25)
+    x = torch.randn(2, 3, 16)
+    torch.testing.assert_close(head(x), (0.25 * x) @ head.weight.T)
+
+
 def test_untied_lm_head_has_no_bias() -> None:
     head = LMHead(16, 50)
     assert [name for name, _ in head.named_parameters()] == ["weight"]

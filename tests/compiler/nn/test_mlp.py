@@ -25,7 +25,7 @@ PLAIN = {
     "relu": lambda x: x.clamp(min=0),
     "silu": lambda x: x / (1 + torch.exp(-x)),
 }
-GATED = {"swiglu": PLAIN["silu"], "geglu": gelu}
+GATED = {"swiglu": PLAIN["silu"], "geglu": gelu, "geglu_tanh": gelu_tanh}
 
 
 @pytest.mark.parametrize("activation", [*PLAIN, *GATED])
@@ -60,7 +60,7 @@ def test_make_norm() -> None:
         make_norm("batchnorm", 8, 1e-5)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"])
+@pytest.mark.parametrize("activation", [*PLAIN, *GATED])
 def test_inference_in_place_equals_training_path(activation: str) -> None:
     """Without autograd the activation runs in place; the result must not change."""
     torch.manual_seed(0)

@@ -486,3 +486,19 @@ def test_feature_map_on_softmax_attention_is_refused(spec_error, minimal_gpt) ->
     doc = minimal_gpt()
     dec_attention(doc)["feature_map"] = "relu"
     spec_error(doc, "nodes.dec.block.attention.feature_map", r"belongs to linear attention")
+
+
+def test_scale_on_linear_attention_is_refused(spec_error, minimal_gpt) -> None:
+    doc = minimal_gpt()
+    dec_attention(doc).update({"kind": "linear", "scale": 1.0})
+    spec_error(doc, "nodes.dec.block.attention.scale", r"linear attention has no score scale")
+
+
+def test_cross_attention_inherits_the_scale(minimal_gpt) -> None:
+    doc = minimal_gpt()
+    doc["inputs"]["src"] = {"kind": "tokens", "vocab_size": 100, "max_len": 32}
+    doc["nodes"]["src_tok"] = {"op": "embed", "input": "src", "tie": "tok"}
+    doc["nodes"]["dec"]["memory"] = "src_tok"
+    dec_attention(doc)["scale"] = 1.0
+    layer = graph_of(doc).nodes["dec"].stack.layers[0]
+    assert layer.attention.scale == layer.cross_attention.scale == 1.0

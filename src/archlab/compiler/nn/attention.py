@@ -1,7 +1,7 @@
 """Softmax attention and the one place that chooses its kernel.
 
-Every kernel computes the same function, softmax(QK^T / sqrt(E) + bias + mask) V, and a query that
-may see no key outputs zeros:
+Every kernel computes the same function, softmax(QK^T * scale + bias + mask) V (scale 1/sqrt(E)
+unless set), and a query that may see no key outputs zeros:
 - `reference`: that formula written out; the baseline the others are tested against.
 - `sdpa`: `F.scaled_dot_product_attention` with `is_causal` or no mask (flash / efficient kernels);
   a padding mask at run time switches it to a dense mask.
@@ -171,7 +171,8 @@ class Attention(HeadProjections):
     none, rotary, ALiBi, or relative_bias, for which the stack hands its shared `(H, T, S)` table
     to `forward` as `bias`). `mask` is the structural pattern; padding comes with each call.
     `max_len` bounds the query length. The kernel is fixed at construction (see `choose_kernel`)
-    and kept as `self.kernel`; `dropout` acts on the attention weights.
+    and kept as `self.kernel`; `dropout` acts on the attention weights. `scale` multiplies the
+    scores (default 1/sqrt(E); T5 uses 1, its scale folded into the query weights).
     """
 
     def __init__(
@@ -186,6 +187,7 @@ class Attention(HeadProjections):
         qk_norm: NormKind | None = None,
         eps: float = 1e-6,
         dropout: float = 0.0,
+        scale: float | None = None,
         mask: MaskPattern = NO_MASK,
         position: AttentionPosition | None = None,
         max_len: int,
@@ -213,7 +215,7 @@ class Attention(HeadProjections):
         self.kernel = kernel
         self.mask = mask
         self.max_len = max_len
-        self.scale = self.head_dim**-0.5
+        self.scale = scale if scale is not None else self.head_dim**-0.5
         self.attn_dropout = dropout
         self.position = position
         self._block_masks: dict[tuple[int, int, torch.device], BlockMask | None] = {}

@@ -95,10 +95,14 @@ class LMHead(nn.Module):
 
     With `tied`, `weight` is the embedding's own Parameter (one tensor, listed once by
     `named_parameters`); otherwise a fresh `(V, D)` weight initialised normal with std 0.02.
+    `scale`, when set, multiplies x first (T5 rescales its tied head's input by D**-0.5).
     """
 
-    def __init__(self, dim: int, vocab: int, tied: TokenEmbedding | None = None) -> None:
+    def __init__(
+        self, dim: int, vocab: int, tied: TokenEmbedding | None = None, scale: float | None = None
+    ) -> None:
         super().__init__()
+        self.scale = scale
         if tied is None:
             self.weight = nn.Parameter(torch.empty(vocab, dim))
             nn.init.normal_(self.weight, std=0.02)
@@ -112,4 +116,4 @@ class LMHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: x `(B, T, D)` -> logits `(B, T, V)`."""
-        return F.linear(x, self.weight)
+        return F.linear(x if self.scale is None else x * self.scale, self.weight)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu", "geglu_tanh"]
 
 
 class Gated(nn.Module):
@@ -60,6 +60,7 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": lambda: Pointwise("silu"),
     "swiglu": lambda: Gated(Pointwise("silu")),
     "geglu": lambda: Gated(Pointwise("gelu")),
+    "geglu_tanh": lambda: Gated(Pointwise("gelu_tanh")),
 }
 
 
@@ -73,8 +74,8 @@ def make_activation(name: Activation) -> nn.Module:
 class Mlp(nn.Module):
     """fc1 -> activation -> dropout -> fc2.
 
-    `fc1` maps D to `hidden`, or to 2 * hidden for `swiglu` and `geglu` (value half first, gate
-    half second); `fc2` maps `hidden` back to D. `dropout` acts on the hidden activations; the
+    `fc1` maps D to `hidden`, or to 2 * hidden for the GLU variants (`swiglu`, `geglu`,
+    `geglu_tanh`; value half first, gate half second); `fc2` maps `hidden` back to D. `dropout` acts on the hidden activations; the
     block applies its own dropout to the branch output.
     """
 

@@ -284,7 +284,9 @@ def infer_lm_head(ctx: Context, node_id: str, node: LMHeadNode) -> NodeInfo | No
     else:
         vocab, root = node.vocab_size, None
     shape = SeqShape(seq.length, vocab, seq.n_cls, seq.grid, f"{path}.vocab_size", seq.train_length)
-    return NodeInfo(node_id, node.op, node, shape, plan=LMHeadPlan(vocab, root, seq.dim))
+    return NodeInfo(
+        node_id, node.op, node, shape, plan=LMHeadPlan(vocab, root, seq.dim, node.scale)
+    )
 
 
 def _tied_head(ctx: Context, node_id: str, node: LMHeadNode, seq: SeqShape) -> EmbedPlan | None:

@@ -45,6 +45,7 @@ class AttentionPlan:
     feature_map: Literal["elu", "relu"]
     norm_kind: NormKind  # the block's norm kind, used by qk_norm
     norm_eps: float
+    scale: float | None = None  # of the scores; None: 1/sqrt(head_dim)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class LMHeadPlan:
     vocab: int
     tie_root: str | None
     in_dim: int
+    scale: float | None = None  # multiplies the input (T5's tied d_model**-0.5); None: none
 
 
 NodePlan = EmbedPlan | PositionPlan | PoolPlan | ClassifyPlan | LMHeadPlan | StackPlan | PruneStage

@@ -270,6 +270,9 @@ def attention(
         ok = False
     if attn.kind == "linear" and not _linear_fits(attn, mask, report):
         ok = False
+    if attn.kind == "linear" and attn.scale is not None:
+        report("scale", "linear attention has no score scale; remove 'scale'")
+        ok = False
     if isinstance(attn.position, Rotary):
         rotated = round(attn.position.fraction * head_dim)
         if rotated % 2 or rotated == 0:
@@ -295,6 +298,7 @@ def attention(
         attn.feature_map,
         block.norm.kind,
         block.norm.eps,
+        attn.scale,
     )
 
 
@@ -317,7 +321,17 @@ def _linear_fits(attn: Attention, mask: Mask, report: Report) -> bool:
 
 
 #: The cross-attention settings that default to the layer's self-attention.
-_INHERITED = ("kind", "heads", "kv_heads", "head_dim", "dropout", "bias", "qk_norm", "feature_map")
+_INHERITED = (
+    "kind",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "dropout",
+    "bias",
+    "qk_norm",
+    "feature_map",
+    "scale",
+)
 
 
 def cross_attention(
