@@ -429,7 +429,7 @@ class TokenPruneNode(PruneSettings):
     input: Identifier
 
 
-PoolMode = Literal["cls", "mean", "max", "last"]
+PoolMode = Literal["cls", "distill", "mean", "max", "last"]
 
 
 class NormNode(SpecModel):
@@ -464,6 +464,11 @@ class AddNode(SpecModel):
     inputs: list[Identifier] = Field(min_length=2)
 
 
+class AverageNode(SpecModel):
+    op: Literal["average"]
+    inputs: list[Identifier] = Field(min_length=2)
+
+
 class ConcatNode(SpecModel):
     op: Literal["concat"]
     inputs: list[Identifier] = Field(min_length=2)
@@ -489,6 +494,7 @@ Node = Annotated[
     | ClassifyNode
     | LMHeadNode
     | AddNode
+    | AverageNode
     | ConcatNode
     | DropoutNode,
     Field(discriminator="op"),
@@ -508,6 +514,7 @@ OPS = (
     "classify",
     "lm_head",
     "add",
+    "average",
     "concat",
     "dropout",
 )

@@ -10,11 +10,12 @@ from torch import Tensor, nn
 
 from archlab.compiler.nn.embeddings import TokenEmbedding
 
-PoolMode = Literal["cls", "mean", "max", "last"]
+PoolMode = Literal["cls", "distill", "mean", "max", "last"]
 
 
 class Pool(nn.Module):
-    """Sequence to vector: the first CLS token, or the mean, max or last of the other tokens.
+    """Sequence to vector: the first CLS token, the second (`distill`: DeiT's distillation
+    token), or the mean, max or last of the other tokens.
 
     `mean` and `max` skip the `n_cls` leading tokens (as timm does) and padding; `last` is the last
     real token. A sample with no real token pools to zeros.
@@ -22,10 +23,12 @@ class Pool(nn.Module):
 
     def __init__(self, mode: PoolMode, n_cls: int = 0) -> None:
         super().__init__()
-        if mode not in ("cls", "mean", "max", "last"):
-            raise ValueError(f"unknown pool mode {mode!r}; choose cls, mean, max or last")
+        if mode not in ("cls", "distill", "mean", "max", "last"):
+            raise ValueError(f"unknown pool mode {mode!r}; choose cls, distill, mean, max or last")
         if mode == "cls" and n_cls < 1:
             raise ValueError("pool mode cls needs a CLS token (n_cls is 0)")
+        if mode == "distill" and n_cls < 2:
+            raise ValueError(f"pool mode distill needs two CLS tokens (n_cls is {n_cls})")
         self.mode = mode
         self.n_cls = n_cls
 
@@ -33,6 +36,8 @@ class Pool(nn.Module):
         """Shape: x `(B, N, D)`, mask `(B, N)` -> `(B, D)`."""
         if self.mode == "cls":
             return x[:, 0]
+        if self.mode == "distill":
+            return x[:, 1]
         if self.mode == "last":
             return self._last(x, mask)
         x = x[:, self.n_cls :]  # (B, N', D): patch tokens only
