@@ -110,6 +110,7 @@ def image_input(config: Config) -> dict[str, Any]:
 
 def spec(config: Config, architecture: str) -> dict[str, Any]:
     """The spec of a ViT config; ``architecture`` picks the output (logits or hidden states)."""
+    architecture = architecture_of({**config, "architectures": [architecture]}, FAMILY)
     nodes: dict[str, Any] = {
         "patches": {
             "op": "patch_embed",
@@ -213,6 +214,7 @@ def embedding_weights(take: Taker, tokens: Iterable[str]) -> dict[str, Tensor]:
 
 def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Tensor]:
     """archlab's state dict for :func:`spec`'s model, from a ViT checkpoint's tensors."""
+    architecture = architecture_of({**config, "architectures": [architecture]}, FAMILY)
     take = Taker(normalized(state, "vit."), "ViT")
     out = embedding_weights(take, ["cls_token"]) | encoder_weights(take, config)
     if architecture == "ViTForImageClassification" and num_labels(config) > 0:
@@ -222,20 +224,6 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
     return out
 
 
-def _spec(config: Config, architecture: str) -> dict[str, Any]:
-    return spec(config, architecture_of(_with(config, architecture), FAMILY))
-
-
-def _weights(state: StateDict, config: Config, architecture: str) -> dict[str, Tensor]:
-    return weights(state, config, architecture_of(_with(config, architecture), FAMILY))
-
-
-def _with(config: Config, architecture: str) -> dict[str, Any]:
-    return {**config, "architectures": [architecture]}
-
-
-FAMILY = register(
-    Family("ViT", ("vit",), ("ViTForImageClassification", "ViTModel"), _spec, _weights)
-)
+FAMILY = register(Family("ViT", ("vit",), ("ViTForImageClassification", "ViTModel"), spec, weights))
 
 __all__ = ["FAMILY", "spec", "weights"]
