@@ -83,6 +83,7 @@ def relative_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
         ("ViTModel", {}),
         ("ViTForImageClassification", {"hidden_act": "gelu_new", "layer_norm_eps": 1e-6}),
         ("ViTForImageClassification", {"image_size": [24, 16], "num_channels": 1}),
+        ("ViTModel", {"image_size": [24, 16], "patch_size": [8, 4]}),
     ],
 )
 def test_outputs_equal_transformers_in_fp32(architecture: str, overrides: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from archlab.interop.families.vit import (
     image_input,
     normalized,
     num_labels,
+    patch_size,
 )
 
 ARCHITECTURES = (
@@ -71,7 +72,7 @@ def spec(config: Config, architecture: str) -> dict[str, Any]:
             "op": "patch_embed",
             "input": "image",
             "dim": int(config["hidden_size"]),
-            "patch_size": int(config.get("patch_size", 16)),
+            "patch_size": patch_size(config),
         },
         "cls": {"op": "cls_token", "input": "patches", "count": 2},
         "pos": {"op": "position", "input": "cls", "encoding": "learned"},

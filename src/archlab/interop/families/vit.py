@@ -57,6 +57,12 @@ def image_size(config: Config, key: str = "image_size") -> list[int]:
     return [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
 
 
+def patch_size(config: Config) -> int | list[int]:
+    """``patch_size`` as an int, or ``[ph, pw]`` when given as a pair."""
+    size = config.get("patch_size", 16)
+    return int(size) if isinstance(size, int) else [int(s) for s in size]
+
+
 def activation(config: Config) -> str:
     act = str(config.get("hidden_act", "gelu"))
     if act not in ACTIVATIONS:
@@ -116,7 +122,7 @@ def spec(config: Config, architecture: str) -> dict[str, Any]:
             "op": "patch_embed",
             "input": "image",
             "dim": int(config["hidden_size"]),
-            "patch_size": int(config.get("patch_size", 16)),
+            "patch_size": patch_size(config),
         },
         "cls": {"op": "cls_token", "input": "patches"},
         "pos": {"op": "position", "input": "cls", "encoding": "learned"},
