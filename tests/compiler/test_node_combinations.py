@@ -2,7 +2,7 @@
 
 Each small spec below validates, compiles, runs forward and backward, and has its summary's
 parameter count equal to the module's: the zoo test (``test_zoo.py``) for the nodes no zoo file
-holds (``pool``, ``add``, ``concat``, ``token_prune`` nodes, ``merge`` pruning,
+holds (``pool``, ``add``, ``average``, ``concat``, ``token_prune`` nodes, ``merge`` pruning,
 ``qk_norm``, ``layer_scale``), in training mode.
 """
 
@@ -50,6 +50,17 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
             "head": {"op": "classify", "input": "pooled", "classes": 3},
         },
         "head",
+    ),
+    # the reference's average example: DeiT's distilled heads, on the CLS and distillation tokens
+    "distilled_heads_averaged": _image(
+        {
+            "cls": {"op": "cls_token", "input": "patches", "count": 2},
+            "enc": {**ENC, "input": "cls"},
+            "head": {"op": "classify", "input": "enc", "classes": 3, "pool": "cls"},
+            "head_dist": {"op": "classify", "input": "enc", "classes": 3, "pool": "distill"},
+            "logits": {"op": "average", "inputs": ["head", "head_dist"]},
+        },
+        "logits",
     ),
     "pool_mean_norm_dropout_classify": _image(
         {

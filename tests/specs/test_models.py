@@ -182,7 +182,7 @@ def test_override_unknown_block_key_has_path_and_hint(spec_error, minimal_vit) -
         (
             lambda d: d["nodes"]["head"].__setitem__("pool", "avg"),
             "nodes.head.pool",
-            r"^\"avg\" is not one of 'cls', 'first', 'mean', 'max' or 'last'$",
+            r"^\"avg\" is not one of 'cls', 'first', 'distill', 'mean', 'max' or 'last'$",
         ),
     ],
     ids=[

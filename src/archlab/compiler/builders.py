@@ -26,7 +26,7 @@ from archlab.compiler.nn.attention_position import (
 )
 from archlab.compiler.nn.bias import RelativePositionBias
 from archlab.compiler.nn.block import Block
-from archlab.compiler.nn.combine import Add, Concat
+from archlab.compiler.nn.combine import Add, Average, Concat
 from archlab.compiler.nn.embeddings import ClsToken, PatchEmbedding, TokenEmbedding
 from archlab.compiler.nn.heads import Classify, LMHead, Pool
 from archlab.compiler.nn.linear_attention import LinearAttention
@@ -156,6 +156,10 @@ def build_lm_head(ctx: BuildContext, info: NodeInfo) -> nn.Module:
 
 def build_add(ctx: BuildContext, info: NodeInfo) -> nn.Module:
     return Add()
+
+
+def build_average(ctx: BuildContext, info: NodeInfo) -> nn.Module:
+    return Average()
 
 
 def build_concat(ctx: BuildContext, info: NodeInfo) -> nn.Module:
@@ -334,6 +338,7 @@ BUILD: dict[str, BuildFn] = {
     "classify": build_classify,
     "lm_head": build_lm_head,
     "add": build_add,
+    "average": build_average,
     "concat": build_concat,
     "dropout": build_dropout,
 }

@@ -207,7 +207,7 @@ def emit_head(w: ForwardWriter, info: NodeInfo) -> list[str]:
 
 
 def emit_combine(w: ForwardWriter, info: NodeInfo) -> list[str]:
-    """``add`` and ``concat``: several inputs and their masks in, one value and mask out."""
+    """``add``, ``average`` and ``concat``: several inputs and their masks in, one value and mask out."""
     node_id = info.id
     w.mask_of[node_id] = f"__m_{node_id}"
     ins, ms = ", ".join(w.values(info)), ", ".join(w.masks(info))
@@ -227,6 +227,7 @@ EMIT: dict[str, EmitFn] = {
     "classify": emit_head,
     "lm_head": emit_map,
     "add": emit_combine,
+    "average": emit_combine,
     "concat": emit_combine,
     "dropout": emit_map,
 }

@@ -162,7 +162,7 @@ CostFn = Callable[[Graph, NodeInfo, Mapping[str, Any]], Cost]
 
 
 def free_cost(graph: Graph, info: NodeInfo, attrs: Mapping[str, Any]) -> Cost:
-    """No parameters and no counted FLOPs: pool, add, concat, dropout."""
+    """No parameters and no counted FLOPs: pool, add, average, concat, dropout."""
     return ZERO
 
 
@@ -239,6 +239,7 @@ COST: dict[str, CostFn] = {
     "classify": classify_cost,
     "lm_head": lm_head_cost,
     "add": free_cost,
+    "average": free_cost,
     "concat": free_cost,
     "dropout": free_cost,
 }

@@ -433,7 +433,7 @@ class TokenPruneNode(PruneSettings):
     input: Identifier
 
 
-PoolMode = Literal["cls", "first", "mean", "max", "last"]
+PoolMode = Literal["cls", "first", "distill", "mean", "max", "last"]
 
 
 class NormNode(SpecModel):
@@ -478,6 +478,11 @@ class AddNode(SpecModel):
     inputs: list[Identifier] = Field(min_length=2)
 
 
+class AverageNode(SpecModel):
+    op: Literal["average"]
+    inputs: list[Identifier] = Field(min_length=2)
+
+
 class ConcatNode(SpecModel):
     op: Literal["concat"]
     inputs: list[Identifier] = Field(min_length=2)
@@ -503,6 +508,7 @@ Node = Annotated[
     | ClassifyNode
     | LMHeadNode
     | AddNode
+    | AverageNode
     | ConcatNode
     | DropoutNode,
     Field(discriminator="op"),
@@ -522,6 +528,7 @@ OPS = (
     "classify",
     "lm_head",
     "add",
+    "average",
     "concat",
     "dropout",
 )

@@ -1,11 +1,11 @@
-"""Add and Concat carry padding masks along."""
+"""Add, Average and Concat carry padding masks along."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from archlab.compiler.nn import Add, Concat
+from archlab.compiler.nn import Add, Average, Concat
 
 
 def test_add_sums_and_ands_masks() -> None:
@@ -17,6 +17,15 @@ def test_add_sums_and_ands_masks() -> None:
     other = torch.tensor([[False, True, True, True], [True, True, True, True]])
     assert torch.equal(Add()(a, b, masks=[mask, other])[1], mask & other)  # type: ignore[arg-type]
     assert Add()(a, b)[1] is None
+
+
+def test_average_is_the_mean_and_ands_masks() -> None:
+    a, b = torch.randn(2, 3, 5).unbind(0)
+    mask = torch.tensor([[True, False, True, True, True]] * 3)
+    y, combined = Average()(a, b, masks=[mask, None])
+    torch.testing.assert_close(y, (a + b) / 2)
+    assert combined is not None and torch.equal(combined, mask)
+    assert Average()(a, b)[1] is None
 
 
 def test_concat_along_sequence_joins_masks() -> None:

@@ -45,6 +45,13 @@ def test_last_and_cls(tokens: tuple[torch.Tensor, torch.Tensor]) -> None:
         Pool("cls")
 
 
+def test_distill_reads_the_second_cls_token(tokens: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, mask = tokens
+    torch.testing.assert_close(Pool("distill", n_cls=2)(x, mask), x[:, 1])
+    with pytest.raises(ValueError, match=r"pool mode distill needs two CLS tokens \(n_cls is 1\)"):
+        Pool("distill", n_cls=1)
+
+
 def test_classify_pools_then_projects(tokens: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, mask = tokens
     head = Classify(4, 7, "mean", n_cls=1).double()

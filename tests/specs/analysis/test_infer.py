@@ -271,6 +271,17 @@ def test_pool_cls_without_cls_token(spec_error, minimal_vit) -> None:
     )
 
 
+def test_pool_distill_needs_two_cls_tokens(spec_error, minimal_vit) -> None:
+    doc = minimal_vit()
+    doc["nodes"]["head"]["pool"] = "distill"
+    spec_error(
+        doc,
+        "nodes.head.pool",
+        r"^pool mode 'distill' reads the second CLS token and needs a cls_token with count 2 "
+        r"upstream; this sequence has 1$",
+    )
+
+
 def test_pool_node_cls_without_cls_token(spec_error, minimal_vit) -> None:
     doc = without_cls(minimal_vit())
     doc["nodes"]["p"] = {"op": "pool", "input": "enc", "mode": "cls"}

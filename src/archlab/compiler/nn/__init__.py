@@ -30,7 +30,7 @@ from archlab.compiler.nn.attention_position import (
 )
 from archlab.compiler.nn.bias import AlibiBias, RelativePositionBias, alibi_slopes
 from archlab.compiler.nn.block import Block
-from archlab.compiler.nn.combine import Add, Concat
+from archlab.compiler.nn.combine import Add, Average, Concat
 from archlab.compiler.nn.drop import DropPath, LayerScale
 from archlab.compiler.nn.embeddings import ClsToken, PatchEmbedding, TokenEmbedding
 from archlab.compiler.nn.heads import Classify, LMHead, Pool
@@ -57,6 +57,7 @@ __all__ = [
     "Attention",
     "AttentionHook",
     "AttentionPosition",
+    "Average",
     "Block",
     "Classify",
     "ClsToken",

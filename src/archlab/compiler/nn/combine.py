@@ -1,4 +1,4 @@
-"""Merging several sequences into one, padding masks included (`add` and `concat` nodes)."""
+"""Merging several sequences into one, padding masks included (`add`, `average`, `concat`)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,17 @@ class Add(nn.Module):
         for x in xs[1:]:
             total = total + x
         return total, _all_real(xs, masks)
+
+
+class Average(nn.Module):
+    """Elementwise mean of inputs of equal shape (DeiT's two heads); masks AND as in `Add`."""
+
+    def forward(self, *xs: Tensor, masks: Masks = None) -> tuple[Tensor, Tensor | None]:
+        """Shape: xs `(B, N, D)` or `(B, D)` each, masks `(B, N)` or None each -> same, `(B, N)`."""
+        total = xs[0]
+        for x in xs[1:]:
+            total = total + x
+        return total / len(xs), _all_real(xs, masks)
 
 
 class Concat(nn.Module):

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.compiler.nn.embeddings import TokenEmbedding
-
-PoolMode = Literal["cls", "first", "mean", "max", "last"]
+from archlab.specs.models import PoolMode
 
 
 class Pool(nn.Module):
     """Sequence to vector: the first CLS token, the first position whatever it holds (a
-    tokenizer's `[CLS]`), or the mean, max or last of the other tokens.
+    tokenizer's `[CLS]`), the second CLS token (`distill`: DeiT's distillation token), or the
+    mean, max or last of the other tokens.
 
     `mean` and `max` skip the `n_cls` leading tokens (as timm does) and padding; `last` is the last
     real token. A sample with no real token pools to zeros.
@@ -23,10 +23,12 @@ class Pool(nn.Module):
 
     def __init__(self, mode: PoolMode, n_cls: int = 0) -> None:
         super().__init__()
-        if mode not in ("cls", "first", "mean", "max", "last"):
-            raise ValueError(f"unknown pool mode {mode!r}; choose cls, first, mean, max or last")
+        if mode not in get_args(PoolMode):
+            raise ValueError(f"unknown pool mode {mode!r}; choose {', '.join(get_args(PoolMode))}")
         if mode == "cls" and n_cls < 1:
             raise ValueError("pool mode cls needs a CLS token (n_cls is 0)")
+        if mode == "distill" and n_cls < 2:
+            raise ValueError(f"pool mode distill needs two CLS tokens (n_cls is {n_cls})")
         self.mode = mode
         self.n_cls = n_cls
 
@@ -34,6 +36,8 @@ class Pool(nn.Module):
         """Shape: x `(B, N, D)`, mask `(B, N)` -> `(B, D)`."""
         if self.mode in ("cls", "first"):
             return x[:, 0]
+        if self.mode == "distill":
+            return x[:, 1]
         if self.mode == "last":
             return self._last(x, mask)
         x = x[:, self.n_cls :]  # (B, N', D): patch tokens only

@@ -26,6 +26,7 @@ from archlab.specs.analysis.shapes import ImageShape, SeqShape, TokensShape, Vec
 from archlab.specs.analysis.stacks import infer_stack
 from archlab.specs.models import (
     AddNode,
+    AverageNode,
     ClassifyNode,
     ClsTokenNode,
     ConcatNode,
@@ -220,6 +221,13 @@ def pool_mode(ctx: Context, path: str, mode: PoolMode | None, seq: SeqShape) -> 
             path, "pool mode 'cls' needs a cls_token upstream, and there is none; use 'mean'"
         )
         return None
+    if mode == "distill" and seq.n_cls < 2:
+        ctx.errors.add(
+            path,
+            "pool mode 'distill' reads the second CLS token and needs a cls_token with count 2 "
+            f"upstream; this sequence has {seq.n_cls}",
+        )
+        return None
     return mode
 
 
@@ -317,19 +325,21 @@ def _tied_head(ctx: Context, node_id: str, node: LMHeadNode, seq: SeqShape) -> E
     return tied_plan
 
 
-def infer_add(ctx: Context, node_id: str, node: AddNode) -> NodeInfo | None:
+def infer_add(ctx: Context, node_id: str, node: AddNode | AverageNode) -> NodeInfo | None:
+    """``add`` and ``average``: inputs of one shape, which the output keeps."""
     path = f"nodes.{node_id}.inputs"
-    if any(loses_policy(ctx, path, ref, "add") for ref in node.inputs):
+    if any(loses_policy(ctx, path, ref, node.op) for ref in node.inputs):
         return None
     shapes = [ctx.infos[ref].shape for ref in node.inputs]
     first = shapes[0]
     if not isinstance(first, SeqShape | VecShape):
-        ctx.errors.add(path, f"add needs features, but {ctx.describe(node.inputs[0])}")
+        ctx.errors.add(path, f"{node.op} needs features, but {ctx.describe(node.inputs[0])}")
         return None
     for ref, shape in zip(node.inputs[1:], shapes[1:], strict=True):
         if not same_size(shape, first):
             ctx.errors.add(
-                path, f"add needs equal shapes: {node.inputs[0]!r} is {first}, {ref!r} is {shape}"
+                path,
+                f"{node.op} needs equal shapes: {node.inputs[0]!r} is {first}, {ref!r} is {shape}",
             )
             return None
     return NodeInfo(node_id, node.op, node, first)
@@ -383,6 +393,7 @@ INFER: dict[str, InferFn] = {
     "classify": infer_classify,
     "lm_head": infer_lm_head,
     "add": infer_add,
+    "average": infer_add,
     "concat": infer_concat,
     "dropout": infer_dropout,
 }
