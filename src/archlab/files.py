@@ -75,8 +75,8 @@ def replace_folder_atomically(
     ``path`` may be absent or an empty folder. A folder with files in it is refused unless
     ``replace``, and then only when it holds ``marker`` (a file name showing it is a folder of
     the kind written here, not some other folder given by mistake); it is swapped out as a whole
-    and removed. If ``write`` fails, nothing at ``path`` changes and the temporary folder goes.
-    Returns ``path``."""
+    and removed. Missing parent folders are made. If ``write`` fails, nothing at ``path``
+    changes and the temporary folder goes. Returns ``path``."""
     target = Path(path)
     existing = _existing_folder(target)
     if existing and not replace:
@@ -89,8 +89,14 @@ def replace_folder_atomically(
             f"{target} has files but no {marker}, so it is not a folder archlab would replace; "
             "give a new or empty folder"
         )
-    if not target.parent.is_dir():
-        raise OutputError(f"cannot write {target}: {target.parent} is not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(
+            f"cannot write {target}: part of {target.parent} is not a folder"
+        ) from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
     stem = f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
     temporary, old = target.with_name(stem + ".tmp"), target.with_name(stem + ".old")
     try:

@@ -136,6 +136,16 @@ def test_spec_built_here_exports_with_equal_logits(tmp_path: Path) -> None:
         ours = model(ids=ids, ids_mask=mask)
         theirs = back(input_ids=ids, attention_mask=mask.long()).logits
     assert _relative_diff(ours[mask], theirs[mask]) <= 1e-5
+    # generation: transformers' greedy decoding continues as archlab's argmax does
+    prompt = ids[:1, :5]
+    generated = back.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4,
+                              do_sample=False, pad_token_id=0)  # fmt: skip
+    expected = prompt
+    with torch.no_grad():
+        for _ in range(4):
+            next_id = model(ids=expected)[:, -1].argmax(-1, keepdim=True)
+            expected = torch.cat([expected, next_id], dim=1)
+    assert torch.equal(generated, expected)
 
 
 def test_renamed_nodes_and_no_head_export_as_llama_model(tmp_path: Path) -> None:
@@ -270,3 +280,11 @@ def test_cli_bad_model_exits_2_without_writing(tmp_path: Path, bad: str) -> None
     assert "Traceback" not in result.output
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_missing_parent_folders_are_made_and_a_file_in_the_way_is_refused(tmp_path: Path) -> None:
+    model = archlab.compile_spec(_shrunk_llama_style(), seed=1)
+    assert export_hf(model, tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match="is not a folder"):
+        export_hf(model, tmp_path / "file" / "x")
