@@ -148,6 +148,15 @@ def test_spec_built_here_exports_with_equal_logits(tmp_path: Path) -> None:
     assert torch.equal(generated, expected)
 
 
+def test_bf16_model_exports_in_bf16(tmp_path: Path) -> None:
+    model = archlab.compile_spec(_shrunk_llama_style(), seed=1, dtype="bfloat16").eval()
+    written = export_hf(model, tmp_path / "bf16")
+    assert json.loads((written / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    tensors = safetensors_torch.load_file(written / "model.safetensors")
+    assert {t.dtype for t in tensors.values()} == {torch.bfloat16}
+    assert torch.equal(tensors["model.embed_tokens.weight"], model.tok.weight)
+
+
 def test_renamed_nodes_and_no_head_export_as_llama_model(tmp_path: Path) -> None:
     """Node ids do not matter, only the structure; without an lm_head it is a LlamaModel."""
     doc = _shrunk_llama_style()

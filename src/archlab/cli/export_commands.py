@@ -25,7 +25,7 @@ from archlab.textsafe import printable
 def export_command(
     model_path: Path, target: str, directory: Path, family: str | None, replace: bool
 ) -> None:
-    """Write MODEL (weights saved by archlab: arch compile -o, arch import) as a model folder DIR.
+    """Write MODEL (weights saved by archlab: arch compile -o) as a model folder DIR.
 
     The family is read from the spec's structure (a decoder with rotary positions, RMSNorm, SwiGLU
     and causal masks is Llama); a spec the family cannot express exactly is refused with what

@@ -530,8 +530,8 @@ def _export_layer(state: StateDict, d: LlamaDims, prefix: str, hf: str) -> dict[
 
 def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The ``LlamaForCausalLM`` (a spec with an ``lm_head``) or ``LlamaModel`` config and state
-    dict of ``model_spec``'s model, from archlab's state dict; each tensor its own contiguous copy
-    (a tied head is left out: ``tie_word_embeddings`` says so)."""
+    dict of ``model_spec``'s model, from archlab's state dict; each tensor its own contiguous
+    CPU copy (a tied head is left out: ``tie_word_embeddings`` says so)."""
     layout, d, dropout = _export_dims(model_spec)
     architecture = "LlamaForCausalLM" if layout.head is not None else "LlamaModel"
     base = "model." if layout.head is not None else ""
@@ -542,7 +542,7 @@ def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str
     if layout.head is not None and not d.tied:
         out["lm_head.weight"] = state[f"{layout.head}.weight"]
     dtype = str(out[f"{base}embed_tokens.weight"].dtype).removeprefix("torch.")
-    tensors = {name: t.detach().clone().contiguous() for name, t in out.items()}
+    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
     return _export_config(d, architecture, dropout, dtype), tensors
 
 
