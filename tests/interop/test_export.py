@@ -233,6 +233,22 @@ def test_final_norm_eps_must_match_the_blocks() -> None:
     ]
 
 
+def test_a_field_the_checks_do_not_know_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec field the Llama checks do not know (as a newer spec language might add) shows up
+    when the spec is compared with the one its exported config converts back to."""
+    canonical = llama.canonical_form
+
+    def with_extra_field(spec: Any) -> dict[str, Any]:
+        doc = canonical(spec)
+        if doc["name"] == "llama-style":  # the spec under test, not the converted-back one
+            doc["nodes"]["decoder"]["block"]["attention"]["scale"] = False
+        return doc
+
+    monkeypatch.setattr(llama, "canonical_form", with_extra_field)
+    problems = llama.export_problems(archlab.load_spec(_shrunk_llama_style()))
+    assert problems == ["nodes.decoder.block.attention.scale: False; Llama has None"]
+
+
 def test_unknown_family_is_refused() -> None:
     spec = archlab.load_spec(_shrunk_llama_style())
     with pytest.raises(ConversionError, match="no family 'bert'"):
