@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -60,3 +61,71 @@ def replace_atomically(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def replace_folder_atomically(
+    path: str | os.PathLike[str],
+    write: Callable[[Path], None],
+    *,
+    replace: bool = False,
+    marker: str | None = None,
+) -> Path:
+    """Have ``write`` fill a new temporary folder beside ``path``, then rename it to ``path``.
+
+    ``path`` may be absent or an empty folder. A folder with files in it is refused unless
+    ``replace``, and then only when it holds ``marker`` (a file name showing it is a folder of
+    the kind written here, not some other folder given by mistake); it is swapped out as a whole
+    and removed. Missing parent folders are made. If ``write`` fails, nothing at ``path``
+    changes and the temporary folder goes. Returns ``path``."""
+    target = Path(path)
+    existing = _existing_folder(target)
+    if existing and not replace:
+        raise OutputError(
+            f"{target} is a folder with files in it; give a new or empty folder, or replace "
+            "it (--replace)"
+        )
+    if existing and marker is not None and not (target / marker).is_file():
+        raise OutputError(
+            f"{target} has files but no {marker}, so it is not a folder archlab would replace; "
+            "give a new or empty folder"
+        )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(
+            f"cannot write {target}: part of {target.parent} is not a folder"
+        ) from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    stem = f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    temporary, old = target.with_name(stem + ".tmp"), target.with_name(stem + ".old")
+    try:
+        os.mkdir(temporary)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        write(temporary)
+        if existing:
+            os.rename(target, old)
+            os.rename(temporary, target)
+        else:
+            os.replace(temporary, target)  # an empty folder is replaced
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if existing and old.exists() and not target.exists():
+            os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _existing_folder(target: Path) -> bool:
+    """Whether ``target`` is a folder with files in it; absent or empty: False; a symbolic link
+    or anything but a folder is refused."""
+    if target.is_symlink():
+        raise OutputError(f"{target} is a symbolic link; give the folder itself")
+    if not target.exists():
+        return False
+    if not target.is_dir():
+        raise OutputError(f"{target} exists and is not a folder; give a new or empty folder")
+    return any(target.iterdir())

@@ -110,6 +110,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
     arch eval RUN            evaluate a trained run's checkpoint, recorded as an eval run
     arch bench SPEC          latency, throughput, peak memory per batch size, recorded
     arch prune show RUN      draw which patches each token pruning stage kept
+    arch export MODEL        write a model as a Hugging Face folder (--to hf DIR)
     arch runs ...            query the experiment registry
     """
     ctx.ensure_object(dict)
@@ -121,6 +122,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
 def _register() -> None:
     from archlab.cli import (
         bench_commands,
+        export_commands,
         prune_commands,
         runs_commands,
         spec_commands,
@@ -133,6 +135,7 @@ def _register() -> None:
         *bench_commands.COMMANDS,
         *runs_commands.COMMANDS,
         *prune_commands.COMMANDS,
+        *export_commands.COMMANDS,
     ]:
         cli.add_command(command)
 

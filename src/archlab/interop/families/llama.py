@@ -18,10 +18,18 @@ changes the angles in ways the spec's ``base`` cannot express, and is refused. P
 from the start of the tensor, as HF's default ``position_ids`` do, so left-padded batches agree
 too. The model's input is ``ids`` (padding in ``ids_mask``); no ``pad_id`` is set, because HF
 masks padding only through ``attention_mask``.
+
+Export goes the other way for any spec of that shape, whatever its node names: a token input, an
+``embed``, a ``decoder`` of pre-RMSNorm blocks with causal rotary softmax attention (one bias
+setting for q, k, v and o) and a SwiGLU MLP, a final RMSNorm of the blocks' eps, and an
+``lm_head`` (tied or not; ``LlamaForCausalLM``) or none (``LlamaModel``). Dropout acts only in
+training: the attention's becomes ``attention_dropout``, the others are not carried. The spec
+holds no special tokens, so ``bos_token_id`` / ``eos_token_id`` are left unset.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +43,8 @@ from archlab.interop.families import (
     StateDict,
     register,
 )
+from archlab.specs import canonical_form
+from archlab.specs.models import Spec
 
 # LlamaConfig's defaults, used for keys a config.json leaves out (as transformers does).
 _DEFAULTS: dict[str, Any] = {
@@ -295,4 +305,311 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
     return out
 
 
-FAMILY = register(Family("Llama", ("llama",), ("LlamaForCausalLM", "LlamaModel"), spec, weights))
+# ------------------------------------------------------------------------------------ export
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The node ids of a spec that has Llama's shape (``head`` None: a bare ``LlamaModel``)."""
+
+    input: str
+    embed: str
+    decoder: str
+    norm: str | None
+    head: str | None
+
+
+def _what(node: dict[str, Any]) -> str:
+    detail = node.get("encoding") or node.get("kind")
+    return f"op {node['op']!r}" + (f" ({detail})" if isinstance(detail, str) else "")
+
+
+def _path_to_output(doc: dict[str, Any], problems: list[str]) -> tuple[str, list[str]] | None:
+    """The input and the node ids from it to the single output, dropout nodes left out (they act
+    only in training)."""
+    nodes, outputs = doc["nodes"], doc["outputs"]
+    if len(outputs) != 1:
+        problems.append(f"outputs: {len(outputs)} outputs; a Llama model has one")
+        return None
+    path: list[str] = []
+    current = outputs[0]
+    while current in nodes and len(path) <= len(nodes):
+        path.append(current)
+        source = nodes[current].get("input")
+        if not isinstance(source, str):
+            problems.append(f"nodes.{current}: {_what(nodes[current])} has several inputs")
+            return None
+        current = source
+    return current, [n for n in reversed(path) if nodes[n]["op"] != "dropout"]
+
+
+def _chain(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
+    """Llama's nodes in order: token input -> embed -> decoder -> norm [-> lm_head]; whatever
+    else the spec holds is a problem."""
+    found = _path_to_output(doc, problems)
+    if found is None:
+        return None
+    name, seq = found
+    nodes = doc["nodes"]
+    ops = [nodes[n]["op"] for n in seq]
+    if (
+        ops.count("embed") != 1
+        or ops.count("decoder") != 1
+        or ops.index("embed") > ops.index("decoder")
+    ):
+        problems.append("nodes: Llama is one token embedding followed by one decoder stack")
+        return None
+    embed_at, decoder_at = ops.index("embed"), ops.index("decoder")
+    extra = seq[:embed_at] + seq[embed_at + 1 : decoder_at]
+    tail = seq[decoder_at + 1 :]
+    norm = tail.pop(0) if tail and ops[decoder_at + 1] == "norm" else None
+    if norm is None:
+        problems.append(f"nodes.{seq[decoder_at]}: Llama ends its layers with an RMSNorm node")
+    head = tail.pop(0) if tail and nodes[tail[0]]["op"] == "lm_head" else None
+    on_path = {*seq[: decoder_at + 1], norm, head}
+    extra += tail + [n for n in nodes if n not in on_path and nodes[n]["op"] != "dropout"]
+    for node_id in extra:
+        problems.append(f"nodes.{node_id}: {_what(nodes[node_id])} has no counterpart in Llama")
+    if len(doc["inputs"]) != 1 or doc["inputs"].get(name, {}).get("kind") != "tokens":
+        problems.append("inputs: a Llama model has exactly one input, of token ids")
+    return _Layout(name, seq[embed_at], seq[decoder_at], norm, head)
+
+
+def _block_problems(decoder: dict[str, Any], where: str) -> list[str]:
+    """What in a decoder node Llama's layers cannot express."""
+    block, out = decoder["block"], []
+    attention, mlp, norm = block["attention"], block["mlp"], block["norm"]
+    expected = [
+        ("attention.kind", attention["kind"], "softmax"),
+        ("attention.mask", attention["mask"], {"kind": "causal"}),
+        ("attention.position.kind", (attention["position"] or {}).get("kind"), "rotary"),
+        ("attention.qk_norm", attention["qk_norm"], False),
+        ("mlp.activation", mlp["activation"], "swiglu"),
+        ("norm.kind", norm["kind"], "rmsnorm"),
+        ("norm.placement", norm["placement"], "pre"),
+        ("layer_scale", block["layer_scale"], None),
+        ("cross_attention", "present" if block["cross_attention"] else None, None),
+    ]
+    for path, value, wanted in expected:
+        if value != wanted:
+            out.append(f"{where}.block.{path}: {value!r}; Llama has {wanted!r}")
+    position = attention["position"] or {"kind": None}
+    if position["kind"] == "rotary" and position.get("fraction", 1.0) != 1.0:
+        out.append(
+            f"{where}.block.attention.position.fraction: {position['fraction']!r}; Llama rotates "
+            "every channel (1.0)"
+        )
+    if decoder.get("memory") is not None:
+        out.append(f"{where}.memory: {decoder['memory']!r}; Llama has no cross-attention")
+    if decoder.get("overrides"):
+        out.append(f"{where}.overrides: Llama's layers are all alike")
+    return out
+
+
+def export_problems(model_spec: Spec) -> list[str]:
+    """What in ``model_spec`` Llama cannot express (empty: it exports exactly)."""
+    doc = canonical_form(model_spec)
+    problems: list[str] = []
+    layout = _chain(doc, problems)
+    if layout is None:
+        return problems
+    nodes = doc["nodes"]
+    token_input = doc["inputs"].get(layout.input, {})
+    if token_input.get("pad_id") is not None:
+        problems.append(
+            f"inputs.{layout.input}.pad_id: {token_input['pad_id']!r}; archlab masks those "
+            "tokens itself, Llama only through attention_mask (leave pad_id out)"
+        )
+    embed = nodes[layout.embed]
+    if embed["scale"]:
+        problems.append(f"nodes.{layout.embed}.scale: true; Llama does not scale its embedding")
+    if embed["tie"] is not None:
+        problems.append(f"nodes.{layout.embed}.tie: {embed['tie']!r}; Llama's embedding is its own")
+    decoder = nodes[layout.decoder]
+    problems += _block_problems(decoder, f"nodes.{layout.decoder}")
+    final = nodes[layout.norm] if layout.norm is not None else {"kind": "rmsnorm", "eps": None}
+    block_norm = decoder["block"]["norm"]
+    if final["kind"] != "rmsnorm":
+        problems.append(f"nodes.{layout.norm}.kind: {final['kind']!r}; Llama has 'rmsnorm'")
+    elif layout.norm and block_norm["kind"] == "rmsnorm" and final["eps"] != block_norm["eps"]:
+        problems.append(
+            f"nodes.{layout.norm}.eps: {final['eps']!r}, the blocks' {block_norm['eps']!r}; "
+            "Llama has one rms_norm_eps"
+        )
+    if layout.head is not None:
+        head = nodes[layout.head]
+        if head["tie"] not in (None, layout.embed):
+            problems.append(
+                f"nodes.{layout.head}.tie: {head['tie']!r}; Llama ties to the embedding"
+            )
+        vocab = token_input.get("vocab_size")
+        if head["vocab_size"] != vocab:
+            problems.append(
+                f"nodes.{layout.head}.vocab_size: {head['vocab_size']!r}, the input's {vocab!r}; "
+                "Llama's head predicts its input vocabulary"
+            )
+    return problems or _round_trip_problems(doc, layout)
+
+
+def _dims_of(doc: dict[str, Any], layout: _Layout) -> tuple[LlamaDims, float]:
+    """The Llama sizes of a canonical spec of Llama's shape, and its attention dropout."""
+    nodes, token_input = doc["nodes"], doc["inputs"][layout.input]
+    decoder = nodes[layout.decoder]
+    attention, mlp = decoder["block"]["attention"], decoder["block"]["mlp"]
+    head = nodes[layout.head] if layout.head is not None else None
+    d = LlamaDims(
+        vocab=int(token_input["vocab_size"]),
+        dim=int(nodes[layout.embed]["dim"]),
+        hidden=int(mlp["hidden"]),
+        depth=int(decoder["depth"]),
+        heads=int(attention["heads"]),
+        kv_heads=int(attention["kv_heads"]),
+        head_dim=int(attention["head_dim"]),
+        max_len=int(token_input["max_len"]),
+        eps=float(decoder["block"]["norm"]["eps"]),
+        theta=float(attention["position"]["base"]),
+        tied=head is not None and head["tie"] is not None,
+        attention_bias=bool(attention["bias"]),
+        mlp_bias=bool(mlp["bias"]),
+    )
+    return d, float(attention["dropout"])
+
+
+def _export_dims(model_spec: Spec) -> tuple[_Layout, LlamaDims, float]:
+    """The layout and sizes of an exportable spec, and its attention dropout."""
+    problems = export_problems(model_spec)
+    if problems:
+        raise ConversionError("the spec cannot be exported to Llama: " + "; ".join(problems))
+    doc = canonical_form(model_spec)
+    layout = _chain(doc, problems)
+    assert layout is not None and layout.norm is not None
+    return (layout, *_dims_of(doc, layout))
+
+
+def _training_only(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc``'s nodes and inputs with dropout (training only) and the spec's words left out."""
+    nodes = json.loads(json.dumps(doc["nodes"]))
+    for node in nodes.values():
+        block = node.get("block") if isinstance(node, dict) else None
+        if isinstance(block, dict):
+            block["dropout"] = block["drop_path"] = 0.0
+            for part in ("attention", "mlp"):
+                if isinstance(block.get(part), dict):
+                    block[part]["dropout"] = 0.0
+    return {"inputs": doc["inputs"], "nodes": nodes, "outputs": doc["outputs"]}
+
+
+def _differences(ours: Any, theirs: Any, path: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        out = []
+        for key in sorted(set(ours) | set(theirs)):
+            out += _differences(ours.get(key), theirs.get(key), f"{path}.{key}")
+        return out
+    return [] if ours == theirs else [(path, ours, theirs)]
+
+
+def _round_trip_problems(doc: dict[str, Any], layout: _Layout) -> list[str]:
+    """What differs between the spec and the one its Llama config converts back to (node ids
+    and dropout aside): a part of the spec the checks above do not know (a newer field) is
+    refused rather than silently dropped."""
+    assert layout.norm is not None
+    d, _ = _dims_of(doc, layout)
+    architecture = "LlamaForCausalLM" if layout.head is not None else "LlamaModel"
+    config = _export_config(d, architecture, 0.0, "float32")
+    back = _training_only(canonical_form(spec(config, architecture)))
+    roles = [(layout.embed, "tok"), (layout.decoder, "decoder"), (layout.norm, "norm")]
+    roles += [(layout.head, "lm_head")] if layout.head is not None else []
+    inputs = {"tok": "ids", "decoder": "tok", "norm": "decoder", "lm_head": "norm"}
+    ours = _training_only(doc)
+    problems = []
+    for old, new in roles:
+        node = {**ours["nodes"][old], "input": inputs[new]}
+        if new == "lm_head" and node.get("tie") == layout.embed:
+            node["tie"] = "tok"
+        for where, value, wanted in _differences(node, back["nodes"][new], f"nodes.{old}"):
+            problems.append(f"{where}: {value!r}; Llama has {wanted!r}")
+    token_input = ours["inputs"][layout.input]
+    for where, value, wanted in _differences(
+        token_input, back["inputs"]["ids"], f"inputs.{layout.input}"
+    ):
+        problems.append(f"{where}: {value!r}; Llama has {wanted!r}")
+    return problems
+
+
+def _export_config(d: LlamaDims, architecture: str, dropout: float, dtype: str) -> dict[str, Any]:
+    return {
+        "architectures": [architecture],
+        "model_type": "llama",
+        "vocab_size": d.vocab,
+        "hidden_size": d.dim,
+        "intermediate_size": d.hidden,
+        "num_hidden_layers": d.depth,
+        "num_attention_heads": d.heads,
+        "num_key_value_heads": d.kv_heads,
+        "head_dim": d.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": d.max_len,
+        "rms_norm_eps": d.eps,
+        "rope_theta": d.theta,
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": d.theta},
+        "tie_word_embeddings": d.tied,
+        "attention_bias": d.attention_bias,
+        "attention_dropout": dropout,
+        "mlp_bias": d.mlp_bias,
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": None,
+        "torch_dtype": dtype,
+    }
+
+
+def _export_layer(state: StateDict, d: LlamaDims, prefix: str, hf: str) -> dict[str, Tensor]:
+    """One layer's tensors under Llama's names: ``qkv`` split in q, k, v; ``fc1`` in up, gate."""
+    q, kv, F = d.heads * d.head_dim, d.kv_heads * d.head_dim, d.hidden
+    out: dict[str, Tensor] = {}
+    for kind in ("weight", "bias") if d.attention_bias else ("weight",):
+        qkv = state[f"{prefix}attention.qkv.{kind}"]
+        out[f"{hf}self_attn.q_proj.{kind}"] = qkv[:q]
+        out[f"{hf}self_attn.k_proj.{kind}"] = qkv[q : q + kv]
+        out[f"{hf}self_attn.v_proj.{kind}"] = qkv[q + kv :]
+        out[f"{hf}self_attn.o_proj.{kind}"] = state[f"{prefix}attention.out.{kind}"]
+    for kind in ("weight", "bias") if d.mlp_bias else ("weight",):
+        fc1 = state[f"{prefix}mlp.fc1.{kind}"]
+        out[f"{hf}mlp.up_proj.{kind}"] = fc1[:F]
+        out[f"{hf}mlp.gate_proj.{kind}"] = fc1[F:]
+        out[f"{hf}mlp.down_proj.{kind}"] = state[f"{prefix}mlp.fc2.{kind}"]
+    out[f"{hf}input_layernorm.weight"] = state[f"{prefix}norm1.weight"]
+    out[f"{hf}post_attention_layernorm.weight"] = state[f"{prefix}norm2.weight"]
+    return out
+
+
+def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The ``LlamaForCausalLM`` (a spec with an ``lm_head``) or ``LlamaModel`` config and state
+    dict of ``model_spec``'s model, from archlab's state dict; each tensor its own contiguous
+    CPU copy (a tied head is left out: ``tie_word_embeddings`` says so)."""
+    layout, d, dropout = _export_dims(model_spec)
+    architecture = "LlamaForCausalLM" if layout.head is not None else "LlamaModel"
+    base = "model." if layout.head is not None else ""
+    out = {f"{base}embed_tokens.weight": state[f"{layout.embed}.weight"]}
+    for i in range(d.depth):
+        out.update(_export_layer(state, d, f"{layout.decoder}.layers.{i}.", f"{base}layers.{i}."))
+    out[f"{base}norm.weight"] = state[f"{layout.norm}.weight"]
+    if layout.head is not None and not d.tied:
+        out["lm_head.weight"] = state[f"{layout.head}.weight"]
+    dtype = str(out[f"{base}embed_tokens.weight"].dtype).removeprefix("torch.")
+    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    return _export_config(d, architecture, dropout, dtype), tensors
+
+
+FAMILY = register(
+    Family(
+        "Llama",
+        ("llama",),
+        ("LlamaForCausalLM", "LlamaModel"),
+        spec,
+        weights,
+        export_problems,
+        export,
+    )
+)
