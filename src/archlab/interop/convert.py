@@ -4,12 +4,14 @@ model holding the checkpoint's weights."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archlab.errors import InteropError
 from archlab.interop.families import ConversionError, Family, architecture_of
 from archlab.interop.families.catalog import FAMILIES
-from archlab.interop.sources import read_config, read_weights, resolve
+from archlab.interop.sources import HUB_PREFIX, read_config, read_weights, resolve
 from archlab.textsafe import printable
 
 if TYPE_CHECKING:
@@ -75,6 +77,37 @@ def load_into(model: CompiledModel, tensors: dict[str, Tensor]) -> None:
     model.load_state_dict(cast, strict=True)
 
 
+@dataclass(frozen=True)
+class Imported:
+    """An imported checkpoint: the model, the local folder it was read from and its config."""
+
+    model: CompiledModel
+    folder: Path
+    config: dict[str, Any]
+
+
+def import_checkpoint(
+    source: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Imported:
+    """``import_pretrained``, keeping where the checkpoint was read from (for ``verify``)."""
+    from archlab.compiler.model import compile_spec
+    from archlab.specs import load_spec
+
+    folder = resolve(source)
+    config = read_config(folder)
+    family_of(config)  # an unsupported model type is refused before the weights are read
+    document, tensors = convert(config, read_weights(folder))
+    text = os.fspath(source)
+    name = text.removeprefix(HUB_PREFIX) if text.startswith(HUB_PREFIX) else folder.name
+    document["name"] = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+    model = compile_spec(load_spec(document), device=device, dtype=dtype or "float32")
+    load_into(model, tensors)
+    return Imported(model.eval(), folder, config)
+
+
 def import_pretrained(
     source: str | os.PathLike[str],
     *,
@@ -85,22 +118,18 @@ def import_pretrained(
 
     ``source``: a Hugging Face model folder (``config.json`` plus ``model.safetensors``, sharded
     safetensors or ``pytorch_model.bin``) or ``hf:org/name`` (through ``huggingface_hub``'s
-    cache; ``pip install 'archlab[hub]'``). The model's ``.spec`` is the generated spec;
-    ``dtype`` defaults to float32. Problems raise ``InteropError`` (a ``UserInputError``).
+    cache; ``pip install 'archlab[hub]'``). The model's ``.spec`` is the generated spec; it is
+    in eval mode, on ``device`` (cpu) in ``dtype`` (float32). Problems raise ``InteropError``
+    (a ``UserInputError``).
     """
-    from archlab.compiler.model import compile_spec
-    from archlab.specs import load_spec
-
-    folder = resolve(source)
-    config = read_config(folder)
-    family_of(config)  # an unsupported model type is refused before the weights are read
-    document, tensors = convert(config, read_weights(folder))
-    name = folder.name if not os.fspath(source).startswith("hf:") else os.fspath(source)[3:]
-    document["name"] = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
-    spec = load_spec(document)
-    model = compile_spec(spec, device=device, dtype=dtype or "float32", max_params=None)
-    load_into(model, tensors)
-    return model.eval()
+    return import_checkpoint(source, device=device, dtype=dtype).model
 
 
-__all__ = ["convert", "family_of", "import_pretrained", "load_into"]
+__all__ = [
+    "Imported",
+    "convert",
+    "family_of",
+    "import_checkpoint",
+    "import_pretrained",
+    "load_into",
+]
