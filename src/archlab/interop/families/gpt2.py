@@ -194,7 +194,7 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
     else:
         r.rest.discard("lm_head.weight")
     if r.rest:
-        extra = sorted(r.rest)
+        extra = sorted(k if k == "lm_head.weight" else r.prefix + k for k in r.rest)
         raise ConversionError(
             f"the checkpoint has {len(extra)} tensor(s) a {architecture} of this config does not "
             f"use ({', '.join(extra[:5])}): the config (n_layer={depth}) contradicts the weights"
