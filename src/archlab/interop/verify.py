@@ -120,11 +120,10 @@ def compare(model: CompiledModel, folder: Path, config: dict[str, Any]) -> Diffe
     import torch
 
     reference = _reference(folder, config)
-    inputs = generated_inputs(model)
-    device = next(model.parameters()).device
+    inputs = generated_inputs(model)  # on the model's device
     with torch.inference_mode():
-        ours = model(**{k: v.to(device) for k, v in inputs.items()})
-        theirs = _main_output(reference(**_hf_inputs(inputs)))
+        ours = model(**inputs)
+        theirs = _main_output(reference(**_hf_inputs({k: v.cpu() for k, v in inputs.items()})))
     if isinstance(ours, dict):
         raise InteropError("the imported model has several outputs; the check compares one")
     ours = ours.float().cpu()
