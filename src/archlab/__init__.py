@@ -1,8 +1,8 @@
 """archlab: a declarative model-spec compiler and experiment registry for transformers.
 
 ``import archlab`` stays light (no torch): the spec language is loaded eagerly, the compiler
-lazily on first use of ``compile_spec`` / ``load_compiled``, the registry (SQLAlchemy) on first
-use of ``Registry``.
+lazily on first use of ``compile_spec`` / ``load_compiled``, checkpoint import on first use of
+``import_pretrained``, the registry (SQLAlchemy) on first use of ``Registry``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from archlab.specs.models import Spec
 
 if TYPE_CHECKING:
     from archlab.compiler import compile_spec, load_compiled
+    from archlab.interop.convert import import_pretrained
     from archlab.registry import Registry
 
 _LAZY = {
     "compile_spec": "archlab.compiler",
     "load_compiled": "archlab.compiler",
+    "import_pretrained": "archlab.interop.convert",
     "Registry": "archlab.registry",
 }
 
@@ -39,6 +41,7 @@ __all__ = [
     "__version__",
     "canonical_form",
     "compile_spec",
+    "import_pretrained",
     "load_compiled",
     "load_spec",
     "spec_hash",

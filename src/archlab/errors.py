@@ -36,3 +36,8 @@ class ProblemsError(UserInputError):
             for path, message in self.errors
         ]
         return "\n".join([head, *lines])
+
+
+class InteropError(UserInputError):
+    """A checkpoint archlab cannot import or export: an unsupported model type, a missing or
+    damaged weight file, a tensor of the wrong shape, a config the weights contradict."""

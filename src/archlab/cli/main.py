@@ -106,6 +106,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
     arch compile SPEC        build the module, report shapes, params, FLOPs, kernels
     arch graph SPEC          draw the expanded graph (DOT, Mermaid, SVG, PNG)
     arch schema              print the JSON Schema of the spec language
+    arch import SOURCE -o W  a Hugging Face checkpoint as archlab weights, checked
     arch train SPEC          train with cross-validation and mixup, recorded in the registry
     arch eval RUN            evaluate a trained run's checkpoint, recorded as an eval run
     arch bench SPEC          latency, throughput, peak memory per batch size, recorded
@@ -123,6 +124,7 @@ def _register() -> None:
     from archlab.cli import (
         bench_commands,
         export_commands,
+        import_commands,
         prune_commands,
         runs_commands,
         spec_commands,
@@ -133,6 +135,7 @@ def _register() -> None:
         *spec_commands.COMMANDS,
         *train_commands.COMMANDS,
         *bench_commands.COMMANDS,
+        *import_commands.COMMANDS,
         *runs_commands.COMMANDS,
         *prune_commands.COMMANDS,
         *export_commands.COMMANDS,

@@ -8,7 +8,6 @@ or not at all (``archlab.files.replace_folder_atomically``).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import stat
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     from archlab.compiler import CompiledModel
 
 # The family modules that can export, imported (so registered) before a family is chosen.
-EXPORTING_FAMILIES = ("llama",)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -47,10 +45,9 @@ def export_hf(
     (``archlab.files.OutputError``)."""
     from safetensors.torch import save_file
 
+    import archlab.interop.families.catalog  # noqa: F401  (every family registers itself)
     from archlab.files import replace_folder_atomically
 
-    for name in EXPORTING_FAMILIES:
-        importlib.import_module(f"archlab.interop.families.{name}")
     try:
         chosen = exporter_for(model.spec, family)
         assert chosen.export is not None

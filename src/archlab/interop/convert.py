@@ -1,0 +1,135 @@
+"""``import_pretrained``: a checkpoint (folder or hub id) -> its family's spec -> a compiled archlab
+model holding the checkpoint's weights."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from archlab.errors import InteropError
+from archlab.interop.families import ConversionError, Family, architecture_of
+from archlab.interop.families.catalog import FAMILIES
+from archlab.interop.sources import HUB_PREFIX, read_config, read_weights, resolve
+from archlab.textsafe import printable
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from archlab.compiler import CompiledModel
+
+
+def family_of(config: dict[str, Any]) -> Family:
+    """The family that reads ``config["model_type"]``."""
+    model_type = config.get("model_type")
+    family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    if family is None:
+        supported = ", ".join(sorted(FAMILIES))
+        raise InteropError(
+            f"model_type {printable(str(model_type))!r} is not supported; archlab imports "
+            f"model types: {supported}"
+        )
+    return family
+
+
+def convert(
+    config: dict[str, Any], state: dict[str, Tensor]
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The spec document and archlab's state dict for a checkpoint's config and tensors."""
+    family = family_of(config)
+    try:
+        architecture = architecture_of(config, family)
+        document = family.spec(config, architecture)
+        tensors = family.weights(state, config, architecture)
+    except ConversionError as exc:
+        raise InteropError(str(exc)) from None
+    return document, tensors
+
+
+def _aliases(model: CompiledModel) -> dict[str, str]:
+    """Each tensor name sharing its tensor with an earlier name -> that first name."""
+    first: dict[int, str] = {}
+    out = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        root = first.setdefault(id(tensor), name)
+        if root != name:
+            out[name] = root
+    return out
+
+
+def load_into(model: CompiledModel, tensors: dict[str, Tensor]) -> None:
+    """Load ``tensors`` into ``model`` (cast to its dtype), every tensor present with its shape;
+    missing, unexpected and mis-shaped tensors are reported by name."""
+    from archlab.compiler.model import tensor_mismatches, tensor_table
+
+    state = model.state_dict(keep_vars=True)
+    cast = {
+        name: t.to(dtype=state[name].dtype) if name in state and t.is_floating_point() else t
+        for name, t in tensors.items()
+    }
+    problems = tensor_mismatches(tensor_table(state), tensor_table(cast), _aliases(model))
+    if problems:
+        raise InteropError(f"the converted weights do not fit the generated spec: {problems}")
+    for alias, root in _aliases(model).items():  # tied: one tensor, under both names
+        cast[alias] = cast[root] = cast[root] if root in cast else cast[alias]
+    model.load_state_dict(cast, strict=True)
+
+
+@dataclass(frozen=True)
+class Imported:
+    """An imported checkpoint: the model, the local folder it was read from and its config."""
+
+    model: CompiledModel
+    folder: Path
+    config: dict[str, Any]
+
+
+def import_checkpoint(
+    source: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Imported:
+    """``import_pretrained``, keeping where the checkpoint was read from (for ``verify``)."""
+    from archlab.compiler.model import compile_spec
+    from archlab.specs import load_spec
+
+    folder = resolve(source)
+    config = read_config(folder)
+    family_of(config)  # an unsupported model type is refused before the weights are read
+    document, tensors = convert(config, read_weights(folder))
+    text = os.fspath(source)
+    name = text.removeprefix(HUB_PREFIX) if text.startswith(HUB_PREFIX) else folder.name
+    document["name"] = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+    model = compile_spec(load_spec(document), device=device, dtype=dtype or "float32")
+    load_into(model, tensors)
+    return Imported(model.eval(), folder, config)
+
+
+def import_pretrained(
+    source: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> CompiledModel:
+    """A pretrained checkpoint as an archlab model whose outputs equal the source's.
+
+    ``source``: a Hugging Face model folder (``config.json`` plus ``model.safetensors``, sharded
+    safetensors or ``pytorch_model.bin``) or ``hf:org/name`` (through ``huggingface_hub``'s
+    cache; ``pip install 'archlab[hub]'``). The model's ``.spec`` is the generated spec; it is
+    in eval mode, on ``device`` (cpu) in ``dtype`` (float32). Problems raise ``InteropError``
+    (a ``UserInputError``).
+    """
+    return import_checkpoint(source, device=device, dtype=dtype).model
+
+
+__all__ = [
+    "Imported",
+    "convert",
+    "family_of",
+    "import_checkpoint",
+    "import_pretrained",
+    "load_into",
+]
