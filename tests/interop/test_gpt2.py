@@ -77,3 +77,19 @@ def test_unsupported_gpt2_settings_are_refused(save_gpt2: Save) -> None:
     _source, folder = save_gpt2(scale_attn_by_inverse_layer_idx=True)
     with pytest.raises(InteropError, match="scale_attn_by_inverse_layer_idx"):
         archlab.import_pretrained(folder)
+
+
+def test_imported_parameters_are_ordinary_and_trainable(save_gpt2: Save) -> None:
+    _source, folder = save_gpt2()
+    model = archlab.import_pretrained(folder)
+    fresh = archlab.compile_spec(model.spec)
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in fresh.named_parameters()]
+    assert all(p.requires_grad and p.is_contiguous() for p in model.parameters())
+    before = archlab.import_pretrained(folder).state_dict()
+    model.train()
+    model(**model.example_inputs()).sum().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sub_(p.grad)  # an update in place leaves the checkpoint (and a re-import) alone
+    again = archlab.import_pretrained(folder).state_dict()
+    assert all(torch.equal(before[k], again[k]) for k in before)
