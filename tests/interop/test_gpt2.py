@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,10 @@ def test_outputs_equal_the_source(save_gpt2: Save, architecture: str, tie: bool)
 @pytest.mark.parametrize("how", ["sharded", "bin"])
 def test_sharded_and_pickled_checkpoints(save_gpt2: Save, how: str) -> None:
     source, folder = save_gpt2(how=how, tie_word_embeddings=False)
-    assert relative_gap(source, archlab.import_pretrained(folder)) <= 1e-5
+    model = archlab.import_pretrained(folder)
+    assert relative_gap(source, model) <= 1e-5
+    # a folder whose config names no architecture (the pickle's): the family's default on both sides
+    assert compare(model, folder, json.loads((folder / "config.json").read_text())).relative <= 1e-5
 
 
 def test_settings_carried_into_the_spec(save_gpt2: Save) -> None:
@@ -77,3 +81,19 @@ def test_unsupported_gpt2_settings_are_refused(save_gpt2: Save) -> None:
     _source, folder = save_gpt2(scale_attn_by_inverse_layer_idx=True)
     with pytest.raises(InteropError, match="scale_attn_by_inverse_layer_idx"):
         archlab.import_pretrained(folder)
+
+
+def test_imported_parameters_are_ordinary_and_trainable(save_gpt2: Save) -> None:
+    _source, folder = save_gpt2()
+    model = archlab.import_pretrained(folder)
+    fresh = archlab.compile_spec(model.spec)
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in fresh.named_parameters()]
+    assert all(p.requires_grad and p.is_contiguous() for p in model.parameters())
+    before = archlab.import_pretrained(folder).state_dict()
+    model.train()
+    model(**model.example_inputs()).sum().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sub_(p.grad)  # an update in place leaves the checkpoint (and a re-import) alone
+    again = archlab.import_pretrained(folder).state_dict()
+    assert all(torch.equal(before[k], again[k]) for k in before)

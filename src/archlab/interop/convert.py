@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from torch.overrides import TorchFunctionMode
+
 from archlab.errors import InteropError
 from archlab.interop.families import ConversionError, Family, architecture_of
 from archlab.interop.families.catalog import FAMILIES
@@ -15,7 +18,6 @@ from archlab.interop.sources import HUB_PREFIX, read_config, read_weights, resol
 from archlab.textsafe import printable
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor
 
     from archlab.compiler import CompiledModel
@@ -60,21 +62,44 @@ def _aliases(model: CompiledModel) -> dict[str, str]:
 
 
 def load_into(model: CompiledModel, tensors: dict[str, Tensor]) -> None:
-    """Load ``tensors`` into ``model`` (cast to its dtype), every tensor present with its shape;
-    missing, unexpected and mis-shaped tensors are reported by name."""
+    """Make ``tensors`` the weights of ``model`` (moved to its device, cast to its dtype, taken
+    as they are rather than copied), every tensor present with its shape; missing, unexpected
+    and mis-shaped tensors are reported by name. Tied weights stay one Parameter."""
     from archlab.compiler.model import tensor_mismatches, tensor_table
 
     state = model.state_dict(keep_vars=True)
     cast = {
-        name: t.to(dtype=state[name].dtype) if name in state and t.is_floating_point() else t
+        name: t.to(device=state[name].device, dtype=state[name].dtype)
+        if name in state and t.is_floating_point()
+        else t
         for name, t in tensors.items()
     }
-    problems = tensor_mismatches(tensor_table(state), tensor_table(cast), _aliases(model))
+    aliases = _aliases(model)
+    problems = tensor_mismatches(tensor_table(state), tensor_table(cast), aliases)
     if problems:
         raise InteropError(f"the converted weights do not fit the generated spec: {problems}")
-    for alias, root in _aliases(model).items():  # tied: one tensor, under both names
+    for alias, root in aliases.items():  # tied: one tensor, under both names
         cast[alias] = cast[root] = cast[root] if root in cast else cast[alias]
-    model.load_state_dict(cast, strict=True)
+    model.load_state_dict(cast, strict=True, assign=True)
+    for alias, root in aliases.items():  # assign gave each name its own Parameter: share again
+        owner, _, leaf = alias.rpartition(".")
+        setattr(model.get_submodule(owner), leaf, model.get_parameter(root))
+
+
+class _SkipInit(TorchFunctionMode):
+    """Random initialisation replaced by zeros (within any truncation bound, and far cheaper to
+    write than random numbers): the checkpoint replaces every weight, so drawing them first
+    would only cost time. The weights' memory is allocated as usual."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        if func in _RANDOM_FILLS:
+            return args[0].zero_()
+        return func(*args, **(kwargs or {}))
+
+
+_RANDOM_FILLS = {torch.Tensor.uniform_, torch.Tensor.normal_}
 
 
 @dataclass(frozen=True)
@@ -103,7 +128,8 @@ def import_checkpoint(
     text = os.fspath(source)
     name = text.removeprefix(HUB_PREFIX) if text.startswith(HUB_PREFIX) else folder.name
     document["name"] = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
-    model = compile_spec(load_spec(document), device=device, dtype=dtype or "float32")
+    with _SkipInit():
+        model = compile_spec(load_spec(document), device=device, dtype=dtype or "float32")
     load_into(model, tensors)
     return Imported(model.eval(), folder, config)
 

@@ -1,9 +1,10 @@
 """Checking an import against its source: the same folder loaded with ``transformers``, both run
 on generated inputs (a padded batch for token models), the largest output difference measured.
 
-The source model is the class the config's ``architectures`` names; inputs are mapped by name
-(``ids`` -> ``input_ids`` and ``attention_mask``, ``image`` -> ``pixel_values``, ...), and padded
-positions are left out of the comparison (their outputs are meaningless on both sides).
+The source model is the class the config's ``architectures`` names (the family's default when it
+names none); inputs are mapped by name (``ids`` -> ``input_ids`` and ``attention_mask``, ``image``
+-> ``pixel_values``, ...), and padded positions are left out of the comparison (their outputs are
+meaningless on both sides).
 """
 
 from __future__ import annotations
@@ -75,8 +76,14 @@ def generated_inputs(
 def _reference(folder: Path, config: dict[str, Any]) -> Any:
     import transformers
 
-    name = (config.get("architectures") or [None])[0]
-    cls: Any = getattr(transformers, str(name), None) if name else transformers.AutoModel
+    from archlab.interop.convert import family_of
+    from archlab.interop.families import ConversionError, architecture_of
+
+    try:  # the architecture the import converted (the family's default when none is named)
+        name = architecture_of(config, family_of(config))
+    except ConversionError as exc:
+        raise InteropError(str(exc)) from None
+    cls: Any = getattr(transformers, name, None)
     if cls is None:
         raise InteropError(f"transformers {transformers.__version__} has no class {name!r}")
     major = int(transformers.__version__.split(".")[0])

@@ -190,7 +190,8 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
             r.rest.discard("lm_head.weight")  # a tied copy, when saved at all
             out["lm_head.weight"] = out["tok.weight"]
         else:
-            out["lm_head.weight"] = r.take("lm_head.weight", (vocab, width), "untied head")
+            what = "untied head; a GPT2Model names that architecture in config.json"
+            out["lm_head.weight"] = r.take("lm_head.weight", (vocab, width), what)
     else:
         r.rest.discard("lm_head.weight")
     if r.rest:
