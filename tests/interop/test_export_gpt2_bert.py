@@ -15,7 +15,7 @@ from torch import Tensor
 
 import archlab
 from archlab.interop.export import ExportError, export_hf
-from archlab.interop.families import ConversionError, gpt2
+from archlab.interop.families import ConversionError, bert, gpt2
 
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -209,3 +209,140 @@ def test_gpt2_structure_misfits_are_refused(tmp_path: Path) -> None:
         p.startswith("nodes.pos.encoding: 'sinusoidal'")
         for p in gpt2.export_problems(archlab.load_spec(doc))
     )
+
+
+# ------------------------------------------------------------------------------------ BERT
+
+
+def _bert_batch(seed: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    ids, mask = _batch(59, seed=seed)
+    types = torch.randint(0, 3, ids.shape, generator=torch.Generator().manual_seed(seed + 1))
+    return ids, types, mask
+
+
+@pytest.mark.parametrize("architecture", ["BertForSequenceClassification", "BertModel"])
+def test_bert_round_trip_gives_the_source_outputs(tmp_path: Path, architecture: str) -> None:
+    config = transformers.BertConfig(**BERT_TINY, num_labels=5, hidden_act="gelu")
+    source = getattr(transformers, architecture)(config)
+    _randomize(source, seed=11)
+    source.eval()
+    ours = _imported(tmp_path, source, bert.FAMILY)
+    written = export_hf(ours, tmp_path / "out")
+    back = _load_hf(written)
+    assert type(back).__name__ == architecture
+    ids, types, mask = _bert_batch()
+    with torch.no_grad():
+        kwargs = dict(input_ids=ids, token_type_ids=types, attention_mask=mask.long())
+        original = _main(source(**kwargs))
+        exported = _main(back(**kwargs))
+        archlab_out = ours(ids=ids, token_types=types, ids_mask=mask)
+    if architecture == "BertModel":
+        original, exported, archlab_out = original[mask], exported[mask], archlab_out[mask]
+    else:
+        assert exported.shape == (3, 5)
+    gap = _relative_diff(exported, original)
+    print(f"bert {architecture}: relative max diff {gap:.3g}")
+    assert gap <= 1e-5
+    assert _relative_diff(archlab_out, original) <= 1e-5
+    exported_state = back.state_dict()
+    for name, tensor in source.state_dict().items():
+        if name.startswith("pooler.") and architecture == "BertModel":
+            continue  # no pooler in a bare BERT spec: transformers initialises it afresh
+        assert torch.equal(exported_state[name], tensor), name
+
+
+def _bert_spec() -> dict[str, Any]:
+    """A BERT classifier written in archlab's spec language, node ids of its own."""
+    block = {
+        "attention": {"heads": 4, "bias": True},
+        "mlp": {"hidden": 80, "activation": "gelu_tanh"},
+        "norm": {"kind": "layernorm", "placement": "post", "eps": 1e-12},
+        "dropout": 0.1,
+    }
+    return {
+        "version": 1,
+        "name": "bert-here",
+        "inputs": {
+            "words": {"kind": "tokens", "vocab_size": 71, "max_len": 20},
+            "segments": {"kind": "tokens", "vocab_size": 2, "max_len": 20},
+        },
+        "nodes": {
+            "w": {"op": "embed", "input": "words", "dim": 48},
+            "s": {"op": "embed", "input": "segments", "dim": 48},
+            "sum": {"op": "add", "inputs": ["w", "s"]},
+            "p": {"op": "position", "input": "sum", "encoding": "learned"},
+            "ln": {"op": "norm", "input": "p", "kind": "layernorm", "eps": 1e-12},
+            "d": {"op": "dropout", "input": "ln", "p": 0.1},
+            "body": {"op": "encoder", "input": "d", "depth": 2, "block": block},
+            "cls": {
+                "op": "classify", "input": "body", "classes": 3, "pool": "first",
+                "pre_logits": {"activation": "tanh"},
+            },
+        },
+        "outputs": "cls",
+    }  # fmt: skip
+
+
+def test_bert_spec_built_here_exports_with_equal_logits(tmp_path: Path) -> None:
+    model = archlab.compile_spec(_bert_spec(), seed=3)
+    _randomize(model, seed=4)
+    model.eval()
+    written = export_hf(model, tmp_path / "bert")
+    config = json.loads((written / "config.json").read_text())
+    assert (config["model_type"], config["hidden_act"], config["type_vocab_size"]) == (
+        "bert",
+        "gelu_new",
+        2,
+    )
+    back = _load_hf(written)
+    assert type(back).__name__ == "BertForSequenceClassification"
+    ids, mask = _batch(71, seed=2)
+    types = (torch.arange(9)[None, :] >= 4).long().expand(3, 9)
+    with torch.no_grad():
+        ours = model(words=ids, segments=types, words_mask=mask)
+        theirs = back(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).logits
+    gap = _relative_diff(ours, theirs)
+    print(f"bert built here: relative max diff {gap:.3g}")
+    assert gap <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "fragment"),
+    [
+        (("body", "block", "norm", "placement"), "pre", "nodes.body.block.norm.placement: 'pre'"),
+        (("body", "block", "attention", "kv_heads"), 2, "nodes.body.block.attention.kv_heads: 2"),
+        (("body", "block", "mlp", "activation"), "swiglu", "nodes.body.block.mlp.activation"),
+        (("cls", "pool"), "mean", "nodes.cls.pool: 'mean'"),
+        (("cls", "pre_logits", "dim"), 32, "nodes.cls.pre_logits.dim: 32; BERT has 48"),
+        (("ln", "eps"), 1e-5, "nodes.ln.eps: 1e-05; BERT has 1e-12"),
+        (("p", "encoding"), "sinusoidal", "nodes.p.encoding: 'sinusoidal'"),
+    ],
+)
+def test_bert_misfits_are_named_by_spec_path(
+    path: tuple[str, ...], value: Any, fragment: str
+) -> None:
+    doc = _bert_spec()
+    target = doc["nodes"]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    problems = bert.export_problems(archlab.load_spec(doc))
+    assert any(fragment in p for p in problems), problems
+
+
+def test_bert_structure_misfits_are_refused(tmp_path: Path) -> None:
+    doc = _bert_spec()
+    doc["inputs"]["words"]["pad_id"] = 0
+    assert "inputs.words.pad_id: 0; BERT has None" in bert.export_problems(archlab.load_spec(doc))
+    doc = _bert_spec()  # no token types: the words feed the positions directly
+    del doc["inputs"]["segments"]
+    del doc["nodes"]["s"], doc["nodes"]["sum"]
+    doc["nodes"]["p"]["input"] = "w"
+    problems = bert.export_problems(archlab.load_spec(doc))
+    assert problems == [
+        "nodes: BERT has words + types (op 'add') here; this spec has op 'embed'"
+    ], problems
+    model = archlab.compile_spec(doc, device="meta")
+    with pytest.raises(ExportError, match="op 'add'"):
+        export_hf(model, tmp_path / "out", family="bert")
+    assert not (tmp_path / "out").exists()
