@@ -346,3 +346,24 @@ def test_bert_structure_misfits_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="op 'add'"):
         export_hf(model, tmp_path / "out", family="bert")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("which", ["gpt2", "bert"])
+def test_cli_export_picks_the_family_by_structure(tmp_path: Path, which: str) -> None:
+    from click.testing import CliRunner
+
+    from archlab.cli.main import cli
+
+    doc = _shrunk_gpt2_small() if which == "gpt2" else _bert_spec()
+    archlab.compile_spec(doc, seed=1, dtype="bfloat16").save(tmp_path / "m.safetensors")
+    out = tmp_path / "hf"
+    result = CliRunner().invoke(
+        cli, ["export", str(tmp_path / "m.safetensors"), "--to", "hf", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    expected = "GPT2LMHeadModel" if which == "gpt2" else "BertForSequenceClassification"
+    assert expected in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["model_type"], config["torch_dtype"]) == (which, "bfloat16")
+    tensors = safetensors_torch.load_file(out / "model.safetensors")
+    assert {t.dtype for t in tensors.values()} == {torch.bfloat16}
