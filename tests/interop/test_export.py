@@ -251,8 +251,8 @@ def test_a_field_the_checks_do_not_know_is_refused(monkeypatch: pytest.MonkeyPat
 
 def test_unknown_family_is_refused() -> None:
     spec = archlab.load_spec(_shrunk_llama_style())
-    with pytest.raises(ConversionError, match="no family 'bert'"):
-        exporter_for(spec, "bert")
+    with pytest.raises(ConversionError, match="no family 'mamba'"):
+        exporter_for(spec, "mamba")
 
 
 def test_existing_folder_is_kept_unless_replaced(tmp_path: Path) -> None:

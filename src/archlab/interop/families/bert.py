@@ -8,10 +8,20 @@ learned positions added, then the embedding LayerNorm and a post-norm encoder. T
 reads the first position (``[CLS]``) through BERT's pooler, a Linear and tanh (the ``classify``
 node's ``pre_logits``). HF's separate query, key and value Linears become archlab's fused
 ``qkv`` (queries, keys, values, each head-major, which is HF's own row order).
+
+Export goes the other way for any spec of BERT's shape, whatever its node ids: two token inputs,
+each through an ``embed``, summed by an ``add`` (its first input is the word embedding, its second
+the token types), learned positions, a LayerNorm, a post-LayerNorm ``encoder`` with unmasked
+softmax attention, and a ``classify`` head on the ``first`` position with a tanh ``pre_logits``
+(``BertForSequenceClassification``) or none (``BertModel``, whose pooler transformers then
+initialises afresh: it takes no part in the last hidden state). Dropout nodes may sit anywhere.
+The spec is compared with the one its exported config converts back to, so every other difference
+is refused by its spec path. ``pad_token_id`` is left unset, as archlab has no padding row.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +35,9 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
+from archlab.interop.families.llama import _differences, _training_only, _what
+from archlab.specs import canonical_form
+from archlab.specs.models import Spec
 
 #: HF ``hidden_act`` -> archlab's MLP activation (``gelu`` is the exact erf GELU in both).
 ACTIVATIONS = {
@@ -246,6 +259,206 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
     return out
 
 
+# ------------------------------------------------------------------------------------ export
+
+#: archlab's MLP activation -> the ``hidden_act`` an export writes.
+EXPORT_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The node and input ids of a spec of BERT's shape (``head`` None: a bare ``BertModel``)."""
+
+    ids: str
+    token_types: str
+    words: str
+    types: str
+    add: str
+    position: str
+    norm: str
+    encoder: str
+    head: str | None
+
+
+class _Walk:
+    """Follows a spec's nodes from the output back, dropout nodes skipped and remembered."""
+
+    def __init__(self, nodes: dict[str, Any]) -> None:
+        self.nodes, self.seen = nodes, set[str]()
+
+    def node(self, node_id: Any, op: str, problems: list[str], what: str) -> str | None:
+        """``node_id`` after any dropout, when it is a node of ``op``; else a problem."""
+        while isinstance(node_id, str) and self.nodes.get(node_id, {}).get("op") == "dropout":
+            self.seen.add(node_id)
+            node_id = self.nodes[node_id]["input"]
+        node = self.nodes.get(node_id) if isinstance(node_id, str) else None
+        if node is None or node["op"] != op:
+            found = _what(node) if node is not None else f"input {node_id!r}"
+            problems.append(f"nodes: BERT has {what} (op {op!r}) here; this spec has {found}")
+            return None
+        assert isinstance(node_id, str)
+        self.seen.add(node_id)
+        return node_id
+
+
+def _layout(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
+    """BERT's nodes: (ids -> embed, token types -> embed) -> add -> position -> norm ->
+    encoder [-> classify]; whatever else the spec holds is a problem."""
+    nodes, outputs = doc["nodes"], doc["outputs"]
+    if len(outputs) != 1:
+        problems.append(f"outputs: {len(outputs)} outputs; a BERT model has one")
+        return None
+    walk = _Walk(nodes)
+    head = outputs[0] if nodes.get(outputs[0], {}).get("op") == "classify" else None
+    if head is not None:
+        walk.seen.add(head)
+    top = nodes[head]["input"] if head is not None else outputs[0]
+    encoder = walk.node(top, "encoder", problems, "the encoder stack")
+    norm = encoder and walk.node(nodes[encoder]["input"], "norm", problems, "the embedding norm")
+    position = norm and walk.node(nodes[norm]["input"], "position", problems, "positions")
+    add = position and walk.node(nodes[position]["input"], "add", problems, "words + types")
+    if encoder is None or norm is None or position is None or add is None:
+        return None
+    summed = nodes[add]["inputs"]
+    if len(summed) != 2:
+        problems.append(f"nodes.{add}.inputs: {len(summed)} inputs; BERT adds words and types")
+        return None
+    words = walk.node(summed[0], "embed", problems, "the word embedding")
+    types = walk.node(summed[1], "embed", problems, "the token-type embedding")
+    if words is None or types is None:
+        return None
+    for node_id in nodes:
+        if node_id not in walk.seen and nodes[node_id]["op"] != "dropout":
+            problems.append(f"nodes.{node_id}: {_what(nodes[node_id])} has no counterpart in BERT")
+    ids, token_types = nodes[words]["input"], nodes[types]["input"]
+    inputs = doc["inputs"]
+    if ids == token_types or set(inputs) != {ids, token_types}:
+        problems.append("inputs: a BERT model has two inputs, token ids and token types")
+    elif any(inputs[name].get("kind") != "tokens" for name in (ids, token_types)):
+        problems.append("inputs: BERT's inputs are both of kind 'tokens'")
+    if problems:
+        return None
+    return _Layout(ids, token_types, words, types, add, position, norm, encoder, head)
+
+
+def _config_of(doc: dict[str, Any], layout: _Layout, problems: list[str]) -> dict[str, Any]:
+    """The BERT config a spec of BERT's shape exports with (read leniently: what does not fit
+    shows up when the spec is compared with the one the config converts back to)."""
+    nodes, inputs = doc["nodes"], doc["inputs"]
+    block = nodes[layout.encoder]["block"]
+    activation = block["mlp"]["activation"]
+    if activation not in EXPORT_ACTIVATIONS:
+        problems.append(
+            f"nodes.{layout.encoder}.block.mlp.activation: {activation!r}; BERT has one of "
+            + ", ".join(repr(a) for a in EXPORT_ACTIVATIONS)
+        )
+    config: dict[str, Any] = {
+        "architectures": [CLASSIFIER if layout.head is not None else "BertModel"],
+        "model_type": "bert",
+        "vocab_size": inputs[layout.ids].get("vocab_size"),
+        "type_vocab_size": inputs[layout.token_types].get("vocab_size"),
+        "hidden_size": nodes[layout.words]["dim"],
+        "num_hidden_layers": nodes[layout.encoder]["depth"],
+        "num_attention_heads": block["attention"]["heads"],
+        "intermediate_size": block["mlp"]["hidden"],
+        "hidden_act": EXPORT_ACTIVATIONS.get(activation, "gelu"),
+        "max_position_embeddings": nodes[layout.position].get("max_len")
+        or inputs[layout.ids].get("max_len"),
+        "layer_norm_eps": block["norm"]["eps"],
+        "hidden_dropout_prob": block["dropout"],
+        "attention_probs_dropout_prob": block["attention"]["dropout"],
+        "position_embedding_type": "absolute",
+        "is_decoder": False,
+        "add_cross_attention": False,
+        "pad_token_id": None,
+    }
+    if layout.head is not None:
+        classes = int(nodes[layout.head]["classes"])
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(classes)}
+        config["label2id"] = {f"LABEL_{i}": i for i in range(classes)}
+    return config
+
+
+def export_problems(model_spec: Spec) -> list[str]:
+    """What in ``model_spec`` BERT cannot express (empty: it exports exactly)."""
+    doc = canonical_form(model_spec)
+    problems: list[str] = []
+    layout = _layout(doc, problems)
+    if layout is None:
+        return problems
+    config = _config_of(doc, layout, problems)
+    if problems:
+        return problems
+    try:
+        back = _training_only(canonical_form(spec(config, config["architectures"][0])))
+    except (ConversionError, ValueError) as exc:
+        return [f"nodes.{layout.encoder}: {exc}"]
+    ours = _training_only(doc)
+    roles: dict[str, tuple[str, dict[str, Any]]] = {
+        layout.words: ("tok", {"input": "ids"}),
+        layout.types: ("types", {"input": "token_types"}),
+        layout.add: ("embeddings", {"inputs": ["tok", "types"]}),
+        layout.position: ("pos", {"input": "embeddings"}),
+        layout.norm: ("emb_norm", {"input": "pos"}),
+        layout.encoder: ("encoder", {"input": "emb_drop"}),
+    }
+    if layout.head is not None:
+        roles[layout.head] = ("head", {"input": "encoder"})
+    for old, (new, wiring) in roles.items():
+        node = {**ours["nodes"][old], **wiring}
+        for where, value, wanted in _differences(node, back["nodes"][new], f"nodes.{old}"):
+            problems.append(f"{where}: {value!r}; BERT has {wanted!r}")
+    for name, theirs in ((layout.ids, "ids"), (layout.token_types, "token_types")):
+        for where, value, wanted in _differences(
+            ours["inputs"][name], back["inputs"][theirs], f"inputs.{name}"
+        ):
+            problems.append(f"{where}: {value!r}; BERT has {wanted!r}")
+    return problems
+
+
+def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The ``BertForSequenceClassification`` (a spec with a ``classify`` head) or ``BertModel``
+    config and state dict of ``model_spec``'s model from archlab's state dict: ``qkv`` split
+    into ``query``, ``key`` and ``value``, each tensor its own contiguous CPU copy."""
+    problems = export_problems(model_spec)
+    if problems:
+        raise ConversionError("the spec cannot be exported to BERT: " + "; ".join(problems))
+    doc = canonical_form(model_spec)
+    layout = _layout(doc, problems)
+    assert layout is not None
+    config = _config_of(doc, layout, problems)
+    architecture, depth = config["architectures"][0], config["num_hidden_layers"]
+    ids = {
+        "tok": layout.words, "types": layout.types, "pos": layout.position,
+        "emb_norm": layout.norm, "encoder": layout.encoder, "head": layout.head,
+    }  # fmt: skip
+    base = "bert." if architecture == CLASSIFIER else ""
+    out: dict[str, Tensor] = {}
+    for ours, theirs in _renames(depth, architecture).items():
+        role, rest = ours.split(".", 1)
+        out[theirs if theirs.startswith("classifier.") else base + theirs] = state[
+            f"{ids[role]}.{rest}"
+        ]
+    dim = config["hidden_size"]
+    for i in range(depth):
+        for kind in ("weight", "bias"):
+            qkv = state[f"{layout.encoder}.layers.{i}.attention.qkv.{kind}"]
+            for j, proj in enumerate(("query", "key", "value")):
+                name = f"{base}encoder.layer.{i}.attention.self.{proj}.{kind}"
+                out[name] = qkv[j * dim : (j + 1) * dim]
+    config["torch_dtype"] = str(state[f"{layout.words}.weight"].dtype).removeprefix("torch.")
+    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    return config, tensors
+
+
 FAMILY = register(
-    Family("BERT", ("bert",), ("BertForSequenceClassification", "BertModel"), spec, weights)
+    Family(
+        "BERT",
+        ("bert",),
+        ("BertForSequenceClassification", "BertModel"),
+        spec,
+        weights,
+        export_problems,
+        export,
+    )
 )

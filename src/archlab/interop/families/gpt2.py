@@ -4,11 +4,19 @@ head.
 GPT-2's projections are ``Conv1D`` modules whose weights are ``(in, out)``, the transpose of
 ``nn.Linear``'s; its fused ``c_attn`` lays out queries, keys, then values, each head-major, as
 archlab's ``attention.qkv`` does, so a transpose is the whole conversion.
+
+Export goes the other way for any spec of GPT-2's shape, whatever its node ids: a token input, an
+``embed``, a learned ``position``, a ``decoder`` of pre-LayerNorm blocks with causal softmax
+attention and biased projections, a final LayerNorm of the blocks' eps, and an ``lm_head`` (tied
+or not: ``GPT2LMHeadModel``) or none (``GPT2Model``); dropout nodes may sit anywhere. The spec is
+compared with the one its exported config converts back to, so every other difference is refused
+by its spec path. The spec holds no special tokens: ``bos_token_id`` / ``eos_token_id`` are unset.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
@@ -20,6 +28,9 @@ from archlab.interop.families import (
     StateDict,
     register,
 )
+from archlab.interop.families.llama import _differences, _training_only, _what
+from archlab.specs import canonical_form
+from archlab.specs.models import Spec
 
 ACTIVATIONS = {
     "gelu_new": "gelu_tanh",
@@ -203,4 +214,184 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
     return out
 
 
-FAMILY = register(Family("GPT-2", ("gpt2",), ("GPT2LMHeadModel", "GPT2Model"), spec, weights))
+# ------------------------------------------------------------------------------------ export
+
+#: archlab's MLP activation -> the ``activation_function`` an export writes.
+EXPORT_ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
+_ORDER = ("embed", "position", "decoder", "norm")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The node ids of a spec of GPT-2's shape (``head`` None: a bare ``GPT2Model``) and the
+    dropout node after the positions, if any (``embd_pdrop``)."""
+
+    input: str
+    embed: str
+    position: str
+    decoder: str
+    norm: str
+    head: str | None
+    embed_dropout: str | None
+
+
+def _layout(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
+    """GPT-2's nodes in order: token input -> embed -> position -> decoder -> norm [-> lm_head],
+    dropout nodes anywhere; whatever else the spec holds is a problem."""
+    nodes, outputs = doc["nodes"], doc["outputs"]
+    if len(outputs) != 1:
+        problems.append(f"outputs: {len(outputs)} outputs; a GPT-2 model has one")
+        return None
+    path: list[str] = []
+    current = outputs[0]
+    while current in nodes and len(path) <= len(nodes):
+        path.append(current)
+        source = nodes[current].get("input")
+        if not isinstance(source, str):
+            problems.append(f"nodes.{current}: {_what(nodes[current])} has several inputs")
+            return None
+        current = source
+    path.reverse()
+    seq = [n for n in path if nodes[n]["op"] != "dropout"]
+    head = seq.pop() if seq and nodes[seq[-1]]["op"] == "lm_head" else None
+    ops = tuple(nodes[n]["op"] for n in seq)
+    if ops != _ORDER:
+        problems.append(
+            "nodes: GPT-2 is a token embedding, learned positions, a decoder stack and a final "
+            f"norm, then optionally an lm_head; this spec has {' -> '.join(ops) or 'none'}"
+        )
+        return None
+    on_path = set(path)
+    for node_id in nodes:
+        if node_id not in on_path:
+            problems.append(f"nodes.{node_id}: {_what(nodes[node_id])} has no counterpart in GPT-2")
+    if len(doc["inputs"]) != 1 or doc["inputs"].get(current, {}).get("kind") != "tokens":
+        problems.append("inputs: a GPT-2 model has exactly one input, of token ids")
+    between = path[path.index(seq[1]) + 1 : path.index(seq[2])]
+    embed, position, decoder, norm = seq
+    return _Layout(current, embed, position, decoder, norm, head, between[0] if between else None)
+
+
+def _config_of(doc: dict[str, Any], layout: _Layout, problems: list[str]) -> dict[str, Any]:
+    """The GPT-2 config a spec of GPT-2's shape exports with (read leniently: what does not fit
+    shows up when the spec is compared with the one the config converts back to)."""
+    nodes, token_input = doc["nodes"], doc["inputs"].get(layout.input, {})
+    block = nodes[layout.decoder]["block"]
+    activation = block["mlp"]["activation"]
+    if activation not in EXPORT_ACTIVATIONS:
+        problems.append(
+            f"nodes.{layout.decoder}.block.mlp.activation: {activation!r}; GPT-2 has one of "
+            + ", ".join(repr(a) for a in EXPORT_ACTIVATIONS)
+        )
+    drop = nodes[layout.embed_dropout]["p"] if layout.embed_dropout else 0.0
+    head = nodes[layout.head] if layout.head is not None else None
+    architecture = "GPT2LMHeadModel" if head is not None else "GPT2Model"
+    return {
+        "architectures": [architecture],
+        "model_type": "gpt2",
+        "vocab_size": token_input.get("vocab_size"),
+        "n_positions": nodes[layout.position].get("max_len") or token_input.get("max_len"),
+        "n_embd": nodes[layout.embed]["dim"],
+        "n_layer": nodes[layout.decoder]["depth"],
+        "n_head": block["attention"]["heads"],
+        "n_inner": block["mlp"]["hidden"],
+        "activation_function": EXPORT_ACTIVATIONS.get(activation, "gelu_new"),
+        "layer_norm_epsilon": block["norm"]["eps"],
+        "embd_pdrop": drop,
+        "attn_pdrop": block["attention"]["dropout"],
+        "resid_pdrop": block["dropout"],
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": head is not None and head["tie"] is not None,
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": None,
+    }
+
+
+def export_problems(model_spec: Spec) -> list[str]:
+    """What in ``model_spec`` GPT-2 cannot express (empty: it exports exactly)."""
+    doc = canonical_form(model_spec)
+    problems: list[str] = []
+    layout = _layout(doc, problems)
+    if layout is None:
+        return problems
+    config = _config_of(doc, layout, problems)
+    head = doc["nodes"][layout.head] if layout.head is not None else None
+    if head is not None and head["tie"] not in (None, layout.embed):
+        problems.append(f"nodes.{layout.head}.tie: {head['tie']!r}; GPT-2 ties to the embedding")
+    if problems:
+        return problems
+    try:
+        back = _training_only(canonical_form(spec(config, config["architectures"][0])))
+    except (ConversionError, ValueError) as exc:
+        return [f"nodes.{layout.decoder}: {exc}"]
+    ours = _training_only(doc)
+    roles = [(layout.embed, "tok"), (layout.position, "pos"), (layout.decoder, "decoder")]
+    roles += [(layout.norm, "norm")] + ([(layout.head, "lm_head")] if layout.head else [])
+    inputs = {"tok": "ids", "pos": "tok", "decoder": "drop", "norm": "decoder", "lm_head": "norm"}
+    for old, new in roles:
+        node = {**ours["nodes"][old], "input": inputs[new]}
+        if new == "lm_head" and node.get("tie") == layout.embed:
+            node["tie"] = "tok"
+        for where, value, wanted in _differences(node, back["nodes"][new], f"nodes.{old}"):
+            problems.append(f"{where}: {value!r}; GPT-2 has {wanted!r}")
+    for where, value, wanted in _differences(
+        ours["inputs"][layout.input], back["inputs"]["ids"], f"inputs.{layout.input}"
+    ):
+        problems.append(f"{where}: {value!r}; GPT-2 has {wanted!r}")
+    return problems
+
+
+_CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The ``GPT2LMHeadModel`` (a spec with an ``lm_head``) or ``GPT2Model`` config and state
+    dict of ``model_spec``'s model from archlab's state dict: the projections transposed into
+    ``Conv1D``'s ``(in, out)`` layout, each tensor its own contiguous CPU copy (a tied head is
+    left out: ``tie_word_embeddings`` says so)."""
+    problems = export_problems(model_spec)
+    if problems:
+        raise ConversionError("the spec cannot be exported to GPT-2: " + "; ".join(problems))
+    doc = canonical_form(model_spec)
+    layout = _layout(doc, problems)
+    assert layout is not None
+    config = _config_of(doc, layout, problems)
+    base = "transformer." if layout.head is not None else ""
+    out = {
+        f"{base}wte.weight": state[f"{layout.embed}.weight"],
+        f"{base}wpe.weight": state[f"{layout.position}.weight"],
+        f"{base}ln_f.weight": state[f"{layout.norm}.weight"],
+        f"{base}ln_f.bias": state[f"{layout.norm}.bias"],
+    }
+    ours_of = {
+        "ln_1": "norm1", "attn.c_attn": "attention.qkv", "attn.c_proj": "attention.out",
+        "ln_2": "norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+    }  # fmt: skip
+    for i in range(config["n_layer"]):
+        for theirs, ours in ours_of.items():
+            for kind in ("weight", "bias"):
+                tensor = state[f"{layout.decoder}.layers.{i}.{ours}.{kind}"]
+                if theirs in _CONV1D and kind == "weight":
+                    tensor = tensor.t()
+                out[f"{base}h.{i}.{theirs}.{kind}"] = tensor
+    if layout.head is not None and not config["tie_word_embeddings"]:
+        out["lm_head.weight"] = state[f"{layout.head}.weight"]
+    config["torch_dtype"] = str(out[f"{base}wte.weight"].dtype).removeprefix("torch.")
+    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    return config, tensors
+
+
+FAMILY = register(
+    Family(
+        "GPT-2",
+        ("gpt2",),
+        ("GPT2LMHeadModel", "GPT2Model"),
+        spec,
+        weights,
+        export_problems,
+        export,
+    )
+)
