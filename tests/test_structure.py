@@ -162,3 +162,12 @@ def test_the_compiler_nn_contract_names_every_other_compiler_module() -> None:
         if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
     }
     assert set(nn["forbidden_modules"]) == modules - {"archlab.compiler.nn"}
+
+
+def test_test_file_names_are_unique() -> None:
+    # test folders have no __init__.py: pytest imports test files by basename, so two files of
+    # one name in different folders stop the whole run at collection
+    names: dict[str, list[str]] = {}
+    for path in (SRC.parents[1] / "tests").rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(SRC.parents[1])))
+    assert not {n: p for n, p in names.items() if len(p) > 1}
