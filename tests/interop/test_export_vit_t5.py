@@ -15,7 +15,7 @@ from torch import Tensor
 
 import archlab
 from archlab.interop.export import ExportError, export_hf
-from archlab.interop.families import ConversionError, deit, vit
+from archlab.interop.families import ConversionError, deit, t5, vit
 
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -219,3 +219,166 @@ def test_deit_spec_fits_deit_only() -> None:
     assert deit.export_problems(spec) == []
     assert any("nodes.cls.count: 2; ViT has 1" in p for p in vit.export_problems(spec))
     assert deit.export_problems(archlab.load_spec(_shrunk_vit())) != []
+
+
+# ------------------------------------------------------------------------------------------ T5
+
+T5_TINY = {
+    "vocab_size": 61,
+    "d_model": 40,
+    "d_kv": 8,
+    "d_ff": 72,
+    "num_layers": 2,
+    "num_decoder_layers": 3,
+    "num_heads": 5,
+    "relative_attention_num_buckets": 8,
+    "relative_attention_max_distance": 20,
+    "dropout_rate": 0.1,
+}
+T5_ARCH = "T5ForConditionalGeneration"
+
+
+def _t5_source(tmp_path: Path, untied: bool = False, **settings: Any) -> tuple[Any, Any]:
+    """A random tiny HF T5 (``untied``: its own lm_head, no rescale, as T5 v1.1) and archlab's
+    conversion of its saved folder."""
+    torch.manual_seed(0)
+    source = transformers.T5ForConditionalGeneration(transformers.T5Config(**T5_TINY, **settings))
+    with torch.no_grad():
+        for name, param in source.named_parameters():
+            if "layer_norm" in name:
+                param.uniform_(0.5, 1.5)
+    if untied:
+        source.lm_head.weight = torch.nn.Parameter(torch.randn(61, 40))
+        source.config.scale_decoder_outputs = False
+    source.eval()
+    source.save_pretrained(tmp_path / "source")
+    config = json.loads((tmp_path / "source" / "config.json").read_text())
+    state = safetensors_torch.load_file(tmp_path / "source" / "model.safetensors")
+    if untied:
+        config["tie_word_embeddings"] = False
+        config.pop("scale_decoder_outputs", None)
+    ours = archlab.compile_spec(t5.spec(config, T5_ARCH))
+    ours.load_state_dict(t5.weights(state, config, T5_ARCH), strict=True)
+    return source, ours.eval()
+
+
+def _t5_batch(vocab: int = 61) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded source ids (mask True = real; 11, 7 and 3 real tokens) and target ids that
+    start with T5's decoder start (0)."""
+    g = torch.Generator().manual_seed(2)
+    src = torch.randint(0, vocab, (3, 11), generator=g)
+    src_mask = torch.arange(11)[None, :] < torch.tensor([11, 7, 3])[:, None]
+    src = src.masked_fill(~src_mask, 0)
+    tgt = torch.randint(0, vocab, (3, 9), generator=g)
+    tgt[:, 0] = 0
+    return src, src_mask, tgt
+
+
+def _t5_logits(model: Any, src: Tensor, src_mask: Tensor, tgt: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model(input_ids=src, attention_mask=src_mask.long(), decoder_input_ids=tgt).logits
+
+
+@pytest.mark.parametrize(
+    ("settings", "untied"),
+    [({"feed_forward_proj": "relu"}, False), ({"feed_forward_proj": "gated-gelu"}, False),
+     ({"feed_forward_proj": "gated-gelu"}, True)],
+    ids=["relu-tied-rescaled", "gated-gelu-tied-rescaled", "gated-gelu-untied"],
+)  # fmt: skip
+def test_t5_round_trip_gives_the_source_logits(
+    tmp_path: Path, settings: dict[str, Any], untied: bool
+) -> None:
+    source, ours = _t5_source(tmp_path, untied, **settings)
+    written = export_hf(ours, tmp_path / "out")
+    config = json.loads((written / "config.json").read_text())
+    assert config["tie_word_embeddings"] is not untied
+    assert (
+        "lm_head.weight" in safetensors_torch.load_file(written / "model.safetensors")
+    ) is untied
+    back = _load_hf(written)
+    assert back.config.scale_decoder_outputs is not untied
+    src, src_mask, tgt = _t5_batch()
+    want = _t5_logits(source, src, src_mask, tgt)
+    with torch.no_grad():
+        assert _relative_diff(ours(src, tgt, src_mask=src_mask), want) <= 1e-5
+    assert _relative_diff(_t5_logits(back, src, src_mask, tgt), want) <= 1e-5
+    exported = back.state_dict()
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(exported[name], tensor), name
+
+
+def _shrunk_t5(**attention: Any) -> dict[str, Any]:
+    """specs/t5-small.json at width 40 (5 heads of 8), MLP 72, 2 + 2 layers, vocabulary 61."""
+    doc = json.loads((ROOT / "specs/t5-small.json").read_text())
+    for name in ("src", "tgt"):
+        doc["inputs"][name].update(vocab_size=61, max_len=64)
+    doc["nodes"]["shared"]["dim"] = 40
+    for stack in ("encoder", "decoder"):
+        node = doc["nodes"][stack]
+        node["depth"] = 2
+        node["block"]["attention"].update(heads=5, **attention)
+        node["block"]["mlp"]["hidden"] = 72
+    return doc
+
+
+def test_t5_small_needs_unit_scale_and_no_pad_id() -> None:
+    """specs/t5-small.json scales its scores by 1/sqrt(d) and masks pad tokens itself: T5 does
+    neither."""
+    problems = t5.export_problems(archlab.load_spec(_shrunk_t5()))
+    for fragment in [
+        "inputs.src.pad_id: 0; T5 has None",
+        "inputs.tgt.pad_id: 0; T5 has None",
+        "nodes.encoder.block.attention.scale: None; T5 has 1.0",
+        "nodes.decoder.block.cross_attention.scale: None; T5 has 1.0",
+    ]:
+        assert any(fragment in p for p in problems), problems
+
+
+def test_t5_spec_built_here_exports_with_equal_logits(tmp_path: Path) -> None:
+    """t5-small's layout with unit scale and no pad_id: its tied head without a rescale is
+    written as an lm_head of its own (a copy of the embedding)."""
+    doc = _shrunk_t5(scale=1.0)
+    for name in ("src", "tgt"):
+        del doc["inputs"][name]["pad_id"]
+    model = archlab.compile_spec(doc, seed=3)
+    _randomize(model, seed=4)
+    model.eval()
+    written = export_hf(model, tmp_path / "t5")
+    config = json.loads((written / "config.json").read_text())
+    assert (config["tie_word_embeddings"], config["dropout_rate"]) == (False, 0.1)
+    back = _load_hf(written)
+    assert torch.equal(back.lm_head.weight, model.shared.weight)
+    src, src_mask, tgt = _t5_batch()
+    with torch.no_grad():
+        ours = model(src, tgt, src_mask=src_mask)
+    assert _relative_diff(ours, _t5_logits(back, src, src_mask, tgt)) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda d: d["nodes"]["decoder"]["block"]["attention"].update(position="rotary"),
+         "nodes.decoder.block.attention.position: {'kind': 'rotary'"),
+        (lambda d: d["nodes"]["encoder"]["block"]["mlp"].update(bias=True),
+         "nodes.encoder.block.mlp.bias: True; T5 has False"),
+        (lambda d: d["nodes"]["enc_norm"].update(kind="layernorm"),
+         "nodes.enc_norm.kind: 'layernorm'; T5 has 'rmsnorm'"),
+        (lambda d: d["nodes"]["encoder"]["block"]["mlp"].update(activation="geglu"),
+         "nodes.encoder.block.mlp.activation: 'geglu'"),
+        (lambda d: d["nodes"]["lm_head"].update(scale=0.5),
+         "nodes.lm_head.scale: 0.5; T5 rescales only a tied head"),
+        (lambda d: d["nodes"]["tgt_tok"].update(tie=None, dim=40),
+         "nodes.tgt_tok.tie: None; T5's target embedding is its source embedding"),
+        (lambda d: d["nodes"]["decoder"]["block"].update(cross_attention={"heads": 4, "head_dim": 8}),
+         "nodes.decoder.block.cross_attention.heads: 4; T5 has 5"),
+    ],
+)  # fmt: skip
+def test_what_t5_cannot_express_is_named(change: Any, fragment: str) -> None:
+    doc = _shrunk_t5(scale=1.0)
+    for name in ("src", "tgt"):
+        del doc["inputs"][name]["pad_id"]
+    change(doc)
+    problems = t5.export_problems(archlab.load_spec(doc))
+    assert any(fragment in p for p in problems), problems
+    with pytest.raises(ConversionError, match="cannot be exported to T5"):
+        t5.export(archlab.load_spec(doc), {})
