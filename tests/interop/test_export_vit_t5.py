@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import Tensor
 
 import archlab
+from archlab.cli.main import cli
 from archlab.interop.export import ExportError, export_hf
 from archlab.interop.families import ConversionError, deit, t5, vit
 
@@ -382,3 +384,26 @@ def test_what_t5_cannot_express_is_named(change: Any, fragment: str) -> None:
     assert any(fragment in p for p in problems), problems
     with pytest.raises(ConversionError, match="cannot be exported to T5"):
         t5.export(archlab.load_spec(doc), {})
+
+
+def test_decoder_only_spec_is_not_t5() -> None:
+    problems = t5.export_problems(archlab.load_spec(ROOT / "specs/gpt-tiny.json"))
+    assert problems == ["nodes.decoder.memory: None; T5's decoder attends to its encoder"]
+
+
+@pytest.mark.parametrize("which", ["vit", "t5"])
+def test_cli_exports_each_family(tmp_path: Path, which: str) -> None:
+    if which == "vit":
+        doc, expected = _shrunk_vit(), "ViTForImageClassification"
+    else:
+        doc, expected = _shrunk_t5(scale=1.0), "T5ForConditionalGeneration"
+        for name in ("src", "tgt"):
+            del doc["inputs"][name]["pad_id"]
+    archlab.compile_spec(doc, seed=0).save(tmp_path / "model.safetensors")
+    out = tmp_path / "hf"
+    result = CliRunner().invoke(
+        cli, ["export", str(tmp_path / "model.safetensors"), "--to", "hf", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert expected in result.output
+    assert json.loads((out / "config.json").read_text())["model_type"] == which

@@ -334,6 +334,9 @@ def _layout(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
     if not target:
         return None
     head, dec_norm, decoder, tgt_tok, tgt = target
+    if nodes[decoder].get("memory") is None:
+        problems.append(f"nodes.{decoder}.memory: None; T5's decoder attends to its encoder")
+        return None
     source = _walk(nodes, nodes[decoder].get("memory"), ("norm", "encoder", "embed"), problems)
     if not source:
         return None
