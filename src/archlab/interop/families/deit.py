@@ -10,6 +10,11 @@ DeiT is ViT's encoder with two prepended tokens, CLS then the distillation token
 after the final LayerNorm, both special tokens included; a pooler in the checkpoint is left out.
 (The non-distilled checkpoints Facebook published are ``model_type`` "vit": the ViT family reads
 them.)
+
+Export takes any spec of that shape, whatever its node ids (the ViT family's checks with a
+``cls_token`` of count 2): no head (``DeiTModel``; load it with ``add_pooling_layer=False``), one
+classifier on the CLS token (``DeiTForImageClassification``), or a classifier on each token and
+their ``average`` (``DeiTForImageClassificationWithTeacher``).
 """
 
 from __future__ import annotations
@@ -18,17 +23,30 @@ from typing import Any
 
 from torch import Tensor
 
-from archlab.interop.families import Config, Family, StateDict, architecture_of, register
+from archlab.interop.families import (
+    Config,
+    ConversionError,
+    Family,
+    StateDict,
+    architecture_of,
+    register,
+)
 from archlab.interop.families.vit import (
     Taker,
+    VisionLayout,
     embedding_weights,
     encoder_nodes,
     encoder_weights,
+    finish_export,
     image_input,
     normalized,
     num_labels,
     patch_size,
+    vision_config,
+    vision_problems,
+    vision_tensors,
 )
+from archlab.specs.models import Spec
 
 ARCHITECTURES = (
     "DeiTForImageClassificationWithTeacher",
@@ -103,6 +121,33 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
     return out
 
 
-FAMILY = register(Family("DeiT", ("deit",), ARCHITECTURES, spec, weights))
+def _architecture(layout: VisionLayout) -> str:
+    return ("DeiTModel", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")[
+        len(layout.heads)
+    ]
 
-__all__ = ["ARCHITECTURES", "FAMILY", "spec", "weights"]
+
+def export_problems(model_spec: Spec) -> list[str]:
+    """What in ``model_spec`` DeiT cannot express (empty: it exports exactly)."""
+    return vision_problems(model_spec, "DeiT", _architecture, spec)[0]
+
+
+def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The DeiT config and state dict of ``model_spec``'s model (the architecture from its
+    heads), from archlab's state dict."""
+    problems, doc, layout = vision_problems(model_spec, "DeiT", _architecture, spec)
+    if problems or layout is None:
+        raise ConversionError("the spec cannot be exported to DeiT: " + "; ".join(problems))
+    architecture = _architecture(layout)
+    prefix = "deit." if layout.heads else ""
+    tokens = ("cls_token", "distillation_token")
+    out = {prefix + k: v for k, v in vision_tensors(state, layout, doc, tokens).items()}
+    for node_id, (_, _, name) in zip(layout.heads, _HEADS[architecture], strict=True):
+        out[f"{name}.weight"] = state[f"{node_id}.fc.weight"]
+        out[f"{name}.bias"] = state[f"{node_id}.fc.bias"]
+    return finish_export(vision_config(doc, layout, "deit", architecture), out)
+
+
+FAMILY = register(Family("DeiT", ("deit",), ARCHITECTURES, spec, weights, export_problems, export))
+
+__all__ = ["ARCHITECTURES", "FAMILY", "export", "export_problems", "spec", "weights"]

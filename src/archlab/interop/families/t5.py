@@ -10,10 +10,21 @@ head's input rescaled by ``d_model**-0.5`` (``lm_head.scale``) where the config 
 Weights: HF's separate ``q``/``k``/``v`` become the fused ``qkv`` (cross-attention: ``q`` and a
 fused ``kv``); a gated MLP's ``wi_0`` (gate) and ``wi_1`` (value) become ``fc1`` as value half
 then gate half.
+
+Export goes the other way for any spec of that shape, whatever its node ids: token inputs for the
+source and the target, an embedding of the source that the target's embedding ties to, an encoder
+and a decoder of pre-RMSNorm blocks without bias with a relative-position bias, attention
+``scale`` 1 and a ReLU/GELU/SiLU or gated-GELU/SiLU MLP, final RMSNorms of the blocks' eps, and an
+``lm_head``. A tied head rescaled by ``d_model**-0.5`` is ``tie_word_embeddings`` true; an untied
+head without a rescale is written as ``lm_head.weight`` with ``tie_word_embeddings`` false, and so
+is a tied head without a rescale (a copy of the embedding). Dropout acts only in training: the
+attention's becomes ``dropout_rate``. The spec holds no special tokens: T5's (pad and decoder
+start 0, end of sequence 1) are written, as T5's tokenizers use them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,6 +38,9 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
+from archlab.interop.families.llama import _differences, _training_only
+from archlab.specs import canonical_form
+from archlab.specs.models import Spec
 
 #: T5Config.feed_forward_proj -> archlab's activation (HF's "gated-gelu" runs gelu_new, the
 #: tanh approximation; a plain "gelu" runs the exact GELU)
@@ -253,6 +267,270 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
     return out
 
 
-FAMILY = register(Family("T5", ("t5",), ("T5ForConditionalGeneration",), spec, weights))
+# ------------------------------------------------------------------------------------ export
 
-__all__ = ["ACTIVATIONS", "FAMILY", "spec", "weights"]
+#: archlab's MLP activation -> the ``feed_forward_proj`` an export writes.
+FEED_FORWARD = {
+    "relu": "relu",
+    "gelu": "gelu",
+    "gelu_tanh": "gelu_new",
+    "silu": "silu",
+    "geglu_tanh": "gated-gelu",
+    "swiglu": "gated-silu",
+}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The node ids of a spec of T5's shape, and its two inputs."""
+
+    src: str
+    tgt: str
+    shared: str
+    encoder: str
+    enc_norm: str
+    tgt_tok: str
+    decoder: str
+    dec_norm: str
+    lm_head: str
+
+
+def _what(node: dict[str, Any]) -> str:
+    detail = node.get("kind")
+    return f"op {node['op']!r}" + (f" ({detail})" if isinstance(detail, str) else "")
+
+
+def _skip_dropout(nodes: dict[str, Any], node_id: Any) -> Any:
+    while isinstance(node_id, str) and nodes.get(node_id, {}).get("op") == "dropout":
+        node_id = nodes[node_id]["input"]
+    return node_id
+
+
+def _walk(
+    nodes: dict[str, Any], start: Any, ops: tuple[str, ...], problems: list[str]
+) -> list[str]:
+    """The nodes from ``start`` back through their inputs, which must have ``ops`` in turn; then
+    the input they start from. Empty (with a problem) where the chain differs."""
+    chain, current = [], _skip_dropout(nodes, start)
+    for op in ops:
+        node = nodes.get(current)
+        if node is None or node["op"] != op:
+            found = _what(node) if node is not None else f"input {current!r}"
+            problems.append(f"nodes.{current}: {found} where T5 has op {op!r}")
+            return []
+        chain.append(current)
+        current = _skip_dropout(nodes, node["input"])
+    return [*chain, current]
+
+
+def _layout(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
+    """T5's nodes: src -> embed -> encoder -> norm, the decoder's memory; tgt -> embed (tied to
+    the first) -> decoder -> norm -> lm_head. What else the spec holds goes to ``problems``."""
+    nodes = doc["nodes"]
+    if len(doc["outputs"]) != 1:
+        problems.append(f"outputs: {len(doc['outputs'])} outputs; a T5 model has one")
+        return None
+    target = _walk(nodes, doc["outputs"][0], ("lm_head", "norm", "decoder", "embed"), problems)
+    if not target:
+        return None
+    head, dec_norm, decoder, tgt_tok, tgt = target
+    if nodes[decoder].get("memory") is None:
+        problems.append(f"nodes.{decoder}.memory: None; T5's decoder attends to its encoder")
+        return None
+    source = _walk(nodes, nodes[decoder].get("memory"), ("norm", "encoder", "embed"), problems)
+    if not source:
+        return None
+    enc_norm, encoder, shared, src = source
+    layout = _Layout(src, tgt, shared, encoder, enc_norm, tgt_tok, decoder, dec_norm, head)
+    used = set(vars(layout).values())
+    for node_id, node in nodes.items():
+        if node_id not in used and node["op"] != "dropout":
+            problems.append(f"nodes.{node_id}: {_what(node)} has no counterpart in T5")
+    inputs = doc["inputs"]
+    if (
+        len(inputs) != 2
+        or src == tgt
+        or any(inputs.get(i, {}).get("kind") != "tokens" for i in (src, tgt))
+    ):
+        problems.append("inputs: a T5 model has two inputs, source and target token ids")
+    if nodes[tgt_tok]["tie"] != shared:
+        problems.append(
+            f"nodes.{tgt_tok}.tie: {nodes[tgt_tok]['tie']!r}; T5's target embedding is its "
+            f"source embedding ({shared!r})"
+        )
+    return layout
+
+
+def _head_problems(doc: dict[str, Any], layout: _Layout) -> list[str]:
+    """What in the head T5 cannot express: a rescale other than a tied head's d_model**-0.5."""
+    nodes = doc["nodes"]
+    head, d_model = nodes[layout.lm_head], int(nodes[layout.shared]["dim"])
+    tied, scale = head["tie"] is not None, head.get("scale")
+    out = []
+    if head["tie"] not in (None, layout.tgt_tok, layout.shared):
+        out.append(f"nodes.{layout.lm_head}.tie: {head['tie']!r}; T5 ties to its embedding")
+    if scale is not None and not (tied and abs(scale - d_model**-0.5) <= 1e-12 * scale):
+        out.append(
+            f"nodes.{layout.lm_head}.scale: {scale!r}; T5 rescales only a tied head, by "
+            f"d_model**-0.5 ({d_model**-0.5!r})"
+        )
+    vocab = doc["inputs"][layout.src]["vocab_size"]
+    if head["vocab_size"] != vocab:
+        out.append(
+            f"nodes.{layout.lm_head}.vocab_size: {head['vocab_size']!r}, the input's {vocab!r}; "
+            "T5's head predicts its input vocabulary"
+        )
+    return out
+
+
+def _config(doc: dict[str, Any], layout: _Layout) -> dict[str, Any]:
+    """The ``T5ForConditionalGeneration`` config of a spec of T5's shape."""
+    nodes = doc["nodes"]
+    encoder, head = nodes[layout.encoder], nodes[layout.lm_head]
+    block, attention = encoder["block"], encoder["block"]["attention"]
+    position = attention["position"] or {}
+    rescaled = head.get("scale") is not None
+    return {
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "vocab_size": doc["inputs"][layout.src]["vocab_size"],
+        "n_positions": doc["inputs"][layout.src]["max_len"],
+        "d_model": nodes[layout.shared]["dim"],
+        "d_kv": attention["head_dim"],
+        "d_ff": block["mlp"]["hidden"],
+        "num_layers": encoder["depth"],
+        "num_decoder_layers": nodes[layout.decoder]["depth"],
+        "num_heads": attention["heads"],
+        "relative_attention_num_buckets": position.get("buckets", 32),
+        "relative_attention_max_distance": position.get("max_distance", 128),
+        "dropout_rate": attention["dropout"],
+        "layer_norm_epsilon": block["norm"]["eps"],
+        "feed_forward_proj": FEED_FORWARD.get(block["mlp"]["activation"], "relu"),
+        "is_encoder_decoder": True,
+        "tie_word_embeddings": rescaled,
+        "scale_decoder_outputs": rescaled,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+    }
+
+
+def _round_trip_problems(doc: dict[str, Any], layout: _Layout) -> list[str]:
+    """What differs between the spec and the one its T5 config converts back to (node ids,
+    wiring, dropout and the head's tie and rescale, checked above, aside)."""
+    back = _training_only(canonical_form(spec(_config(doc, layout), FAMILY.architectures[0])))
+    ours = _training_only(doc)
+    wiring = {"input", "memory", "tie", "scale", "vocab_size"}
+    problems = []
+    for role, node_id in vars(layout).items():
+        if role in ("src", "tgt"):
+            pairs = [(ours["inputs"][node_id], back["inputs"][role], f"inputs.{node_id}")]
+        else:
+            mine = {k: v for k, v in ours["nodes"][node_id].items() if k not in wiring}
+            theirs = {k: v for k, v in back["nodes"][role].items() if k not in wiring}
+            pairs = [(mine, theirs, f"nodes.{node_id}")]
+        for a, b, path in pairs:
+            for where, value, wanted in _differences(a, b, path):
+                problems.append(f"{where}: {value!r}; T5 has {wanted!r}")
+    return problems
+
+
+def export_problems(model_spec: Spec) -> list[str]:
+    """What in ``model_spec`` T5 cannot express (empty: it exports exactly)."""
+    doc = canonical_form(model_spec)
+    problems: list[str] = []
+    layout = _layout(doc, problems)
+    if layout is None:
+        return problems
+    problems += _head_problems(doc, layout)
+    for stack in (layout.encoder, layout.decoder):
+        block = doc["nodes"][stack]["block"]
+        activation = block["mlp"]["activation"]
+        if activation not in FEED_FORWARD:
+            known = ", ".join(repr(a) for a in FEED_FORWARD)
+            problems.append(f"nodes.{stack}.block.mlp.activation: {activation!r}; T5 has {known}")
+        position = block["attention"]["position"] or {"kind": None}
+        if position["kind"] != "relative_bias":
+            problems.append(
+                f"nodes.{stack}.block.attention.position: {block['attention']['position']!r}; "
+                "T5 has 'relative_bias'"
+            )
+    return problems or _round_trip_problems(doc, layout)
+
+
+def _export_layer(
+    state: StateDict, prefix: str, hf: str, inner: int, gated: bool, decoder: bool
+) -> dict[str, Tensor]:
+    """One layer's tensors under T5's names: ``qkv`` split in q, k, v; ``kv`` in k, v; a gated
+    ``fc1`` in ``wi_1`` (value) and ``wi_0`` (gate)."""
+    attn, qkv = f"{hf}layer.0.SelfAttention.", state[f"{prefix}attention.qkv.weight"]
+    out = {f"{hf}layer.0.layer_norm.weight": state[f"{prefix}norm1.weight"]}
+    for k, name in enumerate("qkv"):
+        out[f"{attn}{name}.weight"] = qkv[k * inner : (k + 1) * inner]
+    out[f"{attn}o.weight"] = state[f"{prefix}attention.out.weight"]
+    if decoder:
+        cross, kv = f"{hf}layer.1.EncDecAttention.", state[f"{prefix}cross_attention.kv.weight"]
+        out[f"{hf}layer.1.layer_norm.weight"] = state[f"{prefix}norm_cross.weight"]
+        out[f"{cross}q.weight"] = state[f"{prefix}cross_attention.q.weight"]
+        out[f"{cross}k.weight"], out[f"{cross}v.weight"] = kv[:inner], kv[inner:]
+        out[f"{cross}o.weight"] = state[f"{prefix}cross_attention.out.weight"]
+    ff = f"{hf}layer.{2 if decoder else 1}."
+    out[f"{ff}layer_norm.weight"] = state[f"{prefix}norm2.weight"]
+    fc1, dense = state[f"{prefix}mlp.fc1.weight"], f"{ff}DenseReluDense."
+    if gated:
+        half = fc1.shape[0] // 2
+        out[f"{dense}wi_1.weight"], out[f"{dense}wi_0.weight"] = fc1[:half], fc1[half:]
+    else:
+        out[f"{dense}wi.weight"] = fc1
+    out[f"{dense}wo.weight"] = state[f"{prefix}mlp.fc2.weight"]
+    return out
+
+
+def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The ``T5ForConditionalGeneration`` config and state dict of ``model_spec``'s model, from
+    archlab's state dict; each tensor its own contiguous CPU copy."""
+    problems = export_problems(model_spec)
+    if problems:
+        raise ConversionError("the spec cannot be exported to T5: " + "; ".join(problems))
+    doc = canonical_form(model_spec)
+    layout = _layout(doc, problems)
+    assert layout is not None
+    config = _config(doc, layout)
+    inner, gated = config["num_heads"] * config["d_kv"], "gated" in config["feed_forward_proj"]
+    out = {"shared.weight": state[f"{layout.shared}.weight"]}
+    for stack, node_id, norm in (
+        ("encoder", layout.encoder, layout.enc_norm),
+        ("decoder", layout.decoder, layout.dec_norm),
+    ):
+        for i in range(int(doc["nodes"][node_id]["depth"])):
+            out |= _export_layer(
+                state,
+                f"{node_id}.layers.{i}.",
+                f"{stack}.block.{i}.",
+                inner,
+                gated,
+                stack == "decoder",
+            )
+        table = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+        out[table] = state[f"{node_id}.relative_bias.weight"]
+        out[f"{stack}.final_layer_norm.weight"] = state[f"{norm}.weight"]
+    if not config["tie_word_embeddings"]:
+        out["lm_head.weight"] = state[f"{layout.lm_head}.weight"]
+    dtype = str(out["shared.weight"].dtype).removeprefix("torch.")
+    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    return {**config, "torch_dtype": dtype}, tensors
+
+
+FAMILY = register(
+    Family(
+        "T5",
+        ("t5",),
+        ("T5ForConditionalGeneration",),
+        spec,
+        weights,
+        export_problems,
+        export,
+    )
+)
+
+__all__ = ["ACTIVATIONS", "FAMILY", "FEED_FORWARD", "export", "export_problems", "spec", "weights"]

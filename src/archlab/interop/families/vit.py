@@ -9,12 +9,22 @@ over (the spec is the model in eval mode).
 Both the key names of published checkpoints (``encoder.layer.N.attention.attention.query``) and
 those of ``transformers`` 5 (``layers.N.attention.q_proj``) are read. The helpers here are shared
 with the DeiT family, which has the same encoder.
+
+Export goes the other way for any spec of ViT's shape, whatever its node ids: an image input, a
+``patch_embed``, one ``cls_token``, learned positions, a pre-LayerNorm ``encoder`` with biased
+softmax attention, a final LayerNorm of the blocks' eps, and a ``classify`` on the CLS token
+(``ViTForImageClassification``) or none (``ViTModel``; transformers adds a pooler the output does
+not use: load it with ``add_pooling_layer=False``). ``qkv`` is split into query, key and value;
+tensors are written under the published key names, which transformers 4 and 5 both load. Dropout
+acts only in training: the attention's becomes ``attention_probs_dropout_prob``, the blocks'
+``hidden_dropout_prob``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +38,9 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
+from archlab.interop.families.llama import _differences, _training_only
+from archlab.specs import canonical_form
+from archlab.specs.models import Spec
 
 #: Hugging Face ``hidden_act`` -> archlab's MLP activation.
 ACTIVATIONS = {
@@ -230,6 +243,277 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
     return out
 
 
-FAMILY = register(Family("ViT", ("vit",), ("ViTForImageClassification", "ViTModel"), spec, weights))
+# ------------------------------------------------------------------------------------ export
 
-__all__ = ["FAMILY", "spec", "weights"]
+#: archlab's MLP activation -> the ``hidden_act`` an export writes.
+HIDDEN_ACTS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
+
+#: The nodes of a ViT-style model from the final norm back to the image, by role and op.
+_ROLES = (
+    ("norm", "norm"),
+    ("encoder", "encoder"),
+    ("pos", "position"),
+    ("cls", "cls_token"),
+    ("patches", "patch_embed"),
+)
+
+
+@dataclass(frozen=True)
+class VisionLayout:
+    """The node ids of a spec of ViT's shape: role (``patches``, ``cls``, ``pos``, ``encoder``,
+    ``norm``) -> node id, the classifier heads (CLS first) and the ``average`` of two heads."""
+
+    input: str
+    roles: dict[str, str]
+    heads: tuple[str, ...]
+    average: str | None
+
+
+def _what(node: dict[str, Any]) -> str:
+    detail = node.get("encoding") or node.get("kind")
+    return f"op {node['op']!r}" + (f" ({detail})" if isinstance(detail, str) else "")
+
+
+def _source(nodes: dict[str, Any], node_id: str) -> str:
+    """What ``node_id`` reads, dropout nodes (training only) skipped."""
+    current = nodes[node_id]["input"]
+    while current in nodes and nodes[current]["op"] == "dropout":
+        current = nodes[current]["input"]
+    return str(current)
+
+
+def _heads(doc: dict[str, Any], family: str, problems: list[str]) -> tuple[list[str], str | None]:
+    """The classifier heads the output is made of (none, one, or two averaged) and the average."""
+    nodes, out = doc["nodes"], doc["outputs"][0]
+    while out in nodes and nodes[out]["op"] == "dropout":
+        out = nodes[out]["input"]
+    average = out if nodes.get(out, {}).get("op") == "average" else None
+    heads = (
+        list(nodes[out]["inputs"])
+        if average
+        else [out]
+        if nodes.get(out, {}).get("op") == "classify"
+        else []
+    )
+    for head in heads:
+        if nodes.get(head, {}).get("op") != "classify":
+            problems.append(f"nodes.{average}: {family} averages classify heads only")
+    heads.sort(key=lambda h: nodes.get(h, {}).get("pool") == "distill")
+    return heads, average
+
+
+def vision_layout(doc: dict[str, Any], family: str, problems: list[str]) -> VisionLayout | None:
+    """The nodes of a canonical spec of ViT's shape (patch_embed -> cls_token -> position ->
+    encoder -> norm [-> classify heads [-> average]]); what else it holds goes to ``problems``."""
+    nodes = doc["nodes"]
+    if len(doc["outputs"]) != 1:
+        problems.append(f"outputs: {len(doc['outputs'])} outputs; a {family} model has one")
+        return None
+    heads, average = _heads(doc, family, problems)
+    if problems:
+        return None
+    current = doc["outputs"][0] if not heads else _source(nodes, heads[0])
+    while current in nodes and nodes[current]["op"] == "dropout":
+        current = nodes[current]["input"]
+    if any(_source(nodes, head) != current for head in heads):
+        problems.append(f"nodes.{average}: {family}'s heads read the same final norm")
+    roles: dict[str, str] = {}
+    for role, op in _ROLES:
+        node = nodes.get(current)
+        if node is None or node["op"] != op:
+            found = _what(node) if node is not None else f"input {current!r}"
+            problems.append(f"nodes.{current}: {found} where {family} has op {op!r}")
+            return None
+        roles[role] = current
+        current = _source(nodes, current)
+    used = {*roles.values(), *heads, average}
+    for node_id, node in nodes.items():
+        if node_id not in used and node["op"] != "dropout":
+            problems.append(f"nodes.{node_id}: {_what(node)} has no counterpart in {family}")
+    if len(doc["inputs"]) != 1 or doc["inputs"].get(current, {}).get("kind") != "image":
+        problems.append(f"inputs: a {family} model has exactly one input, an image")
+    return VisionLayout(current, roles, tuple(heads), average)
+
+
+def _pair_or_int(pair: list[int]) -> int | list[int]:
+    return pair[0] if pair[0] == pair[1] else list(pair)
+
+
+def vision_config(
+    doc: dict[str, Any], layout: VisionLayout, model_type: str, architecture: str
+) -> dict[str, Any]:
+    """The Hugging Face config of a spec of ViT's shape (its heads' classes as ``LABEL_i``)."""
+    nodes = doc["nodes"]
+    encoder = nodes[layout.roles["encoder"]]
+    block = encoder["block"]
+    image = doc["inputs"][layout.input]
+    config: dict[str, Any] = {
+        "architectures": [architecture],
+        "model_type": model_type,
+        "hidden_size": nodes[layout.roles["patches"]]["dim"],
+        "num_hidden_layers": encoder["depth"],
+        "num_attention_heads": block["attention"]["heads"],
+        "intermediate_size": block["mlp"]["hidden"],
+        "hidden_act": HIDDEN_ACTS[block["mlp"]["activation"]],
+        "hidden_dropout_prob": block["dropout"],
+        "attention_probs_dropout_prob": block["attention"]["dropout"],
+        "layer_norm_eps": block["norm"]["eps"],
+        "image_size": _pair_or_int(image["size"]),
+        "patch_size": _pair_or_int(nodes[layout.roles["patches"]]["patch_size"]),
+        "num_channels": image["channels"],
+        "qkv_bias": True,
+    }
+    if layout.heads:
+        classes = int(nodes[layout.heads[0]]["classes"])
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(classes)}
+        config["label2id"] = {f"LABEL_{i}": i for i in range(classes)}
+    return config
+
+
+def vision_problems(
+    model_spec: Spec,
+    family: str,
+    architecture_of_layout: Callable[[VisionLayout], str],
+    to_spec: Callable[[Config, str], dict[str, Any]],
+) -> tuple[list[str], dict[str, Any], VisionLayout | None]:
+    """What in ``model_spec`` the ViT-shaped ``family`` cannot express, the spec's canonical form
+    and its layout; a fitting spec must convert back (``to_spec`` of its exported config) to
+    itself, node ids, dropout and wiring aside, so that nothing the checks miss is dropped."""
+    doc = canonical_form(model_spec)
+    problems: list[str] = []
+    layout = vision_layout(doc, family, problems)
+    if layout is None or problems:
+        return problems, doc, layout
+    encoder_id = layout.roles["encoder"]
+    activation = doc["nodes"][encoder_id]["block"]["mlp"]["activation"]
+    if activation not in HIDDEN_ACTS:
+        known = ", ".join(repr(a) for a in HIDDEN_ACTS)
+        return (
+            [f"nodes.{encoder_id}.block.mlp.activation: {activation!r}; {family} has {known}"],
+            doc,
+            layout,
+        )
+    if len(layout.heads) > 2:
+        return [f"nodes.{layout.average}: {family} has at most two heads"], doc, layout
+    architecture = architecture_of_layout(layout)
+    try:
+        back = _training_only(
+            canonical_form(to_spec(vision_config(doc, layout, "", architecture), architecture))
+        )
+    except ConversionError as exc:
+        return [f"nodes.{encoder_id}.block.attention: {exc}"], doc, layout
+    ours = _training_only(doc)
+    standard: dict[str, str] = {node_id: role for role, node_id in layout.roles.items()}
+    standard |= dict(zip(layout.heads, ("head", "head_dist"), strict=False))
+    if layout.average is not None:
+        standard[layout.average] = "logits"
+    for node_id, role in standard.items():
+        if role not in back["nodes"]:
+            what = _what(ours["nodes"][node_id])
+            problems.append(f"nodes.{node_id}: {what} has no counterpart in {family}")
+            continue
+        mine = {k: v for k, v in ours["nodes"][node_id].items() if k not in ("input", "inputs")}
+        theirs = {k: v for k, v in back["nodes"][role].items() if k not in ("input", "inputs")}
+        for where, value, wanted in _differences(mine, theirs, f"nodes.{node_id}"):
+            problems.append(f"{where}: {value!r}; {family} has {wanted!r}")
+    image = ours["inputs"][layout.input]
+    for where, value, wanted in _differences(
+        image, back["inputs"]["image"], f"inputs.{layout.input}"
+    ):
+        problems.append(f"{where}: {value!r}; {family} has {wanted!r}")
+    return problems, doc, layout
+
+
+def vision_tensors(
+    state: StateDict, layout: VisionLayout, doc: dict[str, Any], tokens: tuple[str, ...]
+) -> dict[str, Tensor]:
+    """The embeddings, encoder layers and final norm under the published ViT key names (no
+    base-model prefix); ``tokens``: the names of the cls_token's tokens, in order."""
+    roles, dim = layout.roles, int(doc["nodes"][layout.roles["patches"]]["dim"])
+    patches, encoder = roles["patches"], roles["encoder"]
+    out = {
+        "embeddings.patch_embeddings.projection.weight": state[f"{patches}.proj.weight"],
+        "embeddings.patch_embeddings.projection.bias": state[f"{patches}.proj.bias"],
+        "embeddings.position_embeddings": state[f"{roles['pos']}.weight"][None],
+    }
+    for k, token in enumerate(tokens):
+        out[f"embeddings.{token}"] = state[f"{roles['cls']}.tokens"][:, k : k + 1]
+    names = {
+        "attention.out": "attention.output.dense",
+        "norm1": "layernorm_before",
+        "norm2": "layernorm_after",
+        "mlp.fc1": "intermediate.dense",
+        "mlp.fc2": "output.dense",
+    }
+    for i in range(int(doc["nodes"][encoder]["depth"])):
+        src, dst = f"{encoder}.layers.{i}.", f"encoder.layer.{i}."
+        for part in ("weight", "bias"):
+            qkv = state[f"{src}attention.qkv.{part}"]
+            for k, name in enumerate(("query", "key", "value")):
+                out[f"{dst}attention.attention.{name}.{part}"] = qkv[k * dim : (k + 1) * dim]
+            for ours, theirs in names.items():
+                out[f"{dst}{theirs}.{part}"] = state[f"{src}{ours}.{part}"]
+    out["layernorm.weight"] = state[f"{roles['norm']}.weight"]
+    out["layernorm.bias"] = state[f"{roles['norm']}.bias"]
+    return out
+
+
+def finish_export(
+    config: dict[str, Any], out: dict[str, Tensor]
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``config`` with the tensors' dtype, and each tensor its own contiguous CPU copy."""
+    dtype = str(next(iter(out.values())).dtype).removeprefix("torch.")
+    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    return {**config, "torch_dtype": dtype}, tensors
+
+
+def _architecture(layout: VisionLayout) -> str:
+    return "ViTForImageClassification" if layout.heads else "ViTModel"
+
+
+def export_problems(model_spec: Spec) -> list[str]:
+    """What in ``model_spec`` ViT cannot express (empty: it exports exactly)."""
+    return vision_problems(model_spec, "ViT", _architecture, spec)[0]
+
+
+def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The ``ViTForImageClassification`` (a spec with a classifier) or ``ViTModel`` config and
+    state dict of ``model_spec``'s model, from archlab's state dict."""
+    problems, doc, layout = vision_problems(model_spec, "ViT", _architecture, spec)
+    if problems or layout is None:
+        raise ConversionError("the spec cannot be exported to ViT: " + "; ".join(problems))
+    architecture = _architecture(layout)
+    prefix = "vit." if layout.heads else ""
+    out = {prefix + k: v for k, v in vision_tensors(state, layout, doc, ("cls_token",)).items()}
+    if layout.heads:
+        out["classifier.weight"] = state[f"{layout.heads[0]}.fc.weight"]
+        out["classifier.bias"] = state[f"{layout.heads[0]}.fc.bias"]
+    return finish_export(vision_config(doc, layout, "vit", architecture), out)
+
+
+FAMILY = register(
+    Family(
+        "ViT",
+        ("vit",),
+        ("ViTForImageClassification", "ViTModel"),
+        spec,
+        weights,
+        export_problems,
+        export,
+    )
+)
+
+__all__ = [
+    "FAMILY",
+    "HIDDEN_ACTS",
+    "VisionLayout",
+    "export",
+    "export_problems",
+    "finish_export",
+    "spec",
+    "vision_config",
+    "vision_layout",
+    "vision_problems",
+    "vision_tensors",
+    "weights",
+]
