@@ -35,7 +35,7 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
-from archlab.interop.families.llama import _differences, _training_only, _what
+from archlab.interop.families.exporting import describe_node, differences, training_only
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -293,7 +293,7 @@ class _Walk:
             node_id = self.nodes[node_id]["input"]
         node = self.nodes.get(node_id) if isinstance(node_id, str) else None
         if node is None or node["op"] != op:
-            found = _what(node) if node is not None else f"input {node_id!r}"
+            found = describe_node(node) if node is not None else f"input {node_id!r}"
             problems.append(f"nodes: BERT has {what} (op {op!r}) here; this spec has {found}")
             return None
         assert isinstance(node_id, str)
@@ -329,7 +329,9 @@ def _layout(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
         return None
     for node_id in nodes:
         if node_id not in walk.seen and nodes[node_id]["op"] != "dropout":
-            problems.append(f"nodes.{node_id}: {_what(nodes[node_id])} has no counterpart in BERT")
+            problems.append(
+                f"nodes.{node_id}: {describe_node(nodes[node_id])} has no counterpart in BERT"
+            )
     ids, token_types = nodes[words]["input"], nodes[types]["input"]
     inputs = doc["inputs"]
     if ids == token_types or set(inputs) != {ids, token_types}:
@@ -390,10 +392,10 @@ def export_problems(model_spec: Spec) -> list[str]:
     if problems:
         return problems
     try:
-        back = _training_only(canonical_form(spec(config, config["architectures"][0])))
+        back = training_only(canonical_form(spec(config, config["architectures"][0])))
     except (ConversionError, ValueError) as exc:
         return [f"nodes.{layout.encoder}: {exc}"]
-    ours = _training_only(doc)
+    ours = training_only(doc)
     roles: dict[str, tuple[str, dict[str, Any]]] = {
         layout.words: ("tok", {"input": "ids"}),
         layout.types: ("types", {"input": "token_types"}),
@@ -406,10 +408,10 @@ def export_problems(model_spec: Spec) -> list[str]:
         roles[layout.head] = ("head", {"input": "encoder"})
     for old, (new, wiring) in roles.items():
         node = {**ours["nodes"][old], **wiring}
-        for where, value, wanted in _differences(node, back["nodes"][new], f"nodes.{old}"):
+        for where, value, wanted in differences(node, back["nodes"][new], f"nodes.{old}"):
             problems.append(f"{where}: {value!r}; BERT has {wanted!r}")
     for name, theirs in ((layout.ids, "ids"), (layout.token_types, "token_types")):
-        for where, value, wanted in _differences(
+        for where, value, wanted in differences(
             ours["inputs"][name], back["inputs"][theirs], f"inputs.{name}"
         ):
             problems.append(f"{where}: {value!r}; BERT has {wanted!r}")

@@ -28,7 +28,7 @@ from archlab.interop.families import (
     StateDict,
     register,
 )
-from archlab.interop.families.llama import _differences, _training_only, _what
+from archlab.interop.families.exporting import describe_node, differences, training_only
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -248,7 +248,7 @@ def _layout(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
         path.append(current)
         source = nodes[current].get("input")
         if not isinstance(source, str):
-            problems.append(f"nodes.{current}: {_what(nodes[current])} has several inputs")
+            problems.append(f"nodes.{current}: {describe_node(nodes[current])} has several inputs")
             return None
         current = source
     path.reverse()
@@ -264,7 +264,9 @@ def _layout(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
     on_path = set(path)
     for node_id in nodes:
         if node_id not in on_path:
-            problems.append(f"nodes.{node_id}: {_what(nodes[node_id])} has no counterpart in GPT-2")
+            problems.append(
+                f"nodes.{node_id}: {describe_node(nodes[node_id])} has no counterpart in GPT-2"
+            )
     if len(doc["inputs"]) != 1 or doc["inputs"].get(current, {}).get("kind") != "tokens":
         problems.append("inputs: a GPT-2 model has exactly one input, of token ids")
     between = path[path.index(seq[1]) + 1 : path.index(seq[2])]
@@ -324,10 +326,10 @@ def export_problems(model_spec: Spec) -> list[str]:
     if problems:
         return problems
     try:
-        back = _training_only(canonical_form(spec(config, config["architectures"][0])))
+        back = training_only(canonical_form(spec(config, config["architectures"][0])))
     except (ConversionError, ValueError) as exc:
         return [f"nodes.{layout.decoder}: {exc}"]
-    ours = _training_only(doc)
+    ours = training_only(doc)
     roles = [(layout.embed, "tok"), (layout.position, "pos"), (layout.decoder, "decoder")]
     roles += [(layout.norm, "norm")] + ([(layout.head, "lm_head")] if layout.head else [])
     inputs = {"tok": "ids", "pos": "tok", "decoder": "drop", "norm": "decoder", "lm_head": "norm"}
@@ -335,9 +337,9 @@ def export_problems(model_spec: Spec) -> list[str]:
         node = {**ours["nodes"][old], "input": inputs[new]}
         if new == "lm_head" and node.get("tie") == layout.embed:
             node["tie"] = "tok"
-        for where, value, wanted in _differences(node, back["nodes"][new], f"nodes.{old}"):
+        for where, value, wanted in differences(node, back["nodes"][new], f"nodes.{old}"):
             problems.append(f"{where}: {value!r}; GPT-2 has {wanted!r}")
-    for where, value, wanted in _differences(
+    for where, value, wanted in differences(
         ours["inputs"][layout.input], back["inputs"]["ids"], f"inputs.{layout.input}"
     ):
         problems.append(f"{where}: {value!r}; GPT-2 has {wanted!r}")

@@ -29,7 +29,6 @@ holds no special tokens, so ``bos_token_id`` / ``eos_token_id`` are left unset.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +42,7 @@ from archlab.interop.families import (
     StateDict,
     register,
 )
+from archlab.interop.families.exporting import describe_node, differences, training_only
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -319,11 +319,6 @@ class _Layout:
     head: str | None
 
 
-def _what(node: dict[str, Any]) -> str:
-    detail = node.get("encoding") or node.get("kind")
-    return f"op {node['op']!r}" + (f" ({detail})" if isinstance(detail, str) else "")
-
-
 def _path_to_output(doc: dict[str, Any], problems: list[str]) -> tuple[str, list[str]] | None:
     """The input and the node ids from it to the single output, dropout nodes left out (they act
     only in training)."""
@@ -337,7 +332,7 @@ def _path_to_output(doc: dict[str, Any], problems: list[str]) -> tuple[str, list
         path.append(current)
         source = nodes[current].get("input")
         if not isinstance(source, str):
-            problems.append(f"nodes.{current}: {_what(nodes[current])} has several inputs")
+            problems.append(f"nodes.{current}: {describe_node(nodes[current])} has several inputs")
             return None
         current = source
     return current, [n for n in reversed(path) if nodes[n]["op"] != "dropout"]
@@ -369,7 +364,9 @@ def _chain(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
     on_path = {*seq[: decoder_at + 1], norm, head}
     extra += tail + [n for n in nodes if n not in on_path and nodes[n]["op"] != "dropout"]
     for node_id in extra:
-        problems.append(f"nodes.{node_id}: {_what(nodes[node_id])} has no counterpart in Llama")
+        problems.append(
+            f"nodes.{node_id}: {describe_node(nodes[node_id])} has no counterpart in Llama"
+        )
     if len(doc["inputs"]) != 1 or doc["inputs"].get(name, {}).get("kind") != "tokens":
         problems.append("inputs: a Llama model has exactly one input, of token ids")
     return _Layout(name, seq[embed_at], seq[decoder_at], norm, head)
@@ -486,28 +483,6 @@ def _export_dims(model_spec: Spec) -> tuple[_Layout, LlamaDims, float]:
     return (layout, *_dims_of(doc, layout))
 
 
-def _training_only(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc``'s nodes and inputs with dropout (training only) and the spec's words left out."""
-    nodes = json.loads(json.dumps(doc["nodes"]))
-    for node in nodes.values():
-        block = node.get("block") if isinstance(node, dict) else None
-        if isinstance(block, dict):
-            block["dropout"] = block["drop_path"] = 0.0
-            for part in ("attention", "mlp"):
-                if isinstance(block.get(part), dict):
-                    block[part]["dropout"] = 0.0
-    return {"inputs": doc["inputs"], "nodes": nodes, "outputs": doc["outputs"]}
-
-
-def _differences(ours: Any, theirs: Any, path: str) -> list[tuple[str, Any, Any]]:
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        out = []
-        for key in sorted(set(ours) | set(theirs)):
-            out += _differences(ours.get(key), theirs.get(key), f"{path}.{key}")
-        return out
-    return [] if ours == theirs else [(path, ours, theirs)]
-
-
 def _round_trip_problems(doc: dict[str, Any], layout: _Layout) -> list[str]:
     """What differs between the spec and the one its Llama config converts back to (node ids
     and dropout aside): a part of the spec the checks above do not know (a newer field) is
@@ -516,20 +491,20 @@ def _round_trip_problems(doc: dict[str, Any], layout: _Layout) -> list[str]:
     d, _ = _dims_of(doc, layout)
     architecture = "LlamaForCausalLM" if layout.head is not None else "LlamaModel"
     config = _export_config(d, architecture, 0.0, "float32")
-    back = _training_only(canonical_form(spec(config, architecture)))
+    back = training_only(canonical_form(spec(config, architecture)))
     roles = [(layout.embed, "tok"), (layout.decoder, "decoder"), (layout.norm, "norm")]
     roles += [(layout.head, "lm_head")] if layout.head is not None else []
     inputs = {"tok": "ids", "decoder": "tok", "norm": "decoder", "lm_head": "norm"}
-    ours = _training_only(doc)
+    ours = training_only(doc)
     problems = []
     for old, new in roles:
         node = {**ours["nodes"][old], "input": inputs[new]}
         if new == "lm_head" and node.get("tie") == layout.embed:
             node["tie"] = "tok"
-        for where, value, wanted in _differences(node, back["nodes"][new], f"nodes.{old}"):
+        for where, value, wanted in differences(node, back["nodes"][new], f"nodes.{old}"):
             problems.append(f"{where}: {value!r}; Llama has {wanted!r}")
     token_input = ours["inputs"][layout.input]
-    for where, value, wanted in _differences(
+    for where, value, wanted in differences(
         token_input, back["inputs"]["ids"], f"inputs.{layout.input}"
     ):
         problems.append(f"{where}: {value!r}; Llama has {wanted!r}")

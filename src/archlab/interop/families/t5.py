@@ -38,7 +38,7 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
-from archlab.interop.families.llama import _differences, _training_only
+from archlab.interop.families.exporting import describe_node, differences, training_only
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -295,11 +295,6 @@ class _Layout:
     lm_head: str
 
 
-def _what(node: dict[str, Any]) -> str:
-    detail = node.get("kind")
-    return f"op {node['op']!r}" + (f" ({detail})" if isinstance(detail, str) else "")
-
-
 def _skip_dropout(nodes: dict[str, Any], node_id: Any) -> Any:
     while isinstance(node_id, str) and nodes.get(node_id, {}).get("op") == "dropout":
         node_id = nodes[node_id]["input"]
@@ -315,7 +310,7 @@ def _walk(
     for op in ops:
         node = nodes.get(current)
         if node is None or node["op"] != op:
-            found = _what(node) if node is not None else f"input {current!r}"
+            found = describe_node(node) if node is not None else f"input {current!r}"
             problems.append(f"nodes.{current}: {found} where T5 has op {op!r}")
             return []
         chain.append(current)
@@ -345,7 +340,7 @@ def _layout(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
     used = set(vars(layout).values())
     for node_id, node in nodes.items():
         if node_id not in used and node["op"] != "dropout":
-            problems.append(f"nodes.{node_id}: {_what(node)} has no counterpart in T5")
+            problems.append(f"nodes.{node_id}: {describe_node(node)} has no counterpart in T5")
     inputs = doc["inputs"]
     if (
         len(inputs) != 2
@@ -418,8 +413,8 @@ def _config(doc: dict[str, Any], layout: _Layout) -> dict[str, Any]:
 def _round_trip_problems(doc: dict[str, Any], layout: _Layout) -> list[str]:
     """What differs between the spec and the one its T5 config converts back to (node ids,
     wiring, dropout and the head's tie and rescale, checked above, aside)."""
-    back = _training_only(canonical_form(spec(_config(doc, layout), FAMILY.architectures[0])))
-    ours = _training_only(doc)
+    back = training_only(canonical_form(spec(_config(doc, layout), FAMILY.architectures[0])))
+    ours = training_only(doc)
     wiring = {"input", "memory", "tie", "scale", "vocab_size"}
     problems = []
     for role, node_id in vars(layout).items():
@@ -430,7 +425,7 @@ def _round_trip_problems(doc: dict[str, Any], layout: _Layout) -> list[str]:
             theirs = {k: v for k, v in back["nodes"][role].items() if k not in wiring}
             pairs = [(mine, theirs, f"nodes.{node_id}")]
         for a, b, path in pairs:
-            for where, value, wanted in _differences(a, b, path):
+            for where, value, wanted in differences(a, b, path):
                 problems.append(f"{where}: {value!r}; T5 has {wanted!r}")
     return problems
 

@@ -38,7 +38,7 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
-from archlab.interop.families.llama import _differences, _training_only
+from archlab.interop.families.exporting import describe_node, differences, training_only
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -269,11 +269,6 @@ class VisionLayout:
     average: str | None
 
 
-def _what(node: dict[str, Any]) -> str:
-    detail = node.get("encoding") or node.get("kind")
-    return f"op {node['op']!r}" + (f" ({detail})" if isinstance(detail, str) else "")
-
-
 def _source(nodes: dict[str, Any], node_id: str) -> str:
     """What ``node_id`` reads, dropout nodes (training only) skipped."""
     current = nodes[node_id]["input"]
@@ -321,7 +316,7 @@ def vision_layout(doc: dict[str, Any], family: str, problems: list[str]) -> Visi
     for role, op in _ROLES:
         node = nodes.get(current)
         if node is None or node["op"] != op:
-            found = _what(node) if node is not None else f"input {current!r}"
+            found = describe_node(node) if node is not None else f"input {current!r}"
             problems.append(f"nodes.{current}: {found} where {family} has op {op!r}")
             return None
         roles[role] = current
@@ -329,7 +324,9 @@ def vision_layout(doc: dict[str, Any], family: str, problems: list[str]) -> Visi
     used = {*roles.values(), *heads, average}
     for node_id, node in nodes.items():
         if node_id not in used and node["op"] != "dropout":
-            problems.append(f"nodes.{node_id}: {_what(node)} has no counterpart in {family}")
+            problems.append(
+                f"nodes.{node_id}: {describe_node(node)} has no counterpart in {family}"
+            )
     if len(doc["inputs"]) != 1 or doc["inputs"].get(current, {}).get("kind") != "image":
         problems.append(f"inputs: a {family} model has exactly one input, an image")
     return VisionLayout(current, roles, tuple(heads), average)
@@ -397,27 +394,27 @@ def vision_problems(
         return [f"nodes.{layout.average}: {family} has at most two heads"], doc, layout
     architecture = architecture_of_layout(layout)
     try:
-        back = _training_only(
+        back = training_only(
             canonical_form(to_spec(vision_config(doc, layout, "", architecture), architecture))
         )
     except ConversionError as exc:
         return [f"nodes.{encoder_id}.block.attention: {exc}"], doc, layout
-    ours = _training_only(doc)
+    ours = training_only(doc)
     standard: dict[str, str] = {node_id: role for role, node_id in layout.roles.items()}
     standard |= dict(zip(layout.heads, ("head", "head_dist"), strict=False))
     if layout.average is not None:
         standard[layout.average] = "logits"
     for node_id, role in standard.items():
         if role not in back["nodes"]:
-            what = _what(ours["nodes"][node_id])
+            what = describe_node(ours["nodes"][node_id])
             problems.append(f"nodes.{node_id}: {what} has no counterpart in {family}")
             continue
         mine = {k: v for k, v in ours["nodes"][node_id].items() if k not in ("input", "inputs")}
         theirs = {k: v for k, v in back["nodes"][role].items() if k not in ("input", "inputs")}
-        for where, value, wanted in _differences(mine, theirs, f"nodes.{node_id}"):
+        for where, value, wanted in differences(mine, theirs, f"nodes.{node_id}"):
             problems.append(f"{where}: {value!r}; {family} has {wanted!r}")
     image = ours["inputs"][layout.input]
-    for where, value, wanted in _differences(
+    for where, value, wanted in differences(
         image, back["inputs"]["image"], f"inputs.{layout.input}"
     ):
         problems.append(f"{where}: {value!r}; {family} has {wanted!r}")
