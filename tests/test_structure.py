@@ -90,7 +90,7 @@ def test_package_of_a_module(module: str, package: str) -> None:
     assert _package(module) == package
 
 
-#: The modules architecture.md's "Layout" names (interop/ and web/ arrive with their issues).
+#: The modules architecture.md's "Layout" names (web/ arrives with its issue).
 LAYOUT = [
     "_version.py",
     "errors.py",
