@@ -76,7 +76,8 @@ def timm_state(
 def timm_forward(state: dict[str, Tensor], image: Tensor, heads: int) -> Tensor:
     """timm's ViT forward (eval mode), written from its source, on a state dict."""
     s = state
-    x = F.conv2d(image, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"], stride=8)
+    proj = s["patch_embed.proj.weight"]
+    x = F.conv2d(image, proj, s["patch_embed.proj.bias"], stride=proj.shape[-1])
     x = x.flatten(2).transpose(1, 2)
     tokens = [s["cls_token"]] + ([s["dist_token"]] if "dist_token" in s else [])
     tokens = [t.expand(x.shape[0], -1, -1) for t in tokens]

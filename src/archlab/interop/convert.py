@@ -14,7 +14,15 @@ from torch.overrides import TorchFunctionMode
 from archlab.errors import InteropError
 from archlab.interop.families import ConversionError, Family, architecture_of
 from archlab.interop.families.catalog import FAMILIES
-from archlab.interop.sources import HUB_PREFIX, read_config, read_weights, resolve
+from archlab.interop.sources import (
+    HUB_PREFIX,
+    PICKLE_SUFFIXES,
+    read_config,
+    read_weight_file,
+    read_weights,
+    resolve,
+)
+from archlab.interop.timm_source import TimmCheckpoint, convert_timm, is_timm_config, read_timm
 from archlab.textsafe import printable
 
 if TYPE_CHECKING:
@@ -104,11 +112,44 @@ _RANDOM_FILLS = {torch.Tensor.uniform_, torch.Tensor.normal_}
 
 @dataclass(frozen=True)
 class Imported:
-    """An imported checkpoint: the model, the local folder it was read from and its config."""
+    """An imported checkpoint: the model, the local folder it was read from and its config, and
+    for a timm checkpoint its resolved settings and their sources."""
 
     model: CompiledModel
     folder: Path
     config: dict[str, Any]
+    timm: TimmCheckpoint | None = None
+
+
+def _read_source(
+    source: str | os.PathLike[str], timm_model: str | None
+) -> tuple[Path, dict[str, Any], TimmCheckpoint | None, dict[str, Tensor]]:
+    """The folder and config of ``source``, then either its resolved timm checkpoint (a timm hub
+    folder, or a bare state-dict file with ``timm_model``) or the Hugging Face tensors."""
+    text = os.fspath(source)
+    path = Path(text)
+    weight_file = path.suffix in (".safetensors", *PICKLE_SUFFIXES)
+    if not text.startswith(HUB_PREFIX) and path.is_file() and (weight_file or timm_model):
+        if timm_model is None:
+            raise InteropError(
+                f"{printable(text)} is a bare state-dict file: pass the timm model it belongs "
+                "to with --timm-model NAME (timm_model= in Python), e.g. vit_small_patch16_224; "
+                "a Hugging Face checkpoint is read from its folder (config.json plus weights)"
+            )
+        timm = read_timm(timm_model, read_weight_file(path))
+        return path.parent, {}, timm, {}
+    folder = resolve(source)
+    config = read_config(folder)
+    if is_timm_config(config) or timm_model is not None:
+        if "model_type" in config:
+            raise InteropError(
+                f"--timm-model is for timm checkpoints; {printable(text)} is a Hugging Face "
+                f"{printable(str(config['model_type']))} folder"
+            )
+        name = timm_model or str(config.get("architecture"))
+        return folder, config, read_timm(name, read_weights(folder), config), {}
+    family_of(config)  # an unsupported model type is refused before the weights are read
+    return folder, config, None, read_weights(folder)
 
 
 def import_checkpoint(
@@ -116,22 +157,29 @@ def import_checkpoint(
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    timm_model: str | None = None,
 ) -> Imported:
     """``import_pretrained``, keeping where the checkpoint was read from (for ``verify``)."""
     from archlab.compiler.model import compile_spec
     from archlab.specs import load_spec
 
-    folder = resolve(source)
-    config = read_config(folder)
-    family_of(config)  # an unsupported model type is refused before the weights are read
-    document, tensors = convert(config, read_weights(folder))
+    folder, config, timm, state = _read_source(source, timm_model)
+    if timm is not None:
+        document, tensors = convert_timm(timm)
+    else:
+        document, tensors = convert(config, state)
     text = os.fspath(source)
-    name = text.removeprefix(HUB_PREFIX) if text.startswith(HUB_PREFIX) else folder.name
+    if text.startswith(HUB_PREFIX):
+        name = text.removeprefix(HUB_PREFIX)
+    elif timm is not None and not config:  # a bare file: its model's name
+        name = timm.name
+    else:
+        name = folder.name
     document["name"] = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
     with _SkipInit():
         model = compile_spec(load_spec(document), device=device, dtype=dtype or "float32")
     load_into(model, tensors)
-    return Imported(model.eval(), folder, config)
+    return Imported(model.eval(), folder, config, timm)
 
 
 def import_pretrained(
@@ -139,16 +187,20 @@ def import_pretrained(
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    timm_model: str | None = None,
 ) -> CompiledModel:
     """A pretrained checkpoint as an archlab model whose outputs equal the source's.
 
     ``source``: a Hugging Face model folder (``config.json`` plus ``model.safetensors``, sharded
     safetensors or ``pytorch_model.bin``) or ``hf:org/name`` (through ``huggingface_hub``'s
-    cache; ``pip install 'archlab[hub]'``). The model's ``.spec`` is the generated spec; it is
-    in eval mode, on ``device`` (cpu) in ``dtype`` (float32). Problems raise ``InteropError``
-    (a ``UserInputError``).
+    cache; ``pip install 'archlab[hub]'``); a timm hub folder or ``hf:timm/<name>`` (recognised
+    by its config's ``architecture``); or a timm state-dict file (``.safetensors``, or
+    ``.pth``/``.bin`` read weights-only) with ``timm_model``, timm's model name
+    (``vit_small_patch16_224``, ``deit_small_distilled_patch16_224``, ...). The model's
+    ``.spec`` is the generated spec; it is in eval mode, on ``device`` (cpu) in ``dtype``
+    (float32). Problems raise ``InteropError`` (a ``UserInputError``).
     """
-    return import_checkpoint(source, device=device, dtype=dtype).model
+    return import_checkpoint(source, device=device, dtype=dtype, timm_model=timm_model).model
 
 
 __all__ = [

@@ -121,6 +121,23 @@ def read_weights(folder: Path) -> dict[str, Tensor]:
     )
 
 
+#: The suffixes of a bare state-dict file (a timm checkpoint given with its model name).
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin")
+
+
+def read_weight_file(path: Path) -> dict[str, Tensor]:
+    """Every tensor of one state-dict file: ``.safetensors``, or ``.pth``/``.pt``/``.bin`` read
+    with ``torch.load(weights_only=True)``."""
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        return _read_pickle(path)
+    raise InteropError(
+        f"{printable(str(path))} is neither .safetensors nor a PyTorch state dict "
+        f"({', '.join(PICKLE_SUFFIXES)})"
+    )
+
+
 def _shards(index: Path) -> list[Path]:
     """The shard files an index names, each checked to exist."""
     try:
@@ -175,8 +192,10 @@ def _read_pickle(path: Path) -> dict[str, Tensor]:
             f"cannot read {printable(str(path))} (truncated or not a PyTorch checkpoint?): "
             f"{printable(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}"
         ) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    for wrapper in ("state_dict", "model"):  # training checkpoints (DeiT's hold "model")
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
     ):
@@ -191,4 +210,13 @@ def read(source: str | os.PathLike[str]) -> Checkpoint:
     return Checkpoint(os.fspath(source), folder, config, read_weights(folder))
 
 
-__all__ = ["HUB_PREFIX", "Checkpoint", "read", "read_config", "read_weights", "resolve"]
+__all__ = [
+    "HUB_PREFIX",
+    "PICKLE_SUFFIXES",
+    "Checkpoint",
+    "read",
+    "read_config",
+    "read_weight_file",
+    "read_weights",
+    "resolve",
+]
