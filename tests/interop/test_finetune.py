@@ -1,0 +1,51 @@
+"""Imported weights train: ``arch import`` then ``arch train --init``, DynamicViT's recipe
+included (a pretrained dense DeiT teaches its pruned student, which starts from it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from archlab.cli.main import cli
+from archlab.registry import Registry
+
+transformers = pytest.importorskip("transformers")
+
+
+def test_dynamicvit_fine_tunes_from_an_imported_deit(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = transformers.DeiTConfig(
+        image_size=8,
+        patch_size=2,
+        num_channels=1,  # the digits data: 8x8 grey images, 10 classes
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+    )
+    transformers.DeiTForImageClassification(config).save_pretrained(tmp_path / "deit")
+    weights, spec = tmp_path / "deit.safetensors", tmp_path / "deit.json"
+    runner = CliRunner()
+    done = runner.invoke(
+        cli, ["import", str(tmp_path / "deit"), "-o", str(weights), "--spec-out", str(spec)]
+    )
+    assert done.exit_code == 0, done.output
+    doc = json.loads(spec.read_text())
+    doc["nodes"]["encoder"]["prune"] = {"method": "dynamic", "at": [1], "keep": 0.5}
+    student = tmp_path / "dynamic-deit.json"
+    student.write_text(json.dumps(doc))
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    args = ["train", str(student), "--registry", url, "--epochs", "1", "--batch-size", "256"]
+    done = runner.invoke(cli, [*args, "--init", str(weights)])
+    assert done.exit_code == 0, done.output
+    assert "started fresh: encoder.prune.1.predictor" in done.output
+    runs = {run.id: run for run in Registry(url).runs()}
+    [trained] = [r for r in runs.values() if "teacher_run" in r.config]
+    teacher = runs[trained.config["teacher_run"]]
+    assert teacher.config["init"] == trained.config["init"] == str(weights)
+    assert teacher.status == trained.status == "completed"
