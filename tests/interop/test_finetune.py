@@ -49,3 +49,67 @@ def test_dynamicvit_fine_tunes_from_an_imported_deit(tmp_path: Path) -> None:
     teacher = runs[trained.config["teacher_run"]]
     assert teacher.config["init"] == trained.config["init"] == str(weights)
     assert teacher.status == trained.status == "completed"
+
+
+def _tiny(name: str) -> object:
+    if name == "gpt2":  # tied head
+        config = transformers.GPT2Config(
+            vocab_size=256,
+            n_positions=32,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        return transformers.GPT2LMHeadModel(config)
+    if name == "llama":
+        config = transformers.LlamaConfig(
+            vocab_size=256,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+        )
+        return transformers.LlamaForCausalLM(config)
+    config = transformers.T5Config(  # one embedding shared by source, target and head
+        vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4
+    )
+    return transformers.T5ForConditionalGeneration(config)
+
+
+@pytest.mark.parametrize(
+    ("family", "data"),
+    [("gpt2", "text:{readme}"), ("llama", "text:{readme}"), ("t5", "seq2seq:reverse?n=200")],
+)
+def test_imported_language_models_fine_tune_with_every_tensor(
+    family: str, data: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    _tiny(family).save_pretrained(tmp_path / family)  # type: ignore[attr-defined]
+    weights, spec = tmp_path / "w.safetensors", tmp_path / "spec.json"
+    runner = CliRunner()
+    done = runner.invoke(
+        cli,
+        [
+            "import",
+            str(tmp_path / family),
+            "-o",
+            str(weights),
+            "--spec-out",
+            str(spec),
+            "--no-verify",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    done = runner.invoke(
+        cli,
+        ["train", str(spec), "--registry", url, "--data", data.format(readme=readme),
+         "--epochs", "1", "--init", str(weights)],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "started fresh: none" in done.output  # tied embeddings and heads load as one tensor

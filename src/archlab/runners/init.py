@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from archlab.compiler.model import CompiledModel, unshared_state
+from archlab.compiler.model import CompiledModel, compile_spec, unshared_state
 from archlab.compiler.nn.pruning import TokenStage
 from archlab.errors import UserInputError
+from archlab.specs.models import Spec
 
 if TYPE_CHECKING:
     from archlab.registry import Registry
@@ -117,6 +118,14 @@ def init_plan(
     return InitPlan(source, sha256, loaded, tuple(fresh))
 
 
+def spec_init_plan(spec: Spec, weights: Mapping[str, Tensor], source: str, sha256: str) -> InitPlan:
+    """``init_plan`` against the spec's model built on the ``meta`` device: shapes and tied
+    weights only, nothing allocated."""
+    with torch.device("meta"):
+        model = compile_spec(spec, device="meta")
+    return init_plan(model, weights, source, sha256)
+
+
 def apply_init(model: CompiledModel, weights: Mapping[str, Tensor], plan: InitPlan) -> None:
     """Copy the planned tensors into ``model`` (on its device and dtype); the rest stay as built."""
     state = model.state_dict()
@@ -144,4 +153,5 @@ __all__ = [
     "init_file",
     "init_plan",
     "read_weights",
+    "spec_init_plan",
 ]

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from archlab.compiler import compile_spec
 from archlab.compiler.devices import device_name, resolve_device
 from archlab.errors import UserInputError
 from archlab.registry import Registry
@@ -27,7 +26,7 @@ from archlab.runners import lifecycle
 from archlab.runners.config import RESULT_NEUTRAL, TrainConfig
 from archlab.runners.data import TaskData, load_data
 from archlab.runners.distributed import Distributed, from_environment
-from archlab.runners.init import InitPlan, init_file, init_plan, read_weights
+from archlab.runners.init import InitPlan, init_file, read_weights, spec_init_plan
 from archlab.runners.lifecycle import interruptible, running
 from archlab.runners.progress import TrainProgress
 from archlab.runners.pruning import spec_has_dynamic
@@ -428,7 +427,7 @@ def _fit_fold(
     init = None
     if config.init is not None and resume is None:
         weights, sha256 = read_weights(init_file(config.init, registry))
-        init = (weights, init_plan(compile_spec(spec, device="meta"), weights, config.init, sha256))
+        init = (weights, spec_init_plan(spec, weights, config.init, sha256))
     trainer = Trainer(
         spec,
         data,
@@ -559,7 +558,7 @@ def _teacher_label(registry: Registry, teachers: dict[int, str]) -> str:
 def _init_plan(spec: Spec, source: str, registry: Registry) -> InitPlan:
     """What ``--init source`` loads into the spec's model (checked on the meta device)."""
     weights, sha256 = read_weights(init_file(source, registry))
-    return init_plan(compile_spec(spec, device="meta"), weights, source, sha256)
+    return spec_init_plan(spec, weights, source, sha256)
 
 
 def _load_teacher(registry: Registry, run_id: str, device: torch.device) -> Any:
