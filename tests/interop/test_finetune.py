@@ -16,12 +16,14 @@ from archlab.registry import Registry
 transformers = pytest.importorskip("transformers")
 
 
-def test_dynamicvit_fine_tunes_from_an_imported_deit(tmp_path: Path) -> None:
+def imported_dynamic_deit(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny DeiT for the digits (8x8 grey, 10 classes) made with transformers, imported with
+    ``arch import``: its weights, and its spec with a DynamicViT stage added."""
     torch.manual_seed(0)
     config = transformers.DeiTConfig(
         image_size=8,
         patch_size=2,
-        num_channels=1,  # the digits data: 8x8 grey images, 10 classes
+        num_channels=1,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -30,8 +32,7 @@ def test_dynamicvit_fine_tunes_from_an_imported_deit(tmp_path: Path) -> None:
     )
     transformers.DeiTForImageClassification(config).save_pretrained(tmp_path / "deit")
     weights, spec = tmp_path / "deit.safetensors", tmp_path / "deit.json"
-    runner = CliRunner()
-    done = runner.invoke(
+    done = CliRunner().invoke(
         cli, ["import", str(tmp_path / "deit"), "-o", str(weights), "--spec-out", str(spec)]
     )
     assert done.exit_code == 0, done.output
@@ -39,6 +40,12 @@ def test_dynamicvit_fine_tunes_from_an_imported_deit(tmp_path: Path) -> None:
     doc["nodes"]["encoder"]["prune"] = {"method": "dynamic", "at": [1], "keep": 0.5}
     student = tmp_path / "dynamic-deit.json"
     student.write_text(json.dumps(doc))
+    return student, weights
+
+
+def test_dynamicvit_fine_tunes_from_an_imported_deit(tmp_path: Path) -> None:
+    student, weights = imported_dynamic_deit(tmp_path)
+    runner = CliRunner()
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     args = ["train", str(student), "--registry", url, "--epochs", "1", "--batch-size", "256"]
     done = runner.invoke(cli, [*args, "--init", str(weights)])
@@ -113,3 +120,16 @@ def test_imported_language_models_fine_tune_with_every_tensor(
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     assert "started fresh: none" in done.output  # tied embeddings and heads load as one tensor
+
+
+def test_the_imported_model_itself_teaches_the_pruned_student(tmp_path: Path) -> None:
+    # --teacher WEIGHTS: the pretrained model is the dense teacher, no dense training first
+    student, weights = imported_dynamic_deit(tmp_path)
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    args = ["train", str(student), "--registry", url, "--epochs", "1", "--batch-size", "256"]
+    done = runner.invoke(cli, [*args, "--init", str(weights), "--teacher", str(weights)])
+    assert done.exit_code == 0, done.output
+    [run] = Registry(url).runs()  # the student alone: its teacher was given
+    assert run.config["teacher"] == run.config["teacher_run"] == str(weights)
+    assert run.status == "completed"

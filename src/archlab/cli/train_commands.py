@@ -157,8 +157,9 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         "--teacher",
         "teacher",
         {
-            "metavar": "RUN",
-            "help": "DynamicViT: the dense teacher, a run or CV group (fold i teaches fold i).",
+            "metavar": "RUN|WEIGHTS",
+            "help": "DynamicViT: the dense teacher, a run, a CV group (fold i teaches fold i) or a "
+            "weights file (a pretrained model from arch import).",
             "default": "train the spec without pruning first",
         },
     ),

@@ -164,9 +164,10 @@ class TrainConfig(BaseModel):
     token_distill_weight: NonNegative = 0.5
     """Weight of the distillation loss on the kept tokens."""
     teacher: Name | None = None
-    """The dense teacher: a registry run, or a CV group whose fold i teaches fold i. Null: train
-    the spec without its pruning stages first and use that. The student starts from its
-    weights."""
+    """The dense teacher: a registry run, a CV group whose fold i teaches fold i, or a weights
+    file (``arch import``, ``arch compile -o``: a pretrained model, which saw none of this
+    split). Null: train the spec without its pruning stages first (from ``init`` if given) and
+    use that. The student starts from its weights."""
     keep_warmup: Annotated[int, Field(ge=0)] = 0
     """EViT's warm-up: epochs at keep 1.0 before ``attention_topk`` stages start dropping."""
     keep_ramp: Annotated[int, Field(ge=0)] = 0

@@ -13,6 +13,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -439,7 +440,7 @@ def _fit_fold(
         progress=progress if main else None,
         distributed=distributed,
         teacher=teacher,
-        teacher_name=f"run {teacher_run}",
+        teacher_name=_teacher_name(teacher_run),
         # the best epoch is chosen the way the registry chooses the run's best value
         monitor_direction=registry.metric_direction(config.early_stop_metric or "val_loss"),
         init=init,
@@ -481,6 +482,10 @@ def _teachers(
     from archlab.registry import RegistryError, indices_sha256
     from archlab.runners.pruning import dense_spec
 
+    if config.teacher is not None and Path(config.teacher).is_file():
+        # pretrained weights (arch import, arch compile -o): they never saw this split
+        folds = plan.folds if config.fold is None else [plan.folds[config.fold]]
+        return {f.index: config.teacher for f in folds}
     if config.teacher is None:
         if distributed is not None:
             raise UserInputError(
@@ -561,8 +566,19 @@ def _init_plan(spec: Spec, source: str, registry: Registry) -> InitPlan:
     return spec_init_plan(spec, weights, source, sha256)
 
 
+def _teacher_name(teacher: str | None) -> str:
+    """A teacher for messages: ``run ID``, or the weights file's path."""
+    if teacher is None:
+        return ""
+    return teacher if Path(teacher).is_file() else f"run {teacher}"
+
+
 def _load_teacher(registry: Registry, run_id: str, device: torch.device) -> Any:
+    """The teacher a run (its last checkpoint) or a weights file (``--teacher FILE``) holds."""
     from archlab.compiler import load_compiled
+
+    if Path(run_id).is_file():
+        return load_compiled(run_id, device=device)
 
     run = registry.get(run_id)
     checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
