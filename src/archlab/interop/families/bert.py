@@ -35,7 +35,7 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
-from archlab.interop.families.exporting import describe_node, differences, training_only
+from archlab.interop.families.exporting import cpu_copies, describe_node, differences, training_only
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -449,7 +449,7 @@ def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str
                 name = f"{base}encoder.layer.{i}.attention.self.{proj}.{kind}"
                 out[name] = qkv[j * dim : (j + 1) * dim]
     config["torch_dtype"] = str(state[f"{layout.words}.weight"].dtype).removeprefix("torch.")
-    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    tensors = cpu_copies(out)
     return config, tensors
 
 

@@ -4,7 +4,10 @@ comparing a spec with the one its exported config converts back to."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
+
+from torch import Tensor
 
 
 def describe_node(node: dict[str, Any]) -> str:
@@ -36,4 +39,31 @@ def differences(ours: Any, theirs: Any, path: str) -> list[tuple[str, Any, Any]]
     return [] if ours == theirs else [(path, ours, theirs)]
 
 
-__all__ = ["describe_node", "differences", "training_only"]
+def chain_to_output(
+    doc: dict[str, Any], problems: list[str], family: str
+) -> tuple[str, list[str]] | None:
+    """The input and the node ids from it to the spec's single output, in order (dropout
+    included), for a family whose models are one chain of single-input nodes; None, with the
+    problem added, when the spec is not such a chain."""
+    nodes, outputs = doc["nodes"], doc["outputs"]
+    if len(outputs) != 1:
+        problems.append(f"outputs: {len(outputs)} outputs; a {family} model has one")
+        return None
+    path: list[str] = []
+    current = outputs[0]
+    while current in nodes and len(path) <= len(nodes):
+        path.append(current)
+        source = nodes[current].get("input")
+        if not isinstance(source, str):
+            problems.append(f"nodes.{current}: {describe_node(nodes[current])} has several inputs")
+            return None
+        current = source
+    return current, path[::-1]
+
+
+def cpu_copies(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Contiguous CPU copies of exported tensors (safetensors writes them; the model keeps its own)."""
+    return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
+
+
+__all__ = ["chain_to_output", "cpu_copies", "describe_node", "differences", "training_only"]

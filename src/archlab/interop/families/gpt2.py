@@ -28,7 +28,13 @@ from archlab.interop.families import (
     StateDict,
     register,
 )
-from archlab.interop.families.exporting import describe_node, differences, training_only
+from archlab.interop.families.exporting import (
+    chain_to_output,
+    cpu_copies,
+    describe_node,
+    differences,
+    training_only,
+)
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -238,20 +244,11 @@ class _Layout:
 def _layout(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
     """GPT-2's nodes in order: token input -> embed -> position -> decoder -> norm [-> lm_head],
     dropout nodes anywhere; whatever else the spec holds is a problem."""
-    nodes, outputs = doc["nodes"], doc["outputs"]
-    if len(outputs) != 1:
-        problems.append(f"outputs: {len(outputs)} outputs; a GPT-2 model has one")
+    nodes = doc["nodes"]
+    found = chain_to_output(doc, problems, "GPT-2")
+    if found is None:
         return None
-    path: list[str] = []
-    current = outputs[0]
-    while current in nodes and len(path) <= len(nodes):
-        path.append(current)
-        source = nodes[current].get("input")
-        if not isinstance(source, str):
-            problems.append(f"nodes.{current}: {describe_node(nodes[current])} has several inputs")
-            return None
-        current = source
-    path.reverse()
+    current, path = found
     seq = [n for n in path if nodes[n]["op"] != "dropout"]
     head = seq.pop() if seq and nodes[seq[-1]]["op"] == "lm_head" else None
     ops = tuple(nodes[n]["op"] for n in seq)
@@ -382,7 +379,7 @@ def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str
     if layout.head is not None and not config["tie_word_embeddings"]:
         out["lm_head.weight"] = state[f"{layout.head}.weight"]
     config["torch_dtype"] = str(out[f"{base}wte.weight"].dtype).removeprefix("torch.")
-    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    tensors = cpu_copies(out)
     return config, tensors
 
 

@@ -42,7 +42,13 @@ from archlab.interop.families import (
     StateDict,
     register,
 )
-from archlab.interop.families.exporting import describe_node, differences, training_only
+from archlab.interop.families.exporting import (
+    chain_to_output,
+    cpu_copies,
+    describe_node,
+    differences,
+    training_only,
+)
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -322,20 +328,11 @@ class _Layout:
 def _path_to_output(doc: dict[str, Any], problems: list[str]) -> tuple[str, list[str]] | None:
     """The input and the node ids from it to the single output, dropout nodes left out (they act
     only in training)."""
-    nodes, outputs = doc["nodes"], doc["outputs"]
-    if len(outputs) != 1:
-        problems.append(f"outputs: {len(outputs)} outputs; a Llama model has one")
+    found = chain_to_output(doc, problems, "Llama")
+    if found is None:
         return None
-    path: list[str] = []
-    current = outputs[0]
-    while current in nodes and len(path) <= len(nodes):
-        path.append(current)
-        source = nodes[current].get("input")
-        if not isinstance(source, str):
-            problems.append(f"nodes.{current}: {describe_node(nodes[current])} has several inputs")
-            return None
-        current = source
-    return current, [n for n in reversed(path) if nodes[n]["op"] != "dropout"]
+    source, path = found
+    return source, [n for n in path if doc["nodes"][n]["op"] != "dropout"]
 
 
 def _chain(doc: dict[str, Any], problems: list[str]) -> _Layout | None:
@@ -573,7 +570,7 @@ def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str
     if layout.head is not None and not d.tied:
         out["lm_head.weight"] = state[f"{layout.head}.weight"]
     dtype = str(out[f"{base}embed_tokens.weight"].dtype).removeprefix("torch.")
-    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    tensors = cpu_copies(out)
     return _export_config(d, architecture, dropout, dtype), tensors
 
 

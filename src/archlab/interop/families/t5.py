@@ -38,7 +38,7 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
-from archlab.interop.families.exporting import describe_node, differences, training_only
+from archlab.interop.families.exporting import cpu_copies, describe_node, differences, training_only
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -512,7 +512,7 @@ def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str
     if not config["tie_word_embeddings"]:
         out["lm_head.weight"] = state[f"{layout.lm_head}.weight"]
     dtype = str(out["shared.weight"].dtype).removeprefix("torch.")
-    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    tensors = cpu_copies(out)
     return {**config, "torch_dtype": dtype}, tensors
 
 

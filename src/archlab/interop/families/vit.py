@@ -38,7 +38,7 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
-from archlab.interop.families.exporting import describe_node, differences, training_only
+from archlab.interop.families.exporting import cpu_copies, describe_node, differences, training_only
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -460,7 +460,7 @@ def finish_export(
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """``config`` with the tensors' dtype, and each tensor its own contiguous CPU copy."""
     dtype = str(next(iter(out.values())).dtype).removeprefix("torch.")
-    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    tensors = cpu_copies(out)
     return {**config, "torch_dtype": dtype}, tensors
 
 
