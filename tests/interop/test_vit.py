@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from interop_testing import converted, hf_vision_model, image_output, relative_diff
 
 import archlab
 from archlab.interop.families import FAMILIES, ConversionError
@@ -47,33 +48,15 @@ def old_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def hf_model(architecture: str, **overrides: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(**{**TINY, **overrides})
-    config.architectures = [architecture]
-    cls = getattr(transformers, architecture)
-    model = cls(config, add_pooling_layer=False) if architecture == "ViTModel" else cls(config)
-    # Random, not zero, biases and norms, so that a swapped tensor shows in the outputs.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval(), config.to_dict()
+    settings = {**TINY, **overrides}
+    return hf_vision_model(transformers, "ViTConfig", architecture, "ViTModel", **settings)
 
 
 def convert(model: torch.nn.Module, config: dict[str, Any], state: Any = None) -> Any:
-    arch = config["architectures"][0]
-    doc = FAMILY.spec(config, arch)
-    compiled = archlab.compile_spec(doc)
-    compiled.load_state_dict(FAMILY.weights(state or model.state_dict(), config, arch), strict=True)
-    return compiled.eval()
+    return converted(FAMILY, model, config, state)
 
 
-def hf_output(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
-    out = model(pixel_values=image)
-    return out.logits if hasattr(out, "logits") else out.last_hidden_state
-
-
-def relative_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    return float((ours - theirs).abs().max() / theirs.abs().max())
+hf_output = image_output
 
 
 @pytest.mark.parametrize(
