@@ -35,7 +35,12 @@ from archlab.interop.families import (
     architecture_of,
     register,
 )
-from archlab.interop.families.exporting import cpu_copies, describe_node, differences, training_only
+from archlab.interop.families.exporting import (
+    cpu_copies,
+    describe_node,
+    renamed_differences,
+    training_only,
+)
 from archlab.specs import canonical_form
 from archlab.specs.models import Spec
 
@@ -406,16 +411,8 @@ def export_problems(model_spec: Spec) -> list[str]:
     }
     if layout.head is not None:
         roles[layout.head] = ("head", {"input": "encoder"})
-    for old, (new, wiring) in roles.items():
-        node = {**ours["nodes"][old], **wiring}
-        for where, value, wanted in differences(node, back["nodes"][new], f"nodes.{old}"):
-            problems.append(f"{where}: {value!r}; BERT has {wanted!r}")
-    for name, theirs in ((layout.ids, "ids"), (layout.token_types, "token_types")):
-        for where, value, wanted in differences(
-            ours["inputs"][name], back["inputs"][theirs], f"inputs.{name}"
-        ):
-            problems.append(f"{where}: {value!r}; BERT has {wanted!r}")
-    return problems
+    inputs = {layout.ids: "ids", layout.token_types: "token_types"}
+    return problems + renamed_differences(ours, back, roles, inputs, "BERT")
 
 
 def export(model_spec: Spec, state: StateDict) -> tuple[dict[str, Any], dict[str, Tensor]]:

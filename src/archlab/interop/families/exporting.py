@@ -39,6 +39,25 @@ def differences(ours: Any, theirs: Any, path: str) -> list[tuple[str, Any, Any]]
     return [] if ours == theirs else [(path, ours, theirs)]
 
 
+def renamed_differences(
+    ours: dict[str, Any],
+    back: dict[str, Any],
+    nodes: Mapping[str, tuple[str, dict[str, Any]]],
+    inputs: Mapping[str, str],
+    family: str,
+) -> list[str]:
+    """What differs between a spec (``ours``) and the one its exported config converts back to
+    (``back``), part by part under the family's names: ``nodes`` maps our node id to theirs and
+    the wiring to compare as theirs (inputs, ties), ``inputs`` our input names to theirs."""
+    found = []
+    for old, (new, wiring) in nodes.items():
+        node = {**ours["nodes"][old], **wiring}
+        found += differences(node, back["nodes"][new], f"nodes.{old}")
+    for mine, theirs in inputs.items():
+        found += differences(ours["inputs"][mine], back["inputs"][theirs], f"inputs.{mine}")
+    return [f"{where}: {value!r}; {family} has {wanted!r}" for where, value, wanted in found]
+
+
 def chain_to_output(
     doc: dict[str, Any], problems: list[str], family: str
 ) -> tuple[str, list[str]] | None:
@@ -66,4 +85,11 @@ def cpu_copies(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
 
 
-__all__ = ["chain_to_output", "cpu_copies", "describe_node", "differences", "training_only"]
+__all__ = [
+    "chain_to_output",
+    "cpu_copies",
+    "describe_node",
+    "differences",
+    "renamed_differences",
+    "training_only",
+]

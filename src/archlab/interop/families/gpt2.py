@@ -32,7 +32,7 @@ from archlab.interop.families.exporting import (
     chain_to_output,
     cpu_copies,
     describe_node,
-    differences,
+    renamed_differences,
     training_only,
 )
 from archlab.specs import canonical_form
@@ -327,20 +327,13 @@ def export_problems(model_spec: Spec) -> list[str]:
     except (ConversionError, ValueError) as exc:
         return [f"nodes.{layout.decoder}: {exc}"]
     ours = training_only(doc)
+    inputs = {"tok": "ids", "pos": "tok", "decoder": "drop", "norm": "decoder", "lm_head": "norm"}
     roles = [(layout.embed, "tok"), (layout.position, "pos"), (layout.decoder, "decoder")]
     roles += [(layout.norm, "norm")] + ([(layout.head, "lm_head")] if layout.head else [])
-    inputs = {"tok": "ids", "pos": "tok", "decoder": "drop", "norm": "decoder", "lm_head": "norm"}
-    for old, new in roles:
-        node = {**ours["nodes"][old], "input": inputs[new]}
-        if new == "lm_head" and node.get("tie") == layout.embed:
-            node["tie"] = "tok"
-        for where, value, wanted in differences(node, back["nodes"][new], f"nodes.{old}"):
-            problems.append(f"{where}: {value!r}; GPT-2 has {wanted!r}")
-    for where, value, wanted in differences(
-        ours["inputs"][layout.input], back["inputs"]["ids"], f"inputs.{layout.input}"
-    ):
-        problems.append(f"{where}: {value!r}; GPT-2 has {wanted!r}")
-    return problems
+    nodes = {old: (new, {"input": inputs[new]}) for old, new in roles}
+    if layout.head is not None and ours["nodes"][layout.head].get("tie") == layout.embed:
+        nodes[layout.head][1]["tie"] = "tok"
+    return problems + renamed_differences(ours, back, nodes, {layout.input: "ids"}, "GPT-2")
 
 
 _CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")

@@ -46,7 +46,7 @@ from archlab.interop.families.exporting import (
     chain_to_output,
     cpu_copies,
     describe_node,
-    differences,
+    renamed_differences,
     training_only,
 )
 from archlab.specs import canonical_form
@@ -493,19 +493,10 @@ def _round_trip_problems(doc: dict[str, Any], layout: _Layout) -> list[str]:
     roles += [(layout.head, "lm_head")] if layout.head is not None else []
     inputs = {"tok": "ids", "decoder": "tok", "norm": "decoder", "lm_head": "norm"}
     ours = training_only(doc)
-    problems = []
-    for old, new in roles:
-        node = {**ours["nodes"][old], "input": inputs[new]}
-        if new == "lm_head" and node.get("tie") == layout.embed:
-            node["tie"] = "tok"
-        for where, value, wanted in differences(node, back["nodes"][new], f"nodes.{old}"):
-            problems.append(f"{where}: {value!r}; Llama has {wanted!r}")
-    token_input = ours["inputs"][layout.input]
-    for where, value, wanted in differences(
-        token_input, back["inputs"]["ids"], f"inputs.{layout.input}"
-    ):
-        problems.append(f"{where}: {value!r}; Llama has {wanted!r}")
-    return problems
+    nodes = {old: (new, {"input": inputs[new]}) for old, new in roles}
+    if layout.head is not None and ours["nodes"][layout.head].get("tie") == layout.embed:
+        nodes[layout.head][1]["tie"] = "tok"
+    return renamed_differences(ours, back, nodes, {layout.input: "ids"}, "Llama")
 
 
 def _export_config(d: LlamaDims, architecture: str, dropout: float, dtype: str) -> dict[str, Any]:
