@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -133,3 +134,47 @@ def test_the_imported_model_itself_teaches_the_pruned_student(tmp_path: Path) ->
     [run] = Registry(url).runs()  # the student alone: its teacher was given
     assert run.config["teacher"] == run.config["teacher_run"] == str(weights)
     assert run.status == "completed"
+
+
+def test_an_imported_bert_fine_tunes_on_ids_token_types_and_padding(tmp_path: Path) -> None:
+    """BERT's classifier reads ids and token types: an npz archive feeds both (x and an array
+    named after the second input) and the padding (``ids_mask``); a head for another number
+    of classes starts fresh, the encoder and the pooler load."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
+    transformers.BertForSequenceClassification(config).save_pretrained(tmp_path / "bert")
+    weights, spec = tmp_path / "bert.safetensors", tmp_path / "bert.json"
+    runner = CliRunner()
+    done = runner.invoke(
+        cli, ["import", str(tmp_path / "bert"), "-o", str(weights), "--spec-out", str(spec)]
+    )
+    assert done.exit_code == 0, done.output
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 50, (40, 12))
+    types = np.zeros_like(ids)
+    types[:, 6:] = 1
+    mask = np.ones_like(ids, dtype=bool)
+    mask[::2, 9:] = False
+    ids[~mask] = 0
+    data = tmp_path / "pairs.npz"
+    np.savez(data, x=ids, token_types=types, ids_mask=mask, y=ids[:, 1] % 3)
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    args = ["--registry", url, "--data", f"npz:{data}", "--epochs", "1", "--init", str(weights)]
+    done = runner.invoke(cli, ["train", str(spec), *args])
+    assert done.exit_code == 0, done.output
+    assert "started fresh: none" in done.output
+    four = json.loads(spec.read_text())
+    four["nodes"]["head"]["classes"] = 4
+    (tmp_path / "bert4.json").write_text(json.dumps(four))
+    done = runner.invoke(cli, ["train", str(tmp_path / "bert4.json"), *args])
+    assert done.exit_code == 0, done.output
+    assert "started fresh: head.fc.bias, head.fc.weight" in done.output, done.output
+    assert all(run.status == "completed" for run in Registry(url).runs())

@@ -54,3 +54,16 @@ def token_classifier(minimal_gpt: Callable[[], Doc]) -> Spec:
     doc["nodes"]["dec"]["op"] = "encoder"
     doc["nodes"]["logits"] = {"op": "classify", "input": "norm", "classes": 3, "pool": "mean"}
     return archlab.load_spec(doc)
+
+
+@pytest.fixture
+def two_input_classifier(minimal_gpt: Callable[[], Doc]) -> Spec:
+    """BERT-like with segment ids: `ids` and `token_types` (vocab 2) embedded and summed, a
+    bidirectional encoder, classify on the first token, 3 classes."""
+    doc = minimal_gpt()
+    doc["inputs"]["token_types"] = {"kind": "tokens", "vocab_size": 2, "max_len": 32}
+    doc["nodes"]["types"] = {"op": "embed", "input": "token_types", "dim": 64}
+    doc["nodes"]["summed"] = {"op": "add", "inputs": ["tok", "types"]}
+    doc["nodes"]["dec"] |= {"op": "encoder", "input": "summed"}
+    doc["nodes"]["logits"] = {"op": "classify", "input": "norm", "classes": 3, "pool": "first"}
+    return archlab.load_spec(doc)

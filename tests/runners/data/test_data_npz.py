@@ -175,3 +175,86 @@ def test_npz_that_is_empty_not_an_archive_or_pickled_is_refused_clearly(
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def segments(n: int = 6, t: int = 10) -> dict[str, np.ndarray]:
+    """Ids, segment ids and a right-padded mask for the two-input classifier."""
+    ids = np.arange(n * t).reshape(n, t) % 100
+    types = np.zeros_like(ids)
+    types[:, t // 2 :] = 1
+    mask = np.ones_like(ids, dtype=bool)
+    mask[1, 7:] = False
+    return {"x": ids, "token_types": types, "ids_mask": mask, "y": np.arange(n) % 3}
+
+
+def test_npz_feeds_each_input_a_head_reads_and_their_masks(two_input_classifier, tmp_path) -> None:
+    arrays = segments()
+    data = load_data(save_npz(tmp_path / "s.npz", **arrays), two_input_classifier)
+    assert set(data.inputs) == {"ids", "token_types", "ids_mask"}
+    assert data.inputs["token_types"].dtype == torch.int64
+    assert data.inputs["token_types"].tolist() == arrays["token_types"].tolist()
+    assert data.inputs["ids_mask"].dtype == torch.bool and not data.inputs["ids_mask"][1, 7:].any()
+    assert "token_types int64 (6, 10)" in data.description
+    assert data.subset([1]).inputs["ids_mask"].shape == (1, 10)
+    arrays["ids_mask"] = arrays["ids_mask"].astype(np.int8)  # 0/1 integers read as bools too
+    masked = load_data(save_npz(tmp_path / "i.npz", **arrays), two_input_classifier)
+    assert torch.equal(masked.inputs["ids_mask"], data.inputs["ids_mask"])
+    model = archlab.compile_spec(two_input_classifier).eval()
+    with torch.no_grad():
+        assert model(**data.inputs).shape == (6, 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        (
+            {"token_types": None},
+            r"has no array for the spec's input `token_types`: x feeds `ids`.*token_types=np\.zeros_like\(ids\)",
+        ),
+        (
+            {"token_types": np.full((6, 10), 2)},
+            r"token ids in token_types are 2\.\.2 but the spec's input `token_types` has vocab_size 2",
+        ),
+        ({"token_types": np.zeros((5, 10), np.int64)}, r"x has 6 examples but token_types has 5"),
+        (
+            {"ids_mask": np.ones((6, 9), bool)},
+            r"ids_mask is bool \(6, 9\) but it must be bools or 0/1 shaped like the input `ids`'s tokens \(6, 10\)",
+        ),
+        (
+            {"ids_mask": np.full((6, 10), 2)},
+            r"ids_mask is int64 \(6, 10\) but it must be bools or 0/1",
+        ),
+        (
+            {"ids_mask": np.zeros((6, 10), bool)},
+            r"ids_mask has rows with no real token \(row 0 first, 6 in all\)",
+        ),
+        (
+            {"types_mask": np.ones((6, 10), bool)},
+            r"unexpected arrays .*optionally groups, token_types, ids_mask, token_types_mask",
+        ),
+    ],
+)
+def test_npz_refuses_further_inputs_and_masks_that_do_not_fit(
+    two_input_classifier, tmp_path: Path, change: dict[str, Any], pattern: str
+) -> None:
+    arrays = {k: v for k, v in (segments() | change).items() if v is not None}
+    with pytest.raises(DataError, match=pattern):
+        load_data(save_npz(tmp_path / "bad.npz", **arrays), two_input_classifier)
+
+
+def test_single_input_sources_name_the_npz_way_for_several_inputs(two_input_classifier) -> None:
+    from archlab.runners.data.task import spec_layout
+
+    with pytest.raises(DataError, match=r"reads 2 inputs \(`ids`, `token_types`\) but digits feeds one; use npz:PATH with x for `ids` and an array named after each further input \(`token_types`\)"):  # fmt: skip
+        spec_layout(two_input_classifier).single_input("digits")
+
+
+def test_npz_refuses_a_spec_input_named_like_its_reserved_arrays(minimal_gpt, tmp_path) -> None:
+    doc = minimal_gpt()
+    doc["inputs"]["y"] = {"kind": "tokens", "vocab_size": 2, "max_len": 32}
+    doc["nodes"]["types"] = {"op": "embed", "input": "y", "dim": 64}
+    doc["nodes"]["summed"] = {"op": "add", "inputs": ["tok", "types"]}
+    doc["nodes"]["dec"] |= {"op": "encoder", "input": "summed"}
+    doc["nodes"]["logits"] = {"op": "classify", "input": "norm", "classes": 3}
+    with pytest.raises(DataError, match=r"has an input named 'y', which npz data reserve"):
+        load_data(save_npz(tmp_path / "d.npz", **segments()), archlab.load_spec(doc))

@@ -97,7 +97,7 @@ def expect_task(layout: Layout, what: str, tasks: tuple[Task, ...]) -> None:
 def image_input(layout: Layout, what: str) -> tuple[str, ImageInput]:
     """The image input of a classifier, or a DataError naming the input it has instead."""
     expect_task(layout, f"{what} is image classification data", ("classify",))
-    name, inp = layout.single_input()
+    name, inp = layout.single_input(what)
     if not isinstance(inp, ImageInput):
         raise DataError(
             f"{what} holds images, but the spec's input `{name}` is of kind {inp.kind}, not "

@@ -26,8 +26,8 @@ SpecInput = TokensInput | ImageInput | FeaturesInput
 class Layout:
     """What a spec asks of its data: the task, its inputs by role, and the head's sizes.
 
-    ``inputs`` is ordered by role: the one input of classify and lm specs, or (source, target)
-    for seq2seq. ``vocab`` is the lm_head's vocabulary.
+    ``inputs`` is ordered by role: the inputs of a classifier in the spec's order (usually one;
+    BERT's ids then token types), the one input of an lm spec, or (source, target) for seq2seq. ``vocab`` is the lm_head's vocabulary.
     """
 
     task: Task
@@ -56,8 +56,18 @@ class Layout:
             f"target `{names[1]}`)"
         )
 
-    def single_input(self) -> tuple[str, SpecInput]:
-        """The one input of a classify or lm spec."""
+    def single_input(self, source: str) -> tuple[str, SpecInput]:
+        """The one input of a classify or lm spec; DataError when the head reads several (such
+        as BERT's ids and token types), which only ``npz:PATH`` can feed."""
+        if len(self.inputs) != 1:
+            first, *rest = self.inputs
+            further = ", ".join(f"`{n}`" for n in rest)
+            raise DataError(
+                f"{self.name}'s head `{self.head}` reads {len(self.inputs)} inputs "
+                f"({', '.join(f'`{n}`' for n in self.inputs)}) but {source} feeds one; use "
+                f"npz:PATH with x for `{first}` and an array named after each further input "
+                f"({further})"
+            )
         ((name, inp),) = self.inputs.items()
         return name, inp
 
@@ -97,11 +107,6 @@ def spec_layout(spec: Spec) -> Layout:
     feeding = inputs_of(head)
     by_role = {n: spec.inputs[n] for n in feeding}
     if isinstance(node, ClassifyNode):
-        if len(feeding) != 1:
-            raise DataError(
-                f"{name}'s head `{head}` reads {len(feeding)} inputs ({', '.join(feeding)}); "
-                "the data sources feed classifiers with one input"
-            )
         return Layout("classify", name, head, by_role, classes=node.classes)
     if isinstance(node, LMHeadNode):
         others = [n for n in feeding if not isinstance(spec.inputs[n], TokensInput)]

@@ -25,7 +25,7 @@ def load_text(source: str, arg: str, layout: Layout, seed: int) -> TaskData:
         layout, "text data are next-token windows for decoder-only language models", ("lm",)
     )
     raw = read_bytes(source_path(source, arg, "text"))
-    name, inp = layout.single_input()
+    name, inp = layout.single_input(source)
     assert isinstance(inp, TokensInput) and layout.vocab is not None
     if inp.vocab_size == 256:
         tokens = np.frombuffer(raw, dtype=np.uint8)
