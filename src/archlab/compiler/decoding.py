@@ -191,6 +191,9 @@ class Decoding:
     ``shift``: each row's left padding `(B,)`, or None. Inside the block, ``prefill`` runs the
     prompt and ``step`` each new token; both return the last position's logits `(B, V)`.
     ``reorder`` keeps the rows a beam search chose. Leaving the block removes every cache.
+    ``static``: every step has the same shapes (the caches attend over all their slots, the
+    position is a tensor updated in place), so ``compile`` can wrap the steps in
+    ``torch.compile`` (CUDA graphs with ``mode="reduce-overhead"``).
     """
 
     def __init__(
@@ -201,6 +204,7 @@ class Decoding:
         capacity: int,
         shift: Tensor | None = None,
         padded: bool = False,
+        static: bool = False,
     ) -> None:
         self.model = model
         self.plan = plan
@@ -208,7 +212,10 @@ class Decoding:
         device = _device_of(model)
         # a pad_id makes any new token that equals it a padded key, as in forward
         padded = padded or shift is not None or plan.pad_id is not None
-        self.clock = Clock(torch.zeros(0, dtype=torch.long, device=device), shift, padded)
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        self.clock = Clock(empty, shift, padded, static=static)
+        self.position = torch.zeros(1, dtype=torch.long, device=device)  # a static step's
+        self.forward: Any = self._forward
         self.length = 0  # tokens of the decoded sequence so far
         self.fixed: dict[str, Tensor] = {}
         self.caches: list[Any] = []
@@ -269,16 +276,30 @@ class Decoding:
         """Run the next tokens `(B, T)` (usually T = 1). -> the last position's logits."""
         return self._run(tokens, None)
 
+    def compile(self, **options: Any) -> None:
+        """Run the steps (not the prefill) through ``torch.compile(**options)``; a static
+        decoding compiles one graph for all of them."""
+        self.forward = torch.compile(self._forward, **options)
+
     def _run(self, tokens: Tensor, mask: Tensor | None) -> Tensor:
         T = tokens.shape[1]
         start = self.length
-        self.clock.qpos = torch.arange(start, start + T, device=tokens.device)
+        self.clock.prefill = start == 0
+        if self.clock.static and not self.clock.prefill and T == 1:
+            self.position.fill_(start)  # in place: a compiled step reads the same tensor
+            self.clock.qpos = self.position
+            logits = self.forward(tokens, mask)
+        else:
+            self.clock.qpos = torch.arange(start, start + T, device=tokens.device)
+            logits = self._forward(tokens, mask)
+        self.length += T
+        return logits
+
+    def _forward(self, tokens: Tensor, mask: Tensor | None) -> Tensor:
         inputs = {self.plan.input: tokens, **self.fixed}
         if mask is not None:
             inputs[f"{self.plan.input}_mask"] = mask
-        logits = self.model(**inputs)
-        self.length += T
-        return logits[:, -1]
+        return self.model(**inputs)[:, -1]
 
     def reorder(self, index: Tensor) -> None:
         """Keep the rows `index` `(B',)` of every cache, in that order (beam search)."""

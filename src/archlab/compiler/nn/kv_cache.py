@@ -41,6 +41,10 @@ class Clock:
     """Where the tokens of the current decoding call sit, shared by every cache of a decoding.
 
     ``qpos`` `(T,)`: their absolute positions (0 for the first prompt token of every row).
+    ``prefill``: whether this call runs the prompt (the caches are empty and compute what
+    ``forward`` computes) or adds tokens to stored ones. ``static``: every cache attends over
+    all its preallocated slots (empty ones masked), so the shapes of a step never change and it
+    can run under ``torch.compile`` and CUDA graphs.
     ``shift`` `(B,)`: each row's left padding, or None; learned and sinusoidal position tables
     read ``qpos - shift`` (from 0 at the row's first real token); rotary, ALiBi and relative
     biases depend only on offsets, which the shift leaves unchanged. ``padded``: whether any key
@@ -51,6 +55,8 @@ class Clock:
     qpos: Tensor
     shift: Tensor | None = None
     padded: bool = False
+    prefill: bool = True
+    static: bool = False
 
     def table_positions(self) -> Tensor:
         """Positions into an absolute table, `(1, T)` or `(B, T)` with the shift applied."""
@@ -94,7 +100,7 @@ class KVCache:
         qpos = self.clock.qpos
         q, k = attention.position.rotate_at(q, k, qpos)
         real = key_padding
-        if self.filled == 0:  # the prefill: exactly forward's computation on the prompt
+        if self.clock.prefill:  # exactly forward's computation on the prompt
             out = attention.core(q, k, v, key_padding, bias)
             self.write(k, v, real, qpos)
             return out
@@ -127,7 +133,8 @@ class KVCache:
                 raise ValueError("a relative_bias attention decodes with its stack's table")
             table = self.relative.at(qpos, kpos)
         plain = attention.mask.kind in ("none", "causal") and not self.ring
-        if plain and table is None and q.shape[2] == 1 and not self.clock.padded:
+        fast = not self.clock.padded and not self.clock.static
+        if plain and fast and table is None and q.shape[2] == 1:
             return attention.attend_dense(q, keys, values, None, None)  # every stored key
         allowed = attention.mask.allows(qpos[:, None], kpos[None, :]) & (kpos >= 0)  # (T, S)
         allowed = allowed[None, None] & kreal[:, None, None, :]  # (B, 1, T, S)
@@ -157,7 +164,7 @@ class KVCache:
                 T = self.capacity
             slots = qpos % self.capacity
         else:
-            if self.filled + T > self.capacity:
+            if not self.clock.static and self.filled + T > self.capacity:
                 raise ValueError(
                     f"the decoding cache holds {self.capacity} tokens; {self.filled + T} needed"
                 )
@@ -166,13 +173,15 @@ class KVCache:
         self.v.index_copy_(2, slots, v)
         self.key_pos.index_copy_(0, slots, qpos)
         self.key_real.index_copy_(1, slots, real)
-        self.filled = min(self.filled + T, self.capacity)
+        if not self.clock.static:  # (static decoding attends over every slot)
+            self.filled = min(self.filled + T, self.capacity)
 
     def view(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The filled slots: keys, values `(B, K, S, E)`, positions `(S,)`, real `(B, S)`."""
+        """The filled slots (every slot when static): keys, values `(B, K, S, E)`, positions
+        `(S,)` (-1 for an empty slot), real `(B, S)`."""
         assert self.k is not None and self.v is not None
         assert self.key_pos is not None and self.key_real is not None
-        n = self.filled
+        n = self.capacity if self.clock.static else self.filled
         return self.k[:, :, :n], self.v[:, :, :n], self.key_pos[:n], self.key_real[:, :n]
 
     def reorder(self, index: Tensor) -> None:
@@ -249,8 +258,9 @@ class LinearState:
             return _read(q, self.state, self.total)
         out = []
         for t in range(q.shape[2]):  # one token at a time: each sees itself and the past
-            self.state = self.state + k[:, :, t, :, None] * v[:, :, t, None, :]
-            self.total = self.total + k[:, :, t]
+            # in place: the tensors stay where a CUDA graph recorded them
+            self.state.add_(k[:, :, t, :, None] * v[:, :, t, None, :])
+            self.total.add_(k[:, :, t])
             out.append(_read(q[:, :, t : t + 1], self.state, self.total))
         return torch.cat(out, dim=2)
 
@@ -273,11 +283,6 @@ class Memo:
 
     def __init__(self) -> None:
         self.value: Any = None
-
-    def get(self, compute: Callable[[], Any]) -> Any:
-        if self.value is None:
-            self.value = compute()
-        return self.value
 
     def reorder(self, index: Tensor) -> None:
         if isinstance(self.value, Tensor):

@@ -73,12 +73,20 @@ class Stack(nn.Module):
             x `(B, T, D)`, mask `(B, T)`, memory `(B, S, Dm)`, memory_mask `(B, S)` -> `(B, T', D)`
             (T' < T when the stack prunes tokens).
         """
-        if self.memo is not None:
-            memo, self.memo = self.memo, None  # computed once, by this very method
-            try:
-                return memo.get(lambda: self(x, mask, memory, memory_mask))
-            finally:
-                self.memo = memo
+        if self.memo is not None:  # decoding: the prefill computes, the steps reuse
+            if self.memo.value is None:
+                self.memo.value = self.run(x, mask, memory, memory_mask)
+            return self.memo.value
+        return self.run(x, mask, memory, memory_mask)
+
+    def run(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+    ) -> Tensor:
+        """`forward` itself, whether or not a decoding keeps the output."""
         if self.prune is not None:
             return self.forward_tokens(x, mask, memory, memory_mask)[0]
         T = x.shape[1]
