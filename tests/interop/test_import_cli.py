@@ -95,3 +95,37 @@ def test_a_pickle_exits_2_in_a_real_process(save_gpt2: Save, tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert "holds more than tensors, which archlab never unpickles" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(("nudge", "code"), [(0.5, 1), (1e-5, 0)])
+def test_a_difference_beyond_the_tolerance_exits_1_and_writes_nothing(
+    save_gpt2: Save, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nudge: float, code: int
+) -> None:
+    """A conversion that gets one tensor wrong is caught by the check against transformers
+    (exit 1, a failure while running, not bad input); a difference within the tolerance is
+    not."""
+    import archlab.interop.convert as convert_module
+
+    convert = convert_module.convert
+
+    def wrong(config: dict[str, Any], state: dict[str, Any]) -> tuple[Any, Any]:
+        document, tensors = convert(config, state)
+        weight = tensors["decoder.layers.1.mlp.fc1.weight"].clone()
+        weight[3, 5] += nudge  # one number (a shift of the whole row would vanish in LayerNorm)
+        tensors["decoder.layers.1.mlp.fc1.weight"] = weight
+        return document, tensors
+
+    monkeypatch.setattr(convert_module, "convert", wrong)
+    _, folder = save_gpt2()
+    out, spec_out = tmp_path / "gpt2.safetensors", tmp_path / "gpt2.json"
+    result = CliRunner().invoke(
+        cli, ["import", str(folder), "-o", str(out), "--spec-out", str(spec_out)]
+    )
+    assert result.exit_code == code, result.output
+    if code == 0:
+        assert "verified against transformers GPT2LMHeadModel" in result.output
+        return
+    assert "the imported model's outputs differ from GPT2LMHeadModel's by " in result.output
+    assert "of their scale (tolerance 1e-04 in float32); nothing was written" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists() and not spec_out.exists()

@@ -23,6 +23,7 @@ from torch import Tensor
 
 import archlab
 from archlab.cli import cli
+from archlab.errors import InteropError
 from archlab.interop.verify import generated_inputs
 
 #: vit_tiny_patch16_224's real shapes: width 192, 12 layers, 16-pixel patches, 224-pixel images.
@@ -166,6 +167,40 @@ def test_timm_model_on_a_hugging_face_folder_exits_2(tmp_path: Path) -> None:
         [str(folder), "--timm-model", "vit_small_patch16_224"],
         "--timm-model is for timm checkpoints",
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "differ"),
+    [
+        ("deit_small_patch16_224", "(family deit vs vit)"),
+        ("vit_base_patch16_224", "(size base vs small)"),
+        ("vit_small_patch8_224", "(patch 8 vs 16)"),
+        ("vit_small_patch16_384", "(image 384 vs 224)"),
+    ],
+)
+def test_timm_model_contradicting_the_hub_folder_exits_2(
+    tmp_path: Path, name: str, differ: str
+) -> None:
+    # model_args give the tiny shapes, so every one of these names would fit the tensors
+    folder = hub_folder(tmp_path / "vit", "vit_small_patch16_224", timm_state())
+    _refused(
+        tmp_path,
+        [str(folder), "--timm-model", name],
+        f"--timm-model {name} (timm_model= in Python) is not the model the folder's config.json "
+        f"names, architecture vit_small_patch16_224 {differ}; drop --timm-model to import the "
+        "folder as its config says, or fix the name",
+    )
+
+
+def test_timm_model_naming_the_folder_architecture_imports(tmp_path: Path) -> None:
+    state = timm_state()
+    folder = hub_folder(tmp_path / "vit", "vit_small_patch16_224", state)
+    for name in ("vit_small_patch16_224", "vit_small_patch16_224.augreg_in21k"):
+        model = archlab.import_pretrained(folder, timm_model=name)
+        outputs(model, state, convert("vit_small_patch16_224", state, TINY_ARGS))
+    unknown = hub_folder(tmp_path / "other", "vit_small_patch16_clip_224", state)
+    with pytest.raises(InteropError, match="architecture vit_small_patch16_clip_224; drop"):
+        archlab.import_pretrained(unknown, timm_model="vit_small_patch16_224")
 
 
 class FakeTimmModel:

@@ -16,7 +16,7 @@ import archlab
 from archlab.cli.main import cli
 from archlab.registry import Registry
 from archlab.runners.config import TrainConfig
-from archlab.runners.init import InitError, apply_init, init_file, init_plan, read_weights
+from archlab.runners.init import InitError, apply_init, init_plan, read_weights, weights_file
 from archlab.runners.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_only_safetensors_files_are_read(tmp_path: Path) -> None:
     with pytest.raises(InitError, match="not a readable safetensors file"):
         read_weights(pickled)
     with pytest.raises(InitError, match="no such file"):
-        init_file(str(tmp_path / "missing.safetensors"), None)
+        weights_file(str(tmp_path / "missing.safetensors"), None)
 
 
 def test_train_starts_from_a_run_and_records_the_source(registry: Registry, tmp_path: Path) -> None:

@@ -50,7 +50,8 @@ TOLERANCE = {"float32": 1e-4, "float64": 1e-4, "bfloat16": 5e-2, "float16": 1e-2
     "--timm-model",
     metavar="NAME",
     help="timm's model name (vit_small_patch16_224, deit_small_patch16_224, ...): needed when "
-    "SOURCE is a bare state-dict file (.safetensors, .pth, .bin).",
+    "SOURCE is a bare state-dict file (.safetensors, .pth, .bin); with a timm hub folder it must "
+    "name the folder's own architecture (a pretrained tag aside).",
 )
 @click.option(
     "--no-verify",

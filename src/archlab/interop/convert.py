@@ -22,7 +22,13 @@ from archlab.interop.sources import (
     read_weights,
     resolve,
 )
-from archlab.interop.timm_source import TimmCheckpoint, convert_timm, is_timm_config, read_timm
+from archlab.interop.timm_source import (
+    TimmCheckpoint,
+    check_timm_name,
+    convert_timm,
+    is_timm_config,
+    read_timm,
+)
 from archlab.textsafe import printable
 
 if TYPE_CHECKING:
@@ -146,6 +152,8 @@ def _read_source(
                 f"--timm-model is for timm checkpoints; {printable(text)} is a Hugging Face "
                 f"{printable(str(config['model_type']))} folder"
             )
+        if timm_model is not None and is_timm_config(config):
+            check_timm_name(timm_model, config["architecture"])
         name = timm_model or str(config.get("architecture"))
         return folder, config, read_timm(name, read_weights(folder), config), {}
     family_of(config)  # an unsupported model type is refused before the weights are read

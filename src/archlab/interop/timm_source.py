@@ -63,6 +63,30 @@ def is_timm_config(config: dict[str, Any]) -> bool:
     return "model_type" not in config and isinstance(config.get("architecture"), str)
 
 
+def check_timm_name(timm_model: str, architecture: str) -> None:
+    """``--timm-model`` given with a timm hub folder must name the model the folder's
+    ``config.json`` names (the same family, size, patch and image size; the pretrained tag may
+    differ). The shapes cannot catch every other name: a ViT and a DeiT of one size, or a name
+    whose settings ``model_args`` replace, hold tensors of the same shapes. A name timm_vit does
+    not read at all is left for :func:`read_timm` to refuse."""
+    ours = timm_vit.name_parts(timm_model)
+    theirs = timm_vit.name_parts(architecture)
+    if ours is None or ours == theirs:
+        return
+    differ = (
+        " ("
+        + ", ".join(f"{k} {ours[k]} vs {theirs[k]}" for k in ours if ours[k] != theirs[k])
+        + ")"
+        if theirs is not None
+        else ""
+    )
+    raise InteropError(
+        f"--timm-model {printable(timm_model)} (timm_model= in Python) is not the model the "
+        f"folder's config.json names, architecture {printable(architecture)}{differ}; drop "
+        "--timm-model to import the folder as its config says, or fix the name"
+    )
+
+
 def read_timm(
     name: str, state: dict[str, Tensor], config: dict[str, Any] | None = None
 ) -> TimmCheckpoint:
@@ -149,6 +173,7 @@ def compare_timm(model: CompiledModel, checkpoint: TimmCheckpoint) -> Difference
 
 __all__ = [
     "TimmCheckpoint",
+    "check_timm_name",
     "compare_timm",
     "convert_timm",
     "is_timm_config",

@@ -1,7 +1,8 @@
 """``arch train --init``: start a training from weights, matched by name and shape.
 
 The source is a weights file archlab wrote (``arch compile -o``, ``arch import``, a training's
-checkpoint) or a registry run, whose last checkpoint is used. Every tensor the file holds must
+checkpoint) or a registry run, whose best checkpoint is used (``weights_file``, which
+``arch export`` shares). Every tensor the file holds must
 be one the spec's model has, with the same shape. The model's tensors the file lacks, or holds
 in another shape, start fresh, but only where that is the point of fine-tuning: the output
 heads (``classify``, ``lm_head``: another number of classes, another vocabulary) and token
@@ -36,7 +37,8 @@ HEAD_OPS = ("classify", "lm_head")
 
 
 class InitError(UserInputError):
-    """``--init`` names no readable weights, or weights that do not fit the spec."""
+    """``--init`` (or ``arch export``'s MODEL) names no readable weights, or ``--init`` names
+    weights that do not fit the spec."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,10 @@ class InitPlan:
     fresh: tuple[str, ...]
 
 
-def init_file(source: str, registry: Registry | None) -> Path:
-    """The weights file ``source`` names: a file, or a run's last checkpoint (checked)."""
+def weights_file(source: str, registry: Registry | None, *, what: str = "--init") -> Path:
+    """The weights file ``source`` names: a file, or a registry run's checkpoint (the one its
+    best epoch wrote, checked against the hash the registry recorded). ``arch train --init`` and
+    ``arch export`` take either; ``what`` names the argument in the messages."""
     path = Path(source)
     if path.is_file():
         return path
@@ -64,10 +68,13 @@ def init_file(source: str, registry: Registry | None) -> Path:
         if run is not None:
             checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
             if not checkpoints:
-                raise InitError(f"--init {source}: run {run.id} has no checkpoint to start from")
+                raise InitError(
+                    f"{what} {source}: run {run.id} ({run.kind}, {run.status}) has no checkpoint; "
+                    "pick a training run that finished at least one epoch (arch runs list)"
+                )
             return registry.artifact_file(run, checkpoints[-1].path)
     raise InitError(
-        f"--init {source}: no such file{' or run in this registry' if registry else ''}; give "
+        f"{what} {source}: no such file{' or run in this registry' if registry else ''}; give "
         "a .safetensors file written by arch compile -o, arch import or a training, or a run id"
     )
 
@@ -150,8 +157,8 @@ __all__ = [
     "InitError",
     "InitPlan",
     "apply_init",
-    "init_file",
     "init_plan",
     "read_weights",
     "spec_init_plan",
+    "weights_file",
 ]

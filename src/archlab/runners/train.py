@@ -27,7 +27,7 @@ from archlab.runners import lifecycle
 from archlab.runners.config import RESULT_NEUTRAL, TrainConfig
 from archlab.runners.data import TaskData, load_data
 from archlab.runners.distributed import Distributed, from_environment
-from archlab.runners.init import InitPlan, init_file, read_weights, spec_init_plan
+from archlab.runners.init import InitPlan, read_weights, spec_init_plan, weights_file
 from archlab.runners.lifecycle import interruptible, running
 from archlab.runners.progress import TrainProgress
 from archlab.runners.pruning import spec_has_dynamic
@@ -427,7 +427,7 @@ def _fit_fold(
     )
     init = None
     if config.init is not None and resume is None:
-        weights, sha256 = read_weights(init_file(config.init, registry))
+        weights, sha256 = read_weights(weights_file(config.init, registry))
         init = (weights, spec_init_plan(spec, weights, config.init, sha256))
     trainer = Trainer(
         spec,
@@ -562,7 +562,7 @@ def _teacher_label(registry: Registry, teachers: dict[int, str]) -> str:
 
 def _init_plan(spec: Spec, source: str, registry: Registry) -> InitPlan:
     """What ``--init source`` loads into the spec's model (checked on the meta device)."""
-    weights, sha256 = read_weights(init_file(source, registry))
+    weights, sha256 = read_weights(weights_file(source, registry))
     return spec_init_plan(spec, weights, source, sha256)
 
 

@@ -79,6 +79,22 @@ def parse_name(name: str) -> dict[str, Any]:
     }
 
 
+def name_parts(name: str) -> dict[str, Any] | None:
+    """What a timm model name says of the model: family, size, distilled, patch and image size
+    (its pretrained tag after ``.`` and trailing words such as ``_in21k`` aside), or None for a
+    name of another pattern."""
+    match = _NAME.match(name.split(".", 1)[0])
+    if match is None:
+        return None
+    return {
+        "family": match["family"],
+        "size": match["size"],
+        "distilled": match["distilled"] is not None,
+        "patch": int(match["patch"]),
+        "image": int(match["image"]),
+    }
+
+
 def _blocks(state: StateDict) -> int:
     found = {int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
     return max(found) + 1 if found else 0
