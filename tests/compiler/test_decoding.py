@@ -173,3 +173,37 @@ def test_specs_that_cannot_decode_are_refused_naming_the_node() -> None:
     doc["nodes"][decoder]["block"]["attention"]["mask"] = "none"
     with pytest.raises(DecodeError, match=rf"node `{decoder}` \(decoder\): layer 0's self-attention mask is none without causal"):  # fmt: skip
         decode_plan(archlab.compile_spec(doc).graph)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        {"kind": "block_local", "block": 4, "causal": True},
+        {"kind": "sliding_window", "window": 3, "causal": True},
+        {"kind": "prefix", "prefix_len": 4},
+    ],
+    ids=["block_local", "sliding_window", "prefix"],
+)
+@pytest.mark.parametrize("position", [None, {"kind": "alibi"}, {"kind": "rotary"}])
+def test_every_causal_mask_with_every_position_decodes_exactly(
+    mask: dict[str, Any], position: dict[str, Any] | None
+) -> None:
+    doc = _doc("gpt-tiny")
+    decoder = next(k for k, n in doc["nodes"].items() if n["op"] == "decoder")
+    attention = doc["nodes"][decoder]["block"]["attention"]
+    attention["mask"] = mask
+    attention["position"] = position
+    torch.manual_seed(0)
+    model = archlab.compile_spec(doc).eval()
+    reference = copy.deepcopy(model)
+    plan = decode_plan(model.graph)
+    prompt = torch.randint(0, plan.vocab, (2, 6))
+    sequence = prompt
+    with torch.no_grad(), Decoding(model, plan, capacity=20) as decoding:
+        logits = decoding.prefill(prompt)
+        for _ in range(14):
+            full = reference(ids=sequence)[:, -1]
+            assert relative(logits, full) <= 1e-5
+            token = logits.argmax(-1, keepdim=True)
+            sequence = torch.cat([sequence, token], dim=1)
+            logits = decoding.step(token)
