@@ -49,8 +49,9 @@ class InitPlan:
     fresh: tuple[str, ...]
 
 
-def init_file(source: str, registry: Registry | None) -> Path:
-    """The weights file ``source`` names: a file, or a run's last checkpoint (checked)."""
+def init_file(source: str, registry: Registry | None, *, what: str = "--init") -> Path:
+    """The weights file ``source`` names: a file, or a run's last checkpoint (checked).
+    ``what`` names the option or command in messages (``--init``, ``arch generate``)."""
     path = Path(source)
     if path.is_file():
         return path
@@ -64,10 +65,10 @@ def init_file(source: str, registry: Registry | None) -> Path:
         if run is not None:
             checkpoints = [a for a in run.artifacts if a.kind == "checkpoint"]
             if not checkpoints:
-                raise InitError(f"--init {source}: run {run.id} has no checkpoint to start from")
+                raise InitError(f"{what} {source}: run {run.id} has no checkpoint")
             return registry.artifact_file(run, checkpoints[-1].path)
     raise InitError(
-        f"--init {source}: no such file{' or run in this registry' if registry else ''}; give "
+        f"{what} {source}: no such file{' or run in this registry' if registry else ''}; give "
         "a .safetensors file written by arch compile -o, arch import or a training, or a run id"
     )
 
