@@ -160,9 +160,18 @@ def test_an_encoder_decoder_generates_from_its_source() -> None:
 @pytest.mark.parametrize(
     ("call", "pattern"),
     [
-        ({"max_new_tokens": 40}, r"prompt \(5 tokens\) and max_new_tokens \(40\) exceed the input `ids`'s max_len 32 by 13; ask for at most 27"),  # fmt: skip
-        ({"ids": torch.zeros(1, 33, dtype=torch.long)}, r"the prompt has 33 tokens, 1 more than the input `ids`'s max_len 32"),  # fmt: skip
-        ({"ids": torch.tensor([[1, 100]])}, r"the prompt holds ids 1\.\.100 but the input `ids` has vocab_size 100"),  # fmt: skip
+        (
+            {"max_new_tokens": 40},
+            r"prompt \(5 tokens\) and max_new_tokens \(40\) exceed the input `ids`'s max_len 32 by 13; ask for at most 27",
+        ),
+        (
+            {"ids": torch.zeros(1, 33, dtype=torch.long)},
+            r"the prompt has 33 tokens, 1 more than the input `ids`'s max_len 32",
+        ),
+        (
+            {"ids": torch.tensor([[1, 100]])},
+            r"the prompt holds ids 1\.\.100 but the input `ids` has vocab_size 100",
+        ),
         ({"ids": torch.ones(1, 2)}, r"the prompt must be token ids \(B, T\)"),
         ({"top_p": 0.0, "do_sample": True}, r"top_p must lie in \(0, 1\] \(got 0\.0\)"),
         ({"top_p": 1.5}, r"top_p must lie in \(0, 1\] \(got 1\.5\)"),
