@@ -204,3 +204,19 @@ def test_an_encoder_only_spec_cannot_generate() -> None:
     model = archlab.compile_spec(ROOT / "specs" / "vit-tiny-digits.json")
     with pytest.raises(DecodeError, match="an encoder-only or classification spec cannot write"):
         model.generate(torch.ones(1, 2, dtype=torch.long), 3)
+
+
+def test_suppressed_ids_are_never_chosen(gpt: CompiledModel) -> None:
+    free = gpt.generate(prompt(), 10)
+    banned = sorted(set(free[:, 5:].flatten().tolist()))
+    out = gpt.generate(prompt(), 10, suppress_ids=banned)
+    assert not set(out[:, 5:].flatten().tolist()) & set(banned)
+    g = torch.Generator().manual_seed(0)
+    sampled = gpt.generate(prompt(), 10, do_sample=True, generator=g, suppress_ids=range(50))
+    assert (sampled[:, 5:] >= 50).all()
+    beams = gpt.generate(prompt(), 6, num_beams=3, suppress_ids=range(50))
+    assert (beams[:, 5:] >= 50).all()
+    with pytest.raises(DecodeError, match=r"suppress_ids \[100\] lie outside the vocabulary"):
+        gpt.generate(prompt(), 2, suppress_ids=[100])
+    with pytest.raises(DecodeError, match="covers the whole vocabulary"):
+        gpt.generate(prompt(), 2, suppress_ids=range(100))

@@ -95,6 +95,9 @@ def test_seeds_repeat_and_greedy_is_the_models_own(runs: Trained) -> None:
     first = gen(runs, runs.char, prompt="The", max_new_tokens=20, seed=7)
     assert gen(runs, runs.char, prompt="The", max_new_tokens=20, seed=7).ids == first.ids
     assert gen(runs, runs.char, prompt="The", max_new_tokens=20, seed=8).ids != first.ids
+    # ids of no character (padding, spare ids) are never sampled: all output decodes
+    assert first.text is not None and "\ufffd" not in first.text[0]
+    assert max(first.ids[0]) <= len(set(TEXT))
     greedy = gen(runs, runs.byte, prompt="The", max_new_tokens=6, temperature=0)
     assert greedy.seed is None
     with Registry(runs.url) as registry:

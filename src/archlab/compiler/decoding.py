@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from archlab.compiler.builders import mask_pattern
+from archlab.compiler.devices import device_of
 from archlab.compiler.nn.kv_cache import Clock, CrossCache, KVCache, LinearState, Memo
 from archlab.compiler.nn.linear_attention import LinearAttention
 from archlab.compiler.nn.positions import LearnedPosition, SinusoidalPosition
@@ -209,7 +210,7 @@ class Decoding:
         self.model = model
         self.plan = plan
         self.capacity = capacity
-        device = _device_of(model)
+        device = device_of(model)
         # a pad_id makes any new token that equals it a padded key, as in forward
         padded = padded or shift is not None or plan.pad_id is not None
         empty = torch.zeros(0, dtype=torch.long, device=device)
@@ -312,11 +313,6 @@ class Decoding:
     def caches_of(self, kind: type) -> Iterator[Any]:
         """The installed caches of one kind (``KVCache``, ``LinearState``, ...)."""
         return (c for c in self.caches if isinstance(c, kind))
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    first = next(iter(model.parameters()), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 __all__ = ["PER_TOKEN_OPS", "DecodeError", "DecodePlan", "Decoding", "decode_plan"]

@@ -13,7 +13,8 @@ value and the limit (the CLI prints it and exits with code 2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from archlab.compiler.builders import mask_pattern
 from archlab.compiler.decoding import DecodeError, DecodePlan, Decoding, decode_plan
+from archlab.compiler.devices import device_of
 from archlab.specs.analysis import TokensShape
 
 if TYPE_CHECKING:
@@ -79,6 +81,14 @@ class Request:
     max_new_tokens: int
     eos_id: int | None
     pad_id: int | None
+    #: ids never chosen, True at their index `(V,)` (a vocabulary with unused ids); or None
+    suppress: Tensor | None = None
+
+    def allowed(self, logits: Tensor) -> Tensor:
+        """``logits`` with the suppressed ids at -inf."""
+        if self.suppress is None:
+            return logits
+        return logits.masked_fill(self.suppress, float("-inf"))
 
 
 def generate(
@@ -100,6 +110,7 @@ def generate(
     static: bool = False,
     compile: dict[str, Any] | None = None,
     streamer: Streamer | None = None,
+    suppress_ids: Sequence[int] | None = None,
     **inputs: Tensor,
 ) -> Tensor:
     """Continue the prompt ``ids`` `(B, T)` by up to ``max_new_tokens``. -> `(B, T + new)`.
@@ -114,6 +125,8 @@ def generate(
     if num_beams > 1 and do_sample:
         raise DecodeError("beam search is deterministic: use num_beams > 1 or do_sample, not both")
     request = _request(model, plan, ids, ids_mask, max_new_tokens, eos_id, pad_id, start_id, inputs)
+    if suppress_ids is not None:
+        request = dataclasses.replace(request, suppress=_suppressed(plan, suppress_ids, model))
     was_training = model.training
     model.eval()
     try:
@@ -138,7 +151,7 @@ def _request(
 ) -> Request:
     """Check every argument against the spec; the prompt, its padding and the fixed inputs."""
     name = plan.input
-    device = _device(model)
+    device = device_of(model)
     if ids is None:
         ids = inputs.pop(name, None)
     if ids_mask is None:
@@ -178,6 +191,20 @@ def _request(
                     f"(ids 0..{shape.vocab - 1})"
                 )
     return Request(plan, ids.to(device), mask, shift, fixed, max_new_tokens, eos_id, pad_id)
+
+
+def _suppressed(plan: DecodePlan, ids: Sequence[int], model: CompiledModel) -> Tensor:
+    """The `(V,)` mask of ids generation must never choose."""
+    wrong = [i for i in ids if not 0 <= i < plan.vocab]
+    if wrong:
+        raise DecodeError(
+            f"suppress_ids {wrong[:5]} lie outside the vocabulary 0..{plan.vocab - 1}"
+        )
+    mask = torch.zeros(plan.vocab, dtype=torch.bool, device=device_of(model))
+    mask[list(ids)] = True
+    if bool(mask.all()):
+        raise DecodeError("suppress_ids covers the whole vocabulary: nothing is left to choose")
+    return mask
 
 
 def _prompt(ids: Tensor, plan: DecodePlan) -> Tensor:
@@ -287,7 +314,7 @@ def _sample(
     with _decoding(model, request, capacity, static, compile) as decoding:
         logits = decoding.prefill(prompt, request.mask, **request.fixed)
         for index in range(request.max_new_tokens):
-            token = sampling.choose(logits)
+            token = sampling.choose(request.allowed(logits))
             if eos is not None:
                 assert pad is not None
                 token = token.masked_fill(done, pad)
@@ -328,7 +355,7 @@ def _beam_search(
     with _decoding(model, expanded, capacity, static, compile) as decoding:
         logits = decoding.prefill(expanded.prompt, expanded.mask, **expanded.fixed)
         for step in range(request.max_new_tokens):
-            logp = logits.float().log_softmax(dim=-1)  # (B * beams, V)
+            logp = expanded.allowed(logits.float()).log_softmax(dim=-1)  # (B * beams, V)
             V = logp.shape[-1]
             total = (scores[:, :, None] + logp.view(B, beams, V)).view(B, beams * V)
             top, where = total.topk(2 * beams, dim=-1)  # (B, 2 beams)
@@ -363,6 +390,7 @@ def _expand(request: Request, beams: int) -> Request:
         request.max_new_tokens,
         request.eos_id,
         request.pad_id,
+        request.suppress,
     )
 
 
@@ -448,11 +476,6 @@ def _best(
     for b, t in enumerate(best):
         out[b, : len(t)] = t
     return torch.cat([prompt, out.to(prompt.device)], dim=1)
-
-
-def _device(model: CompiledModel) -> torch.device:
-    first = next(iter(model.parameters()), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 __all__ = ["Sampling", "Streamer", "generate"]

@@ -158,7 +158,8 @@ class CompiledModel(nn.Module):
         - ``static``: fixed-shape steps (the cache attends over all its slots), for
           ``compile`` (options of ``torch.compile``, such as ``{"mode": "reduce-overhead"}``
           for CUDA graphs);
-        - ``streamer``: called with each new column of tokens `(B,)` as it is chosen.
+        - ``streamer``: called with each new column of tokens `(B,)` as it is chosen;
+        - ``suppress_ids``: ids never chosen (a char vocabulary's unused ids).
 
         Raises ``archlab.compiler.decoding.DecodeError`` (a ``ValueError``) for a spec that
         cannot generate or a request it cannot serve, before any token is computed.

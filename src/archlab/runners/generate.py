@@ -222,6 +222,7 @@ def write(writer: Writer, options: GenerateOptions, stream: Stream | None = None
             length_penalty=options.length_penalty,
             eos_id=options.eos_id,
             streamer=shown.tokens if stream is not None else None,
+            suppress_ids=_unused(writer, plan.vocab) or None,
             **args,
         )
     except DecodeError as exc:
@@ -268,6 +269,13 @@ class _Shown:
         tail = self.decoder.finish() if self.decoder is not None else ""
         if tail and self.stream is not None:
             self.stream([], tail)
+
+
+def _unused(writer: Writer, vocab: int) -> list[int]:
+    """Ids a recorded char vocabulary does not use: never generated, so all output decodes."""
+    if writer.vocab is None or not writer.recorded:
+        return []
+    return writer.vocab.unused_ids(vocab)
 
 
 def _prompt_ids(writer: Writer, options: GenerateOptions) -> list[int]:

@@ -136,6 +136,14 @@ class TextVocab:
                 )
         return [self._ids[c] for c in text]
 
+    def unused_ids(self, vocab_size: int) -> list[int]:
+        """The ids below ``vocab_size`` that stand for no character (a char vocabulary's padding
+        and spare ids), which generation should never choose; none for bytes."""
+        if self.level == "byte":
+            return []
+        used = set(self._ids.values())
+        return [i for i in range(vocab_size) if i not in used]
+
     def decoder(self) -> TextDecoder:
         """An incremental decoder: ids in, text out as soon as it is complete."""
         return TextDecoder(self)
