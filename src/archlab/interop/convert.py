@@ -48,7 +48,7 @@ def convert(
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The spec document and archlab's state dict for a checkpoint's config and tensors. The
     tensors may be views of the checkpoint's (GPT-2's transposed projections): ``load_into``
-    makes each one contiguous, in the same copy that casts it."""
+    makes each one contiguous, after casting it."""
     family = family_of(config)
     try:
         architecture = architecture_of(config, family)
@@ -73,7 +73,7 @@ def _aliases(model: CompiledModel) -> dict[str, str]:
 def load_into(model: CompiledModel, tensors: dict[str, Tensor], device: torch.device) -> None:
     """Make ``tensors`` the weights of ``model`` (built with ``meta_weights``: its parameters give
     only shapes and dtypes), each one contiguous on ``device`` in its parameter's dtype, taken as
-    it is where it already is so, else copied once; missing, unexpected and mis-shaped tensors
+    it is where it already is so; missing, unexpected and mis-shaped tensors
     are reported by name. Tied weights stay one Parameter."""
     from archlab.compiler.model import tensor_mismatches, tensor_table
 
@@ -103,13 +103,13 @@ def load_into(model: CompiledModel, tensors: dict[str, Tensor], device: torch.de
 
 def _placed(tensor: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``tensor`` contiguous on ``device``, floating point in ``dtype``: itself when it already
-    is (a tensor read from a safetensors file stays mapped from it, copy-on-write), else one copy
-    (GPT-2's transposed views are rearranged and cast in the same pass)."""
+    is (a tensor read from a safetensors file stays mapped from it, copy-on-write). Otherwise
+    it is moved and cast as it lies in memory, then rearranged: a cast along memory order is
+    fast where a casting copy of a transposed view is not (GPT-2's projections into bfloat16 on
+    a CPU), and the rearranging copy then moves the narrower dtype, on the target device."""
     if not tensor.is_floating_point():
         dtype = tensor.dtype
-    if tensor.is_contiguous() or device.type != "cpu":  # moved as it lies, rearranged there
-        return tensor.to(device=device, dtype=dtype).contiguous()
-    return torch.empty(tensor.shape, dtype=dtype, device=device).copy_(tensor)
+    return tensor.to(device=device, dtype=dtype).contiguous()
 
 
 @dataclass(frozen=True)
