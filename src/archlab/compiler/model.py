@@ -344,7 +344,7 @@ def load_compiled(
     with torch.device("meta"):  # shapes and dtypes only: nothing is allocated
         expected = compile_spec(saved, device="meta", dtype=first_dtype)
     expected_tensors = tensor_table(expected.state_dict(keep_vars=True))
-    problems = tensor_mismatches(expected_tensors, tensors, _aliases(expected))
+    problems = tensor_mismatches(expected_tensors, tensors, tied_aliases(expected))
     if problems:
         raise CompileError(f"the weights in {path} do not fit the spec they carry: {problems}")
     model = compile_spec(saved, device=device, dtype=first_dtype)
@@ -443,8 +443,9 @@ def tensor_table(tensors: Mapping[str, Tensor]) -> TensorTable:
     }
 
 
-def _aliases(model: nn.Module) -> dict[str, str]:
-    """Each tensor name sharing its tensor with an earlier name -> that first name."""
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """Each tensor name sharing its tensor with an earlier name (tied weights) -> that first
+    name."""
     first: dict[int, str] = {}
     out = {}
     for name, tensor in model.state_dict(keep_vars=True).items():
@@ -510,4 +511,4 @@ def _kernel_table(model: CompiledModel) -> list[dict[str, str]]:
     ]
 
 
-__all__ = ["CompiledModel", "compile_spec", "load_compiled", "resolve_dtype"]
+__all__ = ["CompiledModel", "compile_spec", "load_compiled", "resolve_dtype", "tied_aliases"]

@@ -65,23 +65,12 @@ def convert(
     return document, tensors
 
 
-def _aliases(model: CompiledModel) -> dict[str, str]:
-    """Each tensor name sharing its tensor with an earlier name -> that first name."""
-    first: dict[int, str] = {}
-    out = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        root = first.setdefault(id(tensor), name)
-        if root != name:
-            out[name] = root
-    return out
-
-
 def load_into(model: CompiledModel, tensors: dict[str, Tensor], device: torch.device) -> None:
     """Make ``tensors`` the weights of ``model`` (built with ``meta_weights``: its parameters give
     only shapes and dtypes), each one contiguous on ``device`` in its parameter's dtype, taken as
     it is where it already is so; missing, unexpected and mis-shaped tensors
     are reported by name. Tied weights stay one Parameter."""
-    from archlab.compiler.model import tensor_mismatches, tensor_table
+    from archlab.compiler.model import tensor_mismatches, tensor_table, tied_aliases
 
     state = model.state_dict(keep_vars=True)
     copies: dict[tuple[int, torch.dtype], Tensor] = {}  # a tensor under two names: one copy
@@ -92,7 +81,7 @@ def load_into(model: CompiledModel, tensors: dict[str, Tensor], device: torch.de
         if key not in copies:
             copies[key] = _placed(t, device, dtype)
         placed[name] = copies[key]
-    aliases = _aliases(model)
+    aliases = tied_aliases(model)
     problems = tensor_mismatches(tensor_table(state), tensor_table(placed), aliases)
     if problems:
         raise InteropError(f"the converted weights do not fit the generated spec: {problems}")
