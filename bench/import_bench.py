@@ -1,11 +1,11 @@
 """Importing a GPT-2-small-sized checkpoint with archlab against transformers' ``from_pretrained``.
 
-    python bench/import_bench.py [--layers 12] [--repeats 3] [--threads 2]
+    python bench/import_bench.py [--layers 12] [--repeats 3] [--threads 2] [--dtype float32]
 
 Saves a randomly initialised ``GPT2LMHeadModel`` (``GPT2Config()`` defaults: 124M parameters,
 tied head) with ``save_pretrained`` into a temporary folder, then times, alternating the two,
-``archlab.import_pretrained(folder)`` (read, convert, compile, load; float32 on the CPU) and
-``GPT2LMHeadModel.from_pretrained(folder)``, and prints the median of each and the ratio
+``archlab.import_pretrained(folder)`` (read, convert, compile, load; on the CPU, float32 or
+``--dtype``) and ``GPT2LMHeadModel.from_pretrained(folder)`` in the same dtype, and prints the median of each and the ratio
 ``archlab / transformers`` (below 1.0: archlab is faster). Needs transformers
 (``pip install -e .[interop]``).
 
@@ -34,11 +34,20 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def load_reference(folder: str, dtype: str) -> Any:
+    """transformers' model of ``folder`` in ``dtype`` (the keyword is ``torch_dtype`` before 5)."""
+    major = int(transformers.__version__.split(".")[0])
+    keyword = "dtype" if major >= 5 else "torch_dtype"
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder, **{keyword: getattr(torch, dtype)})
+    return model.eval()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_error()
@@ -49,15 +58,13 @@ def main() -> None:
         params = sum(p.numel() for p in archlab.import_pretrained(folder).parameters())
         ours, theirs = [], []
         for _ in range(args.repeats):
-            ours.append(timed(lambda: archlab.import_pretrained(folder)))
-            theirs.append(
-                timed(lambda: transformers.GPT2LMHeadModel.from_pretrained(folder).eval())
-            )
+            ours.append(timed(lambda: archlab.import_pretrained(folder, dtype=args.dtype)))
+            theirs.append(timed(lambda: load_reference(folder, args.dtype)))
     a, t = statistics.median(ours), statistics.median(theirs)
     print(
         f"GPT-2, {args.layers} layers, {params:,} parameters; torch {torch.__version__}, "
         f"transformers {transformers.__version__}, {platform.processor() or platform.machine()}, "
-        f"{args.threads} threads"
+        f"{args.threads} threads, {args.dtype}"
     )
     print(f"archlab.import_pretrained   {a:.2f} s (median of {args.repeats})")
     print(f"from_pretrained             {t:.2f} s")

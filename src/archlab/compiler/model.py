@@ -10,14 +10,17 @@ code. Weights are saved as safetensors with the canonical spec in the header.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
 
 from archlab.compiler.builders import BuildContext, build_node
 from archlab.compiler.codegen import generate_forward
@@ -245,6 +248,7 @@ def compile_spec(
     attention_kernel: str | None = None,
     seed: int | None = None,
     max_params: int | None = None,
+    meta_weights: bool = False,
 ) -> CompiledModel:
     """Build the module of a spec (a path, JSON text, dict or ``Spec``).
 
@@ -258,6 +262,12 @@ def compile_spec(
     the memory available (on the host, and on a CUDA device); a model that would not fit raises
     ``ModelTooLargeError`` (a ``UserInputError``). ``max_params`` replaces that check by a plain
     limit on the parameter count, for a machine whose free memory will grow.
+
+    ``meta_weights``: the parameters are left on the ``meta`` device in ``dtype`` (shapes only:
+    nothing drawn, written or copied), for a caller that supplies every one of them with
+    ``load_state_dict(..., assign=True)``, as importing a checkpoint does. Everything else is
+    as without it: the buffers (position tables, rotary caches) are computed and placed on
+    ``device``, and the attention kernels are chosen for ``device``, not for ``meta``.
     """
     spec = load_spec(spec)
     graph = analyze(spec)
@@ -271,9 +281,62 @@ def compile_spec(
     model_cls = type(f"Compiled_{_class_name(spec.name)}", (CompiledModel,), {"forward": forward})
     model = model_cls()
     model.spec, model.graph, model.code = spec, graph, code
+    if meta_weights:
+        with _parameters_on_meta():
+            for node_id in graph.order:
+                model.add_module(node_id, build_node(context, node_id))
+        _weights_to_meta(model, dev, torch_dtype)
+        return model
     for node_id in graph.order:
         model.add_module(node_id, build_node(context, node_id))
     return model.to(device=dev, dtype=torch_dtype) if torch_dtype is not None else model.to(dev)
+
+
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Every parameter this thread registers meanwhile is replaced at once by a meta tensor of
+    its shape and dtype, so that ``nn.init`` (a no-op on ``meta``) neither draws nor writes the
+    values a checkpoint replaces, and the memory they were allocated in is never touched.
+    Buffers are computed as usual. Other threads' modules are left alone."""
+    thread = threading.get_ident()
+
+    def to_meta(module: nn.Module, name: str, param: Tensor | None) -> Tensor | None:
+        if param is None or param.is_meta or threading.get_ident() != thread:
+            return None
+        meta = torch.empty_like(param, device="meta")
+        return nn.Parameter(meta, requires_grad=param.requires_grad)
+
+    # torch's hint says None, but a hook's returned parameter replaces the registered one
+    handle = register_module_parameter_registration_hook(to_meta)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _weights_to_meta(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:
+    """Every parameter replaced by a meta tensor of its shape (floating ones in ``dtype``), tied
+    parameters still one tensor; every buffer moved and cast as ``Module.to(device, dtype)``
+    would, and still shared where it was."""
+    params = list(model.named_parameters(remove_duplicate=False))
+    buffers = list(model.named_buffers(remove_duplicate=False))  # both held: ids stay unique
+    done: dict[int, Tensor] = {}  # id of the built tensor -> its replacement
+
+    def put(name: str, tensor: Tensor) -> None:
+        owner, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(owner), leaf, tensor)
+
+    for name, param in params:
+        if id(param) not in done:
+            cast = dtype if dtype is not None and param.is_floating_point() else param.dtype
+            meta = torch.empty_like(param, device="meta", dtype=cast)
+            done[id(param)] = nn.Parameter(meta, requires_grad=param.requires_grad)
+        put(name, done[id(param)])
+    for name, buffer in buffers:
+        if id(buffer) not in done:
+            floating = buffer.is_floating_point() or buffer.is_complex()
+            done[id(buffer)] = buffer.to(device, dtype if floating else None)
+        put(name, done[id(buffer)])
 
 
 def _class_name(name: str | None) -> str:
@@ -312,7 +375,7 @@ def load_compiled(
     with torch.device("meta"):  # shapes and dtypes only: nothing is allocated
         expected = compile_spec(saved, device="meta", dtype=first_dtype)
     expected_tensors = tensor_table(expected.state_dict(keep_vars=True))
-    problems = tensor_mismatches(expected_tensors, tensors, _aliases(expected))
+    problems = tensor_mismatches(expected_tensors, tensors, tied_aliases(expected))
     if problems:
         raise CompileError(f"the weights in {path} do not fit the spec they carry: {problems}")
     model = compile_spec(saved, device=device, dtype=first_dtype)
@@ -411,8 +474,9 @@ def tensor_table(tensors: Mapping[str, Tensor]) -> TensorTable:
     }
 
 
-def _aliases(model: nn.Module) -> dict[str, str]:
-    """Each tensor name sharing its tensor with an earlier name -> that first name."""
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """Each tensor name sharing its tensor with an earlier name (tied weights) -> that first
+    name."""
     first: dict[int, str] = {}
     out = {}
     for name, tensor in model.state_dict(keep_vars=True).items():
@@ -478,4 +542,4 @@ def _kernel_table(model: CompiledModel) -> list[dict[str, str]]:
     ]
 
 
-__all__ = ["CompiledModel", "compile_spec", "load_compiled", "resolve_dtype"]
+__all__ = ["CompiledModel", "compile_spec", "load_compiled", "resolve_dtype", "tied_aliases"]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 from archlab.errors import InteropError
 from archlab.interop.families import ConversionError, Family, architecture_of
@@ -53,7 +52,9 @@ def family_of(config: dict[str, Any]) -> Family:
 def convert(
     config: dict[str, Any], state: dict[str, Tensor]
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """The spec document and archlab's state dict for a checkpoint's config and tensors."""
+    """The spec document and archlab's state dict for a checkpoint's config and tensors. The
+    tensors may be views of the checkpoint's (GPT-2's transposed projections): ``load_into``
+    makes each one contiguous, after casting it."""
     family = family_of(config)
     try:
         architecture = architecture_of(config, family)
@@ -64,56 +65,46 @@ def convert(
     return document, tensors
 
 
-def _aliases(model: CompiledModel) -> dict[str, str]:
-    """Each tensor name sharing its tensor with an earlier name -> that first name."""
-    first: dict[int, str] = {}
-    out = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        root = first.setdefault(id(tensor), name)
-        if root != name:
-            out[name] = root
-    return out
-
-
-def load_into(model: CompiledModel, tensors: dict[str, Tensor]) -> None:
-    """Make ``tensors`` the weights of ``model`` (moved to its device, cast to its dtype, taken
-    as they are rather than copied), every tensor present with its shape; missing, unexpected
-    and mis-shaped tensors are reported by name. Tied weights stay one Parameter."""
-    from archlab.compiler.model import tensor_mismatches, tensor_table
+def load_into(model: CompiledModel, tensors: dict[str, Tensor], device: torch.device) -> None:
+    """Make ``tensors`` the weights of ``model`` (built with ``meta_weights``: its parameters give
+    only shapes and dtypes), each one contiguous on ``device`` in its parameter's dtype, taken as
+    it is where it already is so; missing, unexpected and mis-shaped tensors
+    are reported by name. Tied weights stay one Parameter."""
+    from archlab.compiler.model import tensor_mismatches, tensor_table, tied_aliases
 
     state = model.state_dict(keep_vars=True)
-    cast = {
-        name: t.to(device=state[name].device, dtype=state[name].dtype)
-        if name in state and t.is_floating_point()
-        else t
-        for name, t in tensors.items()
-    }
-    aliases = _aliases(model)
-    problems = tensor_mismatches(tensor_table(state), tensor_table(cast), aliases)
+    copies: dict[tuple[int, torch.dtype], Tensor] = {}  # a tensor under two names: one copy
+    placed = {}
+    for name, t in tensors.items():
+        dtype = state[name].dtype if name in state else t.dtype
+        key = (id(t), dtype)
+        if key not in copies:
+            copies[key] = _placed(t, device, dtype)
+        placed[name] = copies[key]
+    aliases = tied_aliases(model)
+    problems = tensor_mismatches(tensor_table(state), tensor_table(placed), aliases)
     if problems:
         raise InteropError(f"the converted weights do not fit the generated spec: {problems}")
     for alias, root in aliases.items():  # tied: one tensor, under both names
-        cast[alias] = cast[root] = cast[root] if root in cast else cast[alias]
-    model.load_state_dict(cast, strict=True, assign=True)
+        placed[alias] = placed[root] = placed[root] if root in placed else placed[alias]
+    model.load_state_dict(placed, strict=True, assign=True)
     for alias, root in aliases.items():  # assign gave each name its own Parameter: share again
         owner, _, leaf = alias.rpartition(".")
         setattr(model.get_submodule(owner), leaf, model.get_parameter(root))
+    empty = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if empty:  # strict loading makes this unreachable; a meta tensor would fail much later
+        raise InteropError(f"no weights were loaded for {', '.join(empty[:5])}")
 
 
-class _SkipInit(TorchFunctionMode):
-    """Random initialisation replaced by zeros (within any truncation bound, and far cheaper to
-    write than random numbers): the checkpoint replaces every weight, so drawing them first
-    would only cost time. The weights' memory is allocated as usual."""
-
-    def __torch_function__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
-        if func in _RANDOM_FILLS:
-            return args[0].zero_()
-        return func(*args, **(kwargs or {}))
-
-
-_RANDOM_FILLS = {torch.Tensor.uniform_, torch.Tensor.normal_}
+def _placed(tensor: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``tensor`` contiguous on ``device``, floating point in ``dtype``: itself when it already
+    is (a tensor read from a safetensors file stays mapped from it, copy-on-write). Otherwise
+    it is moved and cast as it lies in memory, then rearranged: a cast along memory order is
+    fast where a casting copy of a transposed view is not (GPT-2's projections into bfloat16 on
+    a CPU), and the rearranging copy then moves the narrower dtype, on the target device."""
+    if not tensor.is_floating_point():
+        dtype = tensor.dtype
+    return tensor.to(device=device, dtype=dtype).contiguous()
 
 
 @dataclass(frozen=True)
@@ -168,6 +159,7 @@ def import_checkpoint(
     timm_model: str | None = None,
 ) -> Imported:
     """``import_pretrained``, keeping where the checkpoint was read from (for ``verify``)."""
+    from archlab.compiler.devices import resolve_device
     from archlab.compiler.model import compile_spec
     from archlab.specs import load_spec
 
@@ -184,9 +176,10 @@ def import_checkpoint(
     else:
         name = folder.name
     document["name"] = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
-    with _SkipInit():
-        model = compile_spec(load_spec(document), device=device, dtype=dtype or "float32")
-    load_into(model, tensors)
+    dev = resolve_device(device) if device is not None else torch.device("cpu")
+    spec = load_spec(document)
+    model = compile_spec(spec, device=dev, dtype=dtype or "float32", meta_weights=True)
+    load_into(model, tensors, dev)
     return Imported(model.eval(), folder, config, timm)
 
 

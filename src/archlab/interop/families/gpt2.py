@@ -199,7 +199,7 @@ def weights(state: StateDict, config: Config, architecture: str) -> dict[str, Te
         ]
         for name, ours, shape, conv1d in pairs:
             tensor = r.take(src + name, shape, f"layer {i}")
-            out[dst + ours] = tensor.t().contiguous() if conv1d else tensor
+            out[dst + ours] = tensor.t() if conv1d else tensor  # load_into makes it contiguous
     out["norm.weight"] = r.take("ln_f.weight", (width,), "final norm")
     out["norm.bias"] = r.take("ln_f.bias", (width,), "final norm")
     if architecture == "GPT2LMHeadModel":
