@@ -233,6 +233,7 @@ class Decoding:
                 self._install_stack(module)
         for node_id in self.plan.memos:
             self._install(getattr(self.model, node_id), "memo", Memo())
+        self._install(getattr(self.model, self.plan.head), "last_only", True)
         return self
 
     def __exit__(self, *exc: object) -> None:

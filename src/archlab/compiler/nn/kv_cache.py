@@ -146,8 +146,11 @@ class KVCache:
         if self.k is None:
             B, K, _, E = k.shape
             C = self.capacity
-            self.k = k.new_zeros(B, K, C, E)
-            self.v = v.new_zeros(B, K, C, v.shape[-1])
+            # a dynamic decoding reads only written slots; a static one attends over every
+            # slot (empty ones masked), so those must hold finite values: zeros
+            fill = k.new_zeros if self.clock.static else k.new_empty
+            self.k = fill(B, K, C, E)
+            self.v = fill(B, K, C, v.shape[-1])
             self.key_pos = torch.full((C,), -1, dtype=torch.long, device=k.device)
             self.key_real = torch.zeros(B, C, dtype=torch.bool, device=k.device)
         assert self.v is not None and self.key_pos is not None and self.key_real is not None
