@@ -207,3 +207,20 @@ def test_every_causal_mask_with_every_position_decodes_exactly(
             token = logits.argmax(-1, keepdim=True)
             sequence = torch.cat([sequence, token], dim=1)
             logits = decoding.step(token)
+
+
+def test_leaving_a_decoding_restores_every_module() -> None:
+    from archlab.compiler.nn.heads import LMHead
+    from archlab.compiler.nn.linear import Linear
+
+    model = small_model("t5-small")
+    plan = decode_plan(model.graph)
+
+    def state() -> list[tuple[str, object]]:
+        names = ("cache", "clock", "memo", "last_only", "weight_first")
+        return [(n, m.__dict__.get(n)) for _, m in model.named_modules() for n in names]
+
+    before = state()
+    with Decoding(model, plan, capacity=4):
+        assert any(m.weight_first for m in model.modules() if isinstance(m, Linear | LMHead))
+    assert state() == before

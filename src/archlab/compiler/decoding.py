@@ -24,7 +24,9 @@ from torch import Tensor, nn
 
 from archlab.compiler.builders import mask_pattern
 from archlab.compiler.devices import device_of
+from archlab.compiler.nn.heads import LMHead
 from archlab.compiler.nn.kv_cache import Clock, CrossCache, KVCache, LinearState, Memo
+from archlab.compiler.nn.linear import Linear
 from archlab.compiler.nn.linear_attention import LinearAttention
 from archlab.compiler.nn.positions import LearnedPosition, SinusoidalPosition
 from archlab.compiler.nn.rotary import RotaryEmbedding
@@ -34,6 +36,8 @@ from archlab.specs.analysis import Graph, LMHeadPlan, NodeInfo, TokensShape
 if TYPE_CHECKING:
     from archlab.compiler.model import CompiledModel
 
+#: marks an attribute a decoding set that only the class defined before (removed on exit)
+_CLASS_DEFAULT = object()
 #: ops computed token by token, so a cached decoding runs them on the new tokens alone
 PER_TOKEN_OPS = frozenset({"embed", "norm", "dropout", "lm_head", "add", "average"})
 
@@ -220,7 +224,7 @@ class Decoding:
         self.length = 0  # tokens of the decoded sequence so far
         self.fixed: dict[str, Tensor] = {}
         self.caches: list[Any] = []
-        self.installed: list[tuple[nn.Module, str]] = []
+        self.installed: list[tuple[nn.Module, str, Any]] = []
 
     def __enter__(self) -> Decoding:
         for node_id in self.plan.path:
@@ -234,17 +238,24 @@ class Decoding:
         for node_id in self.plan.memos:
             self._install(getattr(self.model, node_id), "memo", Memo())
         self._install(getattr(self.model, self.plan.head), "last_only", True)
+        for module in self.model.modules():  # few rows a step: weight-first products on CPU
+            if isinstance(module, Linear | LMHead):
+                self._install(module, "weight_first", True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for module, name in self.installed:
-            setattr(module, name, None)
+        for module, name, before in reversed(self.installed):
+            if before is _CLASS_DEFAULT:
+                delattr(module, name)  # the class's own default shows again
+            else:
+                setattr(module, name, before)
         self.installed.clear()
         self.caches.clear()
 
     def _install(self, module: nn.Module, name: str, value: Any) -> None:
+        before = module.__dict__.get(name, _CLASS_DEFAULT)
         setattr(module, name, value)
-        self.installed.append((module, name))
+        self.installed.append((module, name, before))
         if hasattr(value, "reorder"):
             self.caches.append(value)
 

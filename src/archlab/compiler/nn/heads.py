@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.compiler.nn.embeddings import TokenEmbedding
+from archlab.compiler.nn.linear import linear
 from archlab.specs.models import PoolMode
 
 
@@ -106,6 +106,8 @@ class LMHead(nn.Module):
     """
 
     last_only: bool | None = None
+    #: set while decoding: few-row products run weight-first (``compiler.nn.linear``)
+    weight_first = False
 
     def __init__(
         self, dim: int, vocab: int, tied: TokenEmbedding | None = None, scale: float | None = None
@@ -127,4 +129,6 @@ class LMHead(nn.Module):
         """Shape: x `(B, T, D)` -> logits `(B, T, V)` (`(B, 1, V)` with `last_only`)."""
         if self.last_only:
             x = x[:, -1:]
-        return F.linear(x if self.scale is None else x * self.scale, self.weight)
+        return linear(
+            x if self.scale is None else x * self.scale, self.weight, None, self.weight_first
+        )

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from archlab.compiler.nn.linear import Linear
 from archlab.compiler.nn.norms import NormKind, make_norm
 
 
@@ -45,13 +46,13 @@ class HeadProjections(nn.Module):
 
         H, K, E = heads, kv_heads, head_dim
         if kv_dim is None:
-            self.qkv = nn.Linear(dim, (H + 2 * K) * E, bias=bias)
+            self.qkv = Linear(dim, (H + 2 * K) * E, bias=bias)
         else:
-            self.q = nn.Linear(dim, H * E, bias=bias)
-            self.kv = nn.Linear(kv_dim, 2 * K * E, bias=bias)
+            self.q = Linear(dim, H * E, bias=bias)
+            self.kv = Linear(kv_dim, 2 * K * E, bias=bias)
         self.q_norm = make_norm(qk_norm, E, eps) if qk_norm else nn.Identity()
         self.k_norm = make_norm(qk_norm, E, eps) if qk_norm else nn.Identity()
-        self.out = nn.Linear(H * E, dim, bias=bias)
+        self.out = Linear(H * E, dim, bias=bias)
         #: while a decoding is installed, what this attention keeps between calls
         #: (`archlab.compiler.nn.kv_cache`); None otherwise
         self.cache: Any = None
