@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from archlab.textsafe import printable
+from archlab.textsafe import printable, printable_text
 
 
 @pytest.mark.parametrize(
@@ -28,3 +28,9 @@ def test_printable(text: str, shown: str) -> None:
     assert printable(text) == shown
     assert printable(shown) == shown  # what it returns is printable already
     assert shown.isprintable() or " " in shown
+
+
+def test_printable_text_keeps_lines_and_tabs() -> None:
+    """What a model writes is running text: its newlines and tabs stay, nothing else acts."""
+    written = "To be,\n\tor not\r\x1b[2J\u202eto be\x00"
+    assert printable_text(written) == "To be,\n\tor not\\r\\x1b[2J\\u202eto be\\x00"

@@ -34,3 +34,13 @@ def printable(text: str) -> str:
     Other characters, including non-ASCII letters and emoji, are kept.
     """
     return _UNSAFE.sub(_escape, text)
+
+
+#: ``_UNSAFE`` less the newline and the tab, which text a model writes may hold as text
+_UNSAFE_IN_TEXT = re.compile(_UNSAFE.pattern.replace("\x00-\x1f", "\x00-\x08\x0b-\x1f"))
+
+
+def printable_text(text: str) -> str:
+    """``printable`` for running text (what a model generates): newlines and tabs stay, every
+    other control, bidi-override and line-breaking character is shown as an escape."""
+    return _UNSAFE_IN_TEXT.sub(_escape, text)

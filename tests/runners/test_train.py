@@ -120,6 +120,9 @@ def test_language_modelling_on_a_text_file(
     run = registry.get(report.runs[0])
     assert run.config["task"] == "lm" and "val_ppl" in run.metrics
     assert run.metrics["val_ppl"] == pytest.approx(np.exp(run.metrics["val_loss"]))
+    # the char-level vocabulary (vocab_size 100 is not 256), for arch generate to read back
+    chars = sorted(set("the quick brown fox jumps over the lazy dog. "))
+    assert run.config["text_vocab"] == {"level": "char", "code_points": [ord(c) for c in chars]}
 
 
 def test_sequence_to_sequence_on_a_synthetic_task(registry: Registry) -> None:

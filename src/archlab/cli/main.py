@@ -110,6 +110,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
     arch train SPEC          train with cross-validation and mixup, recorded in the registry
     arch eval RUN            evaluate a trained run's checkpoint, recorded as an eval run
     arch bench SPEC          latency, throughput, peak memory per batch size, recorded
+    arch generate MODEL|RUN  continue a prompt (text or ids), streaming the tokens
     arch prune show RUN      draw which patches each token pruning stage kept
     arch export MODEL        write a model as a Hugging Face folder (--to hf DIR)
     arch runs ...            query the experiment registry
@@ -124,6 +125,7 @@ def _register() -> None:
     from archlab.cli import (
         bench_commands,
         export_commands,
+        generate_commands,
         import_commands,
         prune_commands,
         runs_commands,
@@ -135,6 +137,7 @@ def _register() -> None:
         *spec_commands.COMMANDS,
         *train_commands.COMMANDS,
         *bench_commands.COMMANDS,
+        *generate_commands.COMMANDS,
         *import_commands.COMMANDS,
         *runs_commands.COMMANDS,
         *prune_commands.COMMANDS,

@@ -43,6 +43,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def device_of(module: torch.nn.Module) -> torch.device:
+    """Where a module's parameters live (the CPU for a module without any)."""
+    first = next(iter(module.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's model name (from /proc/cpuinfo where there is one)."""
     if device.type == "cuda":

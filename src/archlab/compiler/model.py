@@ -140,6 +140,37 @@ class CompiledModel(nn.Module):
                 out[name] = torch.randn(batch, T, shape.dim, generator=gen).to(device, dtype)
         return out
 
+    def generate(
+        self, ids: Tensor | None = None, max_new_tokens: int = 16, **options: Any
+    ) -> Tensor:
+        """Continue the prompt ``ids`` `(B, T)` by up to ``max_new_tokens`` tokens, with a cache
+        of keys and values (``archlab.compiler.decoding``). -> `(B, T + new)` int64.
+
+        For a decoder-only spec ``ids`` is the prompt of its tokens input; for an
+        encoder-decoder pass the source by name (``src=...``, ``src_mask=...``) and
+        ``start_id`` (or a target prompt as ``ids``). Options:
+
+        - ``do_sample`` (greedy when False), ``temperature``, ``top_k``, ``top_p`` (in (0, 1]),
+          ``generator`` (a seeded ``torch.Generator`` makes sampling repeatable);
+        - ``num_beams`` > 1: beam search, outputs scored by log-probability divided by
+          (new tokens) ** ``length_penalty``;
+        - ``eos_id``: a row that emits it is finished and continues as ``pad_id`` (default
+          ``eos_id``); decoding stops once every row has finished;
+        - ``ids_mask`` (bool `(B, T)`, True = real token): prompts of different lengths,
+          left-padded; each row decodes as it would alone;
+        - ``static``: fixed-shape steps (the cache attends over all its slots), for
+          ``compile`` (options of ``torch.compile``, such as ``{"mode": "reduce-overhead"}``
+          for CUDA graphs);
+        - ``streamer``: called with each new column of tokens `(B,)` as it is chosen;
+        - ``suppress_ids``: ids never chosen (a char vocabulary's unused ids).
+
+        Raises ``archlab.compiler.decoding.DecodeError`` (a ``ValueError``) for a spec that
+        cannot generate or a request it cannot serve, before any token is computed.
+        """
+        from archlab.compiler.generation import generate
+
+        return generate(self, ids, max_new_tokens, **options)
+
     def trace_tokens(self, *args: Any, **kwargs: Any) -> tuple[Any, TokenTrace]:
         """Run ``forward`` and return its output with what the pruning stages did.
 

@@ -146,7 +146,9 @@ def _train(
 def _record(
     config: TrainConfig, data: TaskData, device: torch.device, distributed: Distributed | None
 ) -> dict[str, Any]:
-    """What every run of a training records as its configuration (a CV group too)."""
+    """What every run of a training records as its configuration (a CV group too). A ``text:``
+    source adds its vocabulary (``text_vocab``), which ``arch generate`` reads back."""
+    vocab = {"text_vocab": data.text_vocab} if data.text_vocab is not None else {}
     return {
         **config.to_record(),
         "task": data.task,
@@ -159,6 +161,7 @@ def _record(
         "optimizer": "AdamW",
         "schedule": "warmup_cosine",
         "world_size": distributed.world if distributed is not None else 1,
+        **vocab,
     }
 
 

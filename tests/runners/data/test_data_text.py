@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from archlab.runners.data import DataError, load_data
+from archlab.runners.data.text import TextVocab
 
 
 def test_text_byte_level_windows(gpt, tmp_path: Path) -> None:
@@ -40,6 +41,29 @@ def test_text_char_level_keeps_the_pad_id_free(gpt, tmp_path: Path) -> None:
     assert data.inputs["ids"].tolist() == [[ids[c] for c in "abca"], [ids[c] for c in "b ca"]]
     assert data.targets.tolist() == [[ids[c] for c in "bcab"], [ids[c] for c in " cab"]]
     assert "char-level, 4 characters" in data.description
+    assert data.text_vocab == {"level": "char", "code_points": [ord(c) for c in " abc"]}
+
+
+def test_the_recorded_vocabulary_encodes_and_decodes_as_the_data_did(gpt, tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    text = "to be, or not to be\n\u00e9t\u00e9 \u2014 \U0001f600!"
+    path.write_text(text, encoding="utf-8")
+    for spec, level in ((gpt(vocab_size=40, max_len=4, pad_id=2), "char"), (gpt(256, 4), "byte")):
+        data = load_data(f"text:{path}", spec)
+        assert data.text_vocab is not None and data.text_vocab["level"] == level
+        vocab = TextVocab.from_record(data.text_vocab, spec.inputs["ids"].pad_id)  # type: ignore[union-attr]
+        first = data.inputs["ids"][0].tolist()
+        assert vocab.encode(text)[: len(first)] == first
+        assert vocab.decode(vocab.encode(text)) == text
+        decoder = vocab.decoder()  # one id at a time: a character appears once it is complete
+        pieces = [decoder.feed([i]) for i in vocab.encode(text)]
+        assert "".join(pieces) + decoder.finish() == text
+    byte = TextVocab("byte")
+    assert byte.decode([0xE2, 0x82]) == "\ufffd"  # an unfinished character
+    char = TextVocab("char", ("a", "b"), pad_id=0)
+    assert char.encode("ba") == [2, 1] and char.decode([0, 1, 7]) == "\ufffda\ufffd"
+    with pytest.raises(DataError, match=r"the character 'z' \(U\+007A, at position 1\) is not in"):
+        char.encode("az")
 
 
 def test_text_fit_checks(gpt, vit, tmp_path: Path) -> None:

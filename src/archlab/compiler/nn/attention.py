@@ -254,6 +254,10 @@ class Attention(HeadProjections):
 
         Returns: the output `(B, T, D)` and what the hook read (None without a hook).
         """
+        if self.cache is not None:  # decoding: the cache attends and keeps the keys
+            if memory is None:
+                return self.merge(self.cache.attend(self, x, key_padding, bias)), None
+            return self.merge(self.cache.attend(self, x, key_padding, memory)), None
         if self.position.takes_table != (bias is not None):
             raise ValueError("a relative_bias attention needs bias; others take none")
         if x.shape[1] > self.max_len:
@@ -297,6 +301,23 @@ class Attention(HeadProjections):
         # every pattern lets a query see its own position: without padding, in
         # self-attention, no row is empty and the unblocking pass can be skipped
         return attend(q, k, v, allowed, table, may_be_empty=key_padding is not None or T != S)
+
+    def attend_dense(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        allowed: Tensor | None,
+        bias: Tensor | None,
+    ) -> Tensor:
+        """The attention with an explicit mask and bias (decoding against stored keys): the
+        reference kernel when it was chosen, else SDPA.
+
+        Shape: q `(B, H, T, E)`, k and v `(B, K, S, E)`, allowed `(B|1, 1, T, S)` bool, bias
+        `(H, T, S)` -> `(B, H, T, E)`; a query that sees no key outputs zeros.
+        """
+        attend = self._reference if self.kernel.name == "reference" else self._sdpa_dense
+        return attend(q, k, v, allowed, bias, may_be_empty=allowed is not None)
 
     def score_bias(
         self,

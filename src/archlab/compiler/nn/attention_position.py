@@ -37,6 +37,15 @@ class AttentionPosition(nn.Module):
         """The additive score bias `(H, T, S)`, or None. `table`: the stack's relative table."""
         return table
 
+    def rotate_at(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """`rotate` for queries and keys both at `positions` `(T,)` (decoding's new tokens)."""
+        return q, k
+
+    def bias_at(self, qpos: Tensor, kpos: Tensor) -> Tensor | None:
+        """`bias` for queries at `qpos` `(T,)` and keys at `kpos` `(S,)` (decoding); the relative
+        table comes from the stack's cache instead."""
+        return None
+
     def score_mod(self, table: Tensor | None, dtype: torch.dtype) -> ScoreMod | None:
         """`bias` as FlexAttention's score_mod(score, b, h, q_idx, kv_idx), or None."""
         if table is None:
@@ -61,6 +70,9 @@ class RotaryPosition(AttentionPosition):
     def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         return self.rotary(q, k)
 
+    def rotate_at(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        return self.rotary.rotate_at(q, positions), self.rotary.rotate_at(k, positions)
+
 
 class AlibiPosition(AttentionPosition):
     """ALiBi: a per-head linear distance penalty on the scores (`alibi`, an `AlibiBias`)."""
@@ -73,6 +85,9 @@ class AlibiPosition(AttentionPosition):
 
     def bias(self, T: int, S: int, table: Tensor | None) -> Tensor | None:
         return self.alibi(T, S)
+
+    def bias_at(self, qpos: Tensor, kpos: Tensor) -> Tensor | None:
+        return self.alibi.at(qpos, kpos)
 
     def score_mod(self, table: Tensor | None, dtype: torch.dtype) -> ScoreMod | None:
         slopes = self.alibi.slopes

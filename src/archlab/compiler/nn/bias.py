@@ -55,6 +55,11 @@ class AlibiBias(nn.Module):
         distance = distances(T, S, self.slopes.device).to(self.slopes.dtype)  # (T, S)
         return -self.slopes[:, None, None] * distance
 
+    def at(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+        """The bias for queries at `qpos` `(T,)` and keys at `kpos` `(S,)`. -> `(H, T, S)`."""
+        distance = (qpos[:, None] - kpos[None, :]).abs().to(self.slopes.dtype)
+        return -self.slopes[:, None, None] * distance
+
 
 def relative_position_bucket(
     offset: Tensor, *, buckets: int, max_distance: int, bidirectional: bool
@@ -112,7 +117,11 @@ class RelativePositionBias(nn.Module):
     def forward(self, T: int, S: int) -> Tensor:
         """Shape: -> `(H, T, S)` on the weight's device and dtype."""
         device = self.weight.device
-        offset = torch.arange(S, device=device)[None, :] - torch.arange(T, device=device)[:, None]
+        return self.at(torch.arange(T, device=device), torch.arange(S, device=device))
+
+    def at(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+        """The bias for queries at `qpos` `(T,)` and keys at `kpos` `(S,)`. -> `(H, T, S)`."""
+        offset = kpos[None, :] - qpos[:, None]
         bucket = relative_position_bucket(
             offset,  # (T, S): key position minus query position
             buckets=self.buckets,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archlab.compiler.nn.embeddings import TokenEmbedding
+from archlab.compiler.nn.linear import linear
 from archlab.specs.models import PoolMode
 
 
@@ -100,7 +100,14 @@ class LMHead(nn.Module):
     With `tied`, `weight` is the embedding's own Parameter (one tensor, listed once by
     `named_parameters`); otherwise a fresh `(V, D)` weight initialised normal with std 0.02.
     `scale`, when set, multiplies x first (T5 rescales its tied head's input by D**-0.5).
+    `last_only`: set while a decoding is installed (``compiler.decoding``), which reads only the
+    last position's logits; the head then computes only those, sparing the prefill a
+    `(B, T, V)` product of which it keeps `(B, 1, V)`.
     """
+
+    last_only: bool | None = None
+    #: set while decoding: few-row products run weight-first (``compiler.nn.linear``)
+    weight_first = False
 
     def __init__(
         self, dim: int, vocab: int, tied: TokenEmbedding | None = None, scale: float | None = None
@@ -119,5 +126,9 @@ class LMHead(nn.Module):
             self.weight = tied.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        """Shape: x `(B, T, D)` -> logits `(B, T, V)`."""
-        return F.linear(x if self.scale is None else x * self.scale, self.weight)
+        """Shape: x `(B, T, D)` -> logits `(B, T, V)` (`(B, 1, V)` with `last_only`)."""
+        if self.last_only:
+            x = x[:, -1:]
+        return linear(
+            x if self.scale is None else x * self.scale, self.weight, None, self.weight_first
+        )

@@ -86,7 +86,9 @@ class LinearAttention(HeadProjections):
         q, k, v = self.phi(q.to(work)), self.phi(k.to(work)), v.to(work)
         if key_padding is not None:
             k = k * key_padding[:, None, :, None].to(work)  # padded keys: phi(k) = 0
-        y = causal_linear_attention(q, k, v) if self.causal else linear_attention(q, k, v)
+        full = causal_linear_attention if self.causal else linear_attention
+        # while decoding, the running sums (LinearState) stand in for the whole sequence
+        y = full(q, k, v) if self.cache is None else self.cache.attend(self, q, k, v, full)
         return self.merge(self.drop(y.to(x.dtype)))
 
     def phi(self, x: Tensor) -> Tensor:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archlab.compiler.nn.linear import Linear
+
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu", "geglu_tanh"]
 
 
@@ -85,9 +87,9 @@ class Mlp(nn.Module):
         super().__init__()
         self.act = make_activation(activation)
         width = 2 * hidden if isinstance(self.act, Gated) else hidden
-        self.fc1 = nn.Linear(dim, width, bias=bias)
+        self.fc1 = Linear(dim, width, bias=bias)
         self.drop = nn.Dropout(dropout) if dropout > 0.0 else nn.Identity()
-        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.fc2 = Linear(hidden, dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: x `(B, T, D)` -> `(B, T, D)` (any leading dimensions)."""

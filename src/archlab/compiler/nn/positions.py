@@ -6,6 +6,8 @@ In-attention positions live next door: rotary in `rotary.py`, ALiBi and T5 relat
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -48,7 +50,11 @@ def sincos_2d_table(grid_h: int, grid_w: int, dim: int) -> Tensor:
     return torch.cat([encode(cols), encode(rows)], dim=1).to(torch.get_default_dtype())
 
 
-def _add_table(x: Tensor, table: Tensor) -> Tensor:
+def _add_table(x: Tensor, table: Tensor, clock: Any = None) -> Tensor:
+    """`x` plus the table's rows for positions 0..T-1, or, while decoding, for the positions
+    the decoding's clock gives (`kv_cache.Clock.table_positions`, `(1|B, T)`)."""
+    if clock is not None:
+        return x + table[clock.table_positions()].to(x.dtype)
     length, max_len = x.shape[1], table.shape[0]
     if length > max_len:
         raise ValueError(f"sequence length {length} exceeds the position table's {max_len}")
@@ -62,10 +68,17 @@ class SinusoidalPosition(nn.Module):
         super().__init__()
         self.table: Tensor
         self.register_buffer("table", sinusoidal_table(max_len, dim), persistent=False)
+        self.clock: Any = None  # while decoding: where the new tokens sit
+
+    def extend(self, length: int) -> None:
+        """A table of `length` positions (decoding past `max_len` with a sliding window)."""
+        if length > self.table.shape[0]:
+            table = sinusoidal_table(length, self.table.shape[1])
+            self.table = table.to(self.table.device, self.table.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: x `(B, T, D)` -> `(B, T, D)`, T <= max_len."""
-        return _add_table(x, self.table)
+        return _add_table(x, self.table, self.clock)
 
 
 class LearnedPosition(nn.Module):
@@ -75,10 +88,11 @@ class LearnedPosition(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(max_len, dim))
         nn.init.trunc_normal_(self.weight, std=0.02, a=-0.04, b=0.04)
+        self.clock: Any = None  # while decoding: where the new tokens sit
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: x `(B, T, D)` -> `(B, T, D)`, T <= max_len."""
-        return _add_table(x, self.weight)
+        return _add_table(x, self.weight, self.clock)
 
 
 class SinCos2dPosition(nn.Module):

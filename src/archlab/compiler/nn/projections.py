@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
+from archlab.compiler.nn.linear import Linear
 from archlab.compiler.nn.norms import NormKind, make_norm
 
 
@@ -43,13 +46,16 @@ class HeadProjections(nn.Module):
 
         H, K, E = heads, kv_heads, head_dim
         if kv_dim is None:
-            self.qkv = nn.Linear(dim, (H + 2 * K) * E, bias=bias)
+            self.qkv = Linear(dim, (H + 2 * K) * E, bias=bias)
         else:
-            self.q = nn.Linear(dim, H * E, bias=bias)
-            self.kv = nn.Linear(kv_dim, 2 * K * E, bias=bias)
+            self.q = Linear(dim, H * E, bias=bias)
+            self.kv = Linear(kv_dim, 2 * K * E, bias=bias)
         self.q_norm = make_norm(qk_norm, E, eps) if qk_norm else nn.Identity()
         self.k_norm = make_norm(qk_norm, E, eps) if qk_norm else nn.Identity()
-        self.out = nn.Linear(H * E, dim, bias=bias)
+        self.out = Linear(H * E, dim, bias=bias)
+        #: while a decoding is installed, what this attention keeps between calls
+        #: (`archlab.compiler.nn.kv_cache`); None otherwise
+        self.cache: Any = None
 
     def project(self, x: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Queries from `x`; keys and values from `x`, or from `memory` in cross-attention.
@@ -59,17 +65,32 @@ class HeadProjections(nn.Module):
         """
         if self.is_cross != (memory is not None):
             raise ValueError("cross-attention needs memory; self-attention takes none")
+        if memory is not None:
+            return self.project_queries(x), *self.project_memory(memory)
         B, T, _ = x.shape
         H, K, E = self.heads, self.kv_heads, self.head_dim
-        if memory is None:
-            q, k, v = self.qkv(x).split([H * E, K * E, K * E], dim=-1)
-        else:
-            q = self.q(x)
-            k, v = self.kv(memory).chunk(2, dim=-1)
+        q, k, v = self.qkv(x).split([H * E, K * E, K * E], dim=-1)
         q = q.view(B, T, H, E).transpose(1, 2)  # (B, H, T, E)
+        k = k.view(B, T, K, E).transpose(1, 2)  # (B, K, T, E)
+        v = v.view(B, T, K, E).transpose(1, 2)  # (B, K, T, E)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def project_queries(self, x: Tensor) -> Tensor:
+        """Cross-attention's queries alone (decoding reuses the memory's keys and values).
+
+        Shape: x `(B, T, D)` -> `(B, H, T, E)`.
+        """
+        B, T, _ = x.shape
+        return self.q_norm(self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2))
+
+    def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention's keys and values. Shape: memory `(B, S, Dm)` -> `(B, K, S, E)` each."""
+        B = memory.shape[0]
+        K, E = self.kv_heads, self.head_dim
+        k, v = self.kv(memory).chunk(2, dim=-1)
         k = k.view(B, -1, K, E).transpose(1, 2)  # (B, K, S, E)
         v = v.view(B, -1, K, E).transpose(1, 2)  # (B, K, S, E)
-        return self.q_norm(q), self.k_norm(k), v
+        return self.k_norm(k), v
 
     def repeat_kv(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Shape: `(B, K, S, E)` -> `(B, H, S, E)`; each key/value head serves H / K query heads."""

@@ -26,23 +26,43 @@ class RotaryEmbedding(nn.Module):
                 "it must be a positive even number"
             )
         self.rotated = rotated
+        self.base = base
         self.max_len = max_len
-        inv_freq = base ** -(torch.arange(0, rotated, 2, dtype=torch.float64) / rotated)  # (R/2,)
-        angle = torch.arange(max_len, dtype=torch.float64)[:, None] * inv_freq  # (L, R/2)
-        angle = torch.cat([angle, angle], dim=1)  # (L, R)
-        dtype = torch.get_default_dtype()
         self.cos: Tensor
         self.sin: Tensor
-        self.register_buffer("cos", angle.cos().to(dtype), persistent=False)
-        self.register_buffer("sin", angle.sin().to(dtype), persistent=False)
+        cos, sin = self._tables(max_len, torch.get_default_dtype(), None)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tables(
+        self, length: int, dtype: torch.dtype, device: torch.device | None
+    ) -> tuple[Tensor, Tensor]:
+        """cos and sin of every angle for positions 0..length-1, `(L, R)` each."""
+        R = self.rotated
+        inv_freq = self.base ** -(torch.arange(0, R, 2, dtype=torch.float64) / R)  # (R/2,)
+        angle = torch.arange(length, dtype=torch.float64)[:, None] * inv_freq  # (L, R/2)
+        angle = torch.cat([angle, angle], dim=1).to(device)  # (L, R)
+        return angle.cos().to(dtype), angle.sin().to(dtype)
+
+    def extend(self, length: int) -> None:
+        """Tables for `length` positions (decoding past `max_len`, which a sliding window
+        allows); the first `max_len` rows stay as they were."""
+        if length > self.cos.shape[0]:
+            self.cos, self.sin = self._tables(length, self.cos.dtype, self.cos.device)
 
     def rotate(self, x: Tensor) -> Tensor:
         """Shape: x `(B, H, T, E)` -> `(B, H, T, E)`, position t at index t."""
         length = x.shape[-2]
         if length > self.max_len:
             raise ValueError(f"sequence length {length} exceeds rotary max_len {self.max_len}")
-        cos = self.cos[:length].to(x.dtype)  # (T, R)
-        sin = self.sin[:length].to(x.dtype)
+        return self._turn(x, self.cos[:length].to(x.dtype), self.sin[:length].to(x.dtype))
+
+    def rotate_at(self, x: Tensor, positions: Tensor) -> Tensor:
+        """`rotate` with position `positions[t]` at index t. Shape: x `(B, H, T, E)`,
+        positions `(T,)` -> `(B, H, T, E)`."""
+        return self._turn(x, self.cos[positions].to(x.dtype), self.sin[positions].to(x.dtype))
+
+    def _turn(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         head, rest = x[..., : self.rotated], x[..., self.rotated :]
         first, second = head.chunk(2, dim=-1)  # (B, H, T, R/2) each
         turned = torch.cat([-second, first], dim=-1)  # (B, H, T, R): head rotated by 90 degrees

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from archlab.compiler.nn.bias import RelativePositionBias
@@ -50,6 +52,9 @@ class Stack(nn.Module):
         self.stage_at: tuple[str | None, ...] = tuple(
             str(i) if i in stages else None for i in range(len(layers))
         )
+        #: while decoding, an encoder whose output the decoder's steps reuse keeps it here
+        #: (`kv_cache.Memo`); None otherwise
+        self.memo: Any = None
 
     @property
     def pruned(self) -> bool:
@@ -68,6 +73,20 @@ class Stack(nn.Module):
             x `(B, T, D)`, mask `(B, T)`, memory `(B, S, Dm)`, memory_mask `(B, S)` -> `(B, T', D)`
             (T' < T when the stack prunes tokens).
         """
+        if self.memo is not None:  # decoding: the prefill computes, the steps reuse
+            if self.memo.value is None:
+                self.memo.value = self.run(x, mask, memory, memory_mask)
+            return self.memo.value
+        return self.run(x, mask, memory, memory_mask)
+
+    def run(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+    ) -> Tensor:
+        """`forward` itself, whether or not a decoding keeps the output."""
         if self.prune is not None:
             return self.forward_tokens(x, mask, memory, memory_mask)[0]
         T = x.shape[1]

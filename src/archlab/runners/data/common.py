@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ class TaskData:
     all int64, with ``-100`` where a position is ignored. ``classes`` is the spec head's class
     count (labels lie in ``[0, classes)``), ``vocab_size`` the output vocabulary.
     ``content_sha256`` identifies what was read: the file bytes (whatever the spec makes of them),
-    or for ``seq2seq:`` the generator's resolved parameters and seed.
+    or for ``seq2seq:`` the generator's resolved parameters and seed. ``text_vocab``: how a
+    ``text:`` source turned text into ids (``TextVocab.record()``), recorded with the run so
+    that its model can read and write text again (``arch generate``); None for other sources.
     """
 
     task: Task
@@ -47,6 +50,7 @@ class TaskData:
     source: str
     content_sha256: str
     description: str
+    text_vocab: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         n = len(self)
