@@ -55,28 +55,40 @@ def relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     return float((ours - theirs).abs().max() / theirs.abs().max())
 
 
-@pytest.mark.parametrize("name", DECODERS)
-@pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampled"])
-def test_cached_steps_equal_recomputing_the_sequence(name: str, sample: bool) -> None:
-    model = small_model(name)
+def check_steps(
+    model: CompiledModel,
+    prompt: torch.Tensor,
+    new: int,
+    fixed: dict[str, torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Decode ``new`` tokens after ``prompt`` (sampled with ``generator``, else greedy) and
+    compare each step's logits with a full forward of the sequence so far."""
     reference = copy.deepcopy(model)  # the same weights, never decoding
-    plan = decode_plan(model.graph)
-    fixed = fixed_inputs(model, 2)
-    g = torch.Generator().manual_seed(1)
-    prompt = torch.randint(0, plan.vocab, (2, 9), generator=g)  # 9 >= the small prefix-LM's prefix
-    new = min(8, plan.max_len - prompt.shape[1])
+    plan, fixed = decode_plan(model.graph), fixed or {}
     sequence = prompt
     with torch.no_grad(), Decoding(model, plan, capacity=prompt.shape[1] + new) as decoding:
         logits = decoding.prefill(prompt, **fixed)
         for _ in range(new):
             full = reference(**{plan.input: sequence}, **fixed)[:, -1]
             assert relative(logits, full) <= 1e-5
-            if sample:
-                token = torch.multinomial(logits.softmax(-1), 1, generator=g)
+            if generator is not None:
+                token = torch.multinomial(logits.softmax(-1), 1, generator=generator)
             else:
                 token = logits.argmax(-1, keepdim=True)
             sequence = torch.cat([sequence, token], dim=1)
             logits = decoding.step(token)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampled"])
+def test_cached_steps_equal_recomputing_the_sequence(name: str, sample: bool) -> None:
+    model = small_model(name)
+    plan = decode_plan(model.graph)
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, plan.vocab, (2, 9), generator=g)  # 9 >= the small prefix-LM's prefix
+    new = min(8, plan.max_len - prompt.shape[1])
+    check_steps(model, prompt, new, fixed_inputs(model, 2), g if sample else None)
 
 
 def test_grouped_query_attention_caches_the_key_value_heads() -> None:
@@ -195,18 +207,7 @@ def test_every_causal_mask_with_every_position_decodes_exactly(
     attention["position"] = position
     torch.manual_seed(0)
     model = archlab.compile_spec(doc).eval()
-    reference = copy.deepcopy(model)
-    plan = decode_plan(model.graph)
-    prompt = torch.randint(0, plan.vocab, (2, 6))
-    sequence = prompt
-    with torch.no_grad(), Decoding(model, plan, capacity=20) as decoding:
-        logits = decoding.prefill(prompt)
-        for _ in range(14):
-            full = reference(ids=sequence)[:, -1]
-            assert relative(logits, full) <= 1e-5
-            token = logits.argmax(-1, keepdim=True)
-            sequence = torch.cat([sequence, token], dim=1)
-            logits = decoding.step(token)
+    check_steps(model, torch.randint(0, decode_plan(model.graph).vocab, (2, 6)), 14)
 
 
 def test_leaving_a_decoding_restores_every_module() -> None:

@@ -31,7 +31,7 @@ from archlab.compiler.nn.linear_attention import LinearAttention
 from archlab.compiler.nn.positions import LearnedPosition, SinusoidalPosition
 from archlab.compiler.nn.rotary import RotaryEmbedding
 from archlab.compiler.nn.stack import Stack
-from archlab.specs.analysis import Graph, LMHeadPlan, NodeInfo, TokensShape
+from archlab.specs.analysis import Graph, LMHeadPlan, NodeInfo, TokensShape, upstream_through
 
 if TYPE_CHECKING:
     from archlab.compiler.model import CompiledModel
@@ -85,7 +85,7 @@ def decode_plan(graph: Graph) -> DecodePlan:
             "(an encoder-only or classification spec cannot write)"
         )
     head = heads[0]
-    decoders = [n for n in _upstream(graph, head) if graph.nodes[n].op == "decoder"]
+    decoders = [n for n in graph.upstream(head) if graph.nodes[n].op == "decoder"]
     if not decoders:
         raise DecodeError(
             f"the lm_head `{head}` reads no decoder: an encoder-only spec (a bidirectional "
@@ -93,7 +93,7 @@ def decode_plan(graph: Graph) -> DecodePlan:
         )
     last = decoders[-1]
     main = graph.nodes[last].inputs[0]
-    sources = [n for n in _upstream(graph, main) if graph.nodes[n].op == "input"]
+    sources = [n for n in graph.upstream(main) if graph.nodes[n].op == "input"]
     if len(sources) != 1 or not isinstance(graph.shape(sources[0]), TokensShape):
         raise DecodeError(
             f"the decoder `{last}` reads {', '.join(f'`{s}`' for s in sources) or 'no input'}; "
@@ -102,7 +102,7 @@ def decode_plan(graph: Graph) -> DecodePlan:
     decoded = sources[0]
     shape = graph.shape(decoded)
     assert isinstance(shape, TokensShape)
-    path = tuple(n for n in graph.order if decoded in _upstream(graph, n) and n != decoded)
+    path = tuple(n for n in graph.order if decoded in graph.upstream(n) and n != decoded)
     for node_id in path:
         _check_node(graph, graph.nodes[node_id])
     fixed = tuple(n for n in spec.inputs if n != decoded)
@@ -121,23 +121,10 @@ def decode_plan(graph: Graph) -> DecodePlan:
     )
 
 
-def _upstream(graph: Graph, ref: str) -> list[str]:
-    """``ref`` and every node it reads, in graph order."""
-    seen, todo = set(), [ref]
-    while todo:
-        node = todo.pop()
-        if node not in seen:
-            seen.add(node)
-            todo.extend(graph.nodes[node].inputs)
-    return [n for n in [*graph.spec.inputs, *graph.order] if n in seen]
-
-
 def _stack_behind(graph: Graph, ref: str) -> str | None:
     """The encoder or decoder that ``ref`` is (or reaches through per-token maps), if any."""
-    info = graph.nodes[ref]
-    while info.op in ("norm", "dropout") and info.inputs:
-        info = graph.nodes[info.inputs[0]]
-    return info.id if info.op in ("encoder", "decoder") else None
+    info = upstream_through(graph.nodes, ref)
+    return info.id if info is not None and info.op in ("encoder", "decoder") else None
 
 
 def _check_node(graph: Graph, info: NodeInfo) -> None:

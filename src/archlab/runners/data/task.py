@@ -86,17 +86,8 @@ def spec_layout(spec: Spec) -> Layout:
         "(a decoder-only language model, or an encoder-decoder for seq2seq)"
     )
 
-    def upstream(ref: str) -> set[str]:
-        seen, todo = set(), [ref]
-        while todo:
-            ref = todo.pop()
-            if ref not in seen:
-                seen.add(ref)
-                todo.extend(graph.nodes[ref].inputs)
-        return seen
-
     def inputs_of(ref: str) -> list[str]:
-        above = upstream(ref)
+        above = set(graph.upstream(ref))
         return [n for n in spec.inputs if n in above]
 
     if len(spec.outputs) != 1:
@@ -117,7 +108,7 @@ def spec_layout(spec: Spec) -> Layout:
                 "must be of kind tokens"
             )
         vocab = graph.nodes[head].plan_as(LMHeadPlan).vocab
-        above = upstream(head)
+        above = set(graph.upstream(head))
         decoders = [d for n, d in spec.nodes.items() if n in above and isinstance(d, DecoderNode)]
         crossing = [(d.input, d.memory) for d in decoders if d.memory is not None]
         if not crossing and decoders and len(feeding) == 1:

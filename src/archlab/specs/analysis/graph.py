@@ -45,6 +45,17 @@ class Graph:
     def shape(self, ref: str) -> Shape:
         return self.nodes[ref].shape
 
+    def upstream(self, ref: str) -> list[str]:
+        """``ref`` and every node and input it reads, directly or not, in graph order (inputs
+        first)."""
+        seen, todo = set(), [ref]
+        while todo:
+            node = todo.pop()
+            if node not in seen:
+                seen.add(node)
+                todo.extend(self.nodes[node].inputs)
+        return [n for n in [*self.spec.inputs, *self.order] if n in seen]
+
 
 def check_graph(spec: Spec, source: str | None = None) -> None:
     """Raise ``SpecError`` if the spec's graph has any problem (``load_spec`` calls this)."""
