@@ -14,6 +14,8 @@ to it, E_h: the mean over heads; q: the row the head reads):
   R = M_L ... M_1, row q.
 - ``generic`` (Chefer et al., ICCV 2021): R = I; for each block in order
   R = R + E_h[(∇A_b ⊙ A_b)^+] R; row q.
+- ``chefer`` (Chefer et al., CVPR 2021): the same with the LRP relevance of each attention map
+  in place of A_b (``explain_lrp``).
 
 The row q: the CLS token for ``cls``/``first`` pooling (the mean of the two CLS rows for
 ``distill``), the mean of the real tokens' rows for ``mean``/``max`` pooling, the last real
@@ -37,10 +39,17 @@ from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn.attention import Attention
 from archlab.compiler.nn.stack import Stack
 from archlab.errors import UserInputError
+from archlab.runners.explain_lrp import (
+    Tape,
+    block_relevance,
+    check_supported,
+    head_relevance,
+    taping,
+)
 from archlab.specs.analysis import ClassifyPlan, Graph, PoolPlan, SeqShape
 from archlab.specs.models import PoolMode
 
-METHODS = ("attention", "rollout", "generic")
+METHODS = ("attention", "rollout", "generic", "chefer")
 
 
 class ExplainError(UserInputError):
@@ -96,25 +105,64 @@ def explain(
         raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     reader = _reader(model.graph)
     attentions = _attentions(model, reader)
+    blocks: list[Any] = list(getattr(model, reader.stack).layers)
+    head = getattr(model, reader.head)
+    if method == "chefer":
+        problem = check_supported(blocks, head)
+        if problem is not None:
+            raise ExplainError(f"method chefer: {problem}")
     was_training = model.training
     model.eval()
     try:
-        with _recording(attentions) as records, torch.enable_grad():
+        with (
+            _recording(attentions) as records,
+            taping(blocks, head) if method == "chefer" else contextlib.nullcontext() as tape,
+            torch.enable_grad(),
+        ):
             logits = model(**inputs)
             if reader.mode is None:  # a language model: (B, T, V) -> the explained position
                 logits = logits[:, position]
             chosen = _targets(target, logits)
-            probabilities = [r[0] for r in records]
+            probabilities = [r[0][0] for r in records]
             grads = None
-            if method == "generic":
+            if method in ("generic", "chefer"):
                 picked = logits.gather(1, chosen[:, None]).sum()
                 grads = torch.autograd.grad(picked, probabilities)
     finally:
         model.train(was_training)
     row = _query(reader, inputs, model, probabilities[0], position)
-    relevance = _relevance(method, [p.detach() for p in probabilities], grads)
+    if method == "chefer":
+        assert grads is not None and tape is not None
+        relevance = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1])
+    else:
+        relevance = _relevance(method, [p.detach() for p in probabilities], grads)
     scores = (row[:, None, :] @ relevance)[:, 0, reader.n_cls :]  # (B, N - n_cls)
     return Explanation(scores.detach(), chosen.detach(), method, reader.grid)
+
+
+def _chefer(
+    blocks: list[Any],
+    head: Any,
+    tape: Tape,
+    records: list[list[tuple[Tensor, ...]]],
+    grads: tuple[Tensor, ...],
+    chosen: Tensor,
+    classes: int,
+) -> Tensor:
+    """Chefer et al.'s relevance matrix `(B, N, N)`: LRP from the one-hot target down the
+    blocks, each block's map E_h[(grad A * R_A)^+], combined as R = I; R = R + map R."""
+    A, q, k, v = (t.detach() for t in records[0][0])
+    B, _, N, _ = A.shape
+    R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), N)
+    maps: list[Tensor] = [A] * len(blocks)
+    for i in reversed(range(len(blocks))):
+        A, q, k, v = (t.detach() for t in records[i][0])
+        R, R_A = block_relevance(blocks[i], i, tape, R, A, q, k, v)
+        maps[i] = (grads[i] * R_A).clamp(min=0).mean(dim=1)
+    relevance = torch.eye(N, device=A.device, dtype=A.dtype).expand(B, N, N)
+    for m in maps:
+        relevance = relevance + m @ relevance
+    return relevance
 
 
 def _reader(graph: Graph) -> _Reader:
@@ -173,9 +221,10 @@ def _attentions(model: CompiledModel, reader: _Reader) -> list[Attention]:
 
 
 @contextlib.contextmanager
-def _recording(attentions: list[Attention]) -> Iterator[list[list[Tensor]]]:
-    """Each attention records its probabilities while the block runs; removed afterwards."""
-    records: list[list[Tensor]] = [[] for _ in attentions]
+def _recording(attentions: list[Attention]) -> Iterator[list[list[tuple[Tensor, ...]]]]:
+    """Each attention records its probabilities and operands while the block runs; removed
+    afterwards."""
+    records: list[list[tuple[Tensor, ...]]] = [[] for _ in attentions]
     for attention, record in zip(attentions, records, strict=True):
         attention.record = record
     try:

@@ -313,9 +313,10 @@ class Attention(HeadProjections):
         bias: Tensor | None = None,
     ) -> Tensor:
         """The attention with its probabilities written out and appended to ``record``
-        (explaining reads them and their gradient), whatever kernel this layer runs otherwise.
+        with the operands (explaining reads them and their gradient), whatever kernel this layer
+        runs otherwise.
 
-        Shape: as ``core``; the recorded probabilities are `(B, H, T, S)`.
+        Shape: as ``core``; the record gets (probabilities `(B, H, T, S)`, q, k, v).
         """
         T, S = q.shape[2], k.shape[2]
         allowed = dense_mask(self.mask, T, S, key_padding, q.device)
@@ -324,7 +325,7 @@ class Attention(HeadProjections):
         if weights.requires_grad:
             weights.retain_grad()
         assert self.record is not None
-        self.record.append(weights)
+        self.record.append((weights, q, k, v))
         _, v = self.repeat_kv(v, v)
         return F.dropout(weights, self.attn_dropout, self.training) @ v
 
