@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from archlab.compiler import compile_spec, load_compiled
     from archlab.interop.convert import import_pretrained
     from archlab.registry import Registry
+    from archlab.runners.explain import explain
 
 _LAZY = {
     "compile_spec": "archlab.compiler",
     "load_compiled": "archlab.compiler",
     "import_pretrained": "archlab.interop.convert",
     "Registry": "archlab.registry",
+    "explain": "archlab.runners.explain",
 }
 
 
@@ -41,6 +43,7 @@ __all__ = [
     "__version__",
     "canonical_form",
     "compile_spec",
+    "explain",
     "import_pretrained",
     "load_compiled",
     "load_spec",

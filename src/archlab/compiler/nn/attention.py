@@ -266,6 +266,8 @@ class Attention(HeadProjections):
             )
         q, k, v = self.project(x, memory)  # (B, H, T, E), (B, K, S, E), (B, K, S, E)
         q, k = self.position.rotate(q, k)
+        if self.record is not None and hook is None:  # explaining: the matrix, kept
+            return self.merge(self.explicit(q, k, v, key_padding, bias)), None
         if hook is None:
             return self.merge(self.core(q, k, v, key_padding, bias)), None
         y = hook.attend(self, q, k, v, key_padding, bias)
@@ -301,6 +303,45 @@ class Attention(HeadProjections):
         # every pattern lets a query see its own position: without padding, in
         # self-attention, no row is empty and the unblocking pass can be skipped
         return attend(q, k, v, allowed, table, may_be_empty=key_padding is not None or T != S)
+
+    def explicit(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_padding: Tensor | None = None,
+        bias: Tensor | None = None,
+    ) -> Tensor:
+        """The attention with its probabilities written out and appended to ``record``
+        with the operands (explaining reads them and their gradient), whatever kernel this layer
+        runs otherwise.
+
+        Shape: as ``core``; the record gets (probabilities `(B, H, T, S)`, q, k, v).
+        """
+        T, S = q.shape[2], k.shape[2]
+        allowed = dense_mask(self.mask, T, S, key_padding, q.device)
+        table = self.score_bias(T, S, bias, None, q.dtype)
+        weights = self.probabilities(q, k, allowed, table)
+        if weights.requires_grad:
+            weights.retain_grad()
+        assert self.record is not None
+        self.record.append((weights, q, k, v))
+        _, v = self.repeat_kv(v, v)
+        return F.dropout(weights, self.attn_dropout, self.training) @ v
+
+    def probabilities(
+        self, q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None
+    ) -> Tensor:
+        """softmax(QK^T * scale + bias) over the allowed keys; a query that sees no key gets
+        zeros. Shape: q `(B, H, T, E)`, k `(B, K, S, E)` -> `(B, H, T, S)`."""
+        k, _ = self.repeat_kv(k, k)
+        scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
+        if bias is not None:
+            scores = scores + bias
+        if allowed is None:
+            return scores.softmax(dim=-1)
+        allowed, sees = _unblock_empty_rows(allowed)
+        return scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1).masked_fill(~sees, 0.0)
 
     def attend_dense(
         self,

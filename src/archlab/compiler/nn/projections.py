@@ -56,6 +56,10 @@ class HeadProjections(nn.Module):
         #: while a decoding is installed, what this attention keeps between calls
         #: (`archlab.compiler.nn.kv_cache`); None otherwise
         self.cache: Any = None
+        #: while explaining, a list each call appends its attention probabilities `(B, H, T, S)`
+        #: and operands q, k, v to, computed explicitly so that their gradient can be read;
+        #: None otherwise
+        self.record: list[Any] | None = None
 
     def project(self, x: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Queries from `x`; keys and values from `x`, or from `memory` in cross-attention.

@@ -1,0 +1,314 @@
+"""``archlab.explain``: which input positions made a model decide, from its attention, batched.
+
+While explaining, every self-attention of the explained stack computes its probabilities
+explicitly and appends them to its ``record`` (``compiler.nn.attention.Attention.explicit``);
+the plain forward keeps its fused kernels. One backward pass of the sum of each sample's target
+logit gives every sample its own gradients (``torch.autograd.grad``: no parameter's ``.grad``
+is touched), so a batch of B gives exactly what B batches of 1 give.
+
+Methods (A_b: block b's attention `(B, H, N, N)`, ∇A_b: the target logit's gradient with respect
+to it, E_h: the mean over heads; q: the row the head reads):
+
+- ``attention``: E_h A_L, row q.
+- ``rollout`` (Abnar & Zuidema 2020): M_b = E_h A_b + I with rows normalised to sum 1,
+  R = M_L ... M_1, row q.
+- ``generic`` (Chefer et al., ICCV 2021): R = I; for each block in order
+  R = R + E_h[(∇A_b ⊙ A_b)^+] R; row q.
+- ``chefer`` (Chefer et al., CVPR 2021): the same with the LRP relevance of each attention map
+  in place of A_b (``explain_lrp``).
+
+The row q: the CLS token for ``cls``/``first`` pooling (the mean of the two CLS rows for
+``distill``), the mean of the real tokens' rows for ``mean``/``max`` pooling, the last real
+token for ``last``, and for a language model the position whose next-token logit is explained
+(the last by default). Scores leave out the CLS tokens: image patches in row-major order
+(``grid``), or tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from archlab.compiler.model import CompiledModel
+from archlab.compiler.nn.attention import Attention
+from archlab.compiler.nn.stack import Stack
+from archlab.errors import UserInputError
+from archlab.runners.explain_lrp import (
+    Tape,
+    block_relevance,
+    check_supported,
+    head_relevance,
+    taping,
+)
+from archlab.specs.analysis import ClassifyPlan, Graph, PoolPlan, SeqShape
+from archlab.specs.models import PoolMode
+
+METHODS = ("attention", "rollout", "generic", "chefer")
+
+
+class ExplainError(UserInputError):
+    """A model or request the explanation methods cannot serve; the message says why."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Relevance of each input position for each sample.
+
+    ``scores`` `(B, N)`: the method's raw values (not normalised) over the input's positions
+    without CLS tokens (image patches in row-major order, or tokens); ``grid`` `(h, w)` for
+    image inputs; ``target`` `(B,)` the explained class or token; ``method``.
+    """
+
+    scores: Tensor
+    target: Tensor
+    method: str
+    grid: tuple[int, int] | None = None
+
+    def upsample(self, height: int, width: int) -> Tensor:
+        """The scores as pixel maps `(B, height, width)` (bilinear), for image inputs."""
+        if self.grid is None:
+            raise ExplainError("upsample needs an image input's patch grid; these are tokens")
+        maps = self.scores.reshape(-1, 1, *self.grid)
+        return F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """How the explained stack's output is read: the stack, its CLS tokens, the pooling mode
+    (None for a language model) and the image grid."""
+
+    stack: str
+    n_cls: int
+    mode: PoolMode | None
+    grid: tuple[int, int] | None
+    head: str
+
+
+def explain(
+    model: CompiledModel,
+    method: str = "generic",
+    target: int | Tensor | None = None,
+    position: int = -1,
+    **inputs: Tensor,
+) -> Explanation:
+    """Explain ``model``'s decision on ``inputs`` (by name, with ``<input>_mask``) with
+    ``method`` (one of ``METHODS``). ``target``: the class (or next token) per sample, an int or
+    `(B,)`; default the predicted one. ``position``: for a language model, the position whose
+    next-token logit is explained (the last by default)."""
+    if method not in METHODS:
+        raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    reader = _reader(model.graph)
+    attentions = _attentions(model, reader)
+    blocks: list[Any] = list(getattr(model, reader.stack).layers)
+    head = getattr(model, reader.head)
+    if method == "chefer":
+        problem = check_supported(blocks, head)
+        if problem is not None:
+            raise ExplainError(f"method chefer: {problem}")
+    was_training = model.training
+    model.eval()
+    try:
+        with (
+            _recording(attentions) as records,
+            taping(blocks, head) if method == "chefer" else contextlib.nullcontext() as tape,
+            torch.enable_grad(),
+        ):
+            logits = model(**inputs)
+            if reader.mode is None:  # a language model: (B, T, V) -> the explained position
+                logits = logits[:, position]
+            chosen = _targets(target, logits)
+            probabilities = [r[0][0] for r in records]
+            grads = None
+            if method in ("generic", "chefer"):
+                picked = logits.gather(1, chosen[:, None]).sum()
+                grads = torch.autograd.grad(picked, probabilities)
+    finally:
+        model.train(was_training)
+    row = _query(reader, inputs, model, probabilities[0], position)
+    if method == "chefer":
+        assert grads is not None and tape is not None
+        relevance = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1])
+    else:
+        relevance = _relevance(method, [p.detach() for p in probabilities], grads)
+    scores = (row[:, None, :] @ relevance)[:, 0, reader.n_cls :]  # (B, N - n_cls)
+    return Explanation(scores.detach(), chosen.detach(), method, reader.grid)
+
+
+def _chefer(
+    blocks: list[Any],
+    head: Any,
+    tape: Tape,
+    records: list[list[tuple[Tensor, ...]]],
+    grads: tuple[Tensor, ...],
+    chosen: Tensor,
+    classes: int,
+) -> Tensor:
+    """Chefer et al.'s relevance matrix `(B, N, N)`: LRP from the one-hot target down the
+    blocks, each block's map E_h[(grad A * R_A)^+], combined as R = I; R = R + map R."""
+    A, q, k, v = (t.detach() for t in records[0][0])
+    B, _, N, _ = A.shape
+    R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), N)
+    maps: list[Tensor] = [A] * len(blocks)
+    for i in reversed(range(len(blocks))):
+        A, q, k, v = (t.detach() for t in records[i][0])
+        R, R_A = block_relevance(blocks[i], i, tape, R, A, q, k, v)
+        maps[i] = (grads[i] * R_A).clamp(min=0).mean(dim=1)
+    relevance = torch.eye(N, device=A.device, dtype=A.dtype).expand(B, N, N)
+    for m in maps:
+        relevance = relevance + m @ relevance
+    return relevance
+
+
+def _reader(graph: Graph) -> _Reader:
+    """The stack whose attention explains the output, and how the output reads it."""
+    spec = graph.spec
+    if len(spec.outputs) != 1:
+        raise ExplainError("explaining needs a spec with one output (a classifier or an lm_head)")
+    head = spec.outputs[0]
+    info = graph.nodes[head]
+    stacks = [n for n in graph.upstream(head) if graph.nodes[n].op in ("encoder", "decoder")]
+    if not stacks:
+        raise ExplainError(f"the spec has no attention before its output `{head}` to explain")
+    if len(stacks) > 1:
+        raise ExplainError(
+            f"the output `{head}` reads {len(stacks)} stacks ({', '.join(stacks)}); explaining "
+            "encoder-decoders and chained stacks is not supported yet: one encoder or decoder"
+        )
+    stack = graph.nodes[stacks[0]]
+    assert stack.stack is not None
+    if any(layer.prune is not None for layer in stack.stack.layers):
+        raise ExplainError(
+            f"the stack `{stack.id}` prunes tokens; explaining it is not supported yet"
+        )
+    shape = stack.shape
+    assert isinstance(shape, SeqShape)
+    if info.op == "lm_head":
+        return _Reader(stack.id, 0, None, None, head)
+    mode: PoolMode | None = None
+    for ref in reversed(graph.upstream(head)):
+        plan = graph.nodes[ref].plan
+        if isinstance(plan, ClassifyPlan | PoolPlan) and plan.mode is not None:
+            mode = plan.mode
+            break
+    if info.op != "classify" or mode is None:
+        raise ExplainError(
+            f"explaining needs a classify or lm_head output that pools the stack; `{head}` is "
+            f"a {info.op} node"
+        )
+    assert mode in get_args(PoolMode)
+    return _Reader(stack.id, shape.n_cls, mode, shape.grid, head)
+
+
+def _attentions(model: CompiledModel, reader: _Reader) -> list[Attention]:
+    stack = getattr(model, reader.stack)
+    assert isinstance(stack, Stack)
+    attentions = []
+    for index, layer in enumerate(stack.layers):
+        attention = layer.attention
+        if not isinstance(attention, Attention):
+            raise ExplainError(
+                f"layer {index} of `{reader.stack}` uses linear attention, which has no attention "
+                "matrix to read; explanations need softmax attention"
+            )
+        attentions.append(attention)
+    return attentions
+
+
+@contextlib.contextmanager
+def _recording(attentions: list[Attention]) -> Iterator[list[list[tuple[Tensor, ...]]]]:
+    """Each attention records its probabilities and operands while the block runs; removed
+    afterwards."""
+    records: list[list[tuple[Tensor, ...]]] = [[] for _ in attentions]
+    for attention, record in zip(attentions, records, strict=True):
+        attention.record = record
+    try:
+        yield records
+    finally:
+        for attention in attentions:
+            attention.record = None
+
+
+def _targets(target: int | Tensor | None, logits: Tensor) -> Tensor:
+    """The explained class of each sample `(B,)`: given, or the predicted one."""
+    B, C = logits.shape
+    if target is None:
+        return logits.argmax(dim=-1)
+    chosen = torch.as_tensor(target, device=logits.device).long().reshape(-1)
+    if chosen.numel() == 1:
+        chosen = chosen.expand(B)
+    if chosen.shape != (B,):
+        raise ExplainError(
+            f"target must be one class or one per sample ({B}), got {chosen.numel()}"
+        )
+    if int(chosen.min()) < 0 or int(chosen.max()) >= C:
+        raise ExplainError(
+            f"target {chosen.tolist()} lies outside the output's {C} classes (0..{C - 1})"
+        )
+    return chosen
+
+
+def _query(
+    reader: _Reader, inputs: dict[str, Tensor], model: CompiledModel, first: Tensor, position: int
+) -> Tensor:
+    """The weights of the row the head reads, `(B, N)`: one-hot, or a mean over tokens."""
+    B, _, N, _ = first.shape
+    row = torch.zeros(B, N, device=first.device, dtype=first.dtype)
+    mask = _real_tokens(reader, inputs, model, B, N, first.device)
+    if reader.mode in ("cls", "first"):
+        row[:, 0] = 1.0
+    elif reader.mode == "distill":
+        row[:, :2] = 0.5
+    elif reader.mode in ("mean", "max"):
+        real = mask.clone()
+        real[:, : reader.n_cls] = False
+        row = real.to(row.dtype) / real.sum(dim=1, keepdim=True).clamp(min=1)
+    else:  # last real token, or the explained position of a language model
+        if reader.mode == "last":
+            index = mask.long().cumsum(dim=1).argmax(dim=1)
+        else:
+            index = torch.full((B,), position % N, device=first.device)
+        row[torch.arange(B), index] = 1.0
+    return row
+
+
+def _real_tokens(
+    reader: _Reader, inputs: dict[str, Tensor], model: CompiledModel, B: int, N: int, device: Any
+) -> Tensor:
+    """True for the real tokens of the stack's sequence (padding from ``<input>_mask``)."""
+    masks = [
+        v for k, v in inputs.items() if k.endswith("_mask") and v.shape[-1] + reader.n_cls == N
+    ]
+    real = torch.ones(B, N, dtype=torch.bool, device=device)
+    if masks:
+        real[:, reader.n_cls :] = masks[0].to(device)
+    return real
+
+
+def _relevance(
+    method: str, probabilities: list[Tensor], grads: tuple[Tensor, ...] | None
+) -> Tensor:
+    """The `(B, N, N)` relevance matrix of ``method`` from every block's probabilities."""
+    B, _, N, _ = probabilities[0].shape
+    eye = torch.eye(N, device=probabilities[0].device, dtype=probabilities[0].dtype).expand(B, N, N)
+    if method == "attention":
+        return probabilities[-1].mean(dim=1)
+    if method == "rollout":
+        R = eye
+        for A in probabilities:
+            M = A.mean(dim=1) + eye
+            R = (M / M.sum(dim=-1, keepdim=True)) @ R
+        return R
+    assert grads is not None
+    R = eye
+    for A, grad in zip(probabilities, grads, strict=True):
+        R = R + (grad * A).clamp(min=0).mean(dim=1) @ R
+    return R
+
+
+__all__ = ["METHODS", "ExplainError", "Explanation", "explain"]

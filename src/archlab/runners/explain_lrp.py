@@ -1,0 +1,201 @@
+"""Chefer et al. (CVPR 2021) relevance: LRP through the head and the blocks, batched.
+
+Relevance starts as the one-hot target vector at the logits `(B, C)` (its total is 1 per
+sample) and flows back with the paper's rules, every sum taken per sample:
+
+- a linear layer, alpha = 1 and beta = 0 (the z+ rule, without the bias):
+  R_in = x+ (S W+) + x- (S W-) with S = R / (x+ W+^T + x- W-^T);
+- norms, activations, softmax and dropout pass relevance on unchanged;
+- a product of two tensors (A V, and Q K^T before the scale) gives each operand the
+  gradient-times-input share of the whole relevance, then halves it, so that each operand of
+  A V keeps half and each of Q, K a quarter;
+- a residual sum x + f(x) splits its relevance between x and f(x) in proportion to the absolute
+  sums of their gradient-times-input shares, keeping the total; a copy (the block input read by
+  both the residual and the branch) sums the two relevances;
+- pooling the CLS token gives it the pooled vector's relevance.
+
+The map of block b is Ā_b = E_h[(∇A_b ⊙ R_b)^+], R_b the relevance of its attention
+probabilities (after the halving); R = I, R = R + Ā_b R for each block in order, row q.
+
+Supported: classifiers that pool CLS tokens (``cls``, ``first``, ``distill``) over one stack of
+softmax self-attention with a pointwise MLP (no gating), positions added before the stack (no
+rotary, ALiBi or relative bias inside the attention). Anything else is an ``ExplainError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from archlab.compiler.nn.attention import Attention
+from archlab.compiler.nn.block import Block
+from archlab.compiler.nn.heads import Classify
+from archlab.compiler.nn.mlp import Gated, Mlp
+
+EPS = 1e-9
+
+
+def safe_divide(a: Tensor, b: Tensor) -> Tensor:
+    """a / b, with 1e-9 added to b and 0 where b is exactly 0."""
+    return a / (b + EPS) * (b != 0)
+
+
+def linear_relevance(x: Tensor, weight: Tensor, R: Tensor) -> Tensor:
+    """The z+ rule (alpha 1, beta 0) of ``x @ weight^T`` without its bias.
+
+    Shape: x `(..., K)`, weight `(N, K)`, R `(..., N)` -> `(..., K)`."""
+    xp, xn = x.clamp(min=0), x.clamp(max=0)
+    wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+    S = safe_divide(R, xp @ wp.T + xn @ wn.T)
+    return xp * (S @ wp) + xn * (S @ wn)
+
+
+def product_relevance(a: Tensor, b: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradient-times-input shares of ``a @ b`` for each operand, each halved.
+
+    Shape: a `(..., T, S)`, b `(..., S, E)`, R `(..., T, E)` -> `(..., T, S)`, `(..., S, E)`."""
+    S = safe_divide(R, a @ b)
+    return a * (S @ b.transpose(-2, -1)) / 2, b * (a.transpose(-2, -1) @ S) / 2
+
+
+def sum_relevance(x: Tensor, y: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
+    """Split the relevance of ``x + y`` between the addends, keeping each sample's total.
+
+    Shape: x, y, R `(B, ...)` -> two tensors of the same shape."""
+    S = safe_divide(R, x + y)
+    a, b = x * S, y * S
+    dims = tuple(range(1, R.dim()))
+    a_sum, b_sum = a.sum(dims, keepdim=True), b.sum(dims, keepdim=True)
+    total = R.sum(dims, keepdim=True)
+    share = a_sum.abs() + b_sum.abs()
+    a_fact = safe_divide(a_sum.abs(), share) * total
+    b_fact = safe_divide(b_sum.abs(), share) * total
+    return a * safe_divide(a_fact, a_sum), b * safe_divide(b_fact, b_sum)
+
+
+class Tape:
+    """What the explained forward left behind for the relevance: per block its input and the
+    inputs of its sums, linear layers and attention operands; and the head's inputs."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[int, str], Tensor] = {}
+        self.hooks: list[Any] = []
+
+    def keep(self, module: nn.Module, key: tuple[int, str], output: bool = False) -> None:
+        def hook(_: nn.Module, args: tuple[Any, ...], result: Any) -> None:
+            self.values[key] = (result if output else args[0]).detach()
+
+        self.hooks.append(module.register_forward_hook(hook))
+
+    def __getitem__(self, key: tuple[int, str]) -> Tensor:
+        return self.values[key]
+
+
+def check_supported(blocks: list[Block], head: nn.Module) -> str | None:
+    """Why the LRP rules here cannot explain these blocks and head, or None."""
+    if not isinstance(head, Classify) or head.pool is None:
+        return "chefer explains classifiers that pool their sequence (a classify node)"
+    if head.pool.mode not in ("cls", "first", "distill"):
+        return f"chefer reads a CLS token; this head pools by {head.pool.mode}"
+    for index, block in enumerate(blocks):
+        attention = block.attention
+        if not isinstance(attention, Attention) or attention.is_cross:
+            return f"layer {index} has no softmax self-attention"
+        if attention.position.kind is not None:
+            return f"layer {index} has {attention.position.kind} positions inside its attention"
+        if block.cross_attention is not None:
+            return f"layer {index} cross-attends"
+        if not isinstance(block.mlp, Mlp) or isinstance(block.mlp.act, Gated):
+            return f"layer {index} has a gated MLP, whose product the rules here do not cover"
+    return None
+
+
+@contextlib.contextmanager
+def taping(blocks: list[Block], head: Classify) -> Iterator[Tape]:
+    tape = Tape()
+    for i, block in enumerate(blocks):
+        attention: Any = block.attention
+        mlp: Any = block.mlp
+        tape.keep(block, (i, "x"))
+        tape.keep(block, (i, "z"), output=True)
+        tape.keep(attention.qkv, (i, "qkv_in"))
+        tape.keep(attention.out, (i, "out_in"))
+        tape.keep(mlp.fc1, (i, "fc1_in"))
+        tape.keep(mlp.fc2, (i, "fc2_in"))
+        tape.keep(block.norm1, (i, "norm1_in"))
+        tape.keep(block.norm2, (i, "norm2_in"))
+    tape.keep(head.fc, (-1, "fc_in"))
+    if head.pre_logits is not None:
+        tape.keep(head.pre_logits, (-1, "pre_in"))
+    try:
+        yield tape
+    finally:
+        for hook in tape.hooks:
+            hook.remove()
+
+
+def head_relevance(head: Classify, tape: Tape, one_hot: Tensor, n: int) -> Tensor:
+    """From the one-hot target `(B, C)` to the stack output's tokens `(B, N, D)`."""
+    R = linear_relevance(tape[(-1, "fc_in")], head.fc.weight, one_hot)
+    if head.pre_logits is not None:  # tanh: identity
+        R = linear_relevance(tape[(-1, "pre_in")], head.pre_logits.weight, R)
+    out = R.new_zeros(R.shape[0], n, R.shape[-1])
+    assert head.pool is not None
+    if head.pool.mode == "distill":  # the pooled vector is the mean of the two CLS tokens
+        out[:, 0], out[:, 1] = R / 2, R / 2
+    else:
+        out[:, 0] = R
+    return out
+
+
+def block_relevance(
+    block: Block, i: int, tape: Tape, R: Tensor, A: Tensor, q: Tensor, k: Tensor, v: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Relevance at block ``i``'s input from its output's ``R`` `(B, N, D)`, and the relevance
+    of its attention probabilities `(B, H, N, N)`."""
+    x, z = tape[(i, "x")], tape[(i, "z")]
+    mlp: Any = block.mlp
+    if block.pre_norm:  # y = x + attn(norm1(x)); z = y + mlp(norm2(y))
+        y = tape[(i, "norm2_in")]
+        R_y, R_m = sum_relevance(y, z - y, R)
+    else:  # y = norm1(x + attn(x)); z = norm2(y + mlp(y)): the norms pass R on
+        y = tape[(i, "fc1_in")]
+        R_y, R_m = sum_relevance(y, tape[(i, "norm2_in")] - y, R)
+    R_h = linear_relevance(tape[(i, "fc2_in")], mlp.fc2.weight, R_m)
+    R_y = R_y + linear_relevance(tape[(i, "fc1_in")], mlp.fc1.weight, R_h)
+    first = y if block.pre_norm else tape[(i, "norm1_in")]
+    R_x, R_o = sum_relevance(x, first - x, R_y)
+    attention: Any = block.attention
+    B, N, _ = R_o.shape
+    H, E, K = attention.heads, attention.head_dim, attention.kv_heads
+    R_ctx = linear_relevance(tape[(i, "out_in")], attention.out.weight, R_o)
+    R_ctx = R_ctx.view(B, N, H, E).transpose(1, 2)  # (B, H, N, E)
+    vv, _ = attention.repeat_kv(v, v)
+    kk, _ = attention.repeat_kv(k, k)
+    R_A, R_V = product_relevance(A, vv, R_ctx)
+    R_Q, R_K = product_relevance(q, kk.transpose(-2, -1), R_A)  # softmax: identity
+    R_K = R_K.transpose(-2, -1)
+    if K < H:  # grouped heads: each key-value head gathers its queries' shares
+        R_K = R_K.view(B, K, H // K, N, E).sum(2)
+        R_V = R_V.view(B, K, H // K, N, E).sum(2)
+    packed = torch.cat(
+        [t.transpose(1, 2).reshape(B, N, -1) for t in (R_Q, R_K, R_V)], dim=-1
+    )  # (B, N, (H + 2K) E), the qkv layout
+    R_x = R_x + linear_relevance(tape[(i, "qkv_in")], attention.qkv.weight, packed)
+    return R_x, R_A
+
+
+__all__ = [
+    "Tape",
+    "block_relevance",
+    "check_supported",
+    "head_relevance",
+    "linear_relevance",
+    "product_relevance",
+    "sum_relevance",
+    "taping",
+]
