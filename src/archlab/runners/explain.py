@@ -39,6 +39,7 @@ from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn.attention import Attention
 from archlab.compiler.nn.stack import Stack
 from archlab.errors import UserInputError
+from archlab.runners import explain_seq2seq as seq2seq
 from archlab.runners.explain_lrp import (
     Tape,
     block_relevance,
@@ -62,13 +63,17 @@ class Explanation:
 
     ``scores`` `(B, N)`: the method's raw values (not normalised) over the input's positions
     without CLS tokens (image patches in row-major order, or tokens); ``grid`` `(h, w)` for
-    image inputs; ``target`` `(B,)` the explained class or token; ``method``.
+    image inputs; ``target`` `(B,)` the explained class or token; ``method``. For an
+    encoder-decoder, ``scores`` are over the source tokens and ``decoder_scores`` over the
+    target tokens (``explain_seq2seq``).
     """
 
     scores: Tensor
     target: Tensor
     method: str
     grid: tuple[int, int] | None = None
+    #: an encoder-decoder's relevance over its target tokens `(B, T)` (``scores``: the source's)
+    decoder_scores: Tensor | None = None
 
     def upsample(self, height: int, width: int) -> Tensor:
         """The scores as pixel maps `(B, height, width)` (bilinear), for image inputs."""
@@ -103,6 +108,9 @@ def explain(
     next-token logit is explained (the last by default)."""
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    pair = _encoder_decoder(model.graph)
+    if pair is not None:
+        return _explain_seq2seq(model, pair, method, target, position, inputs)
     reader = _reader(model.graph)
     attentions = _attentions(model, reader)
     blocks: list[Any] = list(getattr(model, reader.stack).layers)
@@ -138,6 +146,73 @@ def explain(
         relevance = _relevance(method, [p.detach() for p in probabilities], grads)
     scores = (row[:, None, :] @ relevance)[:, 0, reader.n_cls :]  # (B, N - n_cls)
     return Explanation(scores.detach(), chosen.detach(), method, reader.grid)
+
+
+def _encoder_decoder(graph: Graph) -> tuple[str, str] | None:
+    """(encoder, decoder) when the one output is an lm_head on a decoder that cross-attends
+    to an encoder, else None."""
+    if len(graph.spec.outputs) != 1 or graph.nodes[graph.spec.outputs[0]].op != "lm_head":
+        return None
+    above = graph.upstream(graph.spec.outputs[0])
+    decoders = [n for n in above if graph.nodes[n].op == "decoder"]
+    if len(decoders) != 1:
+        return None
+    plan = graph.nodes[decoders[0]].stack
+    if plan is None or plan.memory is None:
+        return None
+    encoders = [n for n in graph.upstream(plan.memory) if graph.nodes[n].op == "encoder"]
+    return (encoders[-1], decoders[0]) if len(encoders) == 1 else None
+
+
+def _explain_seq2seq(
+    model: CompiledModel,
+    pair: tuple[str, str],
+    method: str,
+    target: int | Tensor | None,
+    position: int,
+    inputs: dict[str, Tensor],
+) -> Explanation:
+    """An encoder-decoder's next token at ``position``, by the generic rules
+    (``explain_seq2seq``)."""
+    if method == "chefer":
+        raise ExplainError(
+            "method chefer: its LRP rules are not carried through cross-attention here; explain "
+            "an encoder-decoder with attention, rollout or generic"
+        )
+    encoder, decoder = pair
+    groups = [
+        seq2seq.attentions_of(model, encoder, False, ExplainError),
+        seq2seq.attentions_of(model, decoder, False, ExplainError),
+        seq2seq.attentions_of(model, decoder, True, ExplainError),
+    ]
+    attentions = [a for group in groups for a in group]
+    was_training = model.training
+    model.eval()
+    try:
+        with _recording(attentions) as records, torch.enable_grad():
+            logits = model(**inputs)[:, position]
+            chosen = _targets(target, logits)
+            probabilities = [r[0][0] for r in records]
+            grads = None
+            if method == "generic":
+                picked = logits.gather(1, chosen[:, None]).sum()
+                found = torch.autograd.grad(picked, probabilities)
+                grads = {id(p): g for p, g in zip(probabilities, found, strict=True)}
+    finally:
+        model.train(was_training)
+    sizes = [len(g) for g in groups]
+    enc, dec, cross = (
+        probabilities[: sizes[0]],
+        probabilities[sizes[0] : sizes[0] + sizes[1]],
+        probabilities[sizes[0] + sizes[1] :],
+    )
+    with torch.no_grad():
+        R_ts, R_tt = seq2seq.relevance(method, enc, dec, cross, grads)
+    T = R_tt.shape[-1]
+    row = position % T
+    return Explanation(
+        R_ts[:, row].detach(), chosen.detach(), method, None, decoder_scores=R_tt[:, row].detach()
+    )
 
 
 def _chefer(
