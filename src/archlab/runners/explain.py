@@ -141,7 +141,7 @@ def explain(
     row = _query(reader, inputs, model, probabilities[0], position)
     if method == "chefer":
         assert grads is not None and tape is not None
-        relevance = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1])
+        relevance = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
     else:
         relevance = _relevance(method, [p.detach() for p in probabilities], grads)
     scores = (row[:, None, :] @ relevance)[:, 0, reader.n_cls :]  # (B, N - n_cls)
@@ -223,12 +223,13 @@ def _chefer(
     grads: tuple[Tensor, ...],
     chosen: Tensor,
     classes: int,
+    position: int,
 ) -> Tensor:
     """Chefer et al.'s relevance matrix `(B, N, N)`: LRP from the one-hot target down the
     blocks, each block's map E_h[(grad A * R_A)^+], combined as R = I; R = R + map R."""
     A, q, k, v = (t.detach() for t in records[0][0])
     B, _, N, _ = A.shape
-    R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), N)
+    R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), position)
     maps: list[Tensor] = [A] * len(blocks)
     for i in reversed(range(len(blocks))):
         A, q, k, v = (t.detach() for t in records[i][0])
