@@ -115,6 +115,12 @@ def explain(
     attentions = _attentions(model, reader)
     blocks: list[Any] = list(getattr(model, reader.stack).layers)
     head = getattr(model, reader.head)
+    pruned = getattr(model, reader.stack).pruned
+    if method == "chefer" and pruned:
+        raise ExplainError(
+            f"method chefer: the stack `{reader.stack}` prunes tokens, which its LRP rules here "
+            "do not follow; explain it with attention, rollout or generic"
+        )
     if method == "chefer":
         problem = check_supported(blocks, head)
         if problem is not None:
@@ -127,23 +133,24 @@ def explain(
             taping(blocks, head) if method == "chefer" else contextlib.nullcontext() as tape,
             torch.enable_grad(),
         ):
-            logits = model(**inputs)
+            logits, trace = model.trace_tokens(**inputs)
             if reader.mode is None:  # a language model: (B, T, V) -> the explained position
                 logits = logits[:, position]
             chosen = _targets(target, logits)
             probabilities = [r[0][0] for r in records]
+            moves = _moves(model, reader, trace, probabilities) if pruned else None
             grads = None
             if method in ("generic", "chefer"):
                 picked = logits.gather(1, chosen[:, None]).sum()
                 grads = torch.autograd.grad(picked, probabilities)
     finally:
         model.train(was_training)
-    row = _query(reader, inputs, model, probabilities[0], position)
     if method == "chefer":
         assert grads is not None and tape is not None
         relevance = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
     else:
-        relevance = _relevance(method, [p.detach() for p in probabilities], grads)
+        relevance = _relevance(method, [p.detach() for p in probabilities], grads, moves)
+    row = _query(reader, inputs, relevance, position)
     scores = (row[:, None, :] @ relevance)[:, 0, reader.n_cls :]  # (B, N - n_cls)
     return Explanation(scores.detach(), chosen.detach(), method, reader.grid)
 
@@ -258,10 +265,6 @@ def _reader(graph: Graph) -> _Reader:
         )
     stack = graph.nodes[stacks[0]]
     assert stack.stack is not None
-    if any(layer.prune is not None for layer in stack.stack.layers):
-        raise ExplainError(
-            f"the stack `{stack.id}` prunes tokens; explaining it is not supported yet"
-        )
     shape = stack.shape
     assert isinstance(shape, SeqShape)
     if info.op == "lm_head":
@@ -278,7 +281,9 @@ def _reader(graph: Graph) -> _Reader:
             f"a {info.op} node"
         )
     assert mode in get_args(PoolMode)
-    return _Reader(stack.id, shape.n_cls, mode, shape.grid, head)
+    first = graph.shape(stack.inputs[0])  # the grid before any pruning
+    grid = first.grid if isinstance(first, SeqShape) else None
+    return _Reader(stack.id, shape.n_cls, mode, grid, head)
 
 
 def _attentions(model: CompiledModel, reader: _Reader) -> list[Attention]:
@@ -329,13 +334,13 @@ def _targets(target: int | Tensor | None, logits: Tensor) -> Tensor:
     return chosen
 
 
-def _query(
-    reader: _Reader, inputs: dict[str, Tensor], model: CompiledModel, first: Tensor, position: int
-) -> Tensor:
-    """The weights of the row the head reads, `(B, N)`: one-hot, or a mean over tokens."""
-    B, _, N, _ = first.shape
+def _query(reader: _Reader, inputs: dict[str, Tensor], relevance: Tensor, position: int) -> Tensor:
+    """The weights of the row the head reads, `(B, N)` over the stack's final tokens:
+    one-hot, or a mean over tokens."""
+    B, N, _ = relevance.shape
+    first = relevance
     row = torch.zeros(B, N, device=first.device, dtype=first.dtype)
-    mask = _real_tokens(reader, inputs, model, B, N, first.device)
+    mask = _real_tokens(reader, inputs, B, N, first.device)
     if reader.mode in ("cls", "first"):
         row[:, 0] = 1.0
     elif reader.mode == "distill":
@@ -353,9 +358,7 @@ def _query(
     return row
 
 
-def _real_tokens(
-    reader: _Reader, inputs: dict[str, Tensor], model: CompiledModel, B: int, N: int, device: Any
-) -> Tensor:
+def _real_tokens(reader: _Reader, inputs: dict[str, Tensor], B: int, N: int, device: Any) -> Tensor:
     """True for the real tokens of the stack's sequence (padding from ``<input>_mask``)."""
     masks = [
         v for k, v in inputs.items() if k.endswith("_mask") and v.shape[-1] + reader.n_cls == N
@@ -366,24 +369,74 @@ def _real_tokens(
     return real
 
 
+def _moves(
+    model: CompiledModel, reader: _Reader, trace: Any, probabilities: list[Tensor]
+) -> list[tuple[Tensor | None, Tensor | None]]:
+    """For each layer, the maps `(B, N_new, N_prev)` of the pruning stage acting before it or
+    after its attention (None where none acts): a new token's row is the size-weighted mean
+    of the rows of the tokens it was made of (one token when kept, several when merged); a
+    dropped token's row goes. Built from the trace's source maps (original token -> slot)."""
+    stack = getattr(model, reader.stack)
+    records = {r.name: r for r in trace.stages}
+    B = probabilities[0].shape[0]
+    N0 = next(r.source.shape[1] for r in trace.stages if r.source is not None)
+    previous = torch.arange(N0, device=probabilities[0].device).expand(B, N0)
+    width = N0  # tokens before the next stage
+    moves: list[tuple[Tensor | None, Tensor | None]] = []
+    for index, key in enumerate(stack.stage_at):
+        if key is None:
+            moves.append((None, None))
+            continue
+        record = records[f"{reader.stack}.prune.{index}"]
+        if record.source is None or record.index is None:
+            raise ExplainError(f"stage {record.name} left no source map to follow")
+        present = (previous >= 0) & (record.source >= 0)
+        move = probabilities[0].new_zeros(B, record.index.shape[1], width)
+        rows, prev, new = (
+            present.nonzero(as_tuple=True)[0],
+            previous[present],
+            record.source[present],
+        )
+        move.index_put_((rows, new, prev), torch.ones_like(prev, dtype=move.dtype), accumulate=True)
+        move = move / move.sum(dim=-1, keepdim=True).clamp(min=1)
+        previous, width = record.source, record.index.shape[1]
+        after = stack.prune[key].need is not None  # acts between attention and MLP
+        moves.append((None, move) if after else (move, None))
+    return moves
+
+
 def _relevance(
-    method: str, probabilities: list[Tensor], grads: tuple[Tensor, ...] | None
+    method: str,
+    probabilities: list[Tensor],
+    grads: tuple[Tensor, ...] | None,
+    moves: list[tuple[Tensor | None, Tensor | None]] | None = None,
 ) -> Tensor:
-    """The `(B, N, N)` relevance matrix of ``method`` from every block's probabilities."""
+    """The `(B, N, N0)` relevance matrix of ``method`` from every block's probabilities: rows
+    over the stack's final tokens, columns over its first (the same without pruning)."""
     B, _, N, _ = probabilities[0].shape
-    eye = torch.eye(N, device=probabilities[0].device, dtype=probabilities[0].dtype).expand(B, N, N)
-    if method == "attention":
-        return probabilities[-1].mean(dim=1)
-    if method == "rollout":
-        R = eye
-        for A in probabilities:
-            M = A.mean(dim=1) + eye
+    first = probabilities[0]
+    if moves and moves[0][0] is not None:
+        N = moves[0][0].shape[-1]
+
+    def eye(n: int) -> Tensor:
+        return torch.eye(n, device=first.device, dtype=first.dtype).expand(B, n, n)
+
+    R = eye(N)
+    last = len(probabilities) - 1
+    for index, A in enumerate(probabilities):
+        before, after = moves[index] if moves else (None, None)
+        if before is not None:
+            R = before @ R
+        if method == "attention":
+            R = A.mean(dim=1) @ R if index == last else R
+        elif method == "rollout":
+            M = A.mean(dim=1) + eye(A.shape[-1])
             R = (M / M.sum(dim=-1, keepdim=True)) @ R
-        return R
-    assert grads is not None
-    R = eye
-    for A, grad in zip(probabilities, grads, strict=True):
-        R = R + (grad * A).clamp(min=0).mean(dim=1) @ R
+        else:
+            assert grads is not None
+            R = R + (grads[index] * A).clamp(min=0).mean(dim=1) @ R
+        if after is not None:
+            R = after @ R
     return R
 
 
