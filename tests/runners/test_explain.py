@@ -208,3 +208,67 @@ def test_the_lrp_rules_keep_each_samples_total_relevance() -> None:
     RA, RV = product_relevance(A, V, torch.ones(2, 3, 5, 4))
     torch.testing.assert_close(RA.sum((2, 3)), torch.full((2, 3), 10.0))  # half of 20 each
     torch.testing.assert_close(RV.sum((2, 3)), torch.full((2, 3), 10.0))
+
+
+@pytest.mark.parametrize("name", ["bert-base", "gpt2-small"])
+def test_chefer_explains_mean_pooling_and_a_language_models_next_token(name: str) -> None:
+    torch.manual_seed(0)
+    model = archlab.compile_spec(
+        small_version(json.loads((ROOT / f"specs/{name}.json").read_text()))
+    )
+    inputs = model.example_inputs(batch=3, length=9)
+    batch = archlab.explain(model, method="chefer", **inputs)
+    assert batch.scores.shape == (3, 9)
+    for i in range(3):
+        alone = archlab.explain(model, method="chefer", **{k: v[i : i + 1] for k, v in inputs.items()})  # fmt: skip
+        torch.testing.assert_close(batch.scores[i : i + 1], alone.scores, rtol=1e-5, atol=1e-7)
+
+
+def test_the_heads_relevance_is_the_one_hot_targets_total() -> None:
+    from archlab.runners.explain_lrp import head_relevance, taping
+
+    torch.manual_seed(0)
+    for name in ("vit-tiny-digits", "bert-base"):
+        model = archlab.compile_spec(small_version(json.loads((ROOT / f"specs/{name}.json").read_text())))  # fmt: skip
+        head = getattr(model, model.spec.outputs[0])
+        blocks = list(next(m for m in model.modules() if hasattr(m, "layers")).layers)
+        with taping(blocks, head) as tape, torch.no_grad():
+            logits = model(**model.example_inputs(batch=4)).clamp(min=-50)
+        one_hot = torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+        R = head_relevance(head, tape, one_hot, -1)
+        torch.testing.assert_close(R.sum((1, 2)), torch.ones(4), rtol=1e-4, atol=1e-4)
+
+
+def _pruned(name: str) -> CompiledModel:
+    torch.manual_seed(0)
+    if name == "tome":
+        doc = small_version(json.loads((ROOT / "specs/deit-small-16.json").read_text()))
+        doc["nodes"]["encoder"]["prune"] = {"method": "merge", "at": [0, 1], "r": 2}
+    else:
+        doc = small_version(json.loads((ROOT / f"specs/{name}.json").read_text()))
+    return archlab.compile_spec(doc)
+
+
+@pytest.mark.parametrize("name", ["dynamicvit-tiny-digits", "evit-deit-s", "tome"])
+@pytest.mark.parametrize("method", ["attention", "rollout", "generic"])
+def test_pruned_models_explain_over_the_full_patch_grid(name: str, method: str) -> None:
+    model = _pruned(name)
+    inputs = model.example_inputs(batch=3)
+    batch = archlab.explain(model, method=method, **inputs)
+    assert batch.scores.shape == (3, 16) and batch.grid == (4, 4)
+    for i in range(3):
+        alone = archlab.explain(model, method=method, **{k: v[i : i + 1] for k, v in inputs.items()})  # fmt: skip
+        torch.testing.assert_close(batch.scores[i : i + 1], alone.scores, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ExplainError, match="prunes tokens, which its LRP rules here do not follow"):
+        archlab.explain(model, method="chefer", **inputs)
+
+
+def test_a_dropped_patch_gets_nothing_from_the_last_attention() -> None:
+    model = _pruned("dynamicvit-tiny-digits").eval()
+    inputs = model.example_inputs(batch=4)
+    with torch.no_grad():
+        _, trace = model.trace_tokens(**inputs)
+    kept = trace.kept(trace.stages[-1])  # (B, 16): patches present after the last stage
+    assert not kept.all()
+    scores = archlab.explain(model, method="attention", **inputs).scores
+    assert torch.all(scores[~kept] == 0) and torch.all(scores[kept] > 0)

@@ -39,6 +39,7 @@ from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn.attention import Attention
 from archlab.compiler.nn.stack import Stack
 from archlab.errors import UserInputError
+from archlab.runners import explain_seq2seq as seq2seq
 from archlab.runners.explain_lrp import (
     Tape,
     block_relevance,
@@ -62,13 +63,17 @@ class Explanation:
 
     ``scores`` `(B, N)`: the method's raw values (not normalised) over the input's positions
     without CLS tokens (image patches in row-major order, or tokens); ``grid`` `(h, w)` for
-    image inputs; ``target`` `(B,)` the explained class or token; ``method``.
+    image inputs; ``target`` `(B,)` the explained class or token; ``method``. For an
+    encoder-decoder, ``scores`` are over the source tokens and ``decoder_scores`` over the
+    target tokens (``explain_seq2seq``).
     """
 
     scores: Tensor
     target: Tensor
     method: str
     grid: tuple[int, int] | None = None
+    #: an encoder-decoder's relevance over its target tokens `(B, T)` (``scores``: the source's)
+    decoder_scores: Tensor | None = None
 
     def upsample(self, height: int, width: int) -> Tensor:
         """The scores as pixel maps `(B, height, width)` (bilinear), for image inputs."""
@@ -103,10 +108,19 @@ def explain(
     next-token logit is explained (the last by default)."""
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    pair = _encoder_decoder(model.graph)
+    if pair is not None:
+        return _explain_seq2seq(model, pair, method, target, position, inputs)
     reader = _reader(model.graph)
     attentions = _attentions(model, reader)
     blocks: list[Any] = list(getattr(model, reader.stack).layers)
     head = getattr(model, reader.head)
+    pruned = getattr(model, reader.stack).pruned
+    if method == "chefer" and pruned:
+        raise ExplainError(
+            f"method chefer: the stack `{reader.stack}` prunes tokens, which its LRP rules here "
+            "do not follow; explain it with attention, rollout or generic"
+        )
     if method == "chefer":
         problem = check_supported(blocks, head)
         if problem is not None:
@@ -119,25 +133,93 @@ def explain(
             taping(blocks, head) if method == "chefer" else contextlib.nullcontext() as tape,
             torch.enable_grad(),
         ):
-            logits = model(**inputs)
+            logits, trace = model.trace_tokens(**inputs)
             if reader.mode is None:  # a language model: (B, T, V) -> the explained position
                 logits = logits[:, position]
             chosen = _targets(target, logits)
             probabilities = [r[0][0] for r in records]
+            moves = _moves(model, reader, trace, probabilities) if pruned else None
             grads = None
             if method in ("generic", "chefer"):
                 picked = logits.gather(1, chosen[:, None]).sum()
                 grads = torch.autograd.grad(picked, probabilities)
     finally:
         model.train(was_training)
-    row = _query(reader, inputs, model, probabilities[0], position)
     if method == "chefer":
         assert grads is not None and tape is not None
-        relevance = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1])
+        relevance = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
     else:
-        relevance = _relevance(method, [p.detach() for p in probabilities], grads)
+        relevance = _relevance(method, [p.detach() for p in probabilities], grads, moves)
+    row = _query(reader, inputs, relevance, position)
     scores = (row[:, None, :] @ relevance)[:, 0, reader.n_cls :]  # (B, N - n_cls)
     return Explanation(scores.detach(), chosen.detach(), method, reader.grid)
+
+
+def _encoder_decoder(graph: Graph) -> tuple[str, str] | None:
+    """(encoder, decoder) when the one output is an lm_head on a decoder that cross-attends
+    to an encoder, else None."""
+    if len(graph.spec.outputs) != 1 or graph.nodes[graph.spec.outputs[0]].op != "lm_head":
+        return None
+    above = graph.upstream(graph.spec.outputs[0])
+    decoders = [n for n in above if graph.nodes[n].op == "decoder"]
+    if len(decoders) != 1:
+        return None
+    plan = graph.nodes[decoders[0]].stack
+    if plan is None or plan.memory is None:
+        return None
+    encoders = [n for n in graph.upstream(plan.memory) if graph.nodes[n].op == "encoder"]
+    return (encoders[-1], decoders[0]) if len(encoders) == 1 else None
+
+
+def _explain_seq2seq(
+    model: CompiledModel,
+    pair: tuple[str, str],
+    method: str,
+    target: int | Tensor | None,
+    position: int,
+    inputs: dict[str, Tensor],
+) -> Explanation:
+    """An encoder-decoder's next token at ``position``, by the generic rules
+    (``explain_seq2seq``)."""
+    if method == "chefer":
+        raise ExplainError(
+            "method chefer: its LRP rules are not carried through cross-attention here; explain "
+            "an encoder-decoder with attention, rollout or generic"
+        )
+    encoder, decoder = pair
+    groups = [
+        seq2seq.attentions_of(model, encoder, False, ExplainError),
+        seq2seq.attentions_of(model, decoder, False, ExplainError),
+        seq2seq.attentions_of(model, decoder, True, ExplainError),
+    ]
+    attentions = [a for group in groups for a in group]
+    was_training = model.training
+    model.eval()
+    try:
+        with _recording(attentions) as records, torch.enable_grad():
+            logits = model(**inputs)[:, position]
+            chosen = _targets(target, logits)
+            probabilities = [r[0][0] for r in records]
+            grads = None
+            if method == "generic":
+                picked = logits.gather(1, chosen[:, None]).sum()
+                found = torch.autograd.grad(picked, probabilities)
+                grads = {id(p): g for p, g in zip(probabilities, found, strict=True)}
+    finally:
+        model.train(was_training)
+    sizes = [len(g) for g in groups]
+    enc, dec, cross = (
+        probabilities[: sizes[0]],
+        probabilities[sizes[0] : sizes[0] + sizes[1]],
+        probabilities[sizes[0] + sizes[1] :],
+    )
+    with torch.no_grad():
+        R_ts, R_tt = seq2seq.relevance(method, enc, dec, cross, grads)
+    T = R_tt.shape[-1]
+    row = position % T
+    return Explanation(
+        R_ts[:, row].detach(), chosen.detach(), method, None, decoder_scores=R_tt[:, row].detach()
+    )
 
 
 def _chefer(
@@ -148,12 +230,13 @@ def _chefer(
     grads: tuple[Tensor, ...],
     chosen: Tensor,
     classes: int,
+    position: int,
 ) -> Tensor:
     """Chefer et al.'s relevance matrix `(B, N, N)`: LRP from the one-hot target down the
     blocks, each block's map E_h[(grad A * R_A)^+], combined as R = I; R = R + map R."""
     A, q, k, v = (t.detach() for t in records[0][0])
     B, _, N, _ = A.shape
-    R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), N)
+    R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), position)
     maps: list[Tensor] = [A] * len(blocks)
     for i in reversed(range(len(blocks))):
         A, q, k, v = (t.detach() for t in records[i][0])
@@ -182,10 +265,6 @@ def _reader(graph: Graph) -> _Reader:
         )
     stack = graph.nodes[stacks[0]]
     assert stack.stack is not None
-    if any(layer.prune is not None for layer in stack.stack.layers):
-        raise ExplainError(
-            f"the stack `{stack.id}` prunes tokens; explaining it is not supported yet"
-        )
     shape = stack.shape
     assert isinstance(shape, SeqShape)
     if info.op == "lm_head":
@@ -202,7 +281,9 @@ def _reader(graph: Graph) -> _Reader:
             f"a {info.op} node"
         )
     assert mode in get_args(PoolMode)
-    return _Reader(stack.id, shape.n_cls, mode, shape.grid, head)
+    first = graph.shape(stack.inputs[0])  # the grid before any pruning
+    grid = first.grid if isinstance(first, SeqShape) else None
+    return _Reader(stack.id, shape.n_cls, mode, grid, head)
 
 
 def _attentions(model: CompiledModel, reader: _Reader) -> list[Attention]:
@@ -253,13 +334,13 @@ def _targets(target: int | Tensor | None, logits: Tensor) -> Tensor:
     return chosen
 
 
-def _query(
-    reader: _Reader, inputs: dict[str, Tensor], model: CompiledModel, first: Tensor, position: int
-) -> Tensor:
-    """The weights of the row the head reads, `(B, N)`: one-hot, or a mean over tokens."""
-    B, _, N, _ = first.shape
+def _query(reader: _Reader, inputs: dict[str, Tensor], relevance: Tensor, position: int) -> Tensor:
+    """The weights of the row the head reads, `(B, N)` over the stack's final tokens:
+    one-hot, or a mean over tokens."""
+    B, N, _ = relevance.shape
+    first = relevance
     row = torch.zeros(B, N, device=first.device, dtype=first.dtype)
-    mask = _real_tokens(reader, inputs, model, B, N, first.device)
+    mask = _real_tokens(reader, inputs, B, N, first.device)
     if reader.mode in ("cls", "first"):
         row[:, 0] = 1.0
     elif reader.mode == "distill":
@@ -277,9 +358,7 @@ def _query(
     return row
 
 
-def _real_tokens(
-    reader: _Reader, inputs: dict[str, Tensor], model: CompiledModel, B: int, N: int, device: Any
-) -> Tensor:
+def _real_tokens(reader: _Reader, inputs: dict[str, Tensor], B: int, N: int, device: Any) -> Tensor:
     """True for the real tokens of the stack's sequence (padding from ``<input>_mask``)."""
     masks = [
         v for k, v in inputs.items() if k.endswith("_mask") and v.shape[-1] + reader.n_cls == N
@@ -290,24 +369,74 @@ def _real_tokens(
     return real
 
 
+def _moves(
+    model: CompiledModel, reader: _Reader, trace: Any, probabilities: list[Tensor]
+) -> list[tuple[Tensor | None, Tensor | None]]:
+    """For each layer, the maps `(B, N_new, N_prev)` of the pruning stage acting before it or
+    after its attention (None where none acts): a new token's row is the size-weighted mean
+    of the rows of the tokens it was made of (one token when kept, several when merged); a
+    dropped token's row goes. Built from the trace's source maps (original token -> slot)."""
+    stack = getattr(model, reader.stack)
+    records = {r.name: r for r in trace.stages}
+    B = probabilities[0].shape[0]
+    N0 = next(r.source.shape[1] for r in trace.stages if r.source is not None)
+    previous = torch.arange(N0, device=probabilities[0].device).expand(B, N0)
+    width = N0  # tokens before the next stage
+    moves: list[tuple[Tensor | None, Tensor | None]] = []
+    for index, key in enumerate(stack.stage_at):
+        if key is None:
+            moves.append((None, None))
+            continue
+        record = records[f"{reader.stack}.prune.{index}"]
+        if record.source is None or record.index is None:
+            raise ExplainError(f"stage {record.name} left no source map to follow")
+        present = (previous >= 0) & (record.source >= 0)
+        move = probabilities[0].new_zeros(B, record.index.shape[1], width)
+        rows, prev, new = (
+            present.nonzero(as_tuple=True)[0],
+            previous[present],
+            record.source[present],
+        )
+        move.index_put_((rows, new, prev), torch.ones_like(prev, dtype=move.dtype), accumulate=True)
+        move = move / move.sum(dim=-1, keepdim=True).clamp(min=1)
+        previous, width = record.source, record.index.shape[1]
+        after = stack.prune[key].need is not None  # acts between attention and MLP
+        moves.append((None, move) if after else (move, None))
+    return moves
+
+
 def _relevance(
-    method: str, probabilities: list[Tensor], grads: tuple[Tensor, ...] | None
+    method: str,
+    probabilities: list[Tensor],
+    grads: tuple[Tensor, ...] | None,
+    moves: list[tuple[Tensor | None, Tensor | None]] | None = None,
 ) -> Tensor:
-    """The `(B, N, N)` relevance matrix of ``method`` from every block's probabilities."""
+    """The `(B, N, N0)` relevance matrix of ``method`` from every block's probabilities: rows
+    over the stack's final tokens, columns over its first (the same without pruning)."""
     B, _, N, _ = probabilities[0].shape
-    eye = torch.eye(N, device=probabilities[0].device, dtype=probabilities[0].dtype).expand(B, N, N)
-    if method == "attention":
-        return probabilities[-1].mean(dim=1)
-    if method == "rollout":
-        R = eye
-        for A in probabilities:
-            M = A.mean(dim=1) + eye
+    first = probabilities[0]
+    if moves and moves[0][0] is not None:
+        N = moves[0][0].shape[-1]
+
+    def eye(n: int) -> Tensor:
+        return torch.eye(n, device=first.device, dtype=first.dtype).expand(B, n, n)
+
+    R = eye(N)
+    last = len(probabilities) - 1
+    for index, A in enumerate(probabilities):
+        before, after = moves[index] if moves else (None, None)
+        if before is not None:
+            R = before @ R
+        if method == "attention":
+            R = A.mean(dim=1) @ R if index == last else R
+        elif method == "rollout":
+            M = A.mean(dim=1) + eye(A.shape[-1])
             R = (M / M.sum(dim=-1, keepdim=True)) @ R
-        return R
-    assert grads is not None
-    R = eye
-    for A, grad in zip(probabilities, grads, strict=True):
-        R = R + (grad * A).clamp(min=0).mean(dim=1) @ R
+        else:
+            assert grads is not None
+            R = R + (grads[index] * A).clamp(min=0).mean(dim=1) @ R
+        if after is not None:
+            R = after @ R
     return R
 
 

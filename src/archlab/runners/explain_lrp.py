@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from archlab.compiler.nn.attention import Attention
 from archlab.compiler.nn.block import Block
-from archlab.compiler.nn.heads import Classify
+from archlab.compiler.nn.heads import Classify, LMHead
 from archlab.compiler.nn.mlp import Gated, Mlp
 
 EPS = 1e-9
@@ -85,22 +85,32 @@ class Tape:
         self.values: dict[tuple[int, str], Tensor] = {}
         self.hooks: list[Any] = []
 
-    def keep(self, module: nn.Module, key: tuple[int, str], output: bool = False) -> None:
+    def keep(
+        self, module: nn.Module, key: tuple[int, str], output: bool = False, arg: int = 0
+    ) -> None:
         def hook(_: nn.Module, args: tuple[Any, ...], result: Any) -> None:
-            self.values[key] = (result if output else args[0]).detach()
+            value = result if output else (args[arg] if len(args) > arg else None)
+            if value is not None:
+                self.values[key] = value.detach()
 
         self.hooks.append(module.register_forward_hook(hook))
 
     def __getitem__(self, key: tuple[int, str]) -> Tensor:
         return self.values[key]
 
+    def get(self, key: tuple[int, str]) -> Tensor | None:
+        return self.values.get(key)
+
 
 def check_supported(blocks: list[Block], head: nn.Module) -> str | None:
     """Why the LRP rules here cannot explain these blocks and head, or None."""
-    if not isinstance(head, Classify) or head.pool is None:
-        return "chefer explains classifiers that pool their sequence (a classify node)"
-    if head.pool.mode not in ("cls", "first", "distill"):
-        return f"chefer reads a CLS token; this head pools by {head.pool.mode}"
+    if isinstance(head, Classify):
+        if head.pool is None:
+            return "chefer explains classifiers that pool their sequence (a classify node)"
+        if head.pool.mode not in ("cls", "first", "distill", "mean"):
+            return f"chefer has no rule for {head.pool.mode} pooling (cls, first, distill, mean)"
+    elif not isinstance(head, LMHead):
+        return "chefer explains a classify or lm_head output"
     for index, block in enumerate(blocks):
         attention = block.attention
         if not isinstance(attention, Attention) or attention.is_cross:
@@ -115,7 +125,7 @@ def check_supported(blocks: list[Block], head: nn.Module) -> str | None:
 
 
 @contextlib.contextmanager
-def taping(blocks: list[Block], head: Classify) -> Iterator[Tape]:
+def taping(blocks: list[Block], head: Classify | LMHead) -> Iterator[Tape]:
     tape = Tape()
     for i, block in enumerate(blocks):
         attention: Any = block.attention
@@ -128,9 +138,14 @@ def taping(blocks: list[Block], head: Classify) -> Iterator[Tape]:
         tape.keep(mlp.fc2, (i, "fc2_in"))
         tape.keep(block.norm1, (i, "norm1_in"))
         tape.keep(block.norm2, (i, "norm2_in"))
-    tape.keep(head.fc, (-1, "fc_in"))
-    if head.pre_logits is not None:
-        tape.keep(head.pre_logits, (-1, "pre_in"))
+    if isinstance(head, LMHead):
+        tape.keep(head, (-1, "tokens"))
+    else:
+        tape.keep(head, (-1, "tokens"))
+        tape.keep(head, (-1, "mask"), arg=1)
+        tape.keep(head.fc, (-1, "fc_in"))
+        if head.pre_logits is not None:
+            tape.keep(head.pre_logits, (-1, "pre_in"))
     try:
         yield tape
     finally:
@@ -138,15 +153,30 @@ def taping(blocks: list[Block], head: Classify) -> Iterator[Tape]:
             hook.remove()
 
 
-def head_relevance(head: Classify, tape: Tape, one_hot: Tensor, n: int) -> Tensor:
-    """From the one-hot target `(B, C)` to the stack output's tokens `(B, N, D)`."""
+def head_relevance(head: Classify | LMHead, tape: Tape, one_hot: Tensor, position: int) -> Tensor:
+    """From the one-hot target `(B, C)` to the stack output's tokens `(B, N, D)`: the pooled
+    CLS token(s), each token's share of a mean (gradient times input), or a language model's
+    explained position."""
+    tokens = tape[(-1, "tokens")]
+    out = tokens.new_zeros(tokens.shape)
+    if isinstance(head, LMHead):
+        x = tokens[:, position] if head.scale is None else tokens[:, position] * head.scale
+        out[:, position] = linear_relevance(x, head.weight, one_hot)
+        return out
     R = linear_relevance(tape[(-1, "fc_in")], head.fc.weight, one_hot)
     if head.pre_logits is not None:  # tanh: identity
         R = linear_relevance(tape[(-1, "pre_in")], head.pre_logits.weight, R)
-    out = R.new_zeros(R.shape[0], n, R.shape[-1])
     assert head.pool is not None
     if head.pool.mode == "distill":  # the pooled vector is the mean of the two CLS tokens
         out[:, 0], out[:, 1] = R / 2, R / 2
+    elif head.pool.mode == "mean":  # each real token's share x_t / n of the mean
+        real = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        mask = tape.get((-1, "mask"))
+        if mask is not None:
+            real = real & mask.bool()
+        real[:, : head.pool.n_cls] = False
+        share = tokens * (real / real.sum(dim=1, keepdim=True).clamp(min=1))[..., None]
+        out = share * safe_divide(R, share.sum(dim=1))[:, None, :]
     else:
         out[:, 0] = R
     return out

@@ -266,8 +266,6 @@ class Attention(HeadProjections):
             )
         q, k, v = self.project(x, memory)  # (B, H, T, E), (B, K, S, E), (B, K, S, E)
         q, k = self.position.rotate(q, k)
-        if self.record is not None and hook is None:  # explaining: the matrix, kept
-            return self.merge(self.explicit(q, k, v, key_padding, bias)), None
         if hook is None:
             return self.merge(self.core(q, k, v, key_padding, bias)), None
         y = hook.attend(self, q, k, v, key_padding, bias)
@@ -291,6 +289,8 @@ class Attention(HeadProjections):
         key_bias `(B, 1, 1, S)` -> `(B, H, T, E)`. (`attend` projects, calls this, and merges
         the heads.)
         """
+        if self.record is not None:  # explaining: the matrix written out and kept
+            return self.explicit(q, k, v, key_padding, bias, key_bias)
         T, S = q.shape[2], k.shape[2]
         name = self.kernel.name
         if name == "flex" and key_bias is None:
@@ -311,6 +311,7 @@ class Attention(HeadProjections):
         v: Tensor,
         key_padding: Tensor | None = None,
         bias: Tensor | None = None,
+        key_bias: Tensor | None = None,
     ) -> Tensor:
         """The attention with its probabilities written out and appended to ``record``
         with the operands (explaining reads them and their gradient), whatever kernel this layer
@@ -320,7 +321,7 @@ class Attention(HeadProjections):
         """
         T, S = q.shape[2], k.shape[2]
         allowed = dense_mask(self.mask, T, S, key_padding, q.device)
-        table = self.score_bias(T, S, bias, None, q.dtype)
+        table = self.score_bias(T, S, bias, key_bias, q.dtype)
         weights = self.probabilities(q, k, allowed, table)
         if weights.requires_grad:
             weights.retain_grad()

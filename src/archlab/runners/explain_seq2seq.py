@@ -1,0 +1,84 @@
+"""Explaining an encoder-decoder's next token (Chefer et al., ICCV 2021, the generic rules).
+
+Relevance lives in three matrices, per sample: R_ss over the source tokens (the encoder's
+self-attention), R_tt over the target tokens (the decoder's) and R_ts from target to source
+tokens (what the cross-attention carries). With Ā = E_h[(∇A ⊙ A)^+] for ``generic`` and
+Ā = E_h A for ``rollout`` (the same rules without gradients):
+
+- R_ss = I; each encoder self-attention: R_ss = R_ss + Ā R_ss;
+- R_tt = I, R_ts = 0; each decoder layer in order, its self-attention:
+  R_tt = R_tt + Ā R_tt and R_ts = R_ts + Ā R_ts, then its cross-attention:
+  R_ts = R_ts + R̄_ttᵀ Ā R̄_ss, where R̄ = (R − I) / (its row sums) + I (a row of R − I that
+  sums to 0 stays 0);
+- the explained position p's row: ``scores`` = R_ts[p] over the source tokens,
+  ``decoder_scores`` = R_tt[p] over the target tokens.
+
+``attention`` reads the last layer's head-averaged cross-attention (and self-attention) at p.
+Chefer's LRP rules (``chefer``) are not carried through cross-attention here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from archlab.compiler.model import CompiledModel
+from archlab.compiler.nn.attention import Attention
+
+
+def attentions_of(model: CompiledModel, stack_id: str, cross: bool, error: Any) -> list[Attention]:
+    """The self- (or cross-) attentions of a stack's layers, all softmax attentions."""
+    found = []
+    for index, layer in enumerate(getattr(model, stack_id).layers):
+        attention = layer.cross_attention if cross else layer.attention
+        if not isinstance(attention, Attention):
+            raise error(
+                f"layer {index} of `{stack_id}` uses linear attention, which has no attention "
+                "matrix to read; explanations need softmax attention"
+            )
+        found.append(attention)
+    return found
+
+
+def normalised(R: Tensor) -> Tensor:
+    """R̄ = (R − I) / row sums + I, per sample; a row of R − I summing to 0 stays 0."""
+    eye = torch.eye(R.shape[-1], device=R.device, dtype=R.dtype)
+    excess = R - eye
+    sums = excess.sum(dim=-1, keepdim=True)
+    return torch.where(sums != 0, excess / sums.where(sums != 0, 1.0), 0.0) + eye
+
+
+def relevance(
+    method: str,
+    encoder: list[Tensor],
+    decoder: list[Tensor],
+    cross: list[Tensor],
+    grads: dict[int, Tensor] | None,
+) -> tuple[Tensor, Tensor]:
+    """(R_ts `(B, T, S)`, R_tt `(B, T, T)`) from the recorded probabilities (in the order
+    encoder, decoder self, decoder cross) and, for ``generic``, their gradients by id."""
+
+    def bar(A: Tensor) -> Tensor:
+        if method == "generic":
+            assert grads is not None
+            return (grads[id(A)] * A).clamp(min=0).mean(dim=1)
+        return A.mean(dim=1)
+
+    if method == "attention":
+        return cross[-1].mean(dim=1), decoder[-1].mean(dim=1)
+    B, _, T, S = cross[0].shape
+    R_ss = torch.eye(S, dtype=cross[0].dtype, device=cross[0].device).expand(B, S, S)
+    for A in encoder:
+        R_ss = R_ss + bar(A) @ R_ss
+    R_tt = torch.eye(T, dtype=cross[0].dtype, device=cross[0].device).expand(B, T, T)
+    R_ts = cross[0].new_zeros(B, T, S)
+    for A_self, A_cross in zip(decoder, cross, strict=True):
+        A = bar(A_self)
+        R_tt, R_ts = R_tt + A @ R_tt, R_ts + A @ R_ts
+        R_ts = R_ts + normalised(R_tt).transpose(-2, -1) @ bar(A_cross) @ normalised(R_ss)
+    return R_ts, R_tt
+
+
+__all__ = ["attentions_of", "normalised", "relevance"]
