@@ -272,3 +272,27 @@ def test_a_dropped_patch_gets_nothing_from_the_last_attention() -> None:
     assert not kept.all()
     scores = archlab.explain(model, method="attention", **inputs).scores
     assert torch.all(scores[~kept] == 0) and torch.all(scores[kept] > 0)
+
+
+@pytest.mark.parametrize("method", ["rollout", "generic", "chefer"])
+def test_start_layer_leaves_the_blocks_below_out(vit, method: str) -> None:
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    all_blocks = archlab.explain(vit, method=method, image=x)
+    last_only = archlab.explain(
+        vit, method=method, image=x, start_layer=len(vit.encoder.layers) - 1
+    )
+    assert not torch.allclose(all_blocks.scores, last_only.scores)
+    if method == "generic":  # from the last block alone: I + its map, read on the CLS row
+        probabilities = []
+        attention = vit.encoder.layers[-1].attention
+        attention.record = probabilities
+        try:
+            with torch.enable_grad():
+                logits = vit(image=x)
+                grad = torch.autograd.grad(logits.gather(1, last_only.target[:, None]).sum(), probabilities[0][0])[0]  # fmt: skip
+        finally:
+            attention.record = None
+        expected = (grad * probabilities[0][0]).clamp(min=0).mean(1)[:, 0, 1:]
+        torch.testing.assert_close(last_only.scores, expected.detach(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ExplainError, match=r"start_layer 9 is not a block of `encoder`"):
+        archlab.explain(vit, method=method, image=x, start_layer=9)

@@ -100,20 +100,29 @@ def explain(
     method: str = "generic",
     target: int | Tensor | None = None,
     position: int = -1,
+    start_layer: int = 0,
     **inputs: Tensor,
 ) -> Explanation:
     """Explain ``model``'s decision on ``inputs`` (by name, with ``<input>_mask``) with
     ``method`` (one of ``METHODS``). ``target``: the class (or next token) per sample, an int or
     `(B,)`; default the predicted one. ``position``: for a language model, the position whose
-    next-token logit is explained (the last by default)."""
+    next-token logit is explained (the last by default). ``start_layer``: the first block whose
+    map enters ``rollout``, ``generic`` and ``chefer`` (0: all; Chefer et al.'s evaluation uses
+    1)."""
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     pair = _encoder_decoder(model.graph)
     if pair is not None:
+        if start_layer:
+            raise ExplainError("start_layer applies to one stack, not to an encoder-decoder")
         return _explain_seq2seq(model, pair, method, target, position, inputs)
     reader = _reader(model.graph)
     attentions = _attentions(model, reader)
     blocks: list[Any] = list(getattr(model, reader.stack).layers)
+    if not 0 <= start_layer < len(blocks):
+        raise ExplainError(
+            f"start_layer {start_layer} is not a block of `{reader.stack}` (0..{len(blocks) - 1})"
+        )
     head = getattr(model, reader.head)
     pruned = getattr(model, reader.stack).pruned
     if method == "chefer" and pruned:
@@ -147,9 +156,12 @@ def explain(
         model.train(was_training)
     if method == "chefer":
         assert grads is not None and tape is not None
-        relevance = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
+        found = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
+        relevance = _combine(found, start_layer)
     else:
-        relevance = _relevance(method, [p.detach() for p in probabilities], grads, moves)
+        relevance = _relevance(
+            method, [p.detach() for p in probabilities], grads, moves, start_layer
+        )
     row = _query(reader, inputs, relevance, position)
     scores = (row[:, None, :] @ relevance)[:, 0, reader.n_cls :]  # (B, N - n_cls)
     return Explanation(scores.detach(), chosen.detach(), method, reader.grid)
@@ -231,19 +243,24 @@ def _chefer(
     chosen: Tensor,
     classes: int,
     position: int,
-) -> Tensor:
-    """Chefer et al.'s relevance matrix `(B, N, N)`: LRP from the one-hot target down the
-    blocks, each block's map E_h[(grad A * R_A)^+], combined as R = I; R = R + map R."""
+) -> list[Tensor]:
+    """Chefer et al.'s map of each block `(B, N, N)`: LRP from the one-hot target down the
+    blocks, each block's map E_h[(grad A * R_A)^+] (``_combine`` makes the product)."""
     A, q, k, v = (t.detach() for t in records[0][0])
-    B, _, N, _ = A.shape
     R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), position)
     maps: list[Tensor] = [A] * len(blocks)
     for i in reversed(range(len(blocks))):
         A, q, k, v = (t.detach() for t in records[i][0])
         R, R_A = block_relevance(blocks[i], i, tape, R, A, q, k, v)
         maps[i] = (grads[i] * R_A).clamp(min=0).mean(dim=1)
-    relevance = torch.eye(N, device=A.device, dtype=A.dtype).expand(B, N, N)
-    for m in maps:
+    return maps
+
+
+def _combine(maps: list[Tensor], start_layer: int) -> Tensor:
+    """R = I; R = R + map R for each block from ``start_layer`` on. -> `(B, N, N)`."""
+    B, N, _ = maps[0].shape
+    relevance = torch.eye(N, device=maps[0].device, dtype=maps[0].dtype).expand(B, N, N)
+    for m in maps[start_layer:]:
         relevance = relevance + m @ relevance
     return relevance
 
@@ -410,6 +427,7 @@ def _relevance(
     probabilities: list[Tensor],
     grads: tuple[Tensor, ...] | None,
     moves: list[tuple[Tensor | None, Tensor | None]] | None = None,
+    start_layer: int = 0,
 ) -> Tensor:
     """The `(B, N, N0)` relevance matrix of ``method`` from every block's probabilities: rows
     over the stack's final tokens, columns over its first (the same without pruning)."""
@@ -429,6 +447,8 @@ def _relevance(
             R = before @ R
         if method == "attention":
             R = A.mean(dim=1) @ R if index == last else R
+        elif index < start_layer:  # below the first block that counts: the tokens only move
+            pass
         elif method == "rollout":
             M = A.mean(dim=1) + eye(A.shape[-1])
             R = (M / M.sum(dim=-1, keepdim=True)) @ R
