@@ -53,13 +53,18 @@ def test_explaining_leaves_the_plain_forward_as_it_was(vit) -> None:
 transformers = pytest.importorskip("transformers")
 
 
-def test_the_methods_equal_their_formulas_on_hugging_face_attention(tmp_path: Path) -> None:
-    torch.manual_seed(0)
+def _hf_vit() -> Any:
+    """A small Hugging Face ViT classifier with eager attention (its matrices are returned)."""
     config = transformers.ViTConfig(
         image_size=16, patch_size=4, num_channels=3, hidden_size=48, num_hidden_layers=3,
         num_attention_heads=3, intermediate_size=64, num_labels=5, attn_implementation="eager",
     )  # fmt: skip
-    source = transformers.ViTForImageClassification(config).eval()
+    return transformers.ViTForImageClassification(config).eval()
+
+
+def test_the_methods_equal_their_formulas_on_hugging_face_attention(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = _hf_vit()
     source.save_pretrained(tmp_path / "vit")
     model = archlab.import_pretrained(tmp_path / "vit")
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
@@ -176,11 +181,7 @@ def _chefer_one_sample(source: Any, x: torch.Tensor, target: int) -> torch.Tenso
 
 def test_chefer_equals_its_rules_computed_per_sample_on_hugging_face_modules(tmp_path) -> None:
     torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        image_size=16, patch_size=4, num_channels=3, hidden_size=48, num_hidden_layers=3,
-        num_attention_heads=3, intermediate_size=64, num_labels=5, attn_implementation="eager",
-    )  # fmt: skip
-    source = transformers.ViTForImageClassification(config).eval()
+    source = _hf_vit()
     with torch.no_grad():  # non-trivial norms and biases
         for name, p in source.named_parameters():
             if "layernorm" in name or name.endswith("bias"):
