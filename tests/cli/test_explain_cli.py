@@ -171,3 +171,28 @@ def test_bad_input_exits_2(setup: Setup, args: tuple[str, ...], message: str) ->
     )  # fmt: skip
     assert code == 2, (out, err)
     assert message in err and "Traceback" not in out + err
+
+
+def test_lists_after_options_mix(setup: Setup) -> None:
+    """``--method a b`` and ``--index 0 5``: the words up to the next option are more values,
+    whichever order the lists come in; repeated options add up too."""
+    code, out, err = run(
+        "explain", str(setup.vit), "--data", "digits", "--method", "attention",
+        "--index", "3", "-1", "--method", "rollout", "generic", "--json",
+        "-o", str(setup.root / "mix.png"),
+    )  # fmt: skip
+    assert code == 2 and "--index -1 lies outside" in err, (out, err)
+    code, out, err = run(
+        "explain", str(setup.vit), "--data", "digits", "--method", "attention",
+        "--index", "3", "4", "--method", "rollout", "generic", "--json",
+        "-o", str(setup.root / "mix.png"),
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["indices"] == [3, 4] and [
+        m for m in doc if m in ("attention", "rollout", "generic")
+    ] == [
+        "attention",
+        "rollout",
+        "generic",
+    ]
