@@ -112,6 +112,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
     arch bench SPEC          latency, throughput, peak memory per batch size, recorded
     arch generate MODEL|RUN  continue a prompt (text or ids), streaming the tokens
     arch prune show RUN      draw which patches each token pruning stage kept
+    arch explain MODEL|RUN   relevance maps: which inputs made the model decide
     arch export MODEL        write a model as a Hugging Face folder (--to hf DIR)
     arch runs ...            query the experiment registry
     """
@@ -124,6 +125,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
 def _register() -> None:
     from archlab.cli import (
         bench_commands,
+        explain_commands,
         export_commands,
         generate_commands,
         import_commands,
@@ -141,6 +143,7 @@ def _register() -> None:
         *import_commands.COMMANDS,
         *runs_commands.COMMANDS,
         *prune_commands.COMMANDS,
+        *explain_commands.COMMANDS,
         *export_commands.COMMANDS,
     ]:
         cli.add_command(command)

@@ -30,7 +30,7 @@ from archlab.compiler.model import CompiledModel, load_compiled
 from archlab.errors import UserInputError
 from archlab.runners.data import BOS_ID, DataError
 from archlab.runners.data.text import TextDecoder, TextVocab
-from archlab.runners.init import InitError, weights_file
+from archlab.runners.init import InitError, run_checkpoint
 from archlab.specs.models import TokensInput
 
 #: receives token ids as they are shown, with their text when the model's vocabulary is text
@@ -171,20 +171,11 @@ def load_writer(
 
 def _run_checkpoint(source: str, registry_url: str | None) -> tuple[Path, dict[str, Any]]:
     """A run's checkpoint and its recorded configuration."""
-    from archlab.registry import Registry, RegistryError
-
     try:
-        registry = Registry(registry_url, create=False)
-    except RegistryError as exc:
-        raise GenerateError(
-            f"{source}: no such file, and no registry to look a run up in ({exc})"
-        ) from None
-    with registry:
-        try:
-            path = weights_file(source, registry, what="arch generate")
-        except InitError as exc:
-            raise GenerateError(str(exc)) from None
-        return path, registry.get(source).config
+        path, run = run_checkpoint(source, registry_url, what="arch generate")
+    except InitError as exc:
+        raise GenerateError(str(exc)) from None
+    return path, run.config
 
 
 def write(writer: Writer, options: GenerateOptions, stream: Stream | None = None) -> Generation:

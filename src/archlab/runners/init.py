@@ -30,7 +30,7 @@ from archlab.errors import UserInputError
 from archlab.specs.models import Spec
 
 if TYPE_CHECKING:
-    from archlab.registry import Registry
+    from archlab.registry import Registry, Run
 
 #: The ops whose tensors may start fresh: the heads a fine-tuning replaces.
 HEAD_OPS = ("classify", "lm_head")
@@ -77,6 +77,21 @@ def weights_file(source: str, registry: Registry | None, *, what: str = "--init"
         f"{what} {source}: no such file{' or run in this registry' if registry else ''}; give "
         "a .safetensors file written by arch compile -o, arch import or a training, or a run id"
     )
+
+
+def run_checkpoint(source: str, registry_url: str | None, *, what: str) -> tuple[Path, Run]:
+    """Run ``source``'s checkpoint and the run, from the registry at ``registry_url`` (never
+    created here); InitError when there is no registry, no such run or no checkpoint."""
+    from archlab.registry import Registry, RegistryError
+
+    try:
+        registry = Registry(registry_url, create=False)
+    except RegistryError as exc:
+        raise InitError(
+            f"{source}: no such file, and no registry to look a run up in ({exc})"
+        ) from None
+    with registry:
+        return weights_file(source, registry, what=what), registry.get(source)
 
 
 def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], str]:
@@ -159,6 +174,7 @@ __all__ = [
     "apply_init",
     "init_plan",
     "read_weights",
+    "run_checkpoint",
     "spec_init_plan",
     "weights_file",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from archlab.viz.save import new_figure, output_format, save
+from archlab.viz.save import new_figure, output_format, plain_axes, save
 
 DROPPED = np.array([0.88, 0.88, 0.88])  # a dropped patch: light grey, as in DynamicViT's figures
 TILE_EDGE = "0.62"  # the outline of each dropped patch, to tell it from light image content
@@ -152,12 +152,7 @@ def draw_kept(panels: KeptPanels, path: str | os.PathLike[str], title: str) -> N
                 ax.set_title(f"{stage.name}\n{stage.describe(0)}", fontsize="small")
             elif not stage.uniform():
                 ax.set_title(stage.describe(r), fontsize="x-small")
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_linewidth(0.5)
-            spine.set_color("0.6")
+    plain_axes(axes)
     fig.suptitle(title, fontsize="medium")
     save(fig, path, fmt)
 

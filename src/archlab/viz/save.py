@@ -59,6 +59,16 @@ def new_figure(**kwargs: Any) -> Any:
     return fig
 
 
+def plain_axes(axes: Any) -> None:
+    """Picture panels: no ticks, a thin grey frame."""
+    for ax in getattr(axes, "flat", axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_linewidth(0.5)
+            spine.set_color("0.6")
+
+
 def save(fig: Any, path: str | os.PathLike[str], fmt: str) -> None:
     """Write ``fig`` to ``path`` as ``fmt``; a failed write leaves no partial file and is a
     PlotError."""
@@ -70,4 +80,12 @@ def save(fig: Any, path: str | os.PathLike[str], fmt: str) -> None:
         ) from None
 
 
-__all__ = ["FORMATS", "PlotError", "check_output", "new_figure", "output_format", "save"]
+__all__ = [
+    "FORMATS",
+    "PlotError",
+    "check_output",
+    "new_figure",
+    "output_format",
+    "plain_axes",
+    "save",
+]

@@ -1,0 +1,284 @@
+"""``arch explain``: relevance maps of a saved model or a run's checkpoint on samples of data.
+
+``explain_run(source, data_source, methods=...)`` loads MODEL (a weights file archlab wrote) or
+RUN's checkpoint on the CPU (a few samples need no accelerator), reads the data, picks samples by
+row (``indices``) or the first ``count``, explains them with each method in one batch
+(``runners.explain.explain``) and draws the result: for image inputs a PNG/SVG/PDF grid
+(``viz.explain.draw_heatmaps``), for token inputs an HTML page (``viz.explain.token_html``).
+Without ``data_source``, a run's samples come from its own validation split (recomputed from its
+recorded configuration, as ``arch eval`` does), so the maps show data the model did not train on;
+``indices`` then count within that split and the reported indices are rows of the data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from archlab.errors import UserInputError
+from archlab.runners.explain import METHODS, Explanation, explain
+from archlab.runners.prune_show import display_images, image_input
+from archlab.viz.explain import (
+    HeatmapPanels,
+    TokenPanels,
+    draw_heatmaps,
+    token_html,
+    write_html,
+)
+from archlab.viz.save import check_output
+
+if TYPE_CHECKING:
+    from archlab.compiler.model import CompiledModel
+    from archlab.registry import Run
+    from archlab.runners.data import TaskData
+
+DEFAULT_COUNT = 8
+HTML_SUFFIXES = (".html", ".htm")
+
+
+class ExplainRunError(UserInputError):
+    """An ``arch explain`` request that cannot be served: the message says why."""
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """What ``explain_run`` computed and drew.
+
+    ``scores[method]`` `(B, N)` raw relevance over the input's positions (no CLS tokens);
+    ``targets[method]`` the explained class (or token) per sample; ``predictions`` the model's;
+    ``labels`` the data's (None when it has none); ``indices`` each sample's row in the data;
+    ``grid`` the patch grid of image inputs; ``tokens``/``token_panels`` for token inputs.
+    """
+
+    path: Path
+    model_name: str
+    spec_name: str
+    data_source: str
+    indices: tuple[int, ...]
+    scores: dict[str, np.ndarray]
+    targets: dict[str, tuple[int, ...]]
+    predictions: tuple[int, ...]
+    labels: tuple[int, ...] | None
+    grid: tuple[int, int] | None
+    token_panels: TokenPanels | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{method: {"scores": [[...]], "target": [...]}, ..., "indices": [...]}`` plus the
+        predictions, labels, grid and the file written."""
+        out: dict[str, Any] = {
+            method: {"scores": self.scores[method].tolist(), "target": list(self.targets[method])}
+            for method in self.scores
+        }
+        out["indices"] = list(self.indices)
+        out["predictions"] = list(self.predictions)
+        out["labels"] = None if self.labels is None else list(self.labels)
+        out["grid"] = None if self.grid is None else list(self.grid)
+        out["output"] = str(self.path)
+        return out
+
+
+def explain_run(
+    source: str,
+    data_source: str | None,
+    *,
+    methods: Sequence[str] = ("generic",),
+    indices: Sequence[int] | None = None,
+    count: int | None = None,
+    output: str | os.PathLike[str] | None = None,
+    registry_url: str | None = None,
+) -> ExplainResult:
+    """Explain MODEL or RUN ``source`` on samples of ``data_source`` with each of ``methods``
+    and draw the maps to ``output`` (default ``explain.png``, or ``explain.html`` for token
+    inputs). ``indices`` picks samples by row, else the first ``count`` (default 8)."""
+    methods = _check_methods(methods)
+    if indices is not None and count is not None:
+        raise ExplainRunError("give either --index or --count, not both")
+    if count is not None and count < 1:
+        raise ExplainRunError(f"--count is how many samples to explain: at least 1, not {count}")
+    model, model_name, run = _load(source, registry_url)
+    config = dict(run.config or {}) if run is not None else {}
+    images = image_input(model) is not None
+    path = _check_path(output, images)
+    data, rows, where = _samples(model, source, data_source, run)
+    picked = _pick(rows, indices, count, where)
+    inputs = _inputs(model, data, picked)
+    explained: dict[str, Explanation] = {
+        method: explain(model, method, None, -1, **inputs) for method in methods
+    }
+    first = explained[methods[0]]
+    predictions = tuple(int(t) for t in first.target.tolist())  # targets default to them
+    labels = _labels(data, picked)
+    spec_name = model.spec.name or model.spec_hash[:12]
+    scores = {m: e.scores.float().cpu().numpy() for m, e in explained.items()}
+    targets = {m: tuple(int(t) for t in e.target.tolist()) for m, e in explained.items()}
+    title = f"{spec_name} · {model_name}\nrelevance on {where}"
+    token_panels = None
+    if images:
+        found = image_input(model)
+        assert found is not None
+        pixels = inputs[found[0]]
+        shown, grey = display_images(pixels)
+        height, width = pixels.shape[-2:]
+        maps = {m: e.upsample(height, width).float().cpu().numpy() for m, e in explained.items()}
+        panels = HeatmapPanels(shown, grey, maps, targets, predictions, labels, tuple(rows[picked]))
+        draw_heatmaps(panels, path, title)
+    else:
+        token_panels = _token_panels(
+            model, data, config, inputs, scores, targets, predictions, labels, rows[picked]
+        )
+        write_html(token_html(token_panels, title), path)
+    return ExplainResult(
+        path=path,
+        model_name=model_name,
+        spec_name=spec_name,
+        data_source=where,
+        indices=tuple(int(i) for i in rows[picked]),
+        scores=scores,
+        targets=targets,
+        predictions=predictions,
+        labels=labels,
+        grid=first.grid,
+        token_panels=token_panels,
+    )
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ExplainRunError(f"unknown method {unknown[0]!r}; choose among {', '.join(METHODS)}")
+    chosen = list(dict.fromkeys(methods))
+    if not chosen:
+        raise ExplainRunError(f"name at least one method: {', '.join(METHODS)}")
+    return chosen
+
+
+def _load(source: str, registry_url: str | None) -> tuple[CompiledModel, str, Run | None]:
+    """The model ``source`` names, how to call it, and its run (None for a file)."""
+    from archlab.compiler import load_compiled
+    from archlab.runners.init import InitError, run_checkpoint
+
+    path = Path(source)
+    if path.is_file():
+        return load_compiled(path, device="cpu"), str(path), None
+    if path.exists():
+        raise ExplainRunError(f"{source} is a folder; give a .safetensors file or a run id")
+    if path.suffix or len(path.parts) > 1:  # a path, not a run id
+        raise ExplainRunError(f"{source}: no such file")
+    try:
+        weights, run = run_checkpoint(source, registry_url, what="arch explain")
+    except InitError as exc:
+        raise ExplainRunError(str(exc)) from None
+    return load_compiled(weights, device="cpu"), f"run {source}", run
+
+
+def _check_path(output: str | os.PathLike[str] | None, images: bool) -> Path:
+    """Where the picture goes: a .png/.svg/.pdf for images, an .html page for tokens."""
+    if images:
+        return check_output(output or "explain.png")[0]
+    path = Path(output or "explain.html")
+    if path.suffix.lower() not in HTML_SUFFIXES:
+        raise ExplainRunError(
+            f"this model reads tokens: its relevance is written as an HTML page; give -o a "
+            f".html file, not {str(path)!r}"
+        )
+    if not path.parent.is_dir():
+        raise ExplainRunError(f"the folder {str(path.parent)!r} does not exist (for -o {path})")
+    return path
+
+
+def _samples(
+    model: CompiledModel, source: str, data_source: str | None, run: Run | None
+) -> tuple[TaskData, np.ndarray, str]:
+    """The data, the rows samples may come from and how to name them."""
+    from archlab.runners.data import load_data
+    from archlab.runners.train import _recorded_config, validation_rows
+
+    recorded = _recorded_config(run.config or {}) if run is not None else None
+    seed = recorded.seed if recorded is not None else 0
+    if data_source is None:
+        if run is None or recorded is None:
+            raise ExplainRunError(f"{source} is a weights file: say which data with --data SOURCE")
+        data = load_data(recorded.data, model.spec, seed=seed)
+        rows = validation_rows(run, data, recorded, "explain")
+        return data, np.asarray(rows, dtype=np.int64), f"the validation split of run {run.id}"
+    data = load_data(data_source, model.spec, seed=seed)
+    return data, np.arange(len(data), dtype=np.int64), data.source
+
+
+def _pick(
+    rows: np.ndarray, indices: Sequence[int] | None, count: int | None, where: str
+) -> np.ndarray:
+    """Positions into ``rows``: the given ``indices`` or the first ``count``."""
+    if len(rows) == 0:
+        raise ExplainRunError(f"{where} has no samples to explain")
+    if indices is None:
+        return np.arange(min(count or DEFAULT_COUNT, len(rows)))
+    bad = [i for i in indices if not 0 <= i < len(rows)]
+    if bad:
+        raise ExplainRunError(
+            f"--index {bad[0]} lies outside {where}'s {len(rows)} samples (0..{len(rows) - 1})"
+        )
+    return np.asarray(list(indices), dtype=np.int64)
+
+
+def _inputs(model: CompiledModel, data: TaskData, picked: np.ndarray) -> dict[str, torch.Tensor]:
+    rows = torch.as_tensor(picked, dtype=torch.long)
+    first = next(iter(model.parameters()), None)
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    return {
+        k: (v[rows].to(dtype) if v.is_floating_point() else v[rows]) for k, v in data.inputs.items()
+    }
+
+
+def _labels(data: TaskData, picked: np.ndarray) -> tuple[int, ...] | None:
+    """The true class per sample, or for a language model the next token after the last."""
+    targets = data.targets[torch.as_tensor(picked, dtype=torch.long)]
+    if data.task == "classify":
+        return tuple(int(t) for t in targets.tolist())
+    if data.task == "lm":
+        return tuple(int(t) for t in targets[:, -1].tolist())
+    return None
+
+
+def _token_panels(
+    model: CompiledModel,
+    data: TaskData,
+    config: dict[str, Any],
+    inputs: dict[str, torch.Tensor],
+    scores: dict[str, np.ndarray],
+    targets: dict[str, tuple[int, ...]],
+    predictions: tuple[int, ...],
+    labels: tuple[int, ...] | None,
+    rows: np.ndarray,
+) -> TokenPanels:
+    """The tokens as text (with the vocabulary the data or run recorded; ids otherwise)."""
+    from archlab.runners.data.text import TextVocab
+    from archlab.specs.models import TokensInput
+
+    name, inp = next((k, v) for k, v in model.spec.inputs.items() if isinstance(v, TokensInput))
+    record = config.get("text_vocab") or data.text_vocab
+    vocab = None
+    if isinstance(record, dict):
+        vocab = TextVocab.from_record(record, inp.pad_id)
+    elif inp.vocab_size == 256:
+        vocab = TextVocab("byte")
+
+    def word(i: int) -> str:
+        return vocab.decode([i]) if vocab is not None else f"{i} "
+
+    lm = data.task == "lm"
+    ids = inputs[name]
+    tokens = tuple(tuple(word(int(i)) for i in row) for row in ids.tolist())
+    said = {m: tuple(word(t) if lm else str(t) for t in ts) for m, ts in targets.items()}
+    shown = tuple(word(p) if lm else str(p) for p in predictions)
+    truth = None if labels is None else tuple(word(t) if lm else str(t) for t in labels)
+    return TokenPanels(tokens, scores, said, shown, truth, tuple(int(i) for i in rows))
+
+
+__all__ = ["DEFAULT_COUNT", "ExplainResult", "ExplainRunError", "explain_run"]
