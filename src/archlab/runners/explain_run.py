@@ -109,7 +109,7 @@ def explain_run(
     picked = _pick(rows, indices, count, where)
     inputs = _inputs(model, data, picked)
     explained: dict[str, Explanation] = {
-        method: explain(model, method, None, -1, **inputs) for method in methods
+        method: explain(model, method, None, -1, 0, **inputs) for method in methods
     }
     first = explained[methods[0]]
     predictions = tuple(int(t) for t in first.target.tolist())  # targets default to them
