@@ -333,15 +333,25 @@ class EvalReport:
     metrics: dict[str, float]
 
 
-def evaluate_run(
-    run_id: str, registry: Registry, *, data_source: str | None = None, device: str | None = None
-) -> EvalReport:
-    """Evaluate the best checkpoint of training run ``run_id`` and record it as an ``eval`` run.
+@dataclass(frozen=True)
+class RunModel:
+    """A training run's best checkpoint loaded, the data to evaluate it on and which rows, and
+    what an evaluation records about them (``record``: checkpoint, data, split, device)."""
 
-    With ``data_source``, on every example of that data; without, on the run's own validation
-    split (recomputed from its recorded configuration, and checked against its fingerprint).
-    Metrics are named ``eval_loss`` and ``eval_acc`` / ``eval_ppl`` / ``eval_token_acc``.
-    ``device``: evaluate there rather than on the device the run's configuration names."""
+    model: Any
+    data: TaskData
+    rows: np.ndarray
+    config: TrainConfig
+    record: dict[str, Any]
+
+
+def run_model_and_data(
+    run_id: str, registry: Registry, *, data_source: str | None = None, device: str | None = None
+) -> RunModel:
+    """Load the best checkpoint of training run ``run_id`` and the data an evaluation reads:
+    every example of ``data_source``, or without one the run's own validation split
+    (recomputed from its recorded configuration, and checked against its fingerprint).
+    ``device``: load there rather than on the device the run's configuration names."""
     from archlab.compiler import load_compiled
 
     run = registry.get(run_id)
@@ -352,32 +362,47 @@ def evaluate_run(
     config = _recorded_config(run.config)
     if device is not None:
         config = config.model_copy(update={"device": device})
-    model = load_compiled(path, device=resolve_device(config.device))
-    spec = model.spec
-    data = load_data(data_source or config.data, spec, seed=config.seed)
+    resolved = resolve_device(config.device)
+    model = load_compiled(path, device=resolved)
+    data = load_data(data_source or config.data, model.spec, seed=config.seed)
     if data_source is None:
-        indices = validation_rows(run, data, config, "evaluate on")
+        rows = validation_rows(run, data, config, "evaluate on")
     else:
-        indices = np.arange(len(data), dtype=np.int64)
-    trainer = Trainer(spec, data, config, init_seed=config.seed, data_seed=config.seed)
-    started = time.time()
-    metrics = trainer.evaluate(model, indices, prefix="eval")
+        rows = np.arange(len(data), dtype=np.int64)
     record = {
         "evaluates": run_id,
         "checkpoint": checkpoints[-1].path,
         "checkpoint_sha256": checkpoints[-1].sha256,
         "data": data.source,
         "data_sha256": data.content_sha256,
-        "examples": len(indices),
+        "examples": len(rows),
         "split": "validation of the evaluated run" if data_source is None else "all",
-        "device": str(trainer.device),
+        "device": str(resolved),
         "threads": torch.get_num_threads(),
     }
+    return RunModel(model, data, rows, config, record)
+
+
+def evaluate_run(
+    run_id: str, registry: Registry, *, data_source: str | None = None, device: str | None = None
+) -> EvalReport:
+    """Evaluate the best checkpoint of training run ``run_id`` and record it as an ``eval`` run.
+
+    With ``data_source``, on every example of that data; without, on the run's own validation
+    split (recomputed from its recorded configuration, and checked against its fingerprint).
+    Metrics are named ``eval_loss`` and ``eval_acc`` / ``eval_ppl`` / ``eval_token_acc``.
+    ``device``: evaluate there rather than on the device the run's configuration names."""
+    loaded = run_model_and_data(run_id, registry, data_source=data_source, device=device)
+    config, data, spec = loaded.config, loaded.data, loaded.model.spec
+    trainer = Trainer(spec, data, config, init_seed=config.seed, data_seed=config.seed)
+    started = time.time()
+    metrics = trainer.evaluate(loaded.model, loaded.rows, prefix="eval")
+    record = {**loaded.record, "device": str(trainer.device)}
     with registry.start_run(
         spec, record, kind="eval", tags={"evaluates": run_id}, started=started
     ) as handle:
         handle.log_metrics(metrics, step=0)
-    return EvalReport(handle.id, run_id, data, len(indices), metrics)
+    return EvalReport(handle.id, run_id, data, len(loaded.rows), metrics)
 
 
 def validation_rows(run: Run, data: TaskData, config: TrainConfig, purpose: str) -> np.ndarray:
