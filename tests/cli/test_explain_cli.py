@@ -196,3 +196,22 @@ def test_lists_after_options_mix(setup: Setup) -> None:
         "rollout",
         "generic",
     ]
+
+
+def test_evaluate_perturbation_records_an_eval_run_with_each_methods_aucs(setup: Setup) -> None:
+    code, out, err = run(
+        "explain", setup.trained, "--registry", setup.registry, "--evaluate", "perturbation",
+        "--method", "attention", "generic",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "auc_pos (lower is better)" in out and "generic" in out and "attention" in out
+    eval_id = out.split()[2]
+    with Registry(setup.registry) as reg:
+        evaluated = reg.get(eval_id)
+        assert evaluated.kind == "eval"
+        names = set(evaluated.metrics)
+    assert {"auc_pos_generic", "auc_neg_generic", "auc_pos_attention"} <= names
+    code, out, err = run(
+        "explain", setup.bare, "--registry", setup.registry, "--evaluate", "perturbation"
+    )
+    assert code == 2 and "checkpoint" in err and "Traceback" not in err

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from archlab.cli.formatting import dumps
-from archlab.cli.options import registry_option
+from archlab.cli.options import open_registry, registry_option
 
 
 class ListOptions(click.Command):
@@ -63,6 +63,12 @@ def _is_option(word: str) -> bool:
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"METHOD": {"scores": [[...]], "target": [...]}, ..., "indices": '
               "[...]} (raw scores) besides writing the picture.")  # fmt: skip
+@click.option("--evaluate", type=click.Choice(["perturbation"]),
+              help="Instead of pictures: Chefer's perturbation test of RUN's checkpoint on "
+              "--data (or its validation split), recorded as an eval run with auc_pos_METHOD "
+              "and auc_neg_METHOD.")  # fmt: skip
+@click.option("--fill", type=click.Choice(["zero", "mean"]), default="zero", show_default=True,
+              help="--evaluate: what a removed patch's pixels become.")  # fmt: skip
 @registry_option
 def explain_command(
     source: str,
@@ -72,6 +78,8 @@ def explain_command(
     count: int | None,
     output: Path | None,
     as_json: bool,
+    evaluate: str | None,
+    fill: str,
     registry_url: str | None,
 ) -> None:
     """Which input positions made MODEL (a weights file archlab wrote) or RUN's checkpoint
@@ -86,7 +94,11 @@ def explain_command(
     arch explain RUN --method attention rollout generic chefer --count 6 -o maps.png
     arch explain model.safetensors --data digits --index 0 5 9 -o maps.png --json
     arch explain LM_RUN --data text:input.txt --count 3 -o tokens.html
+    arch explain RUN --evaluate perturbation --method attention rollout generic chefer
     """
+    if evaluate is not None:
+        _evaluate(source, data_source, list(methods) or ["generic"], fill, registry_url, as_json)
+        return
     from archlab.runners.explain_run import explain_run
     from archlab.viz.explain import token_ansi
 
@@ -115,6 +127,25 @@ def explain_command(
     for i, row in enumerate(result.indices):
         label = "" if result.labels is None else f"label {result.labels[i]}, "
         click.echo(f"  #{row}: {label}predicted {result.predictions[i]}")
+
+
+def _evaluate(
+    run: str, data: str | None, methods: list[str], fill: str, url: str | None, as_json: bool
+) -> None:
+    """``--evaluate perturbation``: one library call, its table printed."""
+    from archlab.runners.explain_eval import evaluate_run
+
+    with open_registry(url) as registry:
+        found = evaluate_run(run, data, methods, registry, fill=fill)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(dumps(found))
+        return
+    click.echo(
+        f"eval run {found['run']} (evaluates {found['evaluates']}, {found['examples']} examples):"
+    )
+    click.echo("  method      auc_pos (lower is better)  auc_neg (higher is better)")
+    for method, figures in found["results"].items():
+        click.echo(f"  {method:<11} {figures['auc_pos']:>25.4f}  {figures['auc_neg']:>26.4f}")
 
 
 COMMANDS = [explain_command]
