@@ -110,8 +110,39 @@ def test_bad_requests_name_what_is_wrong(vit) -> None:
     ):
         archlab.explain(vit, target=10, image=x)
     doc = small_version(json.loads((ROOT / "specs/linear-attention-decoder.json").read_text()))
-    with pytest.raises(ExplainError, match="linear attention, which has no attention matrix"):
-        archlab.explain(archlab.compile_spec(doc), ids=torch.ones(1, 3, dtype=torch.long))
+    with pytest.raises(ExplainError, match="layer 0 uses linear attention, whose products"):
+        archlab.explain(archlab.compile_spec(doc), "chefer", ids=torch.ones(1, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_linear_attention_is_explained_through_its_materialised_matrix(causal: bool) -> None:
+    from archlab.compiler.nn.linear_attention import LinearAttention
+
+    torch.manual_seed(0)
+    layer = LinearAttention(32, 4, causal=causal).eval()
+    x = torch.randn(2, 7, 32)
+    padding = torch.ones(2, 7, dtype=torch.bool)
+    padding[1, 5:] = False
+    plain = layer(x, None if causal else padding)
+    layer.record = []
+    try:
+        written_out = layer(x, None if causal else padding)
+    finally:
+        weights = layer.record[0][0]
+        layer.record = None
+    torch.testing.assert_close(written_out, plain, rtol=1e-5, atol=1e-6)  # A V = the sums
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 7), rtol=1e-5, atol=1e-5)
+    if causal:
+        assert torch.all(weights.triu(1) == 0)
+    else:
+        assert torch.all(weights[1, :, :, 5:] == 0)
+    doc = small_version(json.loads((ROOT / "specs/linear-attention-decoder.json").read_text()))
+    model = archlab.compile_spec(doc)
+    ids = torch.randint(0, 100, (3, 8))
+    for method in ("attention", "rollout", "generic"):
+        batch = archlab.explain(model, method, ids=ids)
+        alone = archlab.explain(model, method, ids=ids[1:2])
+        torch.testing.assert_close(batch.scores[1:2], alone.scores, rtol=1e-5, atol=1e-7)
 
 
 def _z_plus(x: torch.Tensor, weight: torch.Tensor, R: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn.attention import Attention
+from archlab.compiler.nn.linear_attention import LinearAttention
 from archlab.compiler.nn.stack import Stack
 from archlab.errors import UserInputError
 from archlab.runners import explain_seq2seq as seq2seq
@@ -303,23 +304,22 @@ def _reader(graph: Graph) -> _Reader:
     return _Reader(stack.id, shape.n_cls, mode, grid, head)
 
 
-def _attentions(model: CompiledModel, reader: _Reader) -> list[Attention]:
+def _attentions(model: CompiledModel, reader: _Reader) -> list[Attention | LinearAttention]:
     stack = getattr(model, reader.stack)
     assert isinstance(stack, Stack)
-    attentions = []
+    attentions: list[Attention | LinearAttention] = []
     for index, layer in enumerate(stack.layers):
         attention = layer.attention
-        if not isinstance(attention, Attention):
-            raise ExplainError(
-                f"layer {index} of `{reader.stack}` uses linear attention, which has no attention "
-                "matrix to read; explanations need softmax attention"
-            )
+        if not isinstance(attention, Attention | LinearAttention):
+            raise ExplainError(f"layer {index} of `{reader.stack}` has no attention to read")
         attentions.append(attention)
     return attentions
 
 
 @contextlib.contextmanager
-def _recording(attentions: list[Attention]) -> Iterator[list[list[tuple[Tensor, ...]]]]:
+def _recording(
+    attentions: list[Attention | LinearAttention],
+) -> Iterator[list[list[tuple[Tensor, ...]]]]:
     """Each attention records its probabilities and operands while the block runs; removed
     afterwards."""
     records: list[list[tuple[Tensor, ...]]] = [[] for _ in attentions]

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from archlab.compiler.nn.attention import Attention
 from archlab.compiler.nn.block import Block
 from archlab.compiler.nn.heads import Classify, LMHead
+from archlab.compiler.nn.linear_attention import LinearAttention
 from archlab.compiler.nn.mlp import Gated, Mlp
 
 EPS = 1e-9
@@ -113,6 +114,10 @@ def check_supported(blocks: list[Block], head: nn.Module) -> str | None:
         return "chefer explains a classify or lm_head output"
     for index, block in enumerate(blocks):
         attention = block.attention
+        if isinstance(attention, LinearAttention):
+            return (
+                f"layer {index} uses linear attention, whose products the rules here do not cover"
+            )
         if not isinstance(attention, Attention) or attention.is_cross:
             return f"layer {index} has no softmax self-attention"
         if attention.position.kind is not None:

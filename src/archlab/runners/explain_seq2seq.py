@@ -26,18 +26,18 @@ from torch import Tensor
 
 from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn.attention import Attention
+from archlab.compiler.nn.linear_attention import LinearAttention
 
 
-def attentions_of(model: CompiledModel, stack_id: str, cross: bool, error: Any) -> list[Attention]:
+def attentions_of(
+    model: CompiledModel, stack_id: str, cross: bool, error: Any
+) -> list[Attention | LinearAttention]:
     """The self- (or cross-) attentions of a stack's layers, all softmax attentions."""
-    found = []
+    found: list[Attention | LinearAttention] = []
     for index, layer in enumerate(getattr(model, stack_id).layers):
         attention = layer.cross_attention if cross else layer.attention
-        if not isinstance(attention, Attention):
-            raise error(
-                f"layer {index} of `{stack_id}` uses linear attention, which has no attention "
-                "matrix to read; explanations need softmax attention"
-            )
+        if not isinstance(attention, Attention | LinearAttention):
+            raise error(f"layer {index} of `{stack_id}` has no attention to read")
         found.append(attention)
     return found
 

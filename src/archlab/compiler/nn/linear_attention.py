@@ -87,9 +87,27 @@ class LinearAttention(HeadProjections):
         if key_padding is not None:
             k = k * key_padding[:, None, :, None].to(work)  # padded keys: phi(k) = 0
         full = causal_linear_attention if self.causal else linear_attention
-        # while decoding, the running sums (LinearState) stand in for the whole sequence
-        y = full(q, k, v) if self.cache is None else self.cache.attend(self, q, k, v, full)
+        if self.record is not None:  # explaining: the matrix written out and kept
+            y = self.explicit(q, k, v)
+        elif self.cache is None:
+            y = full(q, k, v)
+        else:  # decoding: the running sums (LinearState) stand in for the whole sequence
+            y = self.cache.attend(self, q, k, v, full)
         return self.merge(self.drop(y.to(x.dtype)))
+
+    def explicit(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """The attention as a matrix, A = phi(Q) phi(K)^T with each row divided by its sum
+        (lower-triangular when causal), appended to ``record`` with the operands; A V is what
+        ``forward`` computes by sums. Shape: feature-mapped q, k `(B, H, T|S, E)`, v -> y."""
+        scores = q @ k.transpose(-2, -1)  # (B, H, T, S), >= 0
+        if self.causal:
+            scores = scores.tril()
+        weights = scores / (scores.sum(dim=-1, keepdim=True) + NORMALISER_EPS)
+        if weights.requires_grad:
+            weights.retain_grad()
+        assert self.record is not None
+        self.record.append((weights, q, k, v))
+        return weights @ v
 
     def phi(self, x: Tensor) -> Tensor:
         """The feature map: elu(x) + 1 or relu(x), elementwise."""
