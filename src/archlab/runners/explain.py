@@ -157,7 +157,8 @@ def explain(
         model.train(was_training)
     if method == "chefer":
         assert grads is not None and tape is not None
-        found = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
+        with torch.no_grad():  # relevance is arithmetic on what the forward left: no graph
+            found = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
         relevance = _combine(found, start_layer)
     else:
         relevance = _relevance(

@@ -42,17 +42,25 @@ EPS = 1e-9
 
 def safe_divide(a: Tensor, b: Tensor) -> Tensor:
     """a / b, with 1e-9 added to b and 0 where b is exactly 0."""
-    return a / (b + EPS) * (b != 0)
+    return (a / (b + EPS)).masked_fill_(b == 0, 0.0)
 
 
-def linear_relevance(x: Tensor, weight: Tensor, R: Tensor) -> Tensor:
+def linear_relevance(x: Tensor, weight: Tensor, R: Tensor, product: Tensor | None = None) -> Tensor:
     """The z+ rule (alpha 1, beta 0) of ``x @ weight^T`` without its bias.
 
-    Shape: x `(..., K)`, weight `(N, K)`, R `(..., N)` -> `(..., K)`."""
-    xp, xn = x.clamp(min=0), x.clamp(max=0)
-    wp, wn = weight.clamp(min=0), weight.clamp(max=0)
-    S = safe_divide(R, xp @ wp.T + xn @ wn.T)
-    return xp * (S @ wp) + xn * (S @ wn)
+    With x+ W+ + x- W- = (x W^T + |x| |W|^T) / 2 and the same split of the way back, the rule
+    takes two products besides ``product`` (``x @ weight^T``, the layer's own forward output
+    less its bias, when the caller has it) instead of four.
+
+    Shape: x `(..., K)`, weight `(N, K)`, R `(..., N)`, product `(..., N)` -> `(..., K)`."""
+    magnitude, size = x.abs(), weight.abs()
+    Z = magnitude @ size.T  # (in place from here: these tensors are the size of activations)
+    Z.add_(x @ weight.T if product is None else product).mul_(0.5)  # >= 0
+    empty = Z == 0
+    S = R / Z.add_(EPS)
+    S.masked_fill_(empty, 0.0)
+    out = (S @ weight).mul_(x)
+    return out.add_((S @ size).mul_(magnitude)).mul_(0.5)
 
 
 def product_relevance(a: Tensor, b: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
@@ -137,10 +145,9 @@ def taping(blocks: list[Block], head: Classify | LMHead) -> Iterator[Tape]:
         mlp: Any = block.mlp
         tape.keep(block, (i, "x"))
         tape.keep(block, (i, "z"), output=True)
-        tape.keep(attention.qkv, (i, "qkv_in"))
-        tape.keep(attention.out, (i, "out_in"))
-        tape.keep(mlp.fc1, (i, "fc1_in"))
-        tape.keep(mlp.fc2, (i, "fc2_in"))
+        for name, layer in (("qkv", attention.qkv), ("out", attention.out), ("fc1", mlp.fc1), ("fc2", mlp.fc2)):  # fmt: skip
+            tape.keep(layer, (i, f"{name}_in"))
+            tape.keep(layer, (i, f"{name}_out"), output=True)
         tape.keep(block.norm1, (i, "norm1_in"))
         tape.keep(block.norm2, (i, "norm2_in"))
     if isinstance(head, LMHead):
@@ -187,6 +194,13 @@ def head_relevance(head: Classify | LMHead, tape: Tape, one_hot: Tensor, positio
     return out
 
 
+def _taped_linear(tape: Tape, i: int, name: str, layer: nn.Linear, R: Tensor) -> Tensor:
+    """``linear_relevance`` of a block's layer from its taped input and output."""
+    out = tape[(i, f"{name}_out")]
+    product = out if layer.bias is None else out - layer.bias.detach()
+    return linear_relevance(tape[(i, f"{name}_in")], layer.weight.detach(), R, product)
+
+
 def block_relevance(
     block: Block, i: int, tape: Tape, R: Tensor, A: Tensor, q: Tensor, k: Tensor, v: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -200,14 +214,14 @@ def block_relevance(
     else:  # y = norm1(x + attn(x)); z = norm2(y + mlp(y)): the norms pass R on
         y = tape[(i, "fc1_in")]
         R_y, R_m = sum_relevance(y, tape[(i, "norm2_in")] - y, R)
-    R_h = linear_relevance(tape[(i, "fc2_in")], mlp.fc2.weight, R_m)
-    R_y = R_y + linear_relevance(tape[(i, "fc1_in")], mlp.fc1.weight, R_h)
+    R_h = _taped_linear(tape, i, "fc2", mlp.fc2, R_m)
+    R_y = R_y + _taped_linear(tape, i, "fc1", mlp.fc1, R_h)
     first = y if block.pre_norm else tape[(i, "norm1_in")]
     R_x, R_o = sum_relevance(x, first - x, R_y)
     attention: Any = block.attention
     B, N, _ = R_o.shape
     H, E, K = attention.heads, attention.head_dim, attention.kv_heads
-    R_ctx = linear_relevance(tape[(i, "out_in")], attention.out.weight, R_o)
+    R_ctx = _taped_linear(tape, i, "out", attention.out, R_o)
     R_ctx = R_ctx.view(B, N, H, E).transpose(1, 2)  # (B, H, N, E)
     vv, _ = attention.repeat_kv(v, v)
     kk, _ = attention.repeat_kv(k, k)
@@ -220,7 +234,7 @@ def block_relevance(
     packed = torch.cat(
         [t.transpose(1, 2).reshape(B, N, -1) for t in (R_Q, R_K, R_V)], dim=-1
     )  # (B, N, (H + 2K) E), the qkv layout
-    R_x = R_x + linear_relevance(tape[(i, "qkv_in")], attention.qkv.weight, packed)
+    R_x = R_x + _taped_linear(tape, i, "qkv", attention.qkv, packed)
     return R_x, R_A
 
 
