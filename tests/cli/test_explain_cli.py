@@ -215,3 +215,17 @@ def test_evaluate_perturbation_records_an_eval_run_with_each_methods_aucs(setup:
         "explain", setup.bare, "--registry", setup.registry, "--evaluate", "perturbation"
     )
     assert code == 2 and "checkpoint" in err and "Traceback" not in err
+
+
+def test_target_explains_every_sample_for_one_class(setup: Setup) -> None:
+    out_png = setup.root / "t.png"
+    args = ["explain", str(setup.vit), "--data", "digits", "--index", "0", "5", "-o", str(out_png)]
+    code, out, err = run(*args, "--target", "3", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["generic"]["target"] == [3, 3]
+    predicted = json.loads(run(*args, "--json")[1])
+    if predicted["predictions"] != [3, 3]:
+        assert doc["generic"]["scores"] != predicted["generic"]["scores"]
+    code, out, err = run(*args, "--target", "10")
+    assert code == 2 and "lies outside the output's 10 classes" in err and "Traceback" not in err

@@ -63,6 +63,9 @@ def _is_option(word: str) -> bool:
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"METHOD": {"scores": [[...]], "target": [...]}, ..., "indices": '
               "[...]} (raw scores) besides writing the picture.")  # fmt: skip
+@click.option("--target", type=int, metavar="CLASS",
+              help="Explain every sample for this class (or next token) [default: each one's "
+              "prediction].")  # fmt: skip
 @click.option("--evaluate", type=click.Choice(["perturbation"]),
               help="Instead of pictures: Chefer's perturbation test of RUN's checkpoint on "
               "--data (or its validation split), recorded as an eval run with auc_pos_METHOD "
@@ -78,6 +81,7 @@ def explain_command(
     count: int | None,
     output: Path | None,
     as_json: bool,
+    target: int | None,
     evaluate: str | None,
     fill: str,
     registry_url: str | None,
@@ -110,6 +114,7 @@ def explain_command(
         count=count,
         output=output,
         registry_url=registry_url,
+        target=target,
     )
     if as_json:
         click.echo(dumps(result.to_dict()))

@@ -92,10 +92,12 @@ def explain_run(
     count: int | None = None,
     output: str | os.PathLike[str] | None = None,
     registry_url: str | None = None,
+    target: int | None = None,
 ) -> ExplainResult:
     """Explain MODEL or RUN ``source`` on samples of ``data_source`` with each of ``methods``
     and draw the maps to ``output`` (default ``explain.png``, or ``explain.html`` for token
-    inputs). ``indices`` picks samples by row, else the first ``count`` (default 8)."""
+    inputs). ``indices`` picks samples by row, else the first ``count`` (default 8). ``target``:
+    the class (or next token) every sample is explained for; default each one's prediction."""
     methods = _check_methods(methods)
     if indices is not None and count is not None:
         raise ExplainRunError("give either --index or --count, not both")
@@ -109,7 +111,7 @@ def explain_run(
     picked = _pick(rows, indices, count, where)
     inputs = _inputs(model, data, picked)
     explained: dict[str, Explanation] = {
-        method: explain(model, method, None, -1, 0, **inputs) for method in methods
+        method: explain(model, method, target, -1, 0, **inputs) for method in methods
     }
     first = explained[methods[0]]
     predictions = tuple(int(t) for t in first.target.tolist())  # targets default to them
