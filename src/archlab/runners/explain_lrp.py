@@ -150,6 +150,8 @@ def taping(blocks: list[Block], head: Classify | LMHead) -> Iterator[Tape]:
             tape.keep(layer, (i, f"{name}_out"), output=True)
         tape.keep(block.norm1, (i, "norm1_in"))
         tape.keep(block.norm2, (i, "norm2_in"))
+        tape.keep(block.ls1, (i, "attention_branch"), output=True)  # in eval: what is added
+        tape.keep(block.ls2, (i, "mlp_branch"), output=True)
     if isinstance(head, LMHead):
         tape.keep(head, (-1, "tokens"))
     else:
@@ -205,19 +207,31 @@ def block_relevance(
     block: Block, i: int, tape: Tape, R: Tensor, A: Tensor, q: Tensor, k: Tensor, v: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Relevance at block ``i``'s input from its output's ``R`` `(B, N, D)`, and the relevance
-    of its attention probabilities `(B, H, N, N)`."""
-    x, z = tape[(i, "x")], tape[(i, "z")]
+    of its attention probabilities `(B, H, N, N)`: the MLP branch, then the attention branch."""
+    R_y = mlp_relevance(block, i, tape, R)
+    return attention_relevance(block, i, tape, R_y, A, q, k, v)
+
+
+def mlp_relevance(block: Block, i: int, tape: Tape, R: Tensor) -> Tensor:
+    """From the relevance of block ``i``'s output `(B, N, D)` to the residual stream the MLP
+    branch reads (y, with z = y + mlp(norm2(y)) pre-norm or z = norm2(y + mlp(y)) post-norm:
+    the norm passes R on)."""
     mlp: Any = block.mlp
-    if block.pre_norm:  # y = x + attn(norm1(x)); z = y + mlp(norm2(y))
-        y = tape[(i, "norm2_in")]
-        R_y, R_m = sum_relevance(y, z - y, R)
-    else:  # y = norm1(x + attn(x)); z = norm2(y + mlp(y)): the norms pass R on
-        y = tape[(i, "fc1_in")]
-        R_y, R_m = sum_relevance(y, tape[(i, "norm2_in")] - y, R)
+    m = tape[(i, "mlp_branch")]
+    y = tape[(i, "norm2_in")] - m if not block.pre_norm else tape[(i, "z")] - m
+    R_y, R_m = sum_relevance(y, m, R)
     R_h = _taped_linear(tape, i, "fc2", mlp.fc2, R_m)
-    R_y = R_y + _taped_linear(tape, i, "fc1", mlp.fc1, R_h)
-    first = y if block.pre_norm else tape[(i, "norm1_in")]
-    R_x, R_o = sum_relevance(x, first - x, R_y)
+    return R_y + _taped_linear(tape, i, "fc1", mlp.fc1, R_h)
+
+
+def attention_relevance(
+    block: Block, i: int, tape: Tape, R_y: Tensor, A: Tensor, q: Tensor, k: Tensor, v: Tensor
+) -> tuple[Tensor, Tensor]:
+    """From the relevance of the residual stream after block ``i``'s self-attention branch
+    `(B, N, D)` (y = x + attn(norm1(x)), or norm1(x + attn(x)) post-norm) to the block input,
+    and the relevance of the attention probabilities `(B, H, N, N)`."""
+    x = tape[(i, "x")]
+    R_x, R_o = sum_relevance(x, tape[(i, "attention_branch")], R_y)
     attention: Any = block.attention
     B, N, _ = R_o.shape
     H, E, K = attention.heads, attention.head_dim, attention.kv_heads
@@ -240,10 +254,12 @@ def block_relevance(
 
 __all__ = [
     "Tape",
+    "attention_relevance",
     "block_relevance",
     "check_supported",
     "head_relevance",
     "linear_relevance",
+    "mlp_relevance",
     "product_relevance",
     "sum_relevance",
     "taping",
