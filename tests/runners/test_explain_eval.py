@@ -84,15 +84,16 @@ def test_the_eval_run_is_linked_to_the_run_with_a_metric_per_method_and_directio
         registry.declare_metrics({"auc_neg_generic": "min"})
 
 
-def test_token_inputs_and_unknown_methods_are_refused_with_a_message(
+def test_mixed_inputs_and_unknown_methods_are_refused_with_a_message(
     trained: tuple[Registry, TrainReport],
 ) -> None:
     registry, report = trained
     loaded = run_model_and_data(report.runs[0], registry, data_source="digits")
     data = loaded.data.subset(list(range(4)))
-    tokens: TaskData = dataclasses.replace(data, inputs={"ids": torch.zeros(4, 5).long()})
-    with pytest.raises(ExplainError, match="token inputs"):
-        perturbation_auc(loaded.model, tokens, ["generic"])
+    both = {**data.inputs, "ids": torch.zeros(4, 5).long()}
+    mixed: TaskData = dataclasses.replace(data, inputs=both)
+    with pytest.raises(ExplainError, match="one image input or the tokens of one token input"):
+        perturbation_auc(loaded.model, mixed, ["generic"])
     with pytest.raises(ExplainError, match="choose from attention, rollout, generic, chefer"):
         perturbation_auc(loaded.model, data, ["gradcam"])
     with pytest.raises(ExplainError, match="unknown method"):

@@ -1,7 +1,7 @@
 """Chefer et al.'s perturbation test of an explanation method, batched, and its record.
 
-For each sample the patches are ranked by the method's relevance for the class the model
-predicts. *Positive* perturbation removes the 10%, 20%, ..., 90% most relevant patches,
+For each sample the patches (or tokens) are ranked by the method's relevance for the class the
+model predicts. *Positive* perturbation removes the 10%, 20%, ..., 90% most relevant ones,
 *negative* the least relevant; the model's accuracy against the true labels is measured at each
 step. A faithful method makes the accuracy fall fast when the relevant patches go (a low
 positive AUC) and slowly when the irrelevant ones go (a high negative AUC).
@@ -18,8 +18,13 @@ Exactly what is computed:
   accuracy in [0, 1], the unperturbed accuracy at ``x = 0``, divided by the width of the range
   (0.9): the mean accuracy over the removal range, so a method whose removals change nothing
   scores the plain accuracy.
-- Only image classifiers: token inputs are refused (a removed token would need a pad or mask id
-  the model was trained with, and most specs have none).
+- **Removing a token** (classifiers of token inputs) masks it out: its ``<input>_mask`` entry
+  becomes False, so no attention reads it and no pooling counts it, exactly as padding is
+  treated; its id and position stay (a pad or mask id the model never saw would change its
+  input instead of removing something from it). Only real tokens are ranked and counted (at
+  step ``s`` of a sample with ``n`` real tokens, ``round(s * n)`` go), and one always stays.
+  ``fill`` applies to images only. A model that ignores ``<input>_mask`` would see nothing
+  removed; every compiled spec honours it.
 """
 
 from __future__ import annotations
@@ -63,10 +68,10 @@ def perturbation_auc(
     Returns ``{method: {"auc_pos", "auc_neg", "accuracy_pos", "accuracy_neg", "x"}}``; the
     accuracy lists hold the unperturbed accuracy first, then one value per step (``x`` gives
     the removed fraction of each). Batches of ``batch_size`` give what one batch gives."""
-    name, images = _image_input(data)
+    name, kind = _removable_input(data)
     _check_request(methods, steps, fill, batch_size)
     device = next(model.parameters()).device
-    value = _fill_value(images, fill).to(device)
+    value = _fill_value(data.inputs[name], fill).to(device) if kind == "image" else None
     labels = data.targets
     right = {m: np.zeros((2, len(steps)), dtype=np.int64) for m in methods}
     plain = 0
@@ -74,15 +79,18 @@ def perturbation_auc(
     model.eval()
     try:
         for start in range(0, len(data), batch_size):
-            x = images[start : start + batch_size].to(device)
+            inputs: dict[str, Any] = {
+                k: v[start : start + batch_size].to(device) for k, v in data.inputs.items()
+            }
             y = labels[start : start + batch_size].to(device)
-            inputs: dict[str, Any] = {name: x}
             with torch.no_grad():
                 plain += int((model(**inputs).argmax(-1) == y).sum())
             for method in methods:
                 scores = explain(model, method=method, **inputs)
-                assert scores.grid is not None
-                right[method] += _perturbed_right(model, name, x, y, scores, steps, value)
+                if value is not None:
+                    right[method] += _perturbed_right(model, name, inputs, y, scores, steps, value)
+                else:
+                    right[method] += _masked_right(model, name, inputs, y, scores.scores, steps)
     finally:
         model.train(was_training)
     n = len(data)
@@ -104,7 +112,7 @@ def perturbation_auc(
 def _perturbed_right(
     model: CompiledModel,
     name: str,
-    x: Tensor,
+    inputs: dict[str, Tensor],
     y: Tensor,
     explanation: Any,
     steps: Sequence[float],
@@ -112,7 +120,10 @@ def _perturbed_right(
 ) -> np.ndarray:
     """Correct predictions `(2, steps)` with the most (row 0) and least (row 1) relevant patches
     of each sample removed, at each step."""
+    x = inputs[name]
     scores: Tensor = explanation.scores
+    if explanation.grid is None:
+        raise ExplainError(f"the explanation of `{name}` has no patch grid to remove patches by")
     h, w = explanation.grid
     B, N = scores.shape
     H, W = x.shape[-2:]
@@ -129,27 +140,65 @@ def _perturbed_right(
             mask = mask.expand(B, 1, h, H // h, w, W // w).reshape(B, 1, H, W)
             perturbed = x * (1 - mask) + value * mask
             with torch.no_grad():
-                counts[row, j] = int((model(**{name: perturbed}).argmax(-1) == y).sum())
+                counts[row, j] = int((model(**{**inputs, name: perturbed}).argmax(-1) == y).sum())
     return counts
 
 
-def _image_input(data: TaskData) -> tuple[str, Tensor]:
-    """The one image input of a classification data set, or a clear refusal."""
+def _masked_right(
+    model: CompiledModel,
+    name: str,
+    inputs: dict[str, Tensor],
+    y: Tensor,
+    scores: Tensor,
+    steps: Sequence[float],
+) -> np.ndarray:
+    """Correct predictions `(2, steps)` with the most (row 0) and least (row 1) relevant real
+    tokens of each sample masked out, at each step (one real token always stays)."""
+    tokens = inputs[name]
+    if scores.shape != tokens.shape:
+        raise ExplainError(
+            f"the explanation covers {scores.shape[1]} positions but `{name}` has "
+            f"{tokens.shape[1]} tokens; the perturbation test needs one score per token"
+        )
+    B, N = tokens.shape
+    key = f"{name}_mask"
+    real = inputs[key].bool() if key in inputs else torch.ones_like(tokens, dtype=torch.bool)
+    n = real.sum(dim=1, keepdim=True)  # (B, 1)
+    ranked = scores.masked_fill(~real, float("-inf"))  # padding ranks last
+    order = torch.argsort(ranked, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(N, device=order.device).expand(B, N))
+    counts = np.zeros((2, len(steps)), dtype=np.int64)
+    for j, step in enumerate(steps):
+        k = torch.minimum(torch.round(n * float(step)), (n - 1).clamp(min=0)).long()
+        for row, removed in enumerate((rank < k, (rank >= n - k) & (rank < n))):
+            with torch.no_grad():
+                logits = model(**{**inputs, key: real & ~removed})
+            counts[row, j] = int((logits.argmax(-1) == y).sum())
+    return counts
+
+
+def _removable_input(data: TaskData) -> tuple[str, Literal["image", "tokens"]]:
+    """The one input whose parts the test removes: an image (patches) or a token sequence
+    (tokens, with further inputs such as ``token_types`` passed along), or a clear refusal."""
     if data.task != "classify":
         raise ExplainError(
             f"the perturbation test measures a classifier's accuracy; {data.source} is "
             f"{data.task} data"
         )
-    images = {k: v for k, v in data.inputs.items() if v.dim() == 4 and v.is_floating_point()}
-    if len(images) != 1 or len(data.inputs) != 1:
-        raise ExplainError(
-            "the perturbation test removes image patches and takes one image input; "
-            f"{data.source} gives {', '.join(data.inputs)} (token inputs have no removal "
-            "archlab can trust: a pad or mask id the model never saw changes its input "
-            "distribution)"
-        )
-    [(name, tensor)] = images.items()
-    return name, tensor
+    main = {k: v for k, v in data.inputs.items() if not k.endswith("_mask")}
+    images = [k for k, v in main.items() if v.dim() == 4 and v.is_floating_point()]
+    tokens = [k for k, v in main.items() if v.dim() == 2 and not v.is_floating_point()]
+    if len(images) == 1 and len(main) == 1:
+        return images[0], "image"
+    if not images and tokens:
+        masked = [k for k in tokens if f"{k}_mask" in data.inputs]
+        if len(tokens) == 1 or len(masked) == 1:
+            return (tokens[0] if len(tokens) == 1 else masked[0]), "tokens"
+    raise ExplainError(
+        "the perturbation test removes the patches of one image input or the tokens of one "
+        f"token input; {data.source} gives {', '.join(data.inputs)}"
+    )
 
 
 def _check_request(methods: Sequence[str], steps: Sequence[float], fill: str, batch: int) -> None:
