@@ -112,7 +112,8 @@ def check_supported(
 @contextlib.contextmanager
 def taping(encoder: list[Block], decoder: list[Block], head: LMHead) -> Iterator[Tapes]:
     """``explain_lrp.taping`` of each stack, the decoder's blocks with their cross-attention's
-    projections, norm input and branch output."""
+    projections, norm input and branch output (the encoder's tape keeps the head's input too,
+    unread: the decoder's is the one ``relevance`` starts from)."""
     with lrp.taping(encoder, head) as enc, lrp.taping(decoder, head) as dec:
         for i, block in enumerate(decoder):
             cross: Any = block.cross_attention
