@@ -15,7 +15,7 @@ to it, E_h: the mean over heads; q: the row the head reads):
 - ``generic`` (Chefer et al., ICCV 2021): R = I; for each block in order
   R = R + E_h[(∇A_b ⊙ A_b)^+] R; row q.
 - ``chefer`` (Chefer et al., CVPR 2021): the same with the LRP relevance of each attention map
-  in place of A_b (``explain_lrp``).
+  in place of A_b (``explain_lrp``; through an encoder-decoder, ``explain_lrp_seq2seq``).
 
 The row q: the CLS token for ``cls``/``first`` pooling (the mean of the two CLS rows for
 ``distill``), the mean of the real tokens' rows for ``mean``/``max`` pooling, the last real
@@ -40,6 +40,7 @@ from archlab.compiler.nn.attention import Attention
 from archlab.compiler.nn.linear_attention import LinearAttention
 from archlab.compiler.nn.stack import Stack
 from archlab.errors import UserInputError
+from archlab.runners import explain_lrp_seq2seq as lrp_seq2seq
 from archlab.runners import explain_seq2seq as seq2seq
 from archlab.runners.explain_lrp import (
     Tape,
@@ -194,13 +195,17 @@ def _explain_seq2seq(
     inputs: dict[str, Tensor],
 ) -> Explanation:
     """An encoder-decoder's next token at ``position``, by the generic rules
-    (``explain_seq2seq``)."""
-    if method == "chefer":
-        raise ExplainError(
-            "method chefer: its LRP rules are not carried through cross-attention here; explain "
-            "an encoder-decoder with attention, rollout or generic"
-        )
+    (``explain_seq2seq``); ``chefer`` makes its maps by LRP (``explain_lrp_seq2seq``)."""
     encoder, decoder = pair
+    blocks: tuple[list[Any], list[Any]] = (
+        list(getattr(model, encoder).layers),
+        list(getattr(model, decoder).layers),
+    )
+    head = getattr(model, model.graph.spec.outputs[0])
+    if method == "chefer":
+        problem = lrp_seq2seq.check_supported(model.graph, pair, *blocks, head)
+        if problem is not None:
+            raise ExplainError(f"method chefer: {problem}")
     groups = [
         seq2seq.attentions_of(model, encoder, False, ExplainError),
         seq2seq.attentions_of(model, decoder, False, ExplainError),
@@ -210,27 +215,37 @@ def _explain_seq2seq(
     was_training = model.training
     model.eval()
     try:
-        with _recording(attentions) as records, torch.enable_grad():
+        with (
+            _recording(attentions) as records,
+            lrp_seq2seq.taping(*blocks, head)
+            if method == "chefer"
+            else contextlib.nullcontext() as tapes,
+            torch.enable_grad(),
+        ):
             logits = model(**inputs)[:, position]
             chosen = _targets(target, logits)
             probabilities = [r[0][0] for r in records]
             grads = None
-            if method == "generic":
+            if method in ("generic", "chefer"):
                 picked = logits.gather(1, chosen[:, None]).sum()
-                found = torch.autograd.grad(picked, probabilities)
-                grads = {id(p): g for p, g in zip(probabilities, found, strict=True)}
+                grads = torch.autograd.grad(picked, probabilities)
     finally:
         model.train(was_training)
-    sizes = [len(g) for g in groups]
-    enc, dec, cross = (
-        probabilities[: sizes[0]],
-        probabilities[sizes[0] : sizes[0] + sizes[1]],
-        probabilities[sizes[0] + sizes[1] :],
-    )
+    probabilities = [p.detach() for p in probabilities]
+    cut = [len(groups[0]), len(groups[0]) + len(groups[1])]
     with torch.no_grad():
-        R_ts, R_tt = seq2seq.relevance(method, enc, dec, cross, grads)
-    T = R_tt.shape[-1]
-    row = position % T
+        if method == "attention":
+            R_ts, R_tt = probabilities[-1].mean(dim=1), probabilities[cut[1] - 1].mean(dim=1)
+        elif method == "chefer":
+            assert grads is not None and tapes is not None
+            found = lrp_seq2seq.relevance(
+                *blocks, head, tapes, [r[0] for r in records], grads, chosen, position
+            )
+            R_ts, R_tt = seq2seq.relevance(found.encoder, found.decoder, found.cross)
+        else:
+            maps = seq2seq.maps(method, probabilities, grads)
+            R_ts, R_tt = seq2seq.relevance(maps[: cut[0]], maps[cut[0] : cut[1]], maps[cut[1] :])
+    row = position % R_tt.shape[-1]
     return Explanation(
         R_ts[:, row].detach(), chosen.detach(), method, None, decoder_scores=R_tt[:, row].detach()
     )

@@ -111,8 +111,11 @@ class Tape:
         return self.values.get(key)
 
 
-def check_supported(blocks: list[Block], head: nn.Module) -> str | None:
-    """Why the LRP rules here cannot explain these blocks and head, or None."""
+def check_supported(blocks: list[Block], head: nn.Module, seq2seq: bool = False) -> str | None:
+    """Why the LRP rules here cannot explain these blocks and head, or None. ``seq2seq``: the
+    stacks of an encoder-decoder (``explain_lrp_seq2seq``), whose blocks may cross-attend (that
+    module checks and explains the cross-attention) and may add T5's relative position table to
+    their scores (an additive bias: like a linear layer's, it gets no relevance)."""
     if isinstance(head, Classify):
         if head.pool is None:
             return "chefer explains classifiers that pool their sequence (a classify node)"
@@ -128,9 +131,11 @@ def check_supported(blocks: list[Block], head: nn.Module) -> str | None:
             )
         if not isinstance(attention, Attention) or attention.is_cross:
             return f"layer {index} has no softmax self-attention"
-        if attention.position.kind is not None:
+        if attention.position.kind is not None and not (
+            seq2seq and attention.position.kind == "relative_bias"
+        ):
             return f"layer {index} has {attention.position.kind} positions inside its attention"
-        if block.cross_attention is not None:
+        if block.cross_attention is not None and not seq2seq:
             return f"layer {index} cross-attends"
         if not isinstance(block.mlp, Mlp) or isinstance(block.mlp.act, Gated):
             return f"layer {index} has a gated MLP, whose product the rules here do not cover"

@@ -2,8 +2,9 @@
 
 Relevance lives in three matrices, per sample: R_ss over the source tokens (the encoder's
 self-attention), R_tt over the target tokens (the decoder's) and R_ts from target to source
-tokens (what the cross-attention carries). With Ā = E_h[(∇A ⊙ A)^+] for ``generic`` and
-Ā = E_h A for ``rollout`` (the same rules without gradients):
+tokens (what the cross-attention carries). With Ā = E_h[(∇A ⊙ A)^+] for ``generic``,
+Ā = E_h A for ``rollout`` (the same rules without gradients) and Ā = E_h[(∇A ⊙ R_A)^+] for
+``chefer``, R_A the LRP relevance of A (``explain_lrp_seq2seq``):
 
 - R_ss = I; each encoder self-attention: R_ss = R_ss + Ā R_ss;
 - R_tt = I, R_ts = 0; each decoder layer in order, its self-attention:
@@ -14,11 +15,11 @@ tokens (what the cross-attention carries). With Ā = E_h[(∇A ⊙ A)^+] for ``g
   ``decoder_scores`` = R_tt[p] over the target tokens.
 
 ``attention`` reads the last layer's head-averaged cross-attention (and self-attention) at p.
-Chefer's LRP rules (``chefer``) are not carried through cross-attention here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -50,35 +51,31 @@ def normalised(R: Tensor) -> Tensor:
     return torch.where(sums != 0, excess / sums.where(sums != 0, 1.0), 0.0) + eye
 
 
+def maps(method: str, probabilities: list[Tensor], grads: Sequence[Tensor] | None) -> list[Tensor]:
+    """Ā of each recorded map `(B, H, T, S)` -> `(B, T, S)`: E_h[(∇A ⊙ A)^+] for ``generic``
+    (``grads`` in the same order), E_h A for ``rollout``."""
+    if method == "generic":
+        assert grads is not None
+        return [(g * A).clamp(min=0).mean(dim=1) for A, g in zip(probabilities, grads, strict=True)]
+    return [A.mean(dim=1) for A in probabilities]
+
+
 def relevance(
-    method: str,
-    encoder: list[Tensor],
-    decoder: list[Tensor],
-    cross: list[Tensor],
-    grads: dict[int, Tensor] | None,
+    encoder: list[Tensor], decoder: list[Tensor], cross: list[Tensor]
 ) -> tuple[Tensor, Tensor]:
-    """(R_ts `(B, T, S)`, R_tt `(B, T, T)`) from the recorded probabilities (in the order
-    encoder, decoder self, decoder cross) and, for ``generic``, their gradients by id."""
-
-    def bar(A: Tensor) -> Tensor:
-        if method == "generic":
-            assert grads is not None
-            return (grads[id(A)] * A).clamp(min=0).mean(dim=1)
-        return A.mean(dim=1)
-
-    if method == "attention":
-        return cross[-1].mean(dim=1), decoder[-1].mean(dim=1)
-    B, _, T, S = cross[0].shape
+    """(R_ts `(B, T, S)`, R_tt `(B, T, T)`) by the rules above from each layer's map Ā, however
+    it was made (``maps``, or ``explain_lrp_seq2seq`` for ``chefer``): the encoder's
+    self-attention `(B, S, S)`, the decoder's `(B, T, T)` and its cross-attention `(B, T, S)`."""
+    B, T, S = cross[0].shape
     R_ss = torch.eye(S, dtype=cross[0].dtype, device=cross[0].device).expand(B, S, S)
     for A in encoder:
-        R_ss = R_ss + bar(A) @ R_ss
+        R_ss = R_ss + A @ R_ss
     R_tt = torch.eye(T, dtype=cross[0].dtype, device=cross[0].device).expand(B, T, T)
     R_ts = cross[0].new_zeros(B, T, S)
-    for A_self, A_cross in zip(decoder, cross, strict=True):
-        A = bar(A_self)
+    for A, C in zip(decoder, cross, strict=True):
         R_tt, R_ts = R_tt + A @ R_tt, R_ts + A @ R_ts
-        R_ts = R_ts + normalised(R_tt).transpose(-2, -1) @ bar(A_cross) @ normalised(R_ss)
+        R_ts = R_ts + normalised(R_tt).transpose(-2, -1) @ C @ normalised(R_ss)
     return R_ts, R_tt
 
 
-__all__ = ["attentions_of", "normalised", "relevance"]
+__all__ = ["attentions_of", "maps", "normalised", "relevance"]
