@@ -189,10 +189,12 @@ def test_the_rotary_rule_is_the_z_plus_rule_of_the_explicit_turn() -> None:
     assert torch.all(got[..., 0, :8][~positive] == 0)
 
 
-def test_the_rotary_rule_reads_q_and_k_before_the_turn() -> None:
-    """The taped pre-turn queries and keys, turned, are the recorded ones."""
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_the_rotary_rule_reads_q_and_k_before_the_turn(qk_norm: bool) -> None:
+    """The taped pre-turn queries and keys (after a QK norm), turned, are the recorded ones."""
     torch.manual_seed(0)
-    model = archlab.compile_spec(_kinds(True)["llama-rotary-swiglu-gqa"]).eval()
+    doc = _with_block(_kinds(True)["llama-rotary-swiglu-gqa"], "decoder", attention={"qk_norm": qk_norm})  # fmt: skip
+    model = archlab.compile_spec(doc).eval()
     blocks = list(model.decoder.layers)
     attention = blocks[0].attention
     attention.record = []
