@@ -109,9 +109,10 @@ def test_bad_requests_name_what_is_wrong(vit) -> None:
         ExplainError, match=r"target \[10, 10\] lies outside the output's 10 classes"
     ):
         archlab.explain(vit, target=10, image=x)
-    doc = small_version(json.loads((ROOT / "specs/linear-attention-decoder.json").read_text()))
-    with pytest.raises(ExplainError, match="layer 0 uses linear attention, whose products"):
-        archlab.explain(archlab.compile_spec(doc), "chefer", ids=torch.ones(1, 3, dtype=torch.long))
+    doc = json.loads((ROOT / "specs/vit-tiny-digits.json").read_text())
+    doc["nodes"]["head"]["pool"] = "max"
+    with pytest.raises(ExplainError, match="chefer has no rule for max pooling"):
+        archlab.explain(archlab.compile_spec(doc), "chefer", image=x)
 
 
 @pytest.mark.parametrize("causal", [True, False])

@@ -16,7 +16,6 @@ import torch
 import archlab
 from archlab.compiler.model import CompiledModel
 from archlab.runners import explain_lrp_seq2seq as lrp_seq2seq
-from archlab.runners.explain import ExplainError
 
 ROOT = Path(__file__).parents[2]
 TINY = json.loads((ROOT / "specs/transformer-tiny.json").read_text())
@@ -100,13 +99,17 @@ def test_the_source_and_target_tokens_keep_each_samples_total_relevance(pre_norm
     assert [m.shape for m in found.encoder] == [(3, 6, 6)] * 2
 
 
-def test_chefer_refuses_what_its_rules_do_not_cover() -> None:
-    doc = copy.deepcopy(TINY)
+def test_a_gated_decoder_keeps_each_samples_total_relevance() -> None:
+    """A SwiGLU MLP (gated T5 variants, llama-style decoders): its product gives value and gate
+    half each, and the total still reaches the tokens."""
+    doc = _variant(True)
     doc["nodes"]["decoder"]["block"]["mlp"]["activation"] = "swiglu"
+    torch.manual_seed(0)
     model = archlab.compile_spec(doc)
     src, tgt = _batch()
-    with pytest.raises(ExplainError, match="`decoder`: layer 0 has a gated MLP"):
-        archlab.explain(model, method="chefer", src=src, tgt=tgt)
+    found = _lrp(model, {"src": src, "tgt": tgt})
+    total = found.source.sum(dim=(1, 2)) + found.target.sum(dim=(1, 2))
+    torch.testing.assert_close(total, torch.ones(3), rtol=1e-4, atol=1e-4)
 
 
 transformers = pytest.importorskip("transformers")

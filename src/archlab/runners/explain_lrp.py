@@ -14,12 +14,32 @@ sample) and flows back with the paper's rules, every sum taken per sample:
   both the residual and the branch) sums the two relevances;
 - pooling the CLS token gives it the pooled vector's relevance.
 
+The same rules carry over to the other kinds of blocks:
+
+- additive score biases inside the softmax (ALiBi, a relative-position table) are, like a
+  linear layer's bias, given no relevance: the Q K^T rule keeps q k^T as its product (the
+  recorded q, k; the scale does not change the shares);
+- rotary positions turn the recorded q, k (they are taken after the turn): each turn is a
+  linear map per position and head, y_j = x_j cos_j -+ x_pair(j) sin_j on the rotated channels
+  (pairs (c, c + R/2), the half-split layout of ``compiler.nn.rotary``). Like a norm it is not
+  a learnt layer, and it takes the signed rule (LRP-0): y_j's relevance splits between x_j and
+  x_pair(j) in proportion to their contributions over y_j (``rotary_relevance``), which keeps
+  the total and passes an unturned position on unchanged (z+ would keep nothing of a channel
+  whose contributions are both negative: at position 0, every negative channel). Channels past
+  the rotated fraction pass their relevance on. Then into the qkv layer from the pre-rotary q, k;
+- a gated MLP, act(gate) * value from fc1's `(value, gate)` output: the elementwise product
+  gives each operand half of its relevance (the products' rule), the activation passes it on,
+  and fc1 takes the z+ rule on the two halves in its output layout;
+- linear attention's materialised A = phi(Q) phi(K)^T with rows normalised (causal: lower
+  triangle): A V and phi(Q) phi(K)^T by the products' rule, the row normalisation and phi as
+  identity (like the softmax), back to the q, k before the feature map.
+
 The map of block b is Ā_b = E_h[(∇A_b ⊙ R_b)^+], R_b the relevance of its attention
 probabilities (after the halving); R = I, R = R + Ā_b R for each block in order, row q.
 
-Supported: classifiers that pool CLS tokens (``cls``, ``first``, ``distill``) over one stack of
-softmax self-attention with a pointwise MLP (no gating), positions added before the stack (no
-rotary, ALiBi or relative bias inside the attention). Anything else is an ``ExplainError``.
+Supported: classifiers that pool CLS tokens (``cls``, ``first``, ``distill``) or the mean, and
+language models, over one stack of softmax or linear self-attention, with any in-attention
+position and a pointwise or gated MLP. Anything else is an ``ExplainError``.
 """
 
 from __future__ import annotations
@@ -32,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from archlab.compiler.nn.attention import Attention
+from archlab.compiler.nn.attention_position import RotaryPosition
 from archlab.compiler.nn.block import Block
 from archlab.compiler.nn.heads import Classify, LMHead
 from archlab.compiler.nn.linear_attention import LinearAttention
@@ -69,6 +90,25 @@ def product_relevance(a: Tensor, b: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
     Shape: a `(..., T, S)`, b `(..., S, E)`, R `(..., T, E)` -> `(..., T, S)`, `(..., S, E)`."""
     S = safe_divide(R, a @ b)
     return a * (S @ b.transpose(-2, -1)) / 2, b * (a.transpose(-2, -1) @ S) / 2
+
+
+def rotary_relevance(x: Tensor, cos: Tensor, sin: Tensor, R: Tensor) -> Tensor:
+    """The signed rule (LRP-0) of a rotary turn (``compiler.nn.rotary``) on its first
+    ``cos.shape[-1]`` channels: y_j = x_j cos_j + t_j sin_j with t = (-x_second, x_first), the
+    pair (c, c + R/2); y_j's relevance goes to x_j and to its pair in proportion to x_j cos_j / y_j
+    and t_j sin_j / y_j, so each channel's total is kept and an unturned position (cos 1, sin 0)
+    passes R on unchanged. The channels after the turned ones pass their relevance on.
+
+    Shape: x (before the turn) and R `(..., T, E)`, cos and sin `(T, R)` -> `(..., T, E)`."""
+    turned = cos.shape[-1]
+    head = x[..., :turned]
+    first, second = head.chunk(2, dim=-1)
+    own = head * cos  # x_j's part of y_j
+    pair = torch.cat([-second, first], dim=-1) * sin  # x_pair(j)'s part
+    S = safe_divide(R[..., :turned], own + pair)
+    to_pair_first, to_pair_second = (pair * S).chunk(2, dim=-1)  # y_j's share for its pair
+    out = own.mul_(S).add_(torch.cat([to_pair_second, to_pair_first], dim=-1))
+    return torch.cat([out, R[..., turned:]], dim=-1)
 
 
 def sum_relevance(x: Tensor, y: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
@@ -125,20 +165,12 @@ def check_supported(blocks: list[Block], head: nn.Module, seq2seq: bool = False)
         return "chefer explains a classify or lm_head output"
     for index, block in enumerate(blocks):
         attention = block.attention
-        if isinstance(attention, LinearAttention):
-            return (
-                f"layer {index} uses linear attention, whose products the rules here do not cover"
-            )
-        if not isinstance(attention, Attention) or attention.is_cross:
-            return f"layer {index} has no softmax self-attention"
-        if attention.position.kind is not None and not (
-            seq2seq and attention.position.kind == "relative_bias"
-        ):
-            return f"layer {index} has {attention.position.kind} positions inside its attention"
+        if not isinstance(attention, Attention | LinearAttention) or attention.is_cross:
+            return f"layer {index} has no self-attention"
         if block.cross_attention is not None and not seq2seq:
             return f"layer {index} cross-attends"
-        if not isinstance(block.mlp, Mlp) or isinstance(block.mlp.act, Gated):
-            return f"layer {index} has a gated MLP, whose product the rules here do not cover"
+        if not isinstance(block.mlp, Mlp):
+            return f"layer {index} has no fc1-activation-fc2 MLP"
     return None
 
 
@@ -153,6 +185,9 @@ def taping(blocks: list[Block], head: Classify | LMHead) -> Iterator[Tape]:
         for name, layer in (("qkv", attention.qkv), ("out", attention.out), ("fc1", mlp.fc1), ("fc2", mlp.fc2)):  # fmt: skip
             tape.keep(layer, (i, f"{name}_in"))
             tape.keep(layer, (i, f"{name}_out"), output=True)
+        if isinstance(getattr(attention, "position", None), RotaryPosition):  # q, k unturned
+            tape.keep(attention.q_norm, (i, "q_turn_in"), output=True)
+            tape.keep(attention.k_norm, (i, "k_turn_in"), output=True)
         tape.keep(block.norm1, (i, "norm1_in"))
         tape.keep(block.norm2, (i, "norm2_in"))
         tape.keep(block.ls1, (i, "attention_branch"), output=True)  # in eval: what is added
@@ -226,6 +261,10 @@ def mlp_relevance(block: Block, i: int, tape: Tape, R: Tensor) -> Tensor:
     y = tape[(i, "norm2_in")] - m if not block.pre_norm else tape[(i, "z")] - m
     R_y, R_m = sum_relevance(y, m, R)
     R_h = _taped_linear(tape, i, "fc2", mlp.fc2, R_m)
+    if isinstance(mlp.act, Gated):  # value * act(gate): each operand half, act: identity
+        p = tape[(i, "fc2_in")]  # the product (dropout is off while explaining)
+        half = safe_divide(R_h, p).mul_(p).mul_(0.5)
+        R_h = torch.cat([half, half], dim=-1)  # fc1's (value, gate) layout
     return R_y + _taped_linear(tape, i, "fc1", mlp.fc1, R_h)
 
 
@@ -239,22 +278,48 @@ def attention_relevance(
     R_x, R_o = sum_relevance(x, tape[(i, "attention_branch")], R_y)
     attention: Any = block.attention
     B, N, _ = R_o.shape
-    H, E, K = attention.heads, attention.head_dim, attention.kv_heads
     R_ctx = _taped_linear(tape, i, "out", attention.out, R_o)
-    R_ctx = R_ctx.view(B, N, H, E).transpose(1, 2)  # (B, H, N, E)
-    vv, _ = attention.repeat_kv(v, v)
-    kk, _ = attention.repeat_kv(k, k)
-    R_A, R_V = product_relevance(A, vv, R_ctx)
-    R_Q, R_K = product_relevance(q, kk.transpose(-2, -1), R_A)  # softmax: identity
-    R_K = R_K.transpose(-2, -1)
-    if K < H:  # grouped heads: each key-value head gathers its queries' shares
-        R_K = R_K.view(B, K, H // K, N, E).sum(2)
-        R_V = R_V.view(B, K, H // K, N, E).sum(2)
+    R_ctx = R_ctx.view(B, N, attention.heads, attention.head_dim).transpose(1, 2)
+    R_Q, R_K, R_V, R_A = _heads_relevance(attention, i, tape, R_ctx, A, q, k, v)
     packed = torch.cat(
         [t.transpose(1, 2).reshape(B, N, -1) for t in (R_Q, R_K, R_V)], dim=-1
     )  # (B, N, (H + 2K) E), the qkv layout
     R_x = R_x + _taped_linear(tape, i, "qkv", attention.qkv, packed)
     return R_x, R_A
+
+
+def _heads_relevance(
+    attention: Attention | LinearAttention,
+    i: int,
+    tape: Tape,
+    R_ctx: Tensor,
+    A: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """From the relevance of the heads' outputs A V `(B, H, N, E)` to the queries, keys and
+    values as the qkv layer gave them (before any turn or feature map), and to A.
+
+    A, q, k, v as recorded: softmax attention's A `(B, H, N, N)`, q `(B, H, N, E)` and k, v
+    `(B, K, N, E)` (q, k turned when rotary); linear attention's A, phi(q) and phi(k), v
+    already repeated to H heads. -> R_Q `(B, H, N, E)`, R_K, R_V `(B, K, N, E)`, R_A."""
+    B, H, N, E = R_ctx.shape
+    K = attention.kv_heads
+    kk, vv = (k, v) if isinstance(attention, LinearAttention) else attention.repeat_kv(k, v)
+    R_A, R_V = product_relevance(A, vv, R_ctx)
+    # softmax, or linear attention's row normalisation: identity; score biases get nothing
+    R_Q, R_K = product_relevance(q, kk.transpose(-2, -1), R_A)
+    R_K = R_K.transpose(-2, -1)
+    if K < H:  # grouped heads: each key-value head gathers its queries' shares
+        R_K = R_K.view(B, K, H // K, N, E).sum(2)
+        R_V = R_V.view(B, K, H // K, N, E).sum(2)
+    position = getattr(attention, "position", None)
+    if isinstance(position, RotaryPosition):  # back through the turn
+        cos, sin = position.rotary.cos[:N].to(q.dtype), position.rotary.sin[:N].to(q.dtype)
+        R_Q = rotary_relevance(tape[(i, "q_turn_in")], cos, sin, R_Q)
+        R_K = rotary_relevance(tape[(i, "k_turn_in")], cos, sin, R_K)
+    return R_Q, R_K, R_V, R_A
 
 
 __all__ = [
@@ -266,6 +331,7 @@ __all__ = [
     "linear_relevance",
     "mlp_relevance",
     "product_relevance",
+    "rotary_relevance",
     "sum_relevance",
     "taping",
 ]
