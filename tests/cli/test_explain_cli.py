@@ -146,6 +146,26 @@ def test_tokens_write_html(setup: Setup) -> None:
     assert page.read_text().count('class="sample"') == 4
 
 
+def test_an_encoder_decoder_shows_its_source_and_target_tokens(setup: Setup) -> None:
+    """transformer-tiny on seq2seq:copy: each line the source, an arrow, the target tokens; the
+    JSON gives both relevances and the label is the next target token."""
+    weights = setup.root / "tiny.safetensors"
+    compile_spec(ROOT / "specs/transformer-tiny.json", seed=0).save(weights)
+    page = setup.root / "s2s.html"
+    code, out, err = run(
+        "explain", str(weights), "--data", "seq2seq:copy?n=20&len=5", "--count", "2",
+        "--method", "generic", "chefer", "-o", str(page), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    found = json.loads(out)
+    for method in ("generic", "chefer"):
+        assert [len(r) for r in found[method]["scores"]] == [5, 5]  # the source tokens
+        assert [len(r) for r in found[method]["decoder_scores"]] == [5, 5]  # BOS + 4 targets
+    text = page.read_text()
+    assert text.count('class="sample"') == 4 and text.count("→ ") == 4
+    assert found["labels"] is not None and len(found["labels"]) == 2
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

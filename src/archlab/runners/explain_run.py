@@ -12,8 +12,9 @@ recorded configuration, as ``arch eval`` does), so the maps show data the model 
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,8 @@ class ExplainResult:
     ``targets[method]`` the explained class (or token) per sample; ``predictions`` the model's;
     ``labels`` the data's (None when it has none); ``indices`` each sample's row in the data;
     ``grid`` the patch grid of image inputs; ``tokens``/``token_panels`` for token inputs.
+    For an encoder-decoder ``scores`` are over the source tokens and ``decoder_scores`` over
+    the target tokens, the next token after the last one explained.
     """
 
     path: Path
@@ -67,6 +70,7 @@ class ExplainResult:
     labels: tuple[int, ...] | None
     grid: tuple[int, int] | None
     token_panels: TokenPanels | None = None
+    decoder_scores: dict[str, np.ndarray] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """``{method: {"scores": [[...]], "target": [...]}, ..., "indices": [...]}`` plus the
@@ -75,6 +79,8 @@ class ExplainResult:
             method: {"scores": self.scores[method].tolist(), "target": list(self.targets[method])}
             for method in self.scores
         }
+        for method, found in (self.decoder_scores or {}).items():
+            out[method]["decoder_scores"] = found.tolist()
         out["indices"] = list(self.indices)
         out["predictions"] = list(self.predictions)
         out["labels"] = None if self.labels is None else list(self.labels)
@@ -118,6 +124,11 @@ def explain_run(
     labels = _labels(data, picked)
     spec_name = model.spec.name or model.spec_hash[:12]
     scores = {m: e.scores.float().cpu().numpy() for m, e in explained.items()}
+    decoder = {
+        m: e.decoder_scores.float().cpu().numpy()
+        for m, e in explained.items()
+        if e.decoder_scores is not None
+    }
     targets = {m: tuple(int(t) for t in e.target.tolist()) for m, e in explained.items()}
     title = f"{spec_name} · {model_name}\nrelevance on {where}"
     token_panels = None
@@ -134,6 +145,9 @@ def explain_run(
         token_panels = _token_panels(
             model, data, config, inputs, scores, targets, predictions, labels, rows[picked]
         )
+        if decoder:
+            _, word = _words(model, data, config)
+            token_panels = _with_target(model, token_panels, inputs, decoder, word)
         write_html(token_html(token_panels, title), path)
     return ExplainResult(
         path=path,
@@ -147,6 +161,7 @@ def explain_run(
         labels=labels,
         grid=first.grid,
         token_panels=token_panels,
+        decoder_scores=decoder or None,
     )
 
 
@@ -243,7 +258,7 @@ def _labels(data: TaskData, picked: np.ndarray) -> tuple[int, ...] | None:
     targets = data.targets[torch.as_tensor(picked, dtype=torch.long)]
     if data.task == "classify":
         return tuple(int(t) for t in targets.tolist())
-    if data.task == "lm":
+    if data.task in ("lm", "seq2seq"):  # the explained next token: after the last
         return tuple(int(t) for t in targets[:, -1].tolist())
     return None
 
@@ -260,6 +275,21 @@ def _token_panels(
     rows: np.ndarray,
 ) -> TokenPanels:
     """The tokens as text (with the vocabulary the data or run recorded; ids otherwise)."""
+    name, word = _words(model, data, config)
+    lm = data.task in ("lm", "seq2seq")
+    ids = inputs[name]
+    tokens = tuple(tuple(word(int(i)) for i in row) for row in ids.tolist())
+    said = {m: tuple(word(t) if lm else str(t) for t in ts) for m, ts in targets.items()}
+    shown = tuple(word(p) if lm else str(p) for p in predictions)
+    truth = None if labels is None else tuple(word(t) if lm else str(t) for t in labels)
+    return TokenPanels(tokens, scores, said, shown, truth, tuple(int(i) for i in rows))
+
+
+def _words(
+    model: CompiledModel, data: TaskData, config: dict[str, Any]
+) -> tuple[str, Callable[[int], str]]:
+    """The first token input's name and how to spell an id: with the vocabulary the data or
+    run recorded, bytes for a 256-token vocabulary, else the id."""
     from archlab.runners.data.text import TextVocab
     from archlab.specs.models import TokensInput
 
@@ -274,13 +304,32 @@ def _token_panels(
     def word(i: int) -> str:
         return vocab.decode([i]) if vocab is not None else f"{i} "
 
-    lm = data.task == "lm"
-    ids = inputs[name]
-    tokens = tuple(tuple(word(int(i)) for i in row) for row in ids.tolist())
-    said = {m: tuple(word(t) if lm else str(t) for t in ts) for m, ts in targets.items()}
-    shown = tuple(word(p) if lm else str(p) for p in predictions)
-    truth = None if labels is None else tuple(word(t) if lm else str(t) for t in labels)
-    return TokenPanels(tokens, scores, said, shown, truth, tuple(int(i) for i in rows))
+    return name, word
+
+
+def _with_target(
+    model: CompiledModel,
+    panels: TokenPanels,
+    inputs: dict[str, torch.Tensor],
+    decoder: dict[str, np.ndarray],
+    word: Callable[[int], str],
+) -> TokenPanels:
+    """An encoder-decoder's panels: each line the source tokens, an arrow, then the target
+    tokens with their ``decoder_scores`` (each part coloured on its own scale)."""
+    from archlab.specs.models import TokensInput
+
+    names = [k for k, v in model.spec.inputs.items() if isinstance(v, TokensInput)]
+    target = inputs[names[-1]].tolist()
+    width = len(panels.tokens[0])
+    tokens = tuple(
+        (*row, "→ ", *(word(int(i)) for i in ids))
+        for row, ids in zip(panels.tokens, target, strict=True)
+    )
+    scores = {
+        m: np.concatenate([s, np.zeros((len(s), 1), dtype=s.dtype), decoder[m]], axis=1)
+        for m, s in panels.scores.items()
+    }
+    return dataclasses.replace(panels, tokens=tokens, scores=scores, parts=(width, width + 1))
 
 
 __all__ = ["DEFAULT_COUNT", "ExplainResult", "ExplainRunError", "explain_run"]

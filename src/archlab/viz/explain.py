@@ -14,6 +14,7 @@ with 24-bit terminal colours.
 from __future__ import annotations
 
 import html
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -116,6 +117,19 @@ class TokenPanels:
     predictions: tuple[str, ...]
     labels: tuple[str, ...] | None
     indices: tuple[int, ...]
+    #: where a new part of each line starts (an encoder-decoder's target tokens after its
+    #: source tokens): each part is normalised on its own for display
+    parts: tuple[int, ...] = ()
+
+    def shown(self, method: str) -> np.ndarray:
+        """``method``'s scores in [0, 1] per sample and part, for colour."""
+        scores = np.asarray(self.scores[method], dtype=np.float64)
+        out = np.zeros_like(scores)
+        edges = [0, *self.parts, scores.shape[1]]
+        for start, end in itertools.pairwise(edges):
+            if end > start:
+                out[:, start:end] = normalise(scores[:, start:end])
+        return out
 
 
 def token_html(panels: TokenPanels, title: str) -> str:
@@ -131,7 +145,7 @@ def token_html(panels: TokenPanels, title: str) -> str:
         f"</head><body><h1>{html.escape(title)}</h1>",
     ]
     for method, scores in panels.scores.items():
-        shown = normalise(scores)
+        shown = panels.shown(method)
         parts.append(f"<h2>{html.escape(method)}</h2>")
         for row, tokens in enumerate(panels.tokens):
             parts.append(f'<div class="meta">{html.escape(_caption(panels, method, row))}</div>')
@@ -148,7 +162,7 @@ def token_html(panels: TokenPanels, title: str) -> str:
 def token_ansi(panels: TokenPanels, method: str) -> str:
     """``method``'s relevance in 24-bit terminal colour: a line per sample, each token on a red
     background as strong as its normalised relevance."""
-    shown = normalise(panels.scores[method])
+    shown = panels.shown(method)
     lines = []
     for row, tokens in enumerate(panels.tokens):
         pieces = []
