@@ -134,7 +134,7 @@ def explain(
     pruned = stack.pruned
     lrp: Any = contextlib.nullcontext()
     if method == "chefer":
-        problem = check_supported(blocks, head)
+        problem = check_supported(blocks, head) or pruning.check_stages(model.graph, reader.head)
         if problem is not None:
             raise ExplainError(f"method chefer: {problem}")
         lrp = pruning.taping_pruned(blocks, head, stack) if pruned else taping(blocks, head)

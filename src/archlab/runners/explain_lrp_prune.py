@@ -30,7 +30,10 @@ The blocks after a stage that reads its attention run through ``Block.attend`` a
 rather than the block's own call, so their input and output are read from their layers' taped
 values: the input from ``norm1``'s input (pre-norm) or the attention's ``qkv`` input
 (post-norm), the output as ``norm2``'s input plus the MLP branch (pre-norm) or ``norm2``'s
-output (post-norm). Each stage's input is taped by a forward hook on the stage.
+output (post-norm). Each stage's input is taped by a forward hook on the stage. ToMe's
+proportional attention (log size added to the scores) is in the recorded attention; the Q K^T
+rule passes its relevance to q and k as for any scores. ``token_prune`` nodes outside the stack
+are refused.
 """
 
 from __future__ import annotations
@@ -55,9 +58,22 @@ from archlab.runners.explain_lrp import (
     mlp_relevance,
     taping,
 )
+from archlab.specs.analysis import Graph
 
 #: the per-layer moves of ``explain._moves``: (before the layer, after its attention)
 Moves = list[tuple[Tensor | None, Tensor | None]]
+
+
+def check_stages(graph: Graph, head: str) -> str | None:
+    """Why the stages read by ``head`` cannot be followed here (a ``token_prune`` node outside
+    the stack: its tokens are not the stack's), or None."""
+    nodes = [n for n in graph.upstream(head) if graph.nodes[n].op == "token_prune"]
+    if nodes:
+        return (
+            f"the token_prune node `{nodes[0]}` prunes outside the explained stack; chefer "
+            "follows the stages of a stack's own 'prune'"
+        )
+    return None
 
 
 @contextlib.contextmanager
@@ -159,6 +175,7 @@ def chefer_maps(
 
 __all__ = [
     "Moves",
+    "check_stages",
     "chefer_maps",
     "fill_block_values",
     "stage_relevance",
