@@ -26,8 +26,8 @@ except EViT's fused row, which here is the attention-weighted mean of the rows i
 other methods take it as a size-weighted mean). So a patch dropped at a stage gets relevance
 only through what the blocks below that stage mixed into the tokens that went on.
 
-The blocks after a stage that reads its attention run through ``Block.attend`` and ``feed``
-rather than the block's own call, so their input and output are read from their layers' taped
+A block whose attention a stage reads (EViT, ToMe), and every block after a ToMe merge, runs
+through ``Block.attend`` and ``feed`` rather than the block's own call, so their input and output are read from their layers' taped
 values: the input from ``norm1``'s input (pre-norm) or the attention's ``qkv`` input
 (post-norm), the output as ``norm2``'s input plus the MLP branch (pre-norm) or ``norm2``'s
 output (post-norm). Each stage's input is taped by a forward hook on the stage. ToMe's
