@@ -15,7 +15,13 @@ to it, E_h: the mean over heads; q: the row the head reads):
 - ``generic`` (Chefer et al., ICCV 2021): R = I; for each block in order
   R = R + E_h[(∇A_b ⊙ A_b)^+] R; row q.
 - ``chefer`` (Chefer et al., CVPR 2021): the same with the LRP relevance of each attention map
-  in place of A_b (``explain_lrp``; through an encoder-decoder, ``explain_lrp_seq2seq``).
+  in place of A_b (``explain_lrp``; through an encoder-decoder, ``explain_lrp_seq2seq``;
+  through token-pruning stages, ``explain_lrp_prune``).
+
+A pruned stack's relevance is kept over its original tokens: each stage's map (``_moves``) keeps
+a kept token's row, makes a merged (ToMe) token's row the size-weighted mean of its sources'
+rows and EViT's fused token's row their mean weighted by the CLS attention it fused them with
+(``explain_lrp_prune.stage_weights``), and lets a dropped token's row go.
 
 The row q: the CLS token for ``cls``/``first`` pooling (the mean of the two CLS rows for
 ``distill``), the mean of the real tokens' rows for ``mean``/``max`` pooling, the last real
@@ -40,6 +46,7 @@ from archlab.compiler.nn.attention import Attention
 from archlab.compiler.nn.linear_attention import LinearAttention
 from archlab.compiler.nn.stack import Stack
 from archlab.errors import UserInputError
+from archlab.runners import explain_lrp_prune as pruning
 from archlab.runners import explain_lrp_seq2seq as lrp_seq2seq
 from archlab.runners import explain_seq2seq as seq2seq
 from archlab.runners.explain_lrp import (
@@ -120,28 +127,26 @@ def explain(
         return _explain_seq2seq(model, pair, method, target, position, inputs)
     reader = _reader(model.graph)
     attentions = _attentions(model, reader)
-    blocks: list[Any] = list(getattr(model, reader.stack).layers)
+    stack = getattr(model, reader.stack)
+    blocks: list[Any] = list(stack.layers)
     if not 0 <= start_layer < len(blocks):
         raise ExplainError(
             f"start_layer {start_layer} is not a block of `{reader.stack}` (0..{len(blocks) - 1})"
         )
     head = getattr(model, reader.head)
-    pruned = getattr(model, reader.stack).pruned
-    if method == "chefer" and pruned:
-        raise ExplainError(
-            f"method chefer: the stack `{reader.stack}` prunes tokens, which its LRP rules here "
-            "do not follow; explain it with attention, rollout or generic"
-        )
+    pruned = stack.pruned
+    lrp: Any = contextlib.nullcontext()
     if method == "chefer":
-        problem = check_supported(blocks, head)
+        problem = check_supported(blocks, head) or pruning.check_stages(model.graph, reader.head)
         if problem is not None:
             raise ExplainError(f"method chefer: {problem}")
+        lrp = pruning.taping_pruned(blocks, head, stack) if pruned else taping(blocks, head)
     was_training = model.training
     model.eval()
     try:
         with (
             _recording(attentions) as records,
-            taping(blocks, head) if method == "chefer" else contextlib.nullcontext() as tape,
+            lrp as tape,
             torch.enable_grad(),
         ):
             logits, trace = model.trace_tokens(**inputs)
@@ -149,22 +154,28 @@ def explain(
                 logits = logits[:, position]
             chosen = _targets(target, logits)
             probabilities = [r[0][0] for r in records]
-            moves = _moves(model, reader, trace, probabilities) if pruned else None
+            moves = None
+            if pruned:  # EViT's fused row by the attention it fused with
+                detached = [p.detach() for p in probabilities]
+                moves = pruning.stage_weights(
+                    _moves(model, reader, trace, detached), stack, detached
+                )
             grads = None
             if method in ("generic", "chefer"):
                 picked = logits.gather(1, chosen[:, None]).sum()
                 grads = torch.autograd.grad(picked, probabilities)
     finally:
         model.train(was_training)
+    found: list[Tensor] | None = None
     if method == "chefer":
         assert grads is not None and tape is not None
         with torch.no_grad():  # relevance is arithmetic on what the forward left: no graph
-            found = _chefer(blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
-        relevance = _combine(found, start_layer)
-    else:
-        relevance = _relevance(
-            method, [p.detach() for p in probabilities], grads, moves, start_layer
-        )
+            args = (blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
+            # a pruned stack: down through the stages with their own weights
+            found = _chefer(*args) if moves is None else pruning.chefer_maps(*args, moves)
+    relevance = _relevance(
+        method, [p.detach() for p in probabilities], grads, moves, start_layer, found
+    )
     row = _query(reader, inputs, relevance, position)
     scores = (row[:, None, :] @ relevance)[:, 0, reader.n_cls :]  # (B, N - n_cls)
     return Explanation(scores.detach(), chosen.detach(), method, reader.grid)
@@ -262,7 +273,8 @@ def _chefer(
     position: int,
 ) -> list[Tensor]:
     """Chefer et al.'s map of each block `(B, N, N)`: LRP from the one-hot target down the
-    blocks, each block's map E_h[(grad A * R_A)^+] (``_combine`` makes the product)."""
+    blocks, each block's map E_h[(grad A * R_A)^+] (``_relevance`` makes the product; through
+    pruning stages: ``explain_lrp_prune.chefer_maps``)."""
     A, q, k, v = (t.detach() for t in records[0][0])
     R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), position)
     maps: list[Tensor] = [A] * len(blocks)
@@ -271,15 +283,6 @@ def _chefer(
         R, R_A = block_relevance(blocks[i], i, tape, R, A, q, k, v)
         maps[i] = (grads[i] * R_A).clamp(min=0).mean(dim=1)
     return maps
-
-
-def _combine(maps: list[Tensor], start_layer: int) -> Tensor:
-    """R = I; R = R + map R for each block from ``start_layer`` on. -> `(B, N, N)`."""
-    B, N, _ = maps[0].shape
-    relevance = torch.eye(N, device=maps[0].device, dtype=maps[0].dtype).expand(B, N, N)
-    for m in maps[start_layer:]:
-        relevance = relevance + m @ relevance
-    return relevance
 
 
 def _reader(graph: Graph) -> _Reader:
@@ -444,9 +447,12 @@ def _relevance(
     grads: tuple[Tensor, ...] | None,
     moves: list[tuple[Tensor | None, Tensor | None]] | None = None,
     start_layer: int = 0,
+    maps: list[Tensor] | None = None,
 ) -> Tensor:
     """The `(B, N, N0)` relevance matrix of ``method`` from every block's probabilities: rows
-    over the stack's final tokens, columns over its first (the same without pruning)."""
+    over the stack's final tokens, columns over its first (the same without pruning).
+    ``maps``: each block's map `(B, N_b, N_b)` where it is given (``chefer``), in place of
+    generic's E_h[(grad A * A)^+]."""
     B, _, N, _ = probabilities[0].shape
     first = probabilities[0]
     if moves and moves[0][0] is not None:
@@ -468,6 +474,8 @@ def _relevance(
         elif method == "rollout":
             M = A.mean(dim=1) + eye(A.shape[-1])
             R = (M / M.sum(dim=-1, keepdim=True)) @ R
+        elif maps is not None:
+            R = R + maps[index] @ R
         else:
             assert grads is not None
             R = R + (grads[index] * A).clamp(min=0).mean(dim=1) @ R
