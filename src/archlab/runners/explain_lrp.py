@@ -75,13 +75,14 @@ def linear_relevance(x: Tensor, weight: Tensor, R: Tensor, product: Tensor | Non
 
     Shape: x `(..., K)`, weight `(N, K)`, R `(..., N)`, product `(..., N)` -> `(..., K)`."""
     magnitude, size = x.abs(), weight.abs()
-    Z = magnitude @ size.T  # (in place from here: these tensors are the size of activations)
-    Z.add_(x @ weight.T if product is None else product).mul_(0.5)  # >= 0
+    # Z = 2 (x+ W+^T + x- W-^T) and S = R / Z: the two halves (of Z and of the result) cancel
+    Z = magnitude @ size.T  # in place from here: these tensors are the size of activations
+    Z.add_(x @ weight.T if product is None else product)  # >= 0
     empty = Z == 0
-    S = R / Z.add_(EPS)
+    S = R / Z.add_(2 * EPS)
     S.masked_fill_(empty, 0.0)
     out = (S @ weight).mul_(x)
-    return out.add_((S @ size).mul_(magnitude)).mul_(0.5)
+    return out.add_((S @ size).mul_(magnitude))
 
 
 def product_relevance(a: Tensor, b: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
@@ -237,10 +238,30 @@ def head_relevance(head: Classify | LMHead, tape: Tape, one_hot: Tensor, positio
 
 
 def _taped_linear(tape: Tape, i: int, name: str, layer: nn.Linear, R: Tensor) -> Tensor:
-    """``linear_relevance`` of a block's layer from its taped input and output."""
-    out = tape[(i, f"{name}_out")]
+    """``linear_relevance`` of a block's layer from its taped input and output, over only the
+    token rows that carry relevance when those are few (above a classifier's last attention
+    only its CLS row does, in a language model's last block only the explained position).
+
+    Shape: R `(B, N, out)` -> `(B, N, in)`."""
+    out, x = tape[(i, f"{name}_out")], tape[(i, f"{name}_in")]
     product = out if layer.bias is None else out - layer.bias.detach()
-    return linear_relevance(tape[(i, f"{name}_in")], layer.weight.detach(), R, product)
+    weight = layer.weight.detach()
+    rows = _live_rows(R)
+    if rows is None:
+        return linear_relevance(x, weight, R, product)
+    found = linear_relevance(x[:, rows], weight, R[:, rows], product[:, rows])
+    full = found.new_zeros(*R.shape[:-1], found.shape[-1])
+    full[:, rows] = found
+    return full
+
+
+def _live_rows(R: Tensor) -> Tensor | None:
+    """The token rows `(N,)` of R `(B, N, D)` where any sample has relevance, when they are at
+    most half of them (else None: all rows are worked on)."""
+    if R.dim() != 3:
+        return None
+    rows = R.ne(0).any(dim=-1).any(dim=0)
+    return rows if int(rows.sum()) * 2 <= rows.numel() else None
 
 
 def block_relevance(
