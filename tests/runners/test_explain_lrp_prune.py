@@ -173,11 +173,14 @@ def test_evit_fuses_by_the_attention_the_stage_ranked_by() -> None:
         assert not torch.allclose(fused[:, -1], counted[:, -1])
 
 
-def test_chefer_refuses_a_token_prune_node_outside_the_stack() -> None:
+@pytest.mark.parametrize("method", ["attention", "rollout", "generic", "chefer"])
+def test_a_token_prune_node_outside_the_stack_is_refused(method: str) -> None:
+    """Its kept tokens have no places in the grid the stack's trace knows: refused, not scored
+    over the kept tokens alone."""
     doc = _doc("dynamicvit-tiny-digits")
     del doc["nodes"]["encoder"]["prune"]
     doc["nodes"]["drop"] = {"op": "token_prune", "input": "pos", "method": "dynamic", "keep": 0.5}
     doc["nodes"]["encoder"]["input"] = "drop"
     model = _compiled(doc)
     with pytest.raises(ExplainError, match="the token_prune node `drop` prunes outside the explained stack"):  # fmt: skip
-        archlab.explain(model, method="chefer", **model.example_inputs(batch=2))
+        archlab.explain(model, method=method, **model.example_inputs(batch=2))

@@ -136,8 +136,11 @@ def explain(
     head = getattr(model, reader.head)
     pruned = stack.pruned
     lrp: Any = contextlib.nullcontext()
+    outside = pruning.check_stages(model.graph, reader.head)
+    if outside is not None:  # its kept tokens would be scored without their places in the grid
+        raise ExplainError(f"method {method}: {outside}")
     if method == "chefer":
-        problem = check_supported(blocks, head) or pruning.check_stages(model.graph, reader.head)
+        problem = check_supported(blocks, head)
         if problem is not None:
             raise ExplainError(f"method chefer: {problem}")
         lrp = pruning.taping_pruned(blocks, head, stack) if pruned else taping(blocks, head)

@@ -69,8 +69,9 @@ def check_stages(graph: Graph, head: str) -> str | None:
     nodes = [n for n in graph.upstream(head) if graph.nodes[n].op == "token_prune"]
     if nodes:
         return (
-            f"the token_prune node `{nodes[0]}` prunes outside the explained stack; chefer "
-            "follows the stages of a stack's own 'prune'"
+            f"the token_prune node `{nodes[0]}` prunes outside the explained stack; explaining "
+            "follows the stages of a stack's own 'prune' (move the stage into the stack's "
+            "'prune' to explain the model)"
         )
     return None
 
