@@ -133,6 +133,19 @@ def test_two_averaged_heads_embed_the_mean_of_their_vectors(minimal_vit) -> None
     torch.testing.assert_close(archlab.embed(model, image=x), expected, rtol=1e-6, atol=1e-7)
 
 
+def test_a_pool_node_before_the_head_gives_its_vector(minimal_vit) -> None:
+    doc = minimal_vit()
+    doc["nodes"]["pooled"] = {"op": "pool", "input": "enc", "mode": "mean"}
+    doc["nodes"]["head"] = {"op": "classify", "input": "pooled", "classes": 10}
+    model = _model(doc)
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad(), _outputs(model, "pooled") as outs:
+        logits = model(image=x)
+    assert torch.equal(archlab.embed(model, image=x), outs[0])  # what `fc` reads
+    assert torch.equal(archlab.embed(model, node="pooled", image=x), outs[0])
+    assert torch.equal(archlab.embed(model, node="head", image=x), logits)  # fc without forward
+
+
 @pytest.mark.parametrize("left", [False, True], ids=["right-padded", "left-padded"])
 def test_a_decoder_lm_embeds_its_last_real_tokens_vector(left: bool) -> None:
     model = _model(_spec("gpt-tiny"))
