@@ -285,3 +285,19 @@ def test_neighbours_are_sorted_with_their_cosine_similarities() -> None:
     assert len(eq.neighbours(X[:5], 0, k=10)) == 4  # fewer rows than k
     with pytest.raises(EmbedMapError, match="row 50 is not among the 50 vectors"):
         eq.neighbours(X, 50)
+
+
+def test_knn_memory_stays_within_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """3,000 points: the whole similarity matrix would take 72 MB; blocks of 100 rows, 2.4 MB."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(3000, 8)), rng.integers(0, 5, 3000)
+    monkeypatch.setattr(eq, "BLOCK_ENTRIES", 100 * 3000)
+    tracemalloc.start()
+    try:
+        eq.knn_loo_accuracy(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12e6

@@ -13,8 +13,10 @@ Shapes: ``n`` points (samples, or rows of a token table), ``D`` their dimension.
 
 t-SNE: openTSNE is the default because it is the faster on the issue's workload, 10,000 x 64
 on a 2-core CPU with 2 threads (``bench/embed_bench.py``; FFT-accelerated interpolation from
-10,000 points up, Barnes-Hut below): openTSNE 1.0.4 took 43 s where scikit-learn 1.9's
-Barnes-Hut TSNE took 92 s, which meets the issue's 100 s only barely, and not on a busy machine.
+10,000 points up, Barnes-Hut below): openTSNE 1.0.4 took 25 to 63 s where scikit-learn 1.9's
+Barnes-Hut TSNE took 73 to 137 s in the same runs (2.1x to 2.9x, the spread being the shared
+machine's load), maps of the same quality; scikit-learn meets the issue's 100 s only when the
+machine is quiet (bench/RESULTS.md).
 openTSNE is a core dependency (a wheel whose own dependencies, numpy, scipy and scikit-learn,
 archlab already has); scikit-learn's TSNE is the fallback where it cannot be imported, and
 ``implementation="sklearn"`` asks for it. Both start from a PCA initialisation with jitter drawn

@@ -48,7 +48,7 @@ def draw_map(
 
     fig = new_figure(figsize=(8.0, 6.5), layout="constrained", dpi=100)
     ax = fig.subplots()
-    size = float(np.clip(4000 / max(len(xy), 1), 2.0, 30.0))
+    size = float(np.clip(12000 / max(len(xy), 1), 2.0, 30.0))  # marker area, points²
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=size, color="C0", alpha=0.8, linewidths=0)
     else:
