@@ -107,7 +107,7 @@ def extraction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = (
         f"t-SNE / maps of {args.points:,} x {args.dim} ({args.clusters} clusters), "
-        f"{args.threads} threads; target {TARGET_S:.0f} s for t-SNE"
+        f"{args.threads} thread{'s' if args.threads != 1 else ''}; target {TARGET_S:.0f} s for t-SNE"
     )
     lines = [
         head,

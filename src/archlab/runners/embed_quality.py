@@ -373,6 +373,8 @@ def trustworthiness(X: np.ndarray, Y: np.ndarray, k: int = 5, metric: str = "euc
     (and the map's own distances are always euclidean): the figure then says how well the map
     kept what it was asked to keep. ``metric="cosine"`` asks instead about the neighbours
     ``knn_accuracy`` uses, at the price of blaming a map for differences in length it kept.
+    scikit-learn holds all ``n²`` distances at once (10,000 points: 800 MB, and as much again
+    to rank them): score a sample of a large map (``bench/embed_bench.py`` takes 2,000).
     """
     from sklearn.manifold import trustworthiness as sk_trustworthiness
 
