@@ -93,9 +93,10 @@ def _scatter_classes(fig: Any, ax: Any, xy: np.ndarray, labels: np.ndarray, size
     """One scatter per class (so the legend has an entry per class), in class order."""
     classes = classes_of(labels)
     colours = class_colours(len(classes))
-    as_list = labels.tolist()
-    for cls, colour in zip(classes, colours, strict=True):
-        rows = [i for i, lab in enumerate(as_list) if lab == cls]
+    number = {cls: i for i, cls in enumerate(classes)}
+    codes = np.array([number[lab] for lab in labels.tolist()], dtype=np.int64)  # (n,)
+    for i, (cls, colour) in enumerate(zip(classes, colours, strict=True)):
+        rows = np.flatnonzero(codes == i)
         ax.scatter(
             xy[rows, 0],
             xy[rows, 1],
