@@ -265,7 +265,9 @@ def embed_tokens(
         found = tuple((i, words[i], s) for i, s in nearest(table, token, k=request.k_near))
     ids = np.arange(len(table) if limit is None else min(limit, len(table)))
     points = reduce(table[ids], method, seed=seed)
-    title = f"{model.spec.name or model.spec_hash[:12]} · {model_name}\n{name} token table ({method})"
+    title = (
+        f"{model.spec.name or model.spec_hash[:12]} · {model_name}\n{name} token table ({method})"
+    )
     shown = tuple(words[i] for i in ids)
     _draw(points, None, path, title, shown)
     report = EmbedReport(
@@ -329,9 +331,7 @@ def _check(
     if method not in METHODS:
         raise EmbedRunError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if baseline is not None and baseline not in BASELINES:
-        raise EmbedRunError(
-            f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}"
-        )
+        raise EmbedRunError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
     if pool is not None and pool not in ("cls", "mean"):
         raise EmbedRunError(f"--pool is cls or mean, not {pool!r}")
     if k < 1 or neighbours_k < 1:
