@@ -55,7 +55,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("embed-cli")
     registry = f"sqlite:///{root / 'r.db'}"
     trained = str(_train(registry, "--epochs", "8")["runs"][0]["id"])
-    group = _train(registry, "--epochs", "1", "--folds", "2")["group"]
+    group = _train(registry, "--epochs", "1", "--folds", "2")["group"]["id"]
     with Registry(registry) as reg, reg.start_run(json.loads(VIT.read_text()), {}) as bare:
         bare.log_metrics({"train_loss": 2.3}, step=0)
     vit = root / "vit.safetensors"

@@ -125,7 +125,7 @@ def embed_rows(
     `(N, D)` float32, the values one batch of all of them gives. See ``embed``."""
     if batch_size < 1:
         raise EmbedError(f"batch_size must be at least 1, got {batch_size}")
-    picked = np.asarray(rows, dtype=np.int64).reshape(-1)
+    picked = np.array(rows, dtype=np.int64).reshape(-1)  # a copy: rows may be read-only
     outside = picked[(picked < 0) | (picked >= len(data))]
     if outside.size:
         raise EmbedError(

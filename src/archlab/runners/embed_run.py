@@ -373,7 +373,7 @@ def _plan(
     if run is None or recorded is None:
         raise EmbedRunError(f"{source} is a weights file: say which data with --data SOURCE")
     data = load_data(recorded.data, model.spec, seed=seed)
-    train, val = fold_rows(run, data, recorded, "map")
+    train, val = (np.array(r, dtype=np.int64) for r in fold_rows(run, data, recorded, "map"))
     if (split or "val") == "val":
         return _Plan(data, val, train, val, f"the validation split of run {run.id}", "val")
     rows = np.arange(len(data), dtype=np.int64)
