@@ -19,8 +19,13 @@ above the table for reference), and ``trustworthiness`` (k = 5) on a subsample o
 
 Not a test: nothing here asserts a time. Results go to bench/RESULTS.md by hand, with the machine.
 
-Embedding extraction throughput (``archlab.embed`` over a data set, samples/s) belongs in
-``extraction_rows`` below; it is not measured yet.
+**Extraction** (``--only extraction``, or with every run): ``runners.embed.embed_rows`` (what
+``arch embed`` calls: no gradient, the head's input caught by a hook) against the model's plain
+forward over the same batches (eval mode, no gradient), both timed in this run, alternately,
+median of ``--repeats``: the digits ViT (``specs/vit-tiny-digits.json``, seeded weights) over
+the 1,797 digits at batch 256, and DeiT-S/16 (``specs/deit-small-16.json``) over 64 random
+224 x 224 images at batch 32. ``ratio`` is embed's samples/s over the forward's (1.0: extraction
+costs what inference costs).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 TARGET_S = 100.0  # issue 16: t-SNE of 10,000 x 64 within 100 s on the 2-core CPU
 TRUST_SAMPLE = 2000
 ROWS = ("opentsne", "sklearn", "pca", "umap")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def set_threads(threads: int) -> None:
@@ -100,8 +106,85 @@ def measure(row: str, X: Any, labels: Any, seed: int, threads: int) -> dict[str,
 
 
 def extraction_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Embedding extraction throughput (``archlab.embed``): to be measured once it exists."""
-    return []
+    """Embedding extraction throughput against the plain forward (module docstring)."""
+    import torch
+
+    import archlab
+    from archlab.runners.data import load_data
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rows = []
+    cases = [("vit-tiny-digits", "digits", 256), ("deit-small-16", None, 32)]
+    for name, source, batch in [c for c in cases if c[0] in args.extraction_models]:
+        model = archlab.compile_spec(ROOT / f"specs/{name}.json", seed=args.seed).eval()
+        if source is not None:
+            data = load_data(source, model.spec, seed=args.seed)
+        else:
+            from archlab.runners.data import TaskData
+
+            images = torch.randn(64, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+            data = TaskData(
+                "classify", {"image": images}, torch.zeros(64, dtype=torch.long), None, 1000,
+                None, "random", "-", "64 random images",
+            )  # fmt: skip
+        embed_s, forward_s = _timed(model, data, batch, args.repeats)
+        rows.append(
+            {
+                "model": name,
+                "samples": len(data),
+                "batch": batch,
+                "embed_samples_per_s": round(len(data) / embed_s, 1),
+                "forward_samples_per_s": round(len(data) / forward_s, 1),
+                "ratio": round(forward_s / embed_s, 3),
+            }
+        )
+        print(f"extraction {name}: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _timed(model: Any, data: Any, batch: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``embed_rows`` and of the plain forward over every row of ``data``,
+    alternated, after one warm-up each."""
+    import statistics
+
+    import numpy as np
+    import torch
+
+    from archlab.runners.embed import embed_rows
+
+    every = np.arange(len(data))
+
+    def forward() -> None:
+        with torch.no_grad():
+            for start in range(0, len(data), batch):
+                model(**{k: v[start : start + batch] for k, v in data.inputs.items()})
+
+    def extract() -> None:
+        embed_rows(model, data, every, batch_size=batch)
+
+    times: dict[str, list[float]] = {"embed": [], "forward": []}
+    extract()
+    forward()
+    for repeat in range(repeats):
+        for key, work in (("embed", extract), ("forward", forward))[:: 1 if repeat % 2 else -1]:
+            start = time.perf_counter()
+            work()
+            times[key].append(time.perf_counter() - start)
+    return statistics.median(times["embed"]), statistics.median(times["forward"])
+
+
+def extraction_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "embedding extraction (embed_rows) against the plain forward, same batches",
+        f"{'model':<18}{'samples':>8}{'batch':>7}{'embed/s':>10}{'forward/s':>11}{'ratio':>7}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<18}{r['samples']:>8}{r['batch']:>7}{r['embed_samples_per_s']:>10.1f}"
+            f"{r['forward_samples_per_s']:>11.1f}{r['ratio']:>7.2f}"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -131,7 +214,16 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="+", choices=ROWS, help="run only these rows")
+    parser.add_argument("--repeats", type=int, default=5, help="extraction timings per side")
+    parser.add_argument(
+        "--extraction-models",
+        nargs="+",
+        default=["vit-tiny-digits", "deit-small-16"],
+        choices=["vit-tiny-digits", "deit-small-16"],
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=(*ROWS, "extraction"), help="run only these rows"
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
     set_threads(args.threads)
@@ -148,13 +240,17 @@ def main() -> None:
         file=sys.stderr,
     )
     rows = []
-    for row in args.only or ROWS:
+    for row in [r for r in args.only or ROWS if r != "extraction"]:
         if not available(row):
             print(f"{row}: not installed, skipped", file=sys.stderr)
             continue
         rows.append(measure(row, X, labels, args.seed, args.threads))
         print(f"{row}: {rows[-1]['seconds']:.2f} s", file=sys.stderr, flush=True)
-    print(table(rows, args))
+    if rows:
+        print(table(rows, args))
+    extraction = extraction_rows(args) if not args.only or "extraction" in args.only else []
+    if extraction:
+        print(extraction_table(extraction))
     if args.json is not None:
         import numpy as np
         import sklearn
@@ -175,7 +271,7 @@ def main() -> None:
             "knn_loo_accuracy_input": round(high, 4),
             "knn_loo_seconds": round(knn_seconds, 2),
             "maps": rows,
-            "extraction": extraction_rows(args),
+            "extraction": extraction,
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
