@@ -227,6 +227,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
     set_threads(args.threads)
+    # torch's OpenMP runtime first: loaded after numba's (umap), its forward ran 200x slower
+    import torch  # noqa: F401
 
     X, labels = mixture(args.points, args.dim, args.clusters, args.seed)
     from archlab.runners.embed_quality import knn_loo_accuracy

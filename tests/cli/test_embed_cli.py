@@ -10,6 +10,7 @@ spec cross-validated over two folds for one epoch, and a run without a checkpoin
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,28 @@ def test_a_sample_and_a_token_have_nearest_neighbours(setup: Setup) -> None:
     assert code == 0, err
     assert len(json.loads(tokens.read_text())["points"]) == 256
     assert out.count("\n  ") == 5 and "nearest to e by cosine similarity" in out
+
+
+def test_split_all_maps_every_row_of_the_runs_data(setup: Setup) -> None:
+    code, out, err = run(
+        "embed", setup.trained, "--registry", setup.registry, "--method", "pca", "--split",
+        "all", "--no-record", "--print-json", "-o", str(setup.root / "all.png"),
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["samples"] == 1797 and report["eval_run"] is None
+    assert "every row of run" in report["data"] and report["quality"]["knn_acc"] > 0.6
+
+
+def test_a_missing_extra_says_which_to_install(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` raises ImportError
+    code, out, err = run(
+        "embed", str(setup.vit), "--data", "npz:" + str(_small_digits(setup.root)),
+        "--method", "umap", "-o", str(setup.root / "umap.png"),
+    )  # fmt: skip
+    assert code == 2 and "pip install 'archlab[umap]'" in err and "Traceback" not in out + err
 
 
 @pytest.mark.parametrize(

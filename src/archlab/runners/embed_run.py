@@ -398,9 +398,11 @@ def _map(
     if len(rows) < 3:
         raise EmbedRunError(f"{plan.where} has {len(rows)} samples; a map needs at least 3")
     emb = embed_rows(model, data, rows, node=request.node, pool=request.pool)
-    points = reduce(emb, request.method, seed=request.seed)
     labels = _labels(data, rows)
-    quality = _quality(model, plan, request, emb, points) if labels is not None else {}
+    # every embedding before the reduction: the model never runs after a map's libraries
+    reference = _reference(model, plan, request, emb) if labels is not None else None
+    points = reduce(emb, request.method, seed=request.seed)
+    quality = _quality(plan, request, emb, points, reference) if labels is not None else {}
     found: tuple[tuple[int, str, float], ...] = ()
     query = None
     if neighbours is not None:
@@ -432,11 +434,31 @@ def _labels(data: TaskData, rows: np.ndarray) -> tuple[str, ...] | None:
     return tuple(str(int(t)) for t in data.targets[rows].tolist())
 
 
+def _reference(
+    model: CompiledModel, plan: _Plan, request: _Request, emb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The training and validation embeddings kNN accuracy compares (a run's own data), else
+    None (leave-one-out over the mapped samples)."""
+    from archlab.runners.embed import embed_rows
+
+    if plan.train is None or plan.val is None:
+        return None
+    node, pool = request.node, request.pool
+    train = embed_rows(model, plan.data, plan.train, node=node, pool=pool)
+    val = (
+        emb if plan.split == "val" else embed_rows(model, plan.data, plan.val, node=node, pool=pool)
+    )
+    return train, val
+
+
 def _quality(
-    model: CompiledModel, plan: _Plan, request: _Request, emb: np.ndarray, points: np.ndarray
+    plan: _Plan,
+    request: _Request,
+    emb: np.ndarray,
+    points: np.ndarray,
+    reference: tuple[np.ndarray, np.ndarray] | None,
 ) -> dict[str, float]:
     """``knn_acc``, ``trustworthiness`` and ``knn_acc_<baseline>`` (module docstring)."""
-    from archlab.runners.embed import embed_rows
     from archlab.runners.embed_quality import (
         baseline_features,
         knn_accuracy,
@@ -452,13 +474,9 @@ def _quality(
         return baseline_features(data.subset(rows), request.baseline or "raw")
 
     name = f"knn_acc_{request.baseline}"
-    if plan.train is not None and plan.val is not None:
+    if reference is not None and plan.train is not None and plan.val is not None:
         train, val = plan.train, plan.val
-        train_emb = embed_rows(model, data, train, node=request.node, pool=request.pool)
-        val_emb = emb if plan.split == "val" else embed_rows(
-            model, data, val, node=request.node, pool=request.pool
-        )  # fmt: skip
-        out["knn_acc"] = knn_accuracy(train_emb, y[train], val_emb, y[val], k=k)
+        out["knn_acc"] = knn_accuracy(reference[0], y[train], reference[1], y[val], k=k)
         if request.baseline is not None:
             out[name] = knn_accuracy(base(train), y[train], base(val), y[val], k=k)
     else:
