@@ -162,6 +162,43 @@ def test_a_sample_and_a_token_have_nearest_neighbours(setup: Setup) -> None:
     assert out.count("\n  ") == 5 and "nearest to e by cosine similarity" in out
 
 
+def test_a_token_classifier_is_measured_against_bag_of_tokens(setup: Setup) -> None:
+    """Token inputs with padding: mapped, kNN by leave-one-out, the one-hot baseline beside."""
+    import numpy as np
+
+    spec = {
+        "version": 1,
+        "name": "tokens",
+        "inputs": {"ids": {"kind": "tokens", "vocab_size": 32, "max_len": 12}},
+        "nodes": {
+            "tok": {"op": "embed", "input": "ids", "dim": 32},
+            "enc": {
+                "op": "encoder",
+                "input": "tok",
+                "depth": 1,
+                "block": {"attention": {"heads": 4}},
+            },
+            "head": {"op": "classify", "input": "enc", "classes": 3, "pool": "mean"},
+        },
+        "outputs": "head",
+    }
+    weights = setup.root / "tokens.safetensors"
+    compile_spec(spec, seed=0).save(weights)
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 32, (60, 12))
+    mask = np.arange(12)[None, :] < rng.integers(4, 13, 60)[:, None]
+    x[~mask] = 0
+    np.savez(setup.root / "tokens.npz", x=x, y=np.arange(60) % 3, ids_mask=mask)
+    code, out, err = run(
+        "embed", str(weights), "--data", f"npz:{setup.root / 'tokens.npz'}", "--method", "pca",
+        "--baseline", "onehot", "--print-json", "-o", str(setup.root / "tokens-map.png"),
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["samples"] == 60 and report["eval_run"] is None  # a weights file: no run
+    assert set(report["quality"]) == {"knn_acc", "knn_acc_onehot", "trustworthiness"}
+
+
 def test_split_all_maps_every_row_of_the_runs_data(setup: Setup) -> None:
     code, out, err = run(
         "embed", setup.trained, "--registry", setup.registry, "--method", "pca", "--split",
