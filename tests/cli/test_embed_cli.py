@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -162,26 +163,13 @@ def test_a_sample_and_a_token_have_nearest_neighbours(setup: Setup) -> None:
     assert out.count("\n  ") == 5 and "nearest to e by cosine similarity" in out
 
 
-def test_a_token_classifier_is_measured_against_bag_of_tokens(setup: Setup) -> None:
+def test_a_token_classifier_is_measured_against_bag_of_tokens(
+    setup: Setup, token_classifier: Callable[..., dict[str, Any]]
+) -> None:
     """Token inputs with padding: mapped, kNN by leave-one-out, the one-hot baseline beside."""
     import numpy as np
 
-    spec = {
-        "version": 1,
-        "name": "tokens",
-        "inputs": {"ids": {"kind": "tokens", "vocab_size": 32, "max_len": 12}},
-        "nodes": {
-            "tok": {"op": "embed", "input": "ids", "dim": 32},
-            "enc": {
-                "op": "encoder",
-                "input": "tok",
-                "depth": 1,
-                "block": {"attention": {"heads": 4}},
-            },
-            "head": {"op": "classify", "input": "enc", "classes": 3, "pool": "mean"},
-        },
-        "outputs": "head",
-    }
+    spec = token_classifier(depth=1)
     weights = setup.root / "tokens.safetensors"
     compile_spec(spec, seed=0).save(weights)
     rng = np.random.default_rng(0)

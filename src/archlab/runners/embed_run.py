@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from archlab.errors import UserInputError
-from archlab.runners.model_source import load_source
+from archlab.runners.model_source import load_source, token_speller
 
 if TYPE_CHECKING:
     from archlab.compiler.model import CompiledModel
@@ -255,7 +255,7 @@ def embed_tokens(
     path = _picture_path(output)
     model, model_name, run = load_source(source, registry_url, "arch embed", EmbedRunError)
     name, table = token_table(model)
-    spell = token_speller(model, dict(run.config or {}) if run is not None else {}, None)
+    _, spell = token_speller(model, dict(run.config or {}) if run is not None else {}, None)
     words = [spell(i) for i in range(len(table))]
     found: tuple[tuple[int, str, float], ...] = ()
     query = None
@@ -277,28 +277,6 @@ def embed_tokens(
     if json_path is not None:
         _write_json(json_path, report.points_json())
     return report
-
-
-def token_speller(
-    model: CompiledModel, config: dict[str, Any], data_vocab: dict[str, Any] | None
-) -> Any:
-    """How to spell a token id as text: with the vocabulary the run (``config["text_vocab"]``)
-    or the data recorded, as a byte for a 256-token vocabulary, else as the id."""
-    from archlab.runners.data.text import TextVocab
-    from archlab.specs.models import TokensInput
-
-    inp = next(v for v in model.spec.inputs.values() if isinstance(v, TokensInput))
-    record = config.get("text_vocab") or data_vocab
-    vocab = None
-    if isinstance(record, dict):
-        vocab = TextVocab.from_record(record, inp.pad_id)
-    elif inp.vocab_size == 256:
-        vocab = TextVocab("byte")
-
-    def spell(i: int) -> str:
-        return vocab.decode([i]) if vocab is not None else f"{i} "
-
-    return spell
 
 
 def _token_id(query: str, words: Sequence[str]) -> int:
@@ -574,5 +552,4 @@ __all__ = [
     "embed_group",
     "embed_run",
     "embed_tokens",
-    "token_speller",
 ]

@@ -24,7 +24,7 @@ import torch
 
 from archlab.errors import UserInputError
 from archlab.runners.explain import METHODS, Explanation, explain
-from archlab.runners.model_source import load_source, samples
+from archlab.runners.model_source import load_source, samples, token_speller
 from archlab.runners.prune_show import display_images, image_input
 from archlab.viz.explain import (
     HeatmapPanels,
@@ -146,7 +146,7 @@ def explain_run(
             model, data, config, inputs, scores, targets, predictions, labels, rows[picked]
         )
         if decoder:
-            _, word = _words(model, data, config)
+            _, word = token_speller(model, config, data.text_vocab)
             token_panels = _with_target(model, token_panels, inputs, decoder, word)
         write_html(token_html(token_panels, title), path)
     return ExplainResult(
@@ -237,7 +237,7 @@ def _token_panels(
     rows: np.ndarray,
 ) -> TokenPanels:
     """The tokens as text (with the vocabulary the data or run recorded; ids otherwise)."""
-    name, word = _words(model, data, config)
+    name, word = token_speller(model, config, data.text_vocab)
     lm = data.task in ("lm", "seq2seq")
     ids = inputs[name]
     tokens = tuple(tuple(word(int(i)) for i in row) for row in ids.tolist())
@@ -245,28 +245,6 @@ def _token_panels(
     shown = tuple(word(p) if lm else str(p) for p in predictions)
     truth = None if labels is None else tuple(word(t) if lm else str(t) for t in labels)
     return TokenPanels(tokens, scores, said, shown, truth, tuple(int(i) for i in rows))
-
-
-def _words(
-    model: CompiledModel, data: TaskData, config: dict[str, Any]
-) -> tuple[str, Callable[[int], str]]:
-    """The first token input's name and how to spell an id: with the vocabulary the data or
-    run recorded, bytes for a 256-token vocabulary, else the id."""
-    from archlab.runners.data.text import TextVocab
-    from archlab.specs.models import TokensInput
-
-    name, inp = next((k, v) for k, v in model.spec.inputs.items() if isinstance(v, TokensInput))
-    record = config.get("text_vocab") or data.text_vocab
-    vocab = None
-    if isinstance(record, dict):
-        vocab = TextVocab.from_record(record, inp.pad_id)
-    elif inp.vocab_size == 256:
-        vocab = TextVocab("byte")
-
-    def word(i: int) -> str:
-        return vocab.decode([i]) if vocab is not None else f"{i} "
-
-    return name, word
 
 
 def _with_target(

@@ -8,8 +8,9 @@ own validation split, recomputed from its recorded configuration as ``arch eval`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,4 +70,27 @@ def samples(
     return data, np.arange(len(data), dtype=np.int64), data.source
 
 
-__all__ = ["load_source", "samples"]
+def token_speller(
+    model: CompiledModel, config: dict[str, Any], data_vocab: dict[str, Any] | None
+) -> tuple[str, Callable[[int], str]]:
+    """The first token input's name and how to spell a token id as text: with the vocabulary
+    the run (``config["text_vocab"]``) or the data recorded, as a byte for a 256-token
+    vocabulary, else as the id (followed by a space)."""
+    from archlab.runners.data.text import TextVocab
+    from archlab.specs.models import TokensInput
+
+    name, inp = next((k, v) for k, v in model.spec.inputs.items() if isinstance(v, TokensInput))
+    record = config.get("text_vocab") or data_vocab
+    vocab = None
+    if isinstance(record, dict):
+        vocab = TextVocab.from_record(record, inp.pad_id)
+    elif inp.vocab_size == 256:
+        vocab = TextVocab("byte")
+
+    def spell(i: int) -> str:
+        return vocab.decode([i]) if vocab is not None else f"{i} "
+
+    return name, spell
+
+
+__all__ = ["load_source", "samples", "token_speller"]
