@@ -81,6 +81,32 @@ def make_gpt() -> Doc:
     }
 
 
+def make_token_classifier(depth: int = 2, vocab: int = 32, length: int = 12) -> Doc:
+    """Tokens -> embed 32 -> encoder without positions (``depth`` layers of 4 heads) -> a
+    mean-pooled 3-way classifier: which key token a row holds is all it has to find."""
+    return {
+        "version": 1,
+        "name": "which-key",
+        "inputs": {"ids": {"kind": "tokens", "vocab_size": vocab, "max_len": length}},
+        "nodes": {
+            "tok": {"op": "embed", "input": "ids", "dim": 32},
+            "enc": {
+                "op": "encoder",
+                "input": "tok",
+                "depth": depth,
+                "block": {"attention": {"heads": 4}},
+            },
+            "head": {"op": "classify", "input": "enc", "classes": 3, "pool": "mean"},
+        },
+        "outputs": "head",
+    }
+
+
+@pytest.fixture(scope="session")
+def token_classifier() -> Callable[..., Doc]:
+    return make_token_classifier
+
+
 @pytest.fixture
 def minimal_vit() -> Callable[[], Doc]:
     return make_vit

@@ -2,7 +2,8 @@
 
 ``import archlab`` stays light (no torch): the spec language is loaded eagerly, the compiler
 lazily on first use of ``compile_spec`` / ``load_compiled``, checkpoint import on first use of
-``import_pretrained``, the registry (SQLAlchemy) on first use of ``Registry``.
+``import_pretrained``, the runners on first use of ``explain`` / ``embed``, the registry
+(SQLAlchemy) on first use of ``Registry``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from archlab.compiler import compile_spec, load_compiled
     from archlab.interop.convert import import_pretrained
     from archlab.registry import Registry
+    from archlab.runners.embed import embed
     from archlab.runners.explain import explain
 
 _LAZY = {
@@ -25,6 +27,7 @@ _LAZY = {
     "import_pretrained": "archlab.interop.convert",
     "Registry": "archlab.registry",
     "explain": "archlab.runners.explain",
+    "embed": "archlab.runners.embed",
 }
 
 
@@ -43,6 +46,7 @@ __all__ = [
     "__version__",
     "canonical_form",
     "compile_spec",
+    "embed",
     "explain",
     "import_pretrained",
     "load_compiled",

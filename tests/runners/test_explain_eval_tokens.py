@@ -4,7 +4,7 @@ the relevant tokens hurts more than removing the irrelevant ones, padding includ
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +23,6 @@ from archlab.runners.train import TrainReport, run_model_and_data, train
 KEYS = (1, 2, 3)  # the label is which of these tokens the sequence holds
 
 
-def _spec() -> dict[str, Any]:
-    """Tokens -> embed -> 2-layer encoder without positions -> mean-pooled 3-way classifier."""
-    return {
-        "version": 1,
-        "name": "which-key",
-        "inputs": {"ids": {"kind": "tokens", "vocab_size": 32, "max_len": 12}},
-        "nodes": {
-            "tok": {"op": "embed", "input": "ids", "dim": 32},
-            "enc": {
-                "op": "encoder",
-                "input": "tok",
-                "depth": 2,
-                "block": {"attention": {"heads": 4}},
-            },
-            "head": {"op": "classify", "input": "enc", "classes": 3, "pool": "mean"},
-        },
-        "outputs": "head",
-    }
-
-
 def _data(path: Path, n: int = 480, seed: int = 0) -> Path:
     """Rows of 6..12 filler tokens (4..31), one key token at a random real place; the rest pad."""
     rng = np.random.default_rng(seed)
@@ -57,18 +37,22 @@ def _data(path: Path, n: int = 480, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, TrainReport]]:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, token_classifier: Callable[..., dict[str, Any]]
+) -> Iterator[tuple[Registry, TrainReport]]:
     tmp = tmp_path_factory.mktemp("perturb-tokens")
     registry = Registry(f"sqlite:///{tmp / 'r.db'}", artifacts=tmp / "artifacts")
     source = f"npz:{_data(tmp / 'keys.npz')}"
     config = TrainConfig(data=source, epochs=12, batch_size=32, lr=3e-3, warmup=0.5)
-    yield registry, train(_spec(), config, registry)
+    yield registry, train(token_classifier(depth=2), config, registry)
     registry.close()
 
 
-def test_a_masked_token_is_a_deleted_token_for_a_model_without_positions() -> None:
+def test_a_masked_token_is_a_deleted_token_for_a_model_without_positions(
+    token_classifier: Callable[..., dict[str, Any]],
+) -> None:
     torch.manual_seed(0)
-    model = archlab.compile_spec(_spec()).eval()
+    model = archlab.compile_spec(token_classifier(depth=2)).eval()
     ids = torch.randint(4, 32, (1, 8))
     keep = torch.tensor([[True, True, False, True, True, False, True, True]])
     with torch.no_grad():

@@ -40,6 +40,7 @@ def test_registry_imports_no_matplotlib() -> None:
 def test_viz_loads_no_registry_runners_or_torch() -> None:
     code = (
         "import sys, archlab.viz, archlab.viz.save, archlab.viz.curves, archlab.viz.patches\n"
+        "import archlab.viz.embed, archlab.viz.explain\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'torch')\n"
         "             or m.startswith(('archlab.registry', 'archlab.runners')))\n"
         "assert not bad, bad\n"

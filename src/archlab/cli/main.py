@@ -113,6 +113,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
     arch generate MODEL|RUN  continue a prompt (text or ids), streaming the tokens
     arch prune show RUN      draw which patches each token pruning stage kept
     arch explain MODEL|RUN   relevance maps: which inputs made the model decide
+    arch embed MODEL|RUN     maps of the embeddings, nearest neighbours, kNN quality
     arch export MODEL        write a model as a Hugging Face folder (--to hf DIR)
     arch runs ...            query the experiment registry
     """
@@ -125,6 +126,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
 def _register() -> None:
     from archlab.cli import (
         bench_commands,
+        embed_commands,
         explain_commands,
         export_commands,
         generate_commands,
@@ -144,6 +146,7 @@ def _register() -> None:
         *runs_commands.COMMANDS,
         *prune_commands.COMMANDS,
         *explain_commands.COMMANDS,
+        *embed_commands.COMMANDS,
         *export_commands.COMMANDS,
     ]:
         cli.add_command(command)

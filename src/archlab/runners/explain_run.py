@@ -24,6 +24,7 @@ import torch
 
 from archlab.errors import UserInputError
 from archlab.runners.explain import METHODS, Explanation, explain
+from archlab.runners.model_source import load_source, samples, token_speller
 from archlab.runners.prune_show import display_images, image_input
 from archlab.viz.explain import (
     HeatmapPanels,
@@ -36,7 +37,6 @@ from archlab.viz.save import check_output
 
 if TYPE_CHECKING:
     from archlab.compiler.model import CompiledModel
-    from archlab.registry import Run
     from archlab.runners.data import TaskData
 
 DEFAULT_COUNT = 8
@@ -109,11 +109,11 @@ def explain_run(
         raise ExplainRunError("give either --index or --count, not both")
     if count is not None and count < 1:
         raise ExplainRunError(f"--count is how many samples to explain: at least 1, not {count}")
-    model, model_name, run = _load(source, registry_url)
+    model, model_name, run = load_source(source, registry_url, "arch explain", ExplainRunError)
     config = dict(run.config or {}) if run is not None else {}
     images = image_input(model) is not None
     path = _check_path(output, images)
-    data, rows, where = _samples(model, source, data_source, run)
+    data, rows, where = samples(model, source, data_source, run, ExplainRunError)
     picked = _pick(rows, indices, count, where)
     inputs = _inputs(model, data, picked)
     explained: dict[str, Explanation] = {
@@ -146,7 +146,7 @@ def explain_run(
             model, data, config, inputs, scores, targets, predictions, labels, rows[picked]
         )
         if decoder:
-            _, word = _words(model, data, config)
+            _, word = token_speller(model, config, data.text_vocab)
             token_panels = _with_target(model, token_panels, inputs, decoder, word)
         write_html(token_html(token_panels, title), path)
     return ExplainResult(
@@ -175,25 +175,6 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
     return chosen
 
 
-def _load(source: str, registry_url: str | None) -> tuple[CompiledModel, str, Run | None]:
-    """The model ``source`` names, how to call it, and its run (None for a file)."""
-    from archlab.compiler import load_compiled
-    from archlab.runners.init import InitError, run_checkpoint
-
-    path = Path(source)
-    if path.is_file():
-        return load_compiled(path, device="cpu"), str(path), None
-    if path.exists():
-        raise ExplainRunError(f"{source} is a folder; give a .safetensors file or a run id")
-    if path.suffix or len(path.parts) > 1:  # a path, not a run id
-        raise ExplainRunError(f"{source}: no such file")
-    try:
-        weights, run = run_checkpoint(source, registry_url, what="arch explain")
-    except InitError as exc:
-        raise ExplainRunError(str(exc)) from None
-    return load_compiled(weights, device="cpu"), f"run {source}", run
-
-
 def _check_path(output: str | os.PathLike[str] | None, images: bool) -> Path:
     """Where the picture goes: a .png/.svg/.pdf for images, an .html page for tokens."""
     if images:
@@ -207,25 +188,6 @@ def _check_path(output: str | os.PathLike[str] | None, images: bool) -> Path:
     if not path.parent.is_dir():
         raise ExplainRunError(f"the folder {str(path.parent)!r} does not exist (for -o {path})")
     return path
-
-
-def _samples(
-    model: CompiledModel, source: str, data_source: str | None, run: Run | None
-) -> tuple[TaskData, np.ndarray, str]:
-    """The data, the rows samples may come from and how to name them."""
-    from archlab.runners.data import load_data
-    from archlab.runners.train import _recorded_config, validation_rows
-
-    recorded = _recorded_config(run.config or {}) if run is not None else None
-    seed = recorded.seed if recorded is not None else 0
-    if data_source is None:
-        if run is None or recorded is None:
-            raise ExplainRunError(f"{source} is a weights file: say which data with --data SOURCE")
-        data = load_data(recorded.data, model.spec, seed=seed)
-        rows = validation_rows(run, data, recorded, "explain")
-        return data, np.asarray(rows, dtype=np.int64), f"the validation split of run {run.id}"
-    data = load_data(data_source, model.spec, seed=seed)
-    return data, np.arange(len(data), dtype=np.int64), data.source
 
 
 def _pick(
@@ -275,7 +237,7 @@ def _token_panels(
     rows: np.ndarray,
 ) -> TokenPanels:
     """The tokens as text (with the vocabulary the data or run recorded; ids otherwise)."""
-    name, word = _words(model, data, config)
+    name, word = token_speller(model, config, data.text_vocab)
     lm = data.task in ("lm", "seq2seq")
     ids = inputs[name]
     tokens = tuple(tuple(word(int(i)) for i in row) for row in ids.tolist())
@@ -283,28 +245,6 @@ def _token_panels(
     shown = tuple(word(p) if lm else str(p) for p in predictions)
     truth = None if labels is None else tuple(word(t) if lm else str(t) for t in labels)
     return TokenPanels(tokens, scores, said, shown, truth, tuple(int(i) for i in rows))
-
-
-def _words(
-    model: CompiledModel, data: TaskData, config: dict[str, Any]
-) -> tuple[str, Callable[[int], str]]:
-    """The first token input's name and how to spell an id: with the vocabulary the data or
-    run recorded, bytes for a 256-token vocabulary, else the id."""
-    from archlab.runners.data.text import TextVocab
-    from archlab.specs.models import TokensInput
-
-    name, inp = next((k, v) for k, v in model.spec.inputs.items() if isinstance(v, TokensInput))
-    record = config.get("text_vocab") or data.text_vocab
-    vocab = None
-    if isinstance(record, dict):
-        vocab = TextVocab.from_record(record, inp.pad_id)
-    elif inp.vocab_size == 256:
-        vocab = TextVocab("byte")
-
-    def word(i: int) -> str:
-        return vocab.decode([i]) if vocab is not None else f"{i} "
-
-    return name, word
 
 
 def _with_target(

@@ -408,6 +408,14 @@ def evaluate_run(
 def validation_rows(run: Run, data: TaskData, config: TrainConfig, purpose: str) -> np.ndarray:
     """Run ``run``'s validation indices, rebuilt from its recorded configuration and checked
     against the fingerprint it recorded; ``purpose`` ends the advice ("evaluate on", ...)."""
+    return fold_rows(run, data, config, purpose)[1]
+
+
+def fold_rows(
+    run: Run, data: TaskData, config: TrainConfig, purpose: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``run``'s (training, validation) indices, rebuilt from its recorded configuration
+    and checked against the fingerprints it recorded (``validation_rows``)."""
     from archlab.registry import indices_sha256
 
     fold = _split(data, config).folds[run.cv.fold if run.cv and run.cv.fold else 0]
@@ -417,7 +425,7 @@ def validation_rows(run: Run, data: TaskData, config: TrainConfig, purpose: str)
             f"run {run.id}'s validation split cannot be rebuilt (the data or splitter changed); "
             f"pass --data to {purpose} a data set of your choice"
         )
-    return np.asarray(fold.val)
+    return np.asarray(fold.train), np.asarray(fold.val)
 
 
 def _fit_fold(
