@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from explain_testing import split, z_plus
 
 import archlab
 from archlab.compiler.model import CompiledModel
@@ -146,21 +147,6 @@ def test_linear_attention_is_explained_through_its_materialised_matrix(causal: b
         torch.testing.assert_close(batch.scores[1:2], alone.scores, rtol=1e-5, atol=1e-7)
 
 
-def _z_plus(x: torch.Tensor, weight: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """The z+ rule written from its contributions: (x_i W_ji)^+ shares of each output."""
-    contrib = (x[:, None, :] * weight[None]).clamp(min=0)  # (n, out, in)
-    Z = contrib.sum(-1)
-    return (contrib * (R / (Z + 1e-9) * (Z != 0))[..., None]).sum(1)
-
-
-def _split(a: torch.Tensor, b: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    S = R / (a + b + 1e-9) * ((a + b) != 0)
-    ra, rb = a * S, b * S
-    sa, sb = ra.sum(), rb.sum()
-    fa, fb = sa.abs() / (sa.abs() + sb.abs()) * R.sum(), sb.abs() / (sa.abs() + sb.abs()) * R.sum()
-    return ra * fa / sa, rb * fb / sb
-
-
 def _chefer_one_sample(source: Any, x: torch.Tensor, target: int) -> torch.Tensor:
     """Chefer's relevance for one image, from the Hugging Face ViT's own modules and attention,
     with the rules written out per head and per token: an independent computation."""
@@ -173,7 +159,7 @@ def _chefer_one_sample(source: Any, x: torch.Tensor, target: int) -> torch.Tenso
     one_hot = torch.zeros(source.config.num_labels)
     one_hot[target] = 1.0
     R = torch.zeros_like(hidden[-1])
-    R[0] = _z_plus(pooled[None], source.classifier.weight.detach(), one_hot[None])[0]
+    R[0] = z_plus(pooled[None], source.classifier.weight.detach(), one_hot[None])[0]
     H = source.config.num_attention_heads
     maps = []
     with torch.no_grad():
@@ -186,11 +172,11 @@ def _chefer_one_sample(source: Any, x: torch.Tensor, target: int) -> torch.Tenso
             ctx = (probs @ v).transpose(0, 1).reshape(len(h1), -1)
             y = x_in + attn.o_proj(ctx)
             inner = layer.mlp.activation_fn(layer.mlp.fc1(layer.layernorm_after(y)))
-            r_y, r_m = _split(y, z - y, R)
-            r_inner = _z_plus(inner, layer.mlp.fc2.weight, r_m)
-            r_y = r_y + _z_plus(layer.layernorm_after(y), layer.mlp.fc1.weight, r_inner)
-            r_x, r_o = _split(x_in, y - x_in, r_y)
-            r_ctx = _z_plus(ctx, attn.o_proj.weight, r_o).view(len(h1), H, -1).transpose(0, 1)
+            r_y, r_m = split(y, z - y, R)
+            r_inner = z_plus(inner, layer.mlp.fc2.weight, r_m)
+            r_y = r_y + z_plus(layer.layernorm_after(y), layer.mlp.fc1.weight, r_inner)
+            r_x, r_o = split(x_in, y - x_in, r_y)
+            r_ctx = z_plus(ctx, attn.o_proj.weight, r_o).view(len(h1), H, -1).transpose(0, 1)
             r_q, r_k, r_v, cams = [], [], [], []
             for h in range(H):
                 S = r_ctx[h] / (probs[h] @ v[h] + 1e-9) * ((probs[h] @ v[h]) != 0)
@@ -203,7 +189,7 @@ def _chefer_one_sample(source: Any, x: torch.Tensor, target: int) -> torch.Tenso
                 cams.append((grads[i][0, h] * r_a).clamp(min=0))
             maps.insert(0, torch.stack(cams).mean(0))
             for parts, module in ((r_q, attn.q_proj), (r_k, attn.k_proj), (r_v, attn.v_proj)):
-                r_x = r_x + _z_plus(h1, module.weight, torch.cat(parts, dim=-1))
+                r_x = r_x + z_plus(h1, module.weight, torch.cat(parts, dim=-1))
             R = r_x
     relevance = torch.eye(len(hidden[0]))
     for m in maps:

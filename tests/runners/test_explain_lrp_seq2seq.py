@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from explain_testing import split, z_plus
 
 import archlab
 from archlab.compiler.model import CompiledModel
@@ -135,21 +136,6 @@ def test_chefer_explains_a_hugging_face_t5_batched(tmp_path: Path) -> None:
     torch.testing.assert_close(total, torch.ones(3), rtol=1e-4, atol=1e-4)
 
 
-def _z_plus(x: torch.Tensor, weight: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """The z+ rule written from its contributions: (x_i W_ji)^+ shares of each output."""
-    contrib = (x[:, None, :] * weight[None]).clamp(min=0)  # (n, out, in)
-    Z = contrib.sum(-1)
-    return (contrib * (R / (Z + 1e-9) * (Z != 0))[..., None]).sum(1)
-
-
-def _split(a: torch.Tensor, b: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    S = R / (a + b + 1e-9) * ((a + b) != 0)
-    ra, rb = a * S, b * S
-    sa, sb = ra.sum(), rb.sum()
-    fa, fb = sa.abs() / (sa.abs() + sb.abs()) * R.sum(), sb.abs() / (sa.abs() + sb.abs()) * R.sum()
-    return ra * fa / sa, rb * fb / sb
-
-
 def _heads(x: torch.Tensor, H: int) -> torch.Tensor:
     return x.view(len(x), H, -1).transpose(0, 1)  # (H, N, E)
 
@@ -163,7 +149,7 @@ def _attention(
     H = probs.shape[0]
     q, k, v = _heads(attn.q(h), H), _heads(attn.k(memory), H), _heads(attn.v(memory), H)
     ctx = (probs @ v).transpose(0, 1).reshape(len(h), -1)
-    r_ctx = _heads(_z_plus(ctx, attn.o.weight, R_out), H)
+    r_ctx = _heads(z_plus(ctx, attn.o.weight, R_out), H)
     r_q, r_k, r_v, cams = [], [], [], []
     for i in range(H):
         pv = probs[i] @ v[i]
@@ -175,9 +161,9 @@ def _attention(
         r_q.append(q[i] * (S2 @ k[i]) / 2)
         r_k.append(k[i] * (S2.T @ q[i]) / 2)
         cams.append((grad[i] * r_a).clamp(min=0))
-    r_h = _z_plus(h, attn.q.weight, torch.cat(r_q, -1))
-    r_memory = _z_plus(memory, attn.k.weight, torch.cat(r_k, -1))
-    r_memory = r_memory + _z_plus(memory, attn.v.weight, torch.cat(r_v, -1))
+    r_h = z_plus(h, attn.q.weight, torch.cat(r_q, -1))
+    r_memory = z_plus(memory, attn.k.weight, torch.cat(r_k, -1))
+    r_memory = r_memory + z_plus(memory, attn.v.weight, torch.cat(r_v, -1))
     return r_h, r_memory, torch.stack(cams).mean(0)
 
 
@@ -186,9 +172,9 @@ def _feed_forward(ff: Any, y: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     h = ff.layer_norm(y)
     inner = ff.DenseReluDense.act(ff.DenseReluDense.wi(h))
     m = ff.DenseReluDense.wo(inner)
-    r_y, r_m = _split(y, m, R)
-    r_inner = _z_plus(inner, ff.DenseReluDense.wo.weight, r_m)
-    return r_y + _z_plus(h, ff.DenseReluDense.wi.weight, r_inner)
+    r_y, r_m = split(y, m, R)
+    r_inner = z_plus(inner, ff.DenseReluDense.wo.weight, r_m)
+    return r_y + z_plus(h, ff.DenseReluDense.wi.weight, r_inner)
 
 
 def _self_attention(
@@ -198,7 +184,7 @@ def _self_attention(
     h = sa.layer_norm(x)
     v = _heads(sa.SelfAttention.v(h), probs.shape[0])
     y = x + sa.SelfAttention.o((probs @ v).transpose(0, 1).reshape(len(x), -1))
-    r_x, r_a = _split(x, y - x, R)
+    r_x, r_a = split(x, y - x, R)
     r_h, r_h2, cam = _attention(sa.SelfAttention, h, h, probs, grad, r_a)
     return r_x + r_h + r_h2, cam, y
 
@@ -226,7 +212,7 @@ def _t5_one_sample(
     with torch.no_grad():
         R = torch.zeros_like(dec_in[0])
         x = dec_in[-1][-1:] * source.config.d_model**-0.5
-        R[-1] = _z_plus(x, source.lm_head.weight, one_hot[None])[0]
+        R[-1] = z_plus(x, source.lm_head.weight, one_hot[None])[0]
         r_memory = torch.zeros_like(memory)
         dec_maps, cross_maps, enc_maps = [], [], []
         for i in reversed(range(L)):
@@ -236,7 +222,7 @@ def _t5_one_sample(
             v = _heads(ca.EncDecAttention.v(memory), cross[i].shape[1])
             c = ca.EncDecAttention.o((cross[i][0] @ v).transpose(0, 1).reshape(len(h), -1))
             R = _feed_forward(ff, y1 + c, R)
-            r_y1, r_c = _split(y1, c, R)
+            r_y1, r_c = split(y1, c, R)
             r_h, r_m, cam = _attention(ca.EncDecAttention, h, memory, cross[i][0], grads[2 * L + i], r_c)  # fmt: skip
             r_memory, cross_maps = r_memory + r_m, [cam, *cross_maps]
             R, cam, _ = _self_attention(sa, dec_in[i], dec[i][0], grads[L + i], r_y1 + r_h)
