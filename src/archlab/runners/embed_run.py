@@ -201,16 +201,20 @@ def embed_group(
         folds = registry.completed_folds(group_id)
         if not folds:
             raise EmbedRunError(f"CV group {group_id} has no completed fold to map")
-        reports: list[EmbedReport] = []
-        eval_group = None
+        mapped: list[tuple[int, str, CompiledModel, _Plan, EmbedReport]] = []
         for position, (fold, run_id) in enumerate(sorted(folds.items())):
             model, model_name, run = load_source(run_id, registry_url, "arch embed", EmbedRunError)
             assert run is not None
             plan = _plan(model, run_id, None, "val", run)
             drawn = path if position == 0 else None
             report = _map(model, f"{model_name} (fold {fold})", plan, request, drawn, None, 10)
-            if position == 0 and json_path is not None:
-                _write_json(json_path, report.points_json())
+            mapped.append((fold, run_id, model, plan, report))
+        if json_path is not None:
+            _write_json(json_path, mapped[0][4].points_json())
+        # every fold mapped before anything is recorded: a failing fold records nothing
+        reports: list[EmbedReport] = []
+        eval_group = None
+        for position, (fold, run_id, model, plan, report) in enumerate(mapped):
             if record and report.quality:
                 if eval_group is None:
                     settings = {"evaluates": group_id, "evaluation": "embed", **_settings(request)}
@@ -219,10 +223,9 @@ def embed_group(
                         seed=group.seed, shuffle=group.shuffle, stratified=group.stratified,
                         grouped=group.grouped, repeats=group.repeats, library=group.library,
                     )  # fmt: skip
-                where = (eval_group.id, fold)
                 eval_id = _record(
                     registry, run_id, model, report, request, plan,
-                    json_path if position == 0 else None, where,
+                    json_path if position == 0 else None, (eval_group.id, fold),
                 )  # fmt: skip
                 report = dataclasses.replace(report, eval_run=eval_id)
             reports.append(report)
