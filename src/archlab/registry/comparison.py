@@ -6,7 +6,8 @@ same training and validation fingerprints. Then fold j gives the difference d_j 
 metric (its final value, or its best with ``at="best"``), and ``archlab.stats`` tests them: the
 corrected resampled t-test, the naive one beside it, the Bayesian correlated t-test with a ROPE,
 and Dietterich's / Alpaydin's 5x2cv tests for 5 repeats of 2 folds. ``verdict`` says in words
-what the numbers mean. Imports no torch.
+what the numbers mean. Imports no torch; scipy (through ``archlab.stats``) loads with the first
+comparison, so the CLI imports this module's names without it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from archlab import stats
 from archlab.registry.engine import RegistryError
 
 if TYPE_CHECKING:
+    from archlab import stats
     from archlab.metrics import Direction
     from archlab.registry.records import CVGroup, Run
     from archlab.registry.store import Registry
@@ -103,6 +104,8 @@ def compare_groups(
 ) -> GroupComparison:
     """``Registry.compare_groups``: pair the folds of CV groups ``a`` and ``b`` (refusing with
     ``RegistryError`` where they are not the same splits) and test B − A of ``metric``."""
+    from archlab import stats
+
     if at not in AT:
         raise RegistryError(f"at is one of {', '.join(AT)}, not {at!r}")
     if ratio not in RATIOS:
