@@ -216,3 +216,12 @@ def test_a_fold_rerun_after_a_failure_counts_once(registry: Registry, spec: Doc)
             run.log_metrics({"val_acc": 0.75}, step=0)
     got = registry.compare_groups(a, group.id)
     assert got.values_b == [0.75, 0.75, 0.75]
+
+
+def test_a_nan_fold_value_is_refused(registry: Registry, spec: Doc) -> None:
+    a = record_group(registry, spec, [0.5, 0.6, 0.7], k=3)
+    b = record_group(registry, deeper(spec), [0.5, math.nan, 0.7], k=3, best_offset=0.0)
+    with pytest.raises(RegistryError, match=r"fold 1 of CV group .*: its final val_acc is nan"):
+        registry.compare_groups(a, b)
+    with pytest.raises(RegistryError, match="its best val_acc is nan"):
+        registry.compare_groups(a, b, at="best")
