@@ -1,6 +1,7 @@
-"""``arch runs compare / diff / best``: runs side by side, what changed between two, and the
-best by a metric. Each makes one library call (``views.comparison``, ``Registry.diff``,
-``ranking.best``) and prints its answer; ``runs_commands.py`` adds them to ``arch runs``.
+"""``arch runs compare / diff / best``: runs side by side (or two CV groups tested fold for
+fold), what changed between two, and the best by a metric. Each makes one library call
+(``views.comparison`` or ``Registry.compare_groups``, ``Registry.diff``, ``ranking.best``) and
+prints its answer; ``runs_commands.py`` adds them to ``arch runs``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from archlab.cli.options import (
     where_option,
 )
 from archlab.registry import ranking, views
+from archlab.registry.comparison import AT, RATIOS, verdict
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from archlab.registry import Run
+    from archlab.registry.comparison import GroupComparison
 
 
 @click.command()
@@ -43,12 +46,82 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Show every config, mixup and tag field, not only those that differ.",
 )
+@click.option(
+    "--metric",
+    default=None,
+    metavar="NAME",
+    help="Two CV groups: the metric compared fold by fold (default val_acc).",
+)
+@click.option(
+    "--at",
+    type=click.Choice(AT),
+    default=None,
+    help="Two CV groups: each fold's final value of the metric (default) or its best.",
+)
+@click.option(
+    "--rope",
+    type=float,
+    default=None,
+    metavar="R",
+    help="Two CV groups: differences within ±R count as practically equivalent (default 0.01, "
+    "in the metric's units).",
+)
+@click.option(
+    "--ratio",
+    type=click.Choice(RATIOS),
+    default=None,
+    help="Two CV groups: n2/n1 of the corrected t-test is 1/(k-1) (folds, default) or the "
+    "recorded mean validation / training sizes (sizes).",
+)
+@click.option(
+    "--runs",
+    "as_runs",
+    is_flag=True,
+    help="Two CV groups: their fold runs side by side rather than the statistics.",
+)
 @format_option(["table", "json"], "table")
-def compare(registry_url: str | None, run_ids: tuple[str, ...], show_all: bool, fmt: str) -> None:
+def compare(
+    registry_url: str | None,
+    run_ids: tuple[str, ...],
+    show_all: bool,
+    metric: str | None,
+    at: str | None,
+    rope: float | None,
+    ratio: str | None,
+    as_runs: bool,
+    fmt: str,
+) -> None:
     """Runs side by side: one column per run; status, spec, CV, config and mixup fields that
-    differ (all with --all), tags and final metrics. A CV group's id stands for its folds."""
+    differ (all with --all), tags and final metrics. A CV group's id stands for its folds.
+
+    Two CV groups (GROUP_A GROUP_B) are compared fold for fold instead: is B better than A?
+    They must be the same splits of the same data. Per fold d = B - A of --metric; the
+    corrected resampled t-test (p and 95% interval), the naive t-test beside it, the Bayesian
+    correlated t-test (P(A better), P(within ±R), P(B better)) and, for 5x2 CV, Dietterich's t
+    and Alpaydin's F. --runs shows the two groups' fold runs side by side instead."""
+    statistics = {"--metric": metric, "--at": at, "--rope": rope, "--ratio": ratio}
+    asked = [name for name, value in statistics.items() if value is not None]
     with open_registry(registry_url) as registry:
-        found = views.comparison(registry, run_ids, show_all)
+        two_groups = (
+            len(run_ids) == 2
+            and not (as_runs or show_all)
+            and (asked or all(registry.kind_of(i) == "group" for i in run_ids))
+        )
+        if asked and not two_groups:
+            raise click.UsageError(
+                f"{', '.join(asked)}: options of comparing two CV groups (GROUP_A GROUP_B), "
+                "not of the runs' table (--runs, --all, other than two ids)"
+            )
+        if two_groups:
+            result = registry.compare_groups(
+                run_ids[0], run_ids[1], metric or "val_acc", at=at or "final",
+                rope=0.01 if rope is None else rope, ratio=ratio or "folds",
+            )  # fmt: skip
+        else:
+            found = views.comparison(registry, run_ids, show_all)
+    if two_groups:
+        _print_groups(result, fmt)
+        return
     if len(found.runs) < 2:
         raise click.UsageError("compare takes at least two run ids (or a CV group's id)")
     if fmt == "json":
@@ -62,6 +135,48 @@ def compare(registry_url: str | None, run_ids: tuple[str, ...], show_all: bool, 
         console.print(table)
     if not show_all:
         console.print("config, mixup and tags: only fields that differ (--all shows every one)")
+
+
+def _print_groups(result: GroupComparison, fmt: str) -> None:
+    """Two CV groups' comparison: its JSON, or a table of the numbers and what they say."""
+    if fmt == "json":
+        click.echo(dumps(result.to_dict()))
+        return
+    import statistics
+
+    r = result
+    j = len(r.diffs)
+    table = new_table(
+        "",
+        "value",
+        title=f"B {r.b} vs A {r.a}: {r.at} {r.metric}, {r.k}-fold CV x {r.repeats}",
+    )
+    higher = "higher" if r.direction == "max" else "lower"
+    table.add_row("paired folds", f"{j} ({higher} {r.metric} is better)")
+    for name, values, group in (("A", r.values_a, r.a), ("B", r.values_b, r.b)):
+        table.add_row(
+            f"{name} {group}", mean_std(statistics.fmean(values), statistics.stdev(values), j)
+        )
+    t = r.corrected
+    table.add_row("mean B − A", f"{r.mean_diff:+.4g}")
+    table.add_row(
+        f"{round(t.level * 100)}% interval (corrected)", f"{t.ci_low:+.4g} to {t.ci_high:+.4g}"
+    )
+    table.add_row("corrected t-test", f"t = {t.t:.3f}, df {t.df}, p = {t.p:.3g}")
+    table.add_row("naive t-test (overconfident)", f"t = {r.naive.t:.3f}, p = {r.naive.p:.3g}")
+    table.add_row("P(A better)", f"{r.p_a_better:.3f}")
+    table.add_row(f"P(|B − A| <= {r.rope:g})", f"{r.p_rope:.3f}")
+    table.add_row("P(B better)", f"{r.p_b_better:.3f}")
+    if r.five_by_two is not None:
+        f = r.five_by_two
+        table.add_row("5x2cv t (Dietterich)", f"t = {f.t:.3f}, p = {f.p:.3g}")
+        table.add_row("5x2cv F (Alpaydin)", f"F = {f.f:.3f}, p = {f.p_f:.3g}")
+    console = new_console()
+    console.print(table)
+    for line in verdict(r):
+        console.print(escape(line))
+    ratio = "1/(k-1)" if r.ratio == "folds" else "mean validation / training size"
+    console.print(f"n2/n1 = {r.size_ratio:.4g} ({ratio}); per-fold differences: --json")
 
 
 COMPARE_VALUE_WIDTH = 24  # a run's column is counted at most this wide (longer values wrap)

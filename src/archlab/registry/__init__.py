@@ -1,7 +1,8 @@
 """The experiment registry: specs, runs, CV groups, mixup settings, metrics and artifacts.
 
 ``archlab.registry.views`` turns runs into plain data: CV groups, the compare table, exports;
-``archlab.registry.ranking`` answers "which is best by a metric"; ``archlab.registry.maintenance``
+``archlab.registry.ranking`` answers "which is best by a metric"; ``archlab.registry.comparison``
+"is CV group B better than A" (``Registry.compare_groups``); ``archlab.registry.maintenance``
 plans removals, tags CV groups' folds and sizes orphan artifact folders.
 
 SQLAlchemy 2.0 on SQLite (the default, zero set-up) or PostgreSQL (by URL). Imports no torch.
@@ -9,6 +10,7 @@ SQLAlchemy 2.0 on SQLite (the default, zero set-up) or PostgreSQL (by URL). Impo
 
 from archlab.registry import views
 from archlab.registry.artifacts import ArtifactError
+from archlab.registry.comparison import GroupComparison
 from archlab.registry.engine import Location, RegistryError, locate
 from archlab.registry.handle import RunHandle
 from archlab.registry.records import (
@@ -31,6 +33,7 @@ __all__ = [
     "CVGroup",
     "CVInfo",
     "Change",
+    "GroupComparison",
     "Location",
     "MetricSummary",
     "MixupSetting",

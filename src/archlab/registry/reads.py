@@ -120,6 +120,26 @@ def completed_folds(db: Database, group_id: str) -> dict[int, str]:
         return found
 
 
+def fold_runs(db: Database, group_id: str) -> dict[int, Run]:
+    """The completed run of each fold of a CV group that has one (the first completed, as
+    ``completed_folds`` and the aggregates count it), with its summaries, by fold index."""
+    with db.transaction() as tx:
+        session = tx.session
+        group_pk = session.scalar(select(CVGroupRow.pk).where(CVGroupRow.id == group_id))
+        if group_pk is None:
+            raise RegistryError(f"no CV group {group_id!r} in this registry")
+        rows: dict[int, RunRow] = {}
+        for row in session.scalars(
+            select(RunRow)
+            .where(RunRow.cv_group_pk == group_pk, RunRow.status == "completed")
+            .order_by(RunRow.pk)
+        ):
+            if row.fold is not None:
+                rows.setdefault(row.fold, row)
+        found = records(session, list(rows.values()))
+        return {run.cv.fold: run for run in found if run.cv is not None and run.cv.fold is not None}
+
+
 def diff(db: Database, a: str, b: str) -> list[Change]:
     """Differences between two runs: spec (as JSON paths), then config, mixup and CV."""
     ra, rb = get(db, a), get(db, b)

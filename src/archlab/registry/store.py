@@ -24,7 +24,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, make_url
@@ -59,6 +59,9 @@ from archlab.registry.records import (
     Run,
 )
 from archlab.registry.summaries import Point, SeriesSummary, fold_batch, stored
+
+if TYPE_CHECKING:
+    from archlab.registry.comparison import GroupComparison
 
 KINDS = ("train", "eval", "bench")
 DEFAULT_GRACE_S = 300.0  # a running run silent this long is stale
@@ -582,6 +585,33 @@ class Registry:
         """The fold indices of a CV group that have a completed run, each with the run that
         counts for it (the first completed; the one its aggregates use)."""
         return reads.completed_folds(self._db, group_id)
+
+    def fold_runs(self, group_id: str) -> dict[int, Run]:
+        """The completed run of each fold of a CV group, by fold index (the run its aggregates
+        count: the first completed), with final and best values (``Run.summaries``)."""
+        return reads.fold_runs(self._db, group_id)
+
+    def compare_groups(
+        self,
+        a: str,
+        b: str,
+        metric: str = "val_acc",
+        *,
+        at: str = "final",
+        rope: float = 0.01,
+        ratio: str = "folds",
+    ) -> GroupComparison:
+        """Is CV group ``b`` better than ``a`` by ``metric``? Paired over their folds, which must
+        be the same splits of the same data (else ``RegistryError`` names the first fold that
+        differs): per fold d = B − A of the metric's final value (``at="best"``: its best), the
+        corrected resampled t-test with its 95% interval, the naive t-test beside it, the
+        Bayesian correlated t-test's P(A better), P(within ±``rope``), P(B better), and for
+        5x2 CV Dietterich's t and Alpaydin's F (``archlab.registry.comparison``). ``ratio``:
+        n2/n1 is 1/(k − 1) (``"folds"``) or the recorded mean validation / training sizes
+        (``"sizes"``)."""
+        from archlab.registry.comparison import compare_groups
+
+        return compare_groups(self, a, b, metric, at=at, rope=rope, ratio=ratio)
 
     def compare(self, ids: Sequence[str]) -> list[Run]:
         return [self.get(run_id) for run_id in ids]
