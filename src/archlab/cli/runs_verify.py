@@ -80,10 +80,11 @@ def _verify_json(report: Any) -> dict[str, Any]:
 
 def _print_verify(report: Any, all_settings: bool) -> None:
     console = new_console()
+    differing = sum(not s.equal for s in report.series)
     verdict = (
         "equal, bit for bit"
         if report.equal
-        else f"{sum(not s.equal for s in report.series)} series differ"
+        else f"{differing} series differ{'s' if differing == 1 else ''}"
     )
     console.print(
         f"run {report.rerun} re-runs run {report.run}: "

@@ -276,14 +276,21 @@ def setting_rows(original: Run, again: Run) -> list[tuple[str, str, str]]:
     a_det, b_det = original.config.get("determinism") or {}, again.config.get("determinism") or {}
     for key in sorted(set(a_det) | set(b_det)):
         add(f"determinism.{key}", a_det.get(key, _NOT), b_det.get(key))
-    a_git, b_git = a_prov.get("git") or {}, b_prov.get("git") or {}
     for key in ("commit", "dirty", "diff_sha256"):
-        add(f"git.{key}", a_git.get(key, _NOT) if "git" in a_prov else _NOT, b_git.get(key))
+        add(f"git.{key}", _git_field(a_prov, key), _git_field(b_prov, key))
     add("host", a_prov.get("host", _NOT), b_prov.get("host"))
     return rows
 
 
 _NOT = "not recorded"
+
+
+def _git_field(prov: dict[str, Any], key: str) -> Any:
+    """A field of a provenance's git state: "not a git tree" when it ran outside one."""
+    if "git" not in prov:
+        return _NOT
+    git = prov["git"]
+    return "not a git tree" if git is None else git.get(key)
 
 
 def _text(value: Any) -> str:
