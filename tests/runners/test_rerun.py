@@ -39,7 +39,7 @@ def test_a_rerun_of_a_fold_repeats_every_metric_series_bit_for_bit(registry: Reg
     """Fold 1 of a 2-fold CV of the digits ViT, mixup on, seed 3, two epochs: the re-run trains
     on the same fold's indices and records the same series, value for value; only the time
     measure (samples_per_s) is left out of the comparison."""
-    cfg = config(folds=2, fold=1, seed=3, mixup=0.2)
+    cfg = config(folds=2, fold=1, seed=3, mixup=0.2, name="fold-one")
     [original] = train(VIT, cfg, registry).runs
     run = registry.get(original)
     assert set(NEEDED) <= set(run.config)
@@ -52,7 +52,10 @@ def test_a_rerun_of_a_fold_repeats_every_metric_series_bit_for_bit(registry: Reg
     report = verify(original, registry)
     assert report.equal and report.run == original
     again = registry.get(report.rerun)
-    assert again.tags["reruns"] == original and again.cv is None  # outside the CV group
+    assert run.tags["name"] == "fold-one"  # the original's name is not the re-run's
+    assert again.tags == {"reruns": original, "best_epoch": again.tags["best_epoch"],
+                          "stopped_early": "False"}  # fmt: skip
+    assert again.cv is None  # outside the CV group
     assert registry.group(run.cv.group).runs == [original]  # type: ignore[union-attr]
     assert registry.split_fingerprints(again.id) == registry.split_fingerprints(original)
     assert [s.metric for s in report.series] == ["lr", "train_loss", "val_acc", "val_loss"]
@@ -135,7 +138,7 @@ def test_bad_input_is_refused_and_nothing_is_recorded(
     count = len(registry.runs())
     with pytest.raises(ValueError, match="no run 'nosuchrun'"):
         rerun("nosuchrun", registry)
-    with pytest.raises(ValueError, match=f"is a eval run \\(it evaluates run {trained}\\)"):
+    with pytest.raises(ValueError, match=f"is an eval run \\(it evaluates run {trained}\\)"):
         rerun(evaluated, registry)
     with pytest.raises(ValueError, match="lacks what a re-run needs: data_sha256, init_seed"):
         rerun(old.id, registry)

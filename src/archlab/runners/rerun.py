@@ -40,7 +40,6 @@ from archlab.runners.train import (
     _init_plan,
     _record,
     _recorded_config,
-    _run_tags,
     _split,
 )
 from archlab.specs import load_spec
@@ -62,7 +61,7 @@ def rerun(
     threads: int | None = None,
 ) -> TrainReport:
     """Train run ``run_id`` again from what the registry recorded, as a new run tagged
-    ``reruns=run_id`` (outside any CV group, with the same split). ``threads``: train on that
+    ``reruns=run_id`` alone (outside any CV group, with the same split). ``threads``: train on that
     many CPU threads rather than the recorded count. Bad input (an unknown run, one that is not
     a completed training, one recorded without what a re-run needs, data that changed, a split
     that cannot be rebuilt) raises ``UserInputError`` before anything is recorded."""
@@ -103,7 +102,9 @@ def rerun(
         with applied(run.config["determinism"], threads or int(run.config["threads"])):
             # what it trains under, as applied (the inter-op threads stay as they are)
             record.update(threads=torch.get_num_threads(), determinism=determinism_settings())
-            tags = {**_run_tags(config), RERUNS_TAG: run.id}
+            # the original's own tags (name, --tag, a sweep's) stay in its config record: the
+            # re-run is not one more run of the original's name, group or sweep
+            tags = {RERUNS_TAG: run.id}
             with registry.start_run(
                 spec,
                 record,
@@ -128,8 +129,10 @@ def check_rerunnable(run: Run) -> None:
     not completed, trained on several processes, or recorded without what a re-run needs."""
     if run.kind != "train":
         what = f" (it evaluates run {run.tags['evaluates']})" if "evaluates" in run.tags else ""
+        article = "an" if run.kind[:1] in tuple("aeiou") else "a"
         raise UserInputError(
-            f"run {run.id} is a {run.kind} run{what}, not a training: only train runs can be re-run"
+            f"run {run.id} is {article} {run.kind} run{what}, not a training: only train runs "
+            "can be re-run"
         )
     if run.status != "completed":
         hint = " (continue it with arch train --resume)" if run.status != "running" else ""
