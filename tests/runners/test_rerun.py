@@ -5,6 +5,7 @@ every kind of bad input refused before anything is recorded."""
 from __future__ import annotations
 
 import math
+import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
@@ -144,6 +145,12 @@ def test_bad_input_is_refused_and_nothing_is_recorded(
         rerun(old.id, registry)
     with pytest.raises(ValueError, match=r"is interrupted: .* arch train --resume"):
         rerun(stopped.id, registry)
+    with sqlite3.connect(tmp_path / "r.db") as db:  # a split the splitter no longer makes
+        db.execute("UPDATE runs SET val_sha256 = ? WHERE id = ?", ("0" * 64, trained))
+    with pytest.raises(ValueError, match="split cannot be rebuilt: its validation indices"):
+        rerun(trained, registry)
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        db.execute("UPDATE runs SET val_sha256 = NULL WHERE id = ?", (trained,))
     recorded = registry.get(trained).config["data_sha256"]
     path = Path(data.removeprefix("npz:"))
     x = np.random.default_rng(1).random((40, 1, 8, 8), dtype=np.float32)
@@ -184,3 +191,16 @@ def test_a_rerun_keeps_the_uncommitted_changes_of_its_working_tree(
         text = registry.artifact_file(run, kept.path).read_text()
         assert "+depth = 2" in text and "#   notes.txt" in text
         assert run.provenance["git"]["dirty"] is True
+
+
+def test_a_run_of_an_old_registry_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
+    """The revision-0001 registry fixture (upgraded on open): its completed training recorded
+    only its batch size and learning rate."""
+    path = tmp_path / "old.db"
+    shutil.copyfile(ROOT / "tests" / "registry" / "fixtures" / "registry_v0001.db", path)
+    with Registry(f"sqlite:///{path}", artifacts=tmp_path / "old") as old:
+        count = len(old.runs())
+        missing = ", ".join(NEEDED)
+        with pytest.raises(ValueError, match=f"run train0dd lacks what a re-run needs: {missing}"):
+            verify("train0dd", old)
+        assert len(old.runs()) == count
