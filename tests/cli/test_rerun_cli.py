@@ -101,3 +101,21 @@ def test_verify_help_states_the_exit_status() -> None:
     assert "0 when every compared series is equal, 1 when any differs, 2 for bad input" in (
         " ".join(out.output.split())
     )
+
+
+def test_verify_on_another_thread_count_names_it(tmp_path: Path) -> None:
+    """--threads other than the recorded count: the settings list says so, whether or not the
+    numbers moved (on this CPU the training loss moves in its last bits)."""
+    url, run_id = trained(tmp_path)
+    with Registry(url) as registry:
+        recorded = int(registry.get(run_id).config["threads"])
+    other = 2 if recorded == 1 else 1
+    out = CliRunner().invoke(
+        cli, ["runs", "verify", run_id, "--threads", str(other), "--json", "--registry", url]
+    )
+    assert out.exit_code in (0, 1), out.output
+    doc = json.loads(out.output)
+    assert doc["equal"] is (out.exit_code == 0)
+    rows = {row["setting"]: row for row in doc["settings"]}
+    assert (rows["threads"]["recorded"], rows["threads"]["rerun"]) == (str(recorded), str(other))
+    assert rows["threads"]["same"] is False and rows["torch"]["same"] is True

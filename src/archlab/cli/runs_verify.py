@@ -8,12 +8,13 @@ from typing import Any
 import click
 
 from archlab.cli.formatting import dumps, escape, new_console, new_table, num
-from archlab.cli.options import open_registry, registry_option, threads_option
+from archlab.cli.options import open_registry, registry_option
 
 
 @click.command()
 @click.argument("run_id", metavar="RUN")
-@threads_option
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="CPU threads for torch [default: the count the run recorded].")  # fmt: skip
 @click.option("--all-settings", is_flag=True,
               help="List every recorded setting, not only those that differ.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True,

@@ -231,7 +231,8 @@ def _flags(f: Any) -> Any:
 @click.option("--rerun", "rerun_id", metavar="RUN",
               help="Train a completed run again from what the registry recorded (spec, "
               "configuration, data hash, split, seeds, threads, determinism), as a new run "
-              "tagged reruns=RUN (no SPEC, no flags but --threads).")  # fmt: skip
+              "tagged reruns=RUN, on the recorded CPU thread count unless --threads says (no "
+              "SPEC, no other flags).")  # fmt: skip
 @registry_option
 def train_command(
     spec: Path | None,
