@@ -49,6 +49,17 @@ def default_direction(name: str) -> Direction:
     return "max"
 
 
+def measures_time(name: str) -> bool:
+    """Whether metric ``name`` measures time: a duration (``step_s``, ``latency_p90_ms``) or a
+    rate per unit of time (``samples_per_s``, ``tokens/s``). Such a value changes from one run
+    of the same computation to the next, so ``arch runs verify`` does not compare it."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower().replace("/", "_per_")) if w]
+    at = words.index("per") + 1 if "per" in words else len(words)
+    if at < len(words) and words[at] in _TIME_UNITS:
+        return True
+    return len(words) > 1 and words[-1] in _TIME_UNITS
+
+
 class DirectionError(UserInputError):
     """A metric direction that is neither ``"min"`` nor ``"max"``."""
 

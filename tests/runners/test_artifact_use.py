@@ -143,7 +143,10 @@ def test_eval_refuses_a_checkpoint_linked_outside_the_artifact_folder(
         evaluate_run(run_id, registry)
 
 
-def test_checkpoints_and_state_get_the_umasks_permissions(tmp_path: Path, data: str) -> None:
+def test_checkpoints_and_state_get_the_umasks_permissions(
+    tmp_path: Path, data: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # outside a git tree: no uncommitted.diff beside them
     old = os.umask(0o027)
     try:
         with Registry(f"sqlite:///{tmp_path / 'u.db'}", artifacts=tmp_path / "u") as reg:

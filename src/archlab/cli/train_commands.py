@@ -228,6 +228,11 @@ def _flags(f: Any) -> Any:
               "summary metrics.")  # fmt: skip
 @click.option("--resume", "resume_id", metavar="RUN",
               help="Continue an interrupted run from its last finished epoch (no SPEC, no flags).")  # fmt: skip
+@click.option("--rerun", "rerun_id", metavar="RUN",
+              help="Train a completed run again from what the registry recorded (spec, "
+              "configuration, data hash, split, seeds, threads, determinism), as a new run "
+              "tagged reruns=RUN, on the recorded CPU thread count unless --threads says (no "
+              "SPEC, no other flags).")  # fmt: skip
 @registry_option
 def train_command(
     spec: Path | None,
@@ -240,6 +245,7 @@ def train_command(
     quiet: bool,
     as_json: bool,
     resume_id: str | None,
+    rerun_id: str | None,
     registry_url: str | None,
     **flags: Any,
 ) -> None:
@@ -254,19 +260,23 @@ def train_command(
     arch train specs/vit-tiny-digits.json --data digits --folds 5 --mixup 0.2
     arch train specs/gpt-tiny.json --data text:README.md --epochs 5
     arch train specs/vit-tiny-digits.json --epochs 1 --json | jq .group.id
+    arch train --rerun RUN             # the same training again, bit for bit on one machine
     """
     from archlab.errors import UserInputError
     from archlab.registry import Registry
     from archlab.runners.config import load_train_config
     from archlab.runners.distributed import is_main_process
     from archlab.runners.progress import make_progress
+    from archlab.runners.rerun import rerun
     from archlab.runners.threads import configure_threads
     from archlab.runners.train import resume, train
     from archlab.textsafe import printable
 
-    if (spec is None) == (resume_id is None):
+    given = [x for x in (spec, resume_id, rerun_id) if x is not None]
+    if len(given) != 1:
         raise UserInputError(
-            "give a SPEC to train, or --resume RUN to continue an interrupted run (not both)"
+            "give a SPEC to train, or --resume RUN to continue an interrupted run, or --rerun "
+            "RUN to train a recorded run again (only one: not both)"
         )
     overrides = {
         k: (tuple(v) if isinstance(v, list | tuple) and v else v) for k, v in flags.items()
@@ -284,8 +294,14 @@ def train_command(
         raise UserInputError(
             "--resume continues a run with the configuration it recorded: drop the other flags"
         )
+    if rerun_id is not None and (overrides or config_file is not None):
+        raise UserInputError(
+            "--rerun trains a run again with the configuration it recorded: drop the other "
+            "flags (--threads, --quiet, --json and --registry may stay)"
+        )
     config = load_train_config(config_file, overrides)
-    configure_threads(threads)
+    if rerun_id is None:  # a re-run trains on the recorded thread count unless --threads says
+        configure_threads(threads)
 
     with Registry(registry_url) as registry:
         # a live display on a terminal, plain lines in logs and pipes, nothing with --quiet
@@ -294,6 +310,8 @@ def train_command(
             with make_progress(quiet or as_json or not main) as progress:
                 if resume_id is not None:
                     report = resume(resume_id, registry, progress=progress)
+                elif rerun_id is not None:
+                    report = rerun(rerun_id, registry, progress=progress, threads=threads)
                 else:
                     report = train(spec, config, registry, progress=progress)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: recorded, one line, 130 / 143
@@ -304,6 +322,8 @@ def train_command(
             click.echo(dumps(_train_json(report, registry)))
             return
         click.echo(printable(f"{report.spec.name}: {report.data.description}"))
+        if rerun_id is not None:
+            click.echo(f"re-run of run {rerun_id}: run {report.runs[0]} (tag reruns={rerun_id})")
         if report.init is not None:
             fresh = ", ".join(report.init.fresh) or "none"
             click.echo(

@@ -1,6 +1,7 @@
 """Where and how a run was started: ``provenance()`` (git state, host, user, pid, command,
-versions), and the host and pid that own a running run, so a registry can tell a dead run from a
-live one.
+versions, installed packages), the working tree's uncommitted changes (``working_tree_diff``,
+which ``arch train`` keeps with a run as an artifact), and the host and pid that own a running
+run, so a registry can tell a dead run from a live one.
 """
 
 from __future__ import annotations
@@ -29,8 +30,62 @@ def provenance() -> dict[str, Any]:
         "cwd": os.getcwd(),
         "versions": versions(),
         "git": _git_state_of(os.getcwd()),
+        "packages": list(installed_packages()),
     }
     return info
+
+
+@functools.lru_cache(maxsize=1)
+def installed_packages() -> tuple[str, ...]:
+    """Every installed distribution as ``name==version``, sorted by name (lower case), read
+    from package metadata once per process (nothing is imported)."""
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata is not None else None
+        if name:
+            found.setdefault(str(name).lower(), f"{name}=={dist.version}")
+    return tuple(found[key] for key in sorted(found))
+
+
+#: The most bytes of uncommitted changes a run keeps (``working_tree_diff``): a larger diff is
+#: cut there, with a note saying so and how long it was.
+DIFF_LIMIT = 2_000_000
+
+
+def working_tree_diff(cwd: str | None = None, limit: int = DIFF_LIMIT) -> str | None:
+    """The uncommitted changes of the git working tree at ``cwd`` (default: the current
+    directory): ``git diff HEAD`` (text; binary files as git names them), then the names of
+    untracked files (their contents are not kept), at most ``limit`` bytes of UTF-8 with a last
+    line saying where and why it was cut. None outside a git tree or when nothing is changed."""
+    if shutil.which("git") is None:
+        return None
+    where = cwd or os.getcwd()
+
+    def git(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["git", *args], capture_output=True, timeout=30, check=False, cwd=where
+        )
+
+    diff = git("diff", "HEAD")
+    if diff.returncode != 0:
+        return None
+    untracked = git("ls-files", "--others", "--exclude-standard", "-z")
+    names = [n for n in untracked.stdout.decode(errors="replace").split("\0") if n]
+    text = diff.stdout.decode(errors="replace")
+    if names:
+        text += "# untracked files (names only):\n" + "".join(f"#   {n}\n" for n in names)
+    if not text:
+        return None
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    kept = data[:limit].decode(errors="ignore")
+    return kept + (
+        f"\n# archlab: truncated: the first {limit} of {len(data)} bytes of the uncommitted "
+        "changes are kept\n"
+    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -75,6 +75,20 @@ def get(db: Database, run_id: str) -> Run:
         return record
 
 
+def split_fingerprints(db: Database, run_id: str) -> dict[str, Any]:
+    """The sizes and SHA-256 fingerprints of the training and validation indices run ``run_id``
+    recorded (``n_train``, ``train_sha256``, ``n_val``, ``val_sha256``; None where it recorded
+    none), for a hold-out run as for a fold run."""
+    with db.transaction() as tx:
+        row = run_row(tx.session, run_id)
+        return {
+            "n_train": row.n_train,
+            "train_sha256": row.train_sha256,
+            "n_val": row.n_val,
+            "val_sha256": row.val_sha256,
+        }
+
+
 def spec_document(db: Database, digest: str) -> dict[str, Any]:
     """The canonical spec stored under ``digest`` (a run's ``spec_hash``), as JSON data."""
     with db.transaction() as tx:

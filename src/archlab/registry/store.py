@@ -577,6 +577,11 @@ class Registry:
         """One run with everything: summaries, tags, artifacts, provenance."""
         return reads.get(self._db, run_id)
 
+    def split_fingerprints(self, run_id: str) -> dict[str, Any]:
+        """The sizes and fingerprints of the training and validation indices run ``run_id``
+        recorded: ``n_train``, ``train_sha256``, ``n_val``, ``val_sha256`` (hold-out runs too)."""
+        return reads.split_fingerprints(self._db, run_id)
+
     def group(self, group_id: str) -> CVGroup:
         """A CV group with its fold runs and its aggregates (three prepared statements)."""
         return reads.group(self._db, self._sql, group_id)

@@ -301,7 +301,8 @@ class TrainConfig(BaseModel):
 #: The recorded settings that cannot change what a training computes: where and how fast it
 #: runs, and its labels. A fold joining a CV group (``--cv-group G --fold i``) may differ from
 #: the group in these alone; every other setting must be the group's. (``fold`` and
-#: ``cv_group`` say where the fold goes; ``device_name`` and ``dtype`` follow the device.)
+#: ``cv_group`` say where the fold goes; ``device_name`` and ``dtype`` follow the device;
+#: ``determinism``, torch's determinism flags, can change the last bits, not what is learnt.)
 RESULT_NEUTRAL = frozenset(
     {
         "device",
@@ -310,6 +311,7 @@ RESULT_NEUTRAL = frozenset(
         "compile",
         "workers",
         "threads",
+        "determinism",
         "name",
         "tags",
         "fold",

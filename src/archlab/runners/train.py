@@ -22,6 +22,7 @@ import torch
 from archlab.compiler.devices import device_name, resolve_device
 from archlab.errors import UserInputError
 from archlab.registry import Registry
+from archlab.registry.provenance import working_tree_diff
 from archlab.registry.records import CVGroup, Run
 from archlab.runners import lifecycle
 from archlab.runners.config import RESULT_NEUTRAL, TrainConfig
@@ -31,6 +32,7 @@ from archlab.runners.init import InitPlan, read_weights, spec_init_plan, weights
 from archlab.runners.lifecycle import interruptible, running
 from archlab.runners.progress import TrainProgress
 from archlab.runners.pruning import spec_has_dynamic
+from archlab.runners.reproducibility import determinism_settings, keep_changes
 from archlab.runners.splits import Fold, SplitPlan, make_splits
 from archlab.runners.trainer import (
     STATE_FILE,
@@ -157,6 +159,7 @@ def _record(
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),  # CPU threads (runners/threads.py)
+        "determinism": determinism_settings(),  # applied again by --rerun
         "dtype": "bfloat16 autocast" if uses_autocast(config.amp, device) else "float32",
         "optimizer": "AdamW",
         "schedule": "warmup_cosine",
@@ -188,6 +191,7 @@ def _train_folds(
     runs and results to ``report``."""
     main = distributed is None or distributed.main
     spec, data, plan = report.spec, report.data, report.plan
+    changes = working_tree_diff() if main else None  # kept with each run (--rerun, verify)
     for i, fold in enumerate(folds):
         seed = config.seed + fold.index if config.fold_seeds else config.seed
         teacher_run = teachers.get(fold.index)
@@ -198,7 +202,7 @@ def _train_folds(
             )  # fmt: skip
             report.results.append(result)
             continue
-        fold_record = {**record, "init_seed": seed}
+        fold_record = {**record, "init_seed": seed, "data_seed": fold_data_seed(config, fold)}
         if teacher_run is not None:
             fold_record["teacher_run"] = teacher_run
         with registry.start_run(
@@ -211,6 +215,7 @@ def _train_folds(
             mixup=config.mixup_setting(),
             tags=_run_tags(config),
         ) as run, running(run.id):  # fmt: skip
+            keep_changes(run, registry, changes)
             result = _fit_fold(
                 run, registry, spec, data, config, plan, fold, seed, progress,
                 at=(i, len(folds)), distributed=distributed, teacher_run=teacher_run,
@@ -443,11 +448,13 @@ def _fit_fold(
     distributed: Distributed | None = None,
     teacher_run: str | None = None,
     epoch_base: int = EPOCH_BASE,
+    data_seed: int | None = None,
 ) -> FitResult:
     """Train one fold inside its registry run: metrics every epoch, then test metrics, the best
     checkpoint as an artifact and the best epoch as a tag. ``at``: (position, count) of this
     fold among the folds the caller trains, for ``progress``. Epochs are recorded as the
-    console counts them, from ``epoch_base`` (1; 0 for a resumed run of an older archlab)."""
+    console counts them, from ``epoch_base`` (1; 0 for a resumed run of an older archlab).
+    ``data_seed``: the data order's seed (default: ``fold_data_seed``'s, as recorded)."""
 
     def log(epoch: int, metrics: dict[str, float]) -> None:
         run.log_metrics(metrics, step=epoch + epoch_base, epoch=epoch + epoch_base)
@@ -470,7 +477,7 @@ def _fit_fold(
         data,
         config,
         init_seed=seed,
-        data_seed=config.seed * 1_000_003 + fold.index,
+        data_seed=fold_data_seed(config, fold) if data_seed is None else data_seed,
         out_dir=registry.run_folder(run.id) if main else None,
         log=log if main else None,
         progress=progress if main else None,
@@ -621,6 +628,11 @@ def _load_teacher(registry: Registry, run_id: str, device: torch.device) -> Any:
     if not checkpoints:
         raise UserInputError(f"teacher run {run_id} has no checkpoint artifact")
     return load_compiled(registry.artifact_file(run, checkpoints[-1].path), device=device)
+
+
+def fold_data_seed(config: TrainConfig, fold: Fold) -> int:
+    """The seed of a fold's data order (and, plus one, of its mixup draws)."""
+    return config.seed * 1_000_003 + fold.index
 
 
 def _recorded_config(record: dict[str, Any]) -> TrainConfig:
