@@ -46,6 +46,7 @@ from archlab.cli.options import (
 )
 from archlab.cli.runs_compare import best, compare, diff
 from archlab.cli.runs_maintenance import gc, rm
+from archlab.cli.sweep_commands import pareto_command
 from archlab.registry import maintenance, views
 
 if TYPE_CHECKING:
@@ -587,7 +588,7 @@ def tag(registry_url: str | None, run_id: str, pairs: tuple[str, ...]) -> None:
     click.echo(f"tagged {what}: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
 
 
-for command in (compare, diff, best, gc, rm):
+for command in (compare, diff, best, gc, rm, pareto_command):
     runs.add_command(command)
 
 COMMANDS = [runs]
