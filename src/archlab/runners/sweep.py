@@ -129,10 +129,9 @@ def _create_schema(url: str) -> None:
         engine.dispose()
 
 
-def open_study(sweep: Sweep, registry: Registry, name: str, heartbeat: float | None) -> Any:
-    """The study ``name`` beside ``registry`` (created, or joined: another worker's)."""
+def open_study(sweep: Sweep, store: Any, name: str) -> Any:
+    """The study ``name`` in Optuna's storage ``store`` (created, or joined: another worker's)."""
     optuna = optuna_module()
-    store = storage(registry.url, heartbeat)
     objectives = sweep.model.objectives
     directions = ["maximize" if d == "max" else "minimize" for d in objectives.values()]
     try:
@@ -184,12 +183,29 @@ def run_sweep(
 ) -> SweepReport:
     """Run trials of ``sweep`` until its study holds ``trials`` (default: the file's) finished
     ones; other processes may run the same study at the same time."""
+    name = study_name or sweep.name
+    target = trials if trials is not None else sweep.model.trials
+    store = storage(registry.url, heartbeat)
+    try:
+        study = open_study(sweep, store, name)
+        return _run_study(sweep, registry, study, target, heartbeat, on_trial)
+    finally:
+        close_storage(store)
+
+
+def _run_study(
+    sweep: Sweep,
+    registry: Registry,
+    study: Any,
+    target: int,
+    heartbeat: float | None,
+    on_trial: Callable[[TrialRow], None] | None,
+) -> SweepReport:
+    """Run trials of ``study`` until it holds ``target`` finished ones."""
     optuna = optuna_module()
     from optuna.trial import TrialState
 
-    name = study_name or sweep.name
-    target = trials if trials is not None else sweep.model.trials
-    study = open_study(sweep, registry, name, heartbeat)
+    name = study.study_name
     report = SweepReport(name)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -338,11 +354,20 @@ def trial_row(trial: Any) -> TrialRow:
 def sweep_trials(registry: Registry, study: str) -> tuple[dict[str, str], list[TrialRow]]:
     """The objectives and every trial of ``study`` (``arch sweep show``)."""
     optuna = optuna_module()
+    store = storage(registry.url, None)
     try:
-        loaded = optuna.load_study(study_name=study, storage=storage(registry.url, None))
+        loaded = optuna.load_study(study_name=study, storage=store)
+        return dict(loaded.user_attrs.get("objectives", {})), [trial_row(t) for t in loaded.trials]
     except KeyError:
         raise UserInputError(f"no sweep named {study!r} beside {registry.url}") from None
-    return dict(loaded.user_attrs.get("objectives", {})), [trial_row(t) for t in loaded.trials]
+    finally:
+        close_storage(store)
+
+
+def close_storage(store: Any) -> None:
+    """Close an ``RDBStorage``'s connections (its engine is otherwise left to the collector)."""
+    store.remove_session()
+    store.engine.dispose()
 
 
 @dataclass(frozen=True)
