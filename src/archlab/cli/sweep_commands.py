@@ -110,7 +110,7 @@ def _study_of(ident: str) -> tuple[str, dict[str, str] | None]:
 
 @sweep.command(name="show")
 @click.argument("ident", metavar="SWEEP")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the trials as JSON.")
 @registry_option
 def show_command(ident: str, as_json: bool, registry_url: str | None) -> None:
     """The trials of SWEEP (a sweep file or a study's name): parameters, state, objective
@@ -143,7 +143,7 @@ def show_command(ident: str, as_json: bool, registry_url: str | None) -> None:
 
 @click.command(name="pareto")
 @click.argument("ident", metavar="SWEEP")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
 @registry_option
 def pareto_command(ident: str, as_json: bool, registry_url: str | None) -> None:
     """The Pareto front of SWEEP (a sweep file or a study's name) from the registry: every
