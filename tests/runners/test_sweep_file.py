@@ -111,3 +111,14 @@ def test_budget_counts_match_the_compiled_model(tmp_path: Path) -> None:
     assert reason is None
     tight = sweep.model.budget.model_copy(update={"max_flops": flops - 1})
     assert check_budget(spec, tight)[2] == f"{flops:,} FLOPs > max_flops {flops - 1:,}"
+
+
+def test_without_optuna_the_message_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from archlab.errors import UserInputError
+    from archlab.runners.sweep import optuna_module
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    with pytest.raises(UserInputError, match=r"pip install 'archlab\[sweep\]'"):
+        optuna_module()
