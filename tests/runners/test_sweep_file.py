@@ -93,6 +93,13 @@ def test_paths_that_do_not_exist_and_unsweepable_settings(tmp_path: Path) -> Non
     assert "space.nodes.encoder.block.attention.heads" not in found
 
 
+def test_objectives_are_metrics_the_training_logs(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, objectives={"val_accuracy": "max", "flop": "min"}))
+    assert found["objectives.val_accuracy"].startswith("did you mean 'val_acc'?")
+    assert found["objectives.flop"].startswith("did you mean 'flops'?")
+    load_sweep(write(tmp_path, objectives={"val_loss": "min", "params": "min"}))
+
+
 def test_a_missing_base_and_a_pruner_with_several_objectives(tmp_path: Path) -> None:
     assert "base" in problems(write(tmp_path, base="nope.json"))
     found = problems(

@@ -11,6 +11,7 @@ over budget, so an invalid or too large variant is rejected in milliseconds, nev
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,9 +277,28 @@ def _check_space(sweep: Sweep) -> list[tuple[str, str]]:
     else:
         if config.folds is None:
             problems.append(("train.folds", "a trial is a CV group: set folds (2 or more)"))
+    problems += _check_objectives(sweep)
     several = len(sweep.model.objectives) > 1
     if several and sweep.model.pruner == "median":
         problems.append(("pruner", 'a pruner stops single-objective trials only: use "none"'))
+    return problems
+
+
+def _check_objectives(sweep: Sweep) -> list[tuple[str, str]]:
+    """An objective must be a metric every epoch of the base spec's training logs (its final
+    value is what a fold reports), or the spec's ``params`` / ``flops``."""
+    from archlab.runners.data.task import task_of
+    from archlab.runners.pruning import spec_has_dynamic
+    from archlab.runners.trainer import epoch_metrics
+
+    spec = load_spec(sweep.base_spec)
+    known = (*epoch_metrics(task_of(spec), dynamic=spec_has_dynamic(spec)), *SPEC_OBJECTIVES)
+    problems = []
+    for name in sweep.model.objectives:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append((f"objectives.{name}", f"{hint}a trial measures {', '.join(known)}"))
     return problems
 
 
