@@ -117,3 +117,22 @@ def test_the_pruner_stops_a_trial_that_cannot_win(
         assert t.reason is not None and t.reason.startswith("pruned after fold")
         folds = registry.runs(where=f"tags.trial == '{t.number}'")
         assert 1 <= len(folds) < 3
+
+
+def test_a_point_sampled_again_reuses_its_result(
+    tmp_path: Path, registry: Registry, random_images: Callable[[int, int], str]
+) -> None:
+    path = sweep_file(
+        tmp_path,
+        random_images(60, 3),
+        space={"train.mixup": {"choice": [0.0]}},
+        trials=3,
+        budget={},
+    )
+    report = run_sweep(load_sweep(path), registry, heartbeat=None)
+    first, *again = report.trials
+    assert first.state == "COMPLETE" and first.reason is None
+    for t in again:
+        assert t.state == "COMPLETE" and t.values == first.values and t.group == first.group
+        assert t.reason == "same point as trial 0: its result, not trained again"
+    assert len(registry.runs()) == 2  # the two folds of trial 0 alone

@@ -267,8 +267,21 @@ def run_trial(sweep: Sweep, registry: Registry, trial: Any, study: str) -> float
         trial.set_user_attr("rejected", reason)
         trial.set_user_attr("rejected_ms", round((time.perf_counter() - started) * 1000, 3))
         raise optuna.TrialPruned(f"rejected: {reason}")
+    same = _same_point(trial, point)
+    if same is not None:  # TPE repeats points of a small space: the result is already known
+        trial.set_user_attr("same_as", same.number)
+        trial.set_user_attr("group", same.user_attrs.get("group"))
+        return same.values[0] if len(same.values) == 1 else list(same.values)
     spec_values = {"params": float(params), "flops": float(flops)}
     return _train_trial(sweep, registry, trial, variant, tags, spec_values)
+
+
+def _same_point(trial: Any, point: dict[str, Any]) -> Any:
+    """An earlier completed trial of the same study at exactly ``point``, or None."""
+    from optuna.trial import TrialState
+
+    done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return next((t for t in done if t.params == point and t.number != trial.number), None)
 
 
 def _train_trial(
@@ -338,6 +351,8 @@ def trial_row(trial: Any) -> TrialRow:
     elif state == "PRUNED":
         steps = sorted(trial.intermediate_values)
         reason = f"pruned after fold {steps[-1]}" if steps else "pruned"
+    elif "same_as" in attrs:
+        reason = f"same point as trial {attrs['same_as']}: its result, not trained again"
     elif state == "FAIL":
         reason = "surplus: raced another worker" if attrs.get("surplus") else "failed or died"
     return TrialRow(
