@@ -115,6 +115,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
     arch explain MODEL|RUN   relevance maps: which inputs made the model decide
     arch embed MODEL|RUN     maps of the embeddings, nearest neighbours, kNN quality
     arch export MODEL        write a model as a Hugging Face folder (--to hf DIR)
+    arch sweep SWEEP.json    search over spec variants (Optuna), each trial a CV group
     arch runs ...            query the experiment registry
     """
     ctx.ensure_object(dict)
@@ -134,6 +135,7 @@ def _register() -> None:
         prune_commands,
         runs_commands,
         spec_commands,
+        sweep_commands,
         train_commands,
     )
 
@@ -148,6 +150,7 @@ def _register() -> None:
         *explain_commands.COMMANDS,
         *embed_commands.COMMANDS,
         *export_commands.COMMANDS,
+        *sweep_commands.COMMANDS,
     ]:
         cli.add_command(command)
 

@@ -47,6 +47,7 @@ from archlab.cli.options import (
 from archlab.cli.runs_compare import best, compare, diff
 from archlab.cli.runs_maintenance import gc, rm
 from archlab.cli.runs_verify import verify
+from archlab.cli.sweep_commands import pareto_command
 from archlab.registry import maintenance, views
 
 if TYPE_CHECKING:
@@ -588,7 +589,7 @@ def tag(registry_url: str | None, run_id: str, pairs: tuple[str, ...]) -> None:
     click.echo(f"tagged {what}: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
 
 
-for command in (compare, diff, best, gc, rm, verify):
+for command in (compare, diff, best, gc, rm, verify, pareto_command):
     runs.add_command(command)
 
 COMMANDS = [runs]
