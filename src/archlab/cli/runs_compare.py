@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 @click.command()
 @registry_option
-@click.argument("run_ids", metavar="ID ID...", nargs=-1, required=True)
+@click.argument("run_ids", metavar="ID ID...", nargs=-1)
 @click.option(
     "--all",
     "show_all",
@@ -79,6 +79,19 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Two CV groups: their fold runs side by side rather than the statistics.",
 )
+@click.option(
+    "--sweep",
+    metavar="STUDY",
+    default=None,
+    help="Instead of ids: every complete trial of sweep STUDY against --against, the "
+    "p-values Holm-corrected over the trials.",
+)
+@click.option(
+    "--against",
+    type=click.Choice(["best"]),
+    default=None,
+    help="--sweep: compare each trial with the best trial by --metric (the only choice).",
+)
 @format_option(["table", "json"], "table")
 def compare(
     registry_url: str | None,
@@ -89,6 +102,8 @@ def compare(
     rope: float | None,
     ratio: str | None,
     as_runs: bool,
+    sweep: str | None,
+    against: str | None,
     fmt: str,
 ) -> None:
     """Runs side by side: one column per run; status, spec, CV, config and mixup fields that
@@ -98,7 +113,15 @@ def compare(
     They must be the same splits of the same data. Per fold d = B - A of --metric; the
     corrected resampled t-test (p and 95% interval), the naive t-test beside it, the Bayesian
     correlated t-test (P(A better), P(within ±R), P(B better)) and, for 5x2 CV, Dietterich's t
-    and Alpaydin's F. --runs shows the two groups' fold runs side by side instead."""
+    and Alpaydin's F. --runs shows the two groups' fold runs side by side instead.
+
+    --sweep STUDY --against best: every complete trial of an arch sweep against the best one
+    by --metric, the corrected t-test's p-values adjusted by Holm's method over the trials."""
+    if sweep is not None or against is not None:
+        _compare_sweep(registry_url, run_ids, sweep, metric, at, rope, ratio, fmt)
+        return
+    if not run_ids:
+        raise click.UsageError("compare takes two or more ids (runs or CV groups), or --sweep")
     statistics = {"--metric": metric, "--at": at, "--rope": rope, "--ratio": ratio}
     asked = [name for name, value in statistics.items() if value is not None]
     with open_registry(registry_url) as registry:
@@ -135,6 +158,50 @@ def compare(
         console.print(table)
     if not show_all:
         console.print("config, mixup and tags: only fields that differ (--all shows every one)")
+
+
+def _compare_sweep(
+    registry_url: str | None,
+    run_ids: tuple[str, ...],
+    sweep: str | None,
+    metric: str | None,
+    at: str | None,
+    rope: float | None,
+    ratio: str | None,
+    fmt: str,
+) -> None:
+    """``--sweep S --against best``: one library call, its table or JSON."""
+    if sweep is None or run_ids:
+        raise click.UsageError(
+            "--sweep STUDY [--against best] compares a sweep's trials and takes no ids"
+        )
+    with open_registry(registry_url) as registry:
+        result = registry.compare_sweep(
+            sweep, metric or "val_acc", at=at or "final",
+            rope=0.01 if rope is None else rope, ratio=ratio or "folds",
+        )  # fmt: skip
+    if fmt == "json":
+        click.echo(dumps(result.to_dict()))
+        return
+    table = new_table(
+        "trial", "group", f"mean {result.metric}", "− best", "p", "p (Holm)",
+        "P(trial better)",
+        title=f"sweep {result.study}: every trial against the best, trial {result.best_trial} "
+        f"({result.best_group}, mean {result.best_mean:.4g})",
+    )  # fmt: skip
+    for t in result.trials:
+        c = t.comparison
+        table.add_row(
+            t.trial, t.group, f"{t.mean:.4g}", f"{c.mean_diff:+.4g}", f"{c.corrected.p:.3g}",
+            f"{t.p_holm:.3g}", f"{c.p_b_better:.3f}",
+        )  # fmt: skip
+    console = new_console()
+    console.print(table)
+    worse = result.worse()
+    console.print(
+        f"worse than the best at 0.05 for the whole family (Holm): {', '.join(worse) or 'none'}; "
+        "the others cannot be told apart from it with these folds"
+    )
 
 
 def _print_groups(result: GroupComparison, fmt: str) -> None:

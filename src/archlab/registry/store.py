@@ -62,6 +62,7 @@ from archlab.registry.summaries import Point, SeriesSummary, fold_batch, stored
 
 if TYPE_CHECKING:
     from archlab.registry.comparison import GroupComparison
+    from archlab.registry.sweep_comparison import SweepComparison
 
 KINDS = ("train", "eval", "bench")
 DEFAULT_GRACE_S = 300.0  # a running run silent this long is stale
@@ -617,6 +618,22 @@ class Registry:
         from archlab.registry.comparison import compare_groups
 
         return compare_groups(self, a, b, metric, at=at, rope=rope, ratio=ratio)
+
+    def compare_sweep(
+        self,
+        study: str,
+        metric: str = "val_acc",
+        *,
+        at: str = "final",
+        rope: float = 0.01,
+        ratio: str = "folds",
+    ) -> SweepComparison:
+        """Every complete trial of sweep ``study`` (fold runs tagged ``sweep``) against the best
+        one by ``metric``, each by ``compare_groups``, the corrected t-test's p-values adjusted
+        by Holm's method over the trials (``archlab.registry.sweep_comparison``)."""
+        from archlab.registry.sweep_comparison import compare_sweep
+
+        return compare_sweep(self, study, metric, at=at, rope=rope, ratio=ratio)
 
     def compare(self, ids: Sequence[str]) -> list[Run]:
         return [self.get(run_id) for run_id in ids]
