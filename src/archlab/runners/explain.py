@@ -50,10 +50,7 @@ from archlab.runners import explain_lrp_prune as pruning
 from archlab.runners import explain_lrp_seq2seq as lrp_seq2seq
 from archlab.runners import explain_seq2seq as seq2seq
 from archlab.runners.explain_lrp import (
-    Tape,
-    block_relevance,
     check_supported,
-    head_relevance,
     taping,
 )
 from archlab.specs.analysis import ClassifyPlan, Graph, PoolPlan, SeqShape
@@ -174,8 +171,8 @@ def explain(
         assert grads is not None and tape is not None
         with torch.no_grad():  # relevance is arithmetic on what the forward left: no graph
             args = (blocks, head, tape, records, grads, chosen, logits.shape[-1], position)
-            # a pruned stack: down through the stages with their own weights
-            found = _chefer(*args) if moves is None else pruning.chefer_maps(*args, moves)
+            # down the blocks, and through a pruned stack's stages with their own weights
+            found = pruning.chefer_maps(*args, moves or [(None, None)] * len(blocks))
     relevance = _relevance(
         method, [p.detach() for p in probabilities], grads, moves, start_layer, found
     )
@@ -263,29 +260,6 @@ def _explain_seq2seq(
     return Explanation(
         R_ts[:, row].detach(), chosen.detach(), method, None, decoder_scores=R_tt[:, row].detach()
     )
-
-
-def _chefer(
-    blocks: list[Any],
-    head: Any,
-    tape: Tape,
-    records: list[list[tuple[Tensor, ...]]],
-    grads: tuple[Tensor, ...],
-    chosen: Tensor,
-    classes: int,
-    position: int,
-) -> list[Tensor]:
-    """Chefer et al.'s map of each block `(B, N, N)`: LRP from the one-hot target down the
-    blocks, each block's map E_h[(grad A * R_A)^+] (``_relevance`` makes the product; through
-    pruning stages: ``explain_lrp_prune.chefer_maps``)."""
-    A, q, k, v = (t.detach() for t in records[0][0])
-    R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), position)
-    maps: list[Tensor] = [A] * len(blocks)
-    for i in reversed(range(len(blocks))):
-        A, q, k, v = (t.detach() for t in records[i][0])
-        R, R_A = block_relevance(blocks[i], i, tape, R, A, q, k, v)
-        maps[i] = (grads[i] * R_A).clamp(min=0).mean(dim=1)
-    return maps
 
 
 def _reader(graph: Graph) -> _Reader:

@@ -151,9 +151,10 @@ def chefer_maps(
     position: int,
     moves: Moves,
 ) -> list[Tensor]:
-    """``explain._chefer`` through a pruned stack: LRP from the one-hot target down the blocks,
-    through each stage by ``stage_relevance`` with its weights (``stage_weights``), the map of
-    block b E_h[(grad A_b * R_A_b)^+] `(B, N_b, N_b)` over the tokens its attention saw."""
+    """Chefer et al.'s map of each block: LRP from the one-hot target down the blocks (a dense
+    stack: ``moves`` all ``(None, None)``), through each stage by ``stage_relevance`` with its
+    weights (``stage_weights``), the map of block b E_h[(grad A_b * R_A_b)^+] `(B, N_b, N_b)`
+    over the tokens its attention saw (``explain._relevance`` makes the product)."""
     fill_block_values(blocks, tape)
     A = records[0][0][0].detach()
     R = head_relevance(head, tape, F.one_hot(chosen, classes).to(A.dtype), position)
