@@ -26,6 +26,7 @@ from archlab.compiler.builders import BuildContext, build_node
 from archlab.compiler.codegen import generate_forward
 from archlab.compiler.devices import resolve_device
 from archlab.compiler.errors import CompileError
+from archlab.compiler.freeze import FreezeReport, FrozenModelError, freeze_model
 from archlab.compiler.memory import check_build
 from archlab.compiler.nn.attention import Attention, KernelChoice
 from archlab.compiler.nn.linear_attention import LinearAttention
@@ -80,6 +81,50 @@ class CompiledModel(nn.Module):
     spec: Spec
     graph: Graph
     code: str
+    #: what ``freeze()`` did; None while the model can still be trained
+    frozen: FreezeReport | None = None
+
+    def freeze(self, *, compile: bool | None = None, mode: str | None = None) -> CompiledModel:
+        """Make this model inference-only, in place, and return it.
+
+        On the CPU (float32) its linear layers get weights packed once for oneDNN with the bias
+        and the following activation fused into the product; on CUDA its float32 weights become
+        bfloat16 and the forward is compiled. Where an operator is missing the model keeps the
+        plain path, and ``summary().paths`` says why. ``compile`` forces torch.compile on or off
+        (on the CPU it then uses inductor's freezing instead of the eager packing); ``mode`` is
+        torch.compile's mode (``reduce-overhead`` captures CUDA graphs).
+
+        Afterwards the forward runs under ``torch.no_grad``; ``train()``, ``requires_grad_()``,
+        ``to()`` / ``cuda()`` / ``half()``, and inputs that require a gradient raise
+        ``FrozenModelError``. ``save()`` writes the same weights file as before freezing.
+        """
+        freeze_model(self, compile=compile, mode=mode)
+        return self
+
+    def train(self, mode: bool = True) -> CompiledModel:
+        if mode and self.frozen is not None:
+            raise FrozenModelError(
+                "this model is frozen for inference (CompiledModel.freeze()) and cannot train; "
+                "build or load it again without freeze() to train it"
+            )
+        return super().train(mode)
+
+    def requires_grad_(self, requires_grad: bool = True) -> CompiledModel:
+        if requires_grad and self.frozen is not None:
+            raise FrozenModelError(
+                "this model is frozen for inference (CompiledModel.freeze()): its weights take "
+                "no gradient; build or load it again without freeze()"
+            )
+        return super().requires_grad_(requires_grad)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> CompiledModel:
+        if self.frozen is not None:
+            raise FrozenModelError(
+                "this model is frozen for inference (CompiledModel.freeze()): its weights are "
+                "packed for one device and dtype; choose the device and dtype when building it "
+                "(compile_spec / load_compiled), then freeze"
+            )
+        return super()._apply(fn, recurse)
 
     def summary(self) -> Summary:
         """Per-node shapes, parameters, FLOPs (multiply-add = 2) and attention kernels."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from archlab.compiler.freeze import FreezeReport
 from archlab.compiler.nn.attention import _FLASH_DTYPES, Attention
 from archlab.compiler.nn.linear_attention import LinearAttention
 from archlab.compiler.nn.pruning import TokenStage
@@ -88,7 +89,49 @@ def performance_paths(model: nn.Module) -> list[PerfPath]:
                 len(stages),
             )
         )
+    frozen = getattr(model, "frozen", None)
+    if frozen is not None:
+        paths.extend(_frozen(frozen))
     return paths
+
+
+def _frozen(report: FreezeReport) -> list[PerfPath]:
+    """What ``freeze()`` did: packed linears, fused activations, and why any were left."""
+    out = []
+    if report.packed:
+        out.append(
+            PerfPath(
+                "frozen linears",
+                "oneDNN packed",
+                "weights laid out once for oneDNN, bias added inside the product "
+                "(CompiledModel.freeze)",
+                report.packed,
+            )
+        )
+    if report.fused:
+        out.append(
+            PerfPath(
+                "frozen activations",
+                "fused into the linear",
+                "GELU / ReLU / SiLU applied by oneDNN on the product's output tile",
+                report.fused,
+            )
+        )
+    for reason, count in report.unpacked.items():
+        out.append(PerfPath("frozen linears", "F.linear (fallback)", reason, count))
+    if report.dtype_after != report.dtype_before:
+        out.append(
+            PerfPath(
+                "frozen weights",
+                report.dtype_after,
+                f"{report.dtype_before} weights cast for inference on {report.device}",
+            )
+        )
+    if report.compiled is not None:
+        out.append(PerfPath("frozen forward", "torch.compile", f"mode {report.compiled}"))
+    elif not report.packed and not report.unpacked:
+        out.append(PerfPath("frozen forward", "eager", "no linear layer to pack"))
+    return out
 
 
 def _dtype(model: nn.Module) -> torch.dtype:

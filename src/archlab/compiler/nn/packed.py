@@ -1,0 +1,109 @@
+"""An inference-only linear layer: the weight packed once for oneDNN, bias and activation fused.
+
+``CompiledModel.freeze()`` replaces a model's linears with these on the CPU. MKL's ``addmm``
+re-lays the weight out for its kernel on every call; oneDNN's packed (``reorder``-ed) weight is
+laid out once, and the bias and an element-wise activation are applied while the output tile is
+still in cache instead of in extra passes over ``(B, T, N)``. On the 2-core AMD EPYC of
+``bench/RESULTS.md`` a BERT-base ``fc1`` + GELU (4096 x 768 -> 3072) took 109 ms packed against
+171 ms for ``addmm`` then ``gelu``.
+
+The operators are PyTorch's own (``torch.ops.mkldnn._reorder_linear_weight`` and
+``_linear_pointwise``, those inductor's CPU ``freezing`` emits), present in CPU builds with
+oneDNN; ``onednn_problem`` says why they cannot be used elsewhere, so that freezing falls back to
+plain ``F.linear``. They have no backward: a packed layer runs under ``torch.no_grad`` only.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: element-wise activations oneDNN applies inside the product: name -> (attr, algorithm)
+FUSABLE: dict[str, tuple[str, str]] = {
+    "relu": ("relu", ""),
+    "gelu": ("gelu", "none"),
+    "gelu_tanh": ("gelu", "tanh"),
+    "silu": ("swish", ""),
+}
+Fused = Literal["none", "relu", "gelu", "gelu_tanh", "silu"]
+
+
+@functools.cache
+def onednn_problem(dtype: torch.dtype = torch.float32) -> str | None:
+    """Why packed oneDNN linears cannot run here in `dtype`, or None when they can.
+
+    Checked once per process and dtype: a CPU build with oneDNN, oneDNN enabled, the operators
+    present, and a small packed product with a fused GELU equal to ``F.gelu(F.linear(...))``.
+    ``torch.backends.mkldnn.flags(enabled=False)`` around ``freeze()`` turns them off (checked on
+    every call, not cached)."""
+    if dtype != torch.float32:
+        name = str(dtype).removeprefix("torch.")
+        return f"{name} weights: packing is used for float32 only"
+    if not torch.backends.mkldnn.is_available():
+        return "this PyTorch build has no oneDNN (MKLDNN)"
+    ops = torch.ops.mkldnn
+    if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
+        return "this PyTorch has no mkldnn._linear_pointwise / _reorder_linear_weight operator"
+    try:
+        gen = torch.Generator().manual_seed(0)
+        weight = torch.randn(24, 16, generator=gen)
+        bias, x = torch.randn(24, generator=gen), torch.randn(3, 5, 16, generator=gen)
+        packed = ops._reorder_linear_weight(weight, None)
+        got = ops._linear_pointwise(x, packed, bias, "gelu", [], "none")
+        want = F.gelu(F.linear(x, weight, bias))
+    except (RuntimeError, TypeError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"the oneDNN linear operator failed on this CPU: {first[:160]}"
+    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+        return "the oneDNN linear operator disagreed with F.linear on a probe product"
+    return None
+
+
+def packing_problem(dtype: torch.dtype) -> str | None:
+    """`onednn_problem`, and whether ``torch.backends.mkldnn`` is switched off right now."""
+    if not torch.backends.mkldnn.enabled:
+        return "oneDNN is switched off (torch.backends.mkldnn.enabled is False)"
+    return onednn_problem(dtype)
+
+
+class PackedLinear(nn.Module):
+    """``act(x W^T + b)`` with ``W`` packed for oneDNN and ``act`` (``fused``) applied inside.
+
+    Its state dict is the plain linear's (``weight`` unpacked back to `(N, K)`, ``bias``), so a
+    frozen model saves the same file as before freezing. It has no parameters and no backward.
+    """
+
+    def __init__(self, linear: nn.Linear, fused: Fused = "none") -> None:
+        super().__init__()
+        if fused != "none" and fused not in FUSABLE:
+            raise ValueError(f"oneDNN cannot fuse {fused!r}; it fuses {', '.join(FUSABLE)}")
+        weight = linear.weight.detach()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.fused: Fused = fused
+        self.attr, self.algorithm = FUSABLE.get(fused, ("none", ""))
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
+        self.register_buffer("packed", packed, persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach().contiguous()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shape: x `(..., K)` -> `(..., N)`."""
+        return torch.ops.mkldnn._linear_pointwise(
+            x, self.packed, self.bias, self.attr, [], self.algorithm
+        )
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.packed.to_dense()
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias
+
+    def extra_repr(self) -> str:
+        fused = "" if self.fused == "none" else f", fused={self.fused}"
+        return f"in_features={self.in_features}, out_features={self.out_features}{fused}"
+
+
+__all__ = ["FUSABLE", "Fused", "PackedLinear", "onednn_problem", "packing_problem"]
