@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -63,6 +63,9 @@ class _BatchesCommand(click.Command):
 @click.option("--cuda-graphs", is_flag=True,
               help="Capture the forward as a CUDA graph and replay it (CUDA, infer mode); with "
               "--compile: torch.compile(mode='reduce-overhead').")  # fmt: skip
+@click.option("--freeze", is_flag=True,
+              help="Measure the model frozen for inference (CompiledModel.freeze): oneDNN packed "
+              "linears on the CPU; bfloat16 weights and torch.compile on CUDA (infer mode).")  # fmt: skip
 @click.option("--warmup", type=int, metavar="N",
               help="Untimed calls per batch size; the first pays for torch.compile and CUDA graph "
               "capture [default: 3 on the CPU, 10 on CUDA].")  # fmt: skip
@@ -80,6 +83,7 @@ def bench(
     mode: str,
     compile_model: bool,
     cuda_graphs: bool,
+    freeze: bool,
     warmup: int | None,
     iters: int | None,
     no_record: bool,
@@ -100,6 +104,7 @@ def bench(
     arch bench specs/vit-tiny-digits.json --batch 1 64
     arch bench specs/gpt-tiny.json --seq 128 --batch 1 8 --mode train
     arch bench specs/vit-base-16.json --device cuda --dtype bfloat16 --batch 1 256 --compile
+    arch bench specs/bert-base.json --device cpu --seq 128 --batch 8 --freeze
     """
     from archlab.registry import Registry
     from archlab.runners.benchmark import benchmark, record_bench
@@ -117,6 +122,7 @@ def bench(
         cuda_graphs=cuda_graphs,
         warmup=warmup,
         iters=iters,
+        freeze=freeze,
     )
     run_id = None
     if not no_record:
@@ -177,6 +183,8 @@ def _print_report(report: BenchReport) -> None:
         f"[bold]spec_hash[/] {report.spec_hash[:12]}"
     )
     console.print(f"[bold]paths[/] {report.dtype} weights, {compiled}, {graphs}")
+    if report.frozen is not None:
+        console.print(f"[bold]frozen[/] {_frozen_line(report.frozen)}")
     for k in report.kernels:
         console.print(
             f"[bold]attention[/] {k['node']}: {k['kernel']} x{k['layers']} ({k['reason']})"
@@ -185,6 +193,18 @@ def _print_report(report: BenchReport) -> None:
         f"[bold]timing[/] {report.warmup} warm-up + {report.iters} timed calls per batch size   "
         f"[bold]peak mem[/] {report.memory}"
     )
+
+
+def _frozen_line(frozen: dict[str, Any]) -> str:
+    """What freezing did, in one line: packed and fused linears, and why any were left."""
+    parts = []
+    if frozen["packed"]:
+        parts.append(f"{frozen['packed']} linears packed for oneDNN ({frozen['fused']} fused with "
+                     "their activation)")  # fmt: skip
+    parts += [f"{n} linears unpacked: {reason}" for reason, n in frozen["unpacked"].items()]
+    if frozen["dtype_after"] != frozen["dtype_before"]:
+        parts.append(f"weights cast {frozen['dtype_before']} -> {frozen['dtype_after']}")
+    return "; ".join(parts) or "nothing to pack"
 
 
 COMMANDS = [bench]

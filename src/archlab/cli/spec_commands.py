@@ -174,6 +174,13 @@ def graph(spec: Path, output: Path | None, fmt: str | None) -> None:
     help="Build models of up to N parameters whatever memory is free now "
     "(default: refuse a model whose weights exceed the memory available).",
 )
+@click.option(
+    "--freeze",
+    is_flag=True,
+    help="Freeze the model for inference (CompiledModel.freeze): on the CPU, linears packed for "
+    "oneDNN with bias and activation fused; on CUDA, bfloat16 weights and torch.compile. The "
+    "paths table says what was done, or why not; -o saves the same weights either way.",
+)
 def compile_command(
     spec: Path,
     device: str,
@@ -186,6 +193,7 @@ def compile_command(
     seed: int,
     attention_kernel: str | None,
     max_params: int | None,
+    freeze: bool,
 ) -> None:
     """Build SPEC into a PyTorch module and report what was built.
 
@@ -212,6 +220,8 @@ def compile_command(
         attention_kernel=attention_kernel,
         max_params=max_params,
     )
+    if freeze:
+        model.freeze()
     build_s = time.perf_counter() - started
     summary = model.summary()
     forward: dict[str, Any] = {}

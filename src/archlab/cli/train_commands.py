@@ -434,6 +434,9 @@ def _spec_hash(spec: Any) -> str:
 @device_option(None, "auto (CUDA when there is one), cpu, cuda or cuda:N [default: the device "
                "the run recorded].")  # fmt: skip
 @threads_option
+@click.option("--no-freeze", is_flag=True,
+              help="Run the model as trained rather than frozen (by default it is frozen on the "
+              "CPU in float32: packed oneDNN linears, equal to float32 rounding).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: the eval run, the run it evaluates, the metrics.")  # fmt: skip
 @registry_option
@@ -442,6 +445,7 @@ def eval_command(
     data_source: str | None,
     device: str | None,
     threads: int | None,
+    no_freeze: bool,
     as_json: bool,
     registry_url: str | None,
 ) -> None:
@@ -457,7 +461,9 @@ def eval_command(
 
     configure_threads(threads)
     with Registry(registry_url, create=False) as registry:  # the run to evaluate must exist
-        report = evaluate_run(run_id, registry, data_source=data_source, device=device)
+        report = evaluate_run(
+            run_id, registry, data_source=data_source, device=device, freeze=not no_freeze
+        )
     if as_json:
         doc = {
             "run": report.run,
@@ -465,12 +471,14 @@ def eval_command(
             "data": report.data.description,
             "examples": report.examples,
             "metrics": report.metrics,
+            "inference": report.inference,
         }
         click.echo(dumps(doc))
         return
     shown = "  ".join(f"{k} {v:.4g}" for k, v in report.metrics.items())
     click.echo(f"eval run {report.run} of {report.evaluates} on {report.examples} examples")
     click.echo(f"  {shown}")
+    click.echo(f"  model {report.inference}")
 
 
 COMMANDS = [train_command, eval_command]

@@ -85,7 +85,9 @@ def freeze_model(
     if model.frozen is not None:
         return model.frozen
     if mode is not None and mode not in COMPILE_MODES:
-        raise CompileError(f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+        raise CompileError(
+            f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}"
+        )
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None else torch.float32
@@ -103,7 +105,7 @@ def freeze_model(
     runner: Callable[..., Any] = type(model).forward.__get__(model)
     if compile:
         runner, report.compiled = _compiled(runner, device, mode)
-    model.forward = _guarded(runner)  # type: ignore[method-assign]
+    model.forward = _guarded(runner)
     model.frozen = report
     return report
 

@@ -113,6 +113,8 @@ class BenchReport:
     memory: str
     versions: dict[str, str | None]
     rows: list[BenchRow] = field(default_factory=list)
+    #: what ``CompiledModel.freeze()`` did (``FreezeReport.to_dict``), None for a model not frozen
+    frozen: dict[str, Any] | None = None
     started: float | None = None
     """When the measurement started (Unix time): the bench run's start in the registry."""
 
@@ -142,6 +144,7 @@ class BenchReport:
             "kernels": [f"{k['node']}: {k['kernel']} x{k['layers']}" for k in self.kernels],
             "memory": self.memory,
             "versions": self.versions,
+            "frozen": self.frozen,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,14 +170,16 @@ def benchmark(
     cuda_graphs: bool = False,
     warmup: int | None = None,
     iters: int | None = None,
+    freeze: bool = False,
 ) -> BenchReport:
     """Measure ``spec_source`` (a path, JSON text, dict or ``Spec``) at each batch size.
 
     ``device``: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``; ``dtype``:
     the weights' dtype; ``seq``: the length of every sequence input (default: its ``max_len``);
     ``mode``: ``infer`` or ``train`` (one call = one training step); ``warmup`` and ``iters``
-    default to 3 and 10 on the CPU, 10 and 30 on CUDA. Bad settings raise ``UserInputError``
-    before anything is built."""
+    default to 3 and 10 on the CPU, 10 and 30 on CUDA; ``freeze``: measure the model after
+    ``CompiledModel.freeze()`` (inference only). Bad settings raise ``UserInputError`` before
+    anything is built."""
     from archlab.compiler.model import compile_spec, resolve_dtype
 
     spec = load_spec(spec_source)
@@ -182,12 +187,12 @@ def benchmark(
     torch_dtype = resolve_dtype(dtype)
     check_settings(
         spec, dev, batches=batches, seq=seq, mode=mode, cuda_graphs=cuda_graphs,
-        warmup=warmup, iters=iters,
+        warmup=warmup, iters=iters, freeze=freeze,
     )  # fmt: skip
     model = compile_spec(spec, device=dev, dtype=torch_dtype, seed=0)
     return benchmark_model(
         model, batches=batches, seq=seq, mode=mode, compile=compile, cuda_graphs=cuda_graphs,
-        warmup=warmup, iters=iters,
+        warmup=warmup, iters=iters, freeze=freeze,
     )  # fmt: skip
 
 
@@ -201,10 +206,16 @@ def check_settings(
     cuda_graphs: bool,
     warmup: int | None,
     iters: int | None,
+    freeze: bool = False,
 ) -> None:
     """Refuse settings that cannot be measured, with a message that says what to change."""
     if mode not in MODES:
         raise UserInputError(f"unknown mode {mode!r}; choose infer or train")
+    if freeze and mode == "train":
+        raise UserInputError(
+            "--freeze makes the model inference-only (CompiledModel.freeze), so it cannot run "
+            "a training step: drop --freeze, or use --mode infer"
+        )
     if not batches:
         raise UserInputError("give at least one batch size (--batch N ...)")
     bad = [b for b in batches if isinstance(b, bool) or not isinstance(b, int) or b < 1]
@@ -257,29 +268,42 @@ def benchmark_model(
     cuda_graphs: bool = False,
     warmup: int | None = None,
     iters: int | None = None,
+    freeze: bool = False,
 ) -> BenchReport:
     """``benchmark`` on a module already built (a ``CompiledModel``), on its device and dtype.
 
-    In ``train`` mode the module's weights are trained in place."""
+    In ``train`` mode the module's weights are trained in place; ``freeze`` freezes it in place
+    first (a model already frozen is measured as it is)."""
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
     spec: Spec = model.spec
+    frozen = freeze or model.frozen is not None
     check_settings(
         spec, device, batches=batches, seq=seq, mode=mode, cuda_graphs=cuda_graphs,
-        warmup=warmup, iters=iters,
+        warmup=warmup, iters=iters, freeze=frozen,
     )  # fmt: skip
     started = time.time()
     batches = list(dict.fromkeys(batches))  # each size once, in the order given
     cuda = device.type == "cuda"
     warmup = DEFAULT_WARMUP["cuda" if cuda else "cpu"] if warmup is None else warmup
     iters = DEFAULT_ITERS["cuda" if cuda else "cpu"] if iters is None else iters
-    summary = model.summary()
     compile_mode = None
     if compile:
         compile_mode = "reduce-overhead" if cuda_graphs else "default"
     runner: Any = model
-    if compile:
+    if freeze and model.frozen is None:
+        from archlab.compiler.freeze import freeze_model
+
+        # freeze compiles when asked, and by default on CUDA unless a graph is captured below
+        report = freeze_model(
+            model,
+            compile=True if compile else (False if cuda_graphs else None),
+            mode=compile_mode if compile else None,
+        )
+        compile, compile_mode = report.compiled is not None, report.compiled
+    elif compile:
         runner = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+    summary = model.summary()
     optimizer = _optimizer(model, device) if mode == "train" else None
     model.train(mode == "train")
     rows = []
@@ -323,6 +347,7 @@ def benchmark_model(
         memory=_memory_kind(device),
         versions=versions(),
         rows=rows,
+        frozen=model.frozen.to_dict() if model.frozen is not None else None,
         started=started,
     )
 

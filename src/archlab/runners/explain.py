@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from archlab.compiler.freeze import FrozenModelError
 from archlab.compiler.model import CompiledModel
 from archlab.compiler.nn.attention import Attention
 from archlab.compiler.nn.linear_attention import LinearAttention
@@ -117,6 +118,12 @@ def explain(
     1)."""
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if model.frozen is not None and method in ("generic", "chefer"):
+        raise FrozenModelError(
+            f"{method} relevance needs gradients, and this model is frozen for inference "
+            "(CompiledModel.freeze()): explain a model built without freeze(), or use the "
+            "attention or rollout method"
+        )
     pair = _encoder_decoder(model.graph)
     if pair is not None:
         if start_layer:

@@ -336,6 +336,8 @@ class EvalReport:
     data: TaskData
     examples: int
     metrics: dict[str, float]
+    #: which form of the model ran: "frozen: ..." or "eager: <why not frozen>"
+    inference: str = "eager"
 
 
 @dataclass(frozen=True)
@@ -389,25 +391,51 @@ def run_model_and_data(
 
 
 def evaluate_run(
-    run_id: str, registry: Registry, *, data_source: str | None = None, device: str | None = None
+    run_id: str,
+    registry: Registry,
+    *,
+    data_source: str | None = None,
+    device: str | None = None,
+    freeze: bool = True,
 ) -> EvalReport:
     """Evaluate the best checkpoint of training run ``run_id`` and record it as an ``eval`` run.
 
     With ``data_source``, on every example of that data; without, on the run's own validation
     split (recomputed from its recorded configuration, and checked against its fingerprint).
     Metrics are named ``eval_loss`` and ``eval_acc`` / ``eval_ppl`` / ``eval_token_acc``.
-    ``device``: evaluate there rather than on the device the run's configuration names."""
+    ``device``: evaluate there rather than on the device the run's configuration names.
+    ``freeze``: run the model frozen (``CompiledModel.freeze``) where that computes what
+    training's evaluation computed, to float32 rounding: on the CPU, in float32, without
+    autocast. The record's ``inference`` says which form ran, and why."""
     loaded = run_model_and_data(run_id, registry, data_source=data_source, device=device)
     config, data, spec = loaded.config, loaded.data, loaded.model.spec
     trainer = Trainer(spec, data, config, init_seed=config.seed, data_seed=config.seed)
+    inference = (
+        _freeze_for_evaluation(loaded.model, trainer.amp) if freeze else "eager: --no-freeze"
+    )
     started = time.time()
     metrics = trainer.evaluate(loaded.model, loaded.rows, prefix="eval")
-    record = {**loaded.record, "device": str(trainer.device)}
+    record = {**loaded.record, "device": str(trainer.device), "inference": inference}
     with registry.start_run(
         spec, record, kind="eval", tags={"evaluates": run_id}, started=started
     ) as handle:
         handle.log_metrics(metrics, step=0)
-    return EvalReport(handle.id, run_id, data, len(loaded.rows), metrics)
+    return EvalReport(handle.id, run_id, data, len(loaded.rows), metrics, inference)
+
+
+def _freeze_for_evaluation(model: Any, amp: bool) -> str:
+    """Freeze ``model`` when its frozen outputs equal its eager ones to float32 rounding (the
+    CPU, float32 weights, no autocast: packed oneDNN linears); what ran, in words."""
+    first = next(iter(model.parameters()), None)
+    if first is None or first.device.type != "cpu":
+        return "eager: frozen models on CUDA run in bfloat16, unlike training's evaluation"
+    if first.dtype != torch.float32 or amp:
+        return "eager: packed linears are float32 without autocast"
+    report = model.freeze().frozen
+    if not report.packed:
+        reasons = "; ".join(report.unpacked) or "no linear layer"
+        return f"eager: nothing to pack ({reasons})"
+    return f"frozen: {report.packed} linears packed for oneDNN, {report.fused} fused"
 
 
 def validation_rows(run: Run, data: TaskData, config: TrainConfig, purpose: str) -> np.ndarray:

@@ -77,6 +77,9 @@ class PackedLinear(nn.Module):
     frozen model saves the same file as before freezing. It has no parameters and no backward.
     """
 
+    packed: Tensor
+    bias: Tensor | None
+
     def __init__(self, linear: nn.Linear, fused: Fused = "none") -> None:
         super().__init__()
         if fused != "none" and fused not in FUSABLE:
