@@ -10,17 +10,23 @@ straight-through gradient reaches the predictors through G:
 with s the scaled scores plus any position bias, lse_i the log-sum-exp over the keys row i keeps.
 
 `policy_attention` is the reference: every (B, H, T, T) step written out in float32, autograd
-through all of it. `fast_policy_attention` gives the same values and gradients with the dense
-layers' kernel: the output and the gradients of q, k and v come from
-`F.scaled_dot_product_attention` with the float mask bias + log G (-inf at a dropped or disallowed
-key: exact zeros there, as in the reference), and only the gradients the kernel cannot give, those of the
+through all of it (about ten elementwise passes over the matrix each way). `fast_policy_attention`
+gives the same values and gradients with the dense layers' kernel: the output and the gradients of
+q, k and v come from `F.scaled_dot_product_attention` with the float mask bias + log G (-inf at a
+dropped or disallowed key: exact zeros there, as in the reference), a mask that requires no grad,
+so SDPA keeps its fused kernel (flash on the CPU, memory-efficient on CUDA; a mask that requires
+grad sends it to the unfused math kernel). Only the gradients the kernel cannot give, those of the
 policy and of a bias that learns, are added by `_PolicyGradient` from the scores recomputed once:
 
     dP = dout v^T,   D_i = sum_e dout_ie out_ie,   X = P~ * (dP - D),
     dS = X * G (the scores' gradient: d bias),     d policy_j = sum over heads and rows i != j of X_ij
 
-At a dropped key P = 0 but X is not: that is the straight-through gradient. `policy_core` runs an
-`Attention`'s heads under a policy through the fast form where it applies.
+At a dropped key P = 0 but X is not: that is the straight-through gradient to the predictors. The
+policy's gradient needs only X's column sums, sum_i X_ij = v_j . (P~^T dout)_j - (P~^T D)_j, one
+GEMM on P~ instead of writing dP and X out; X itself is formed only for a bias that learns. The
+backward runs a few images at a time on the CPU, so its (T, T) scratch stays in the cache. Public
+operators only; the same code runs on CUDA. `policy_core` runs an `Attention`'s heads under a
+policy through the fast form where it applies, else through the reference.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from archlab.compiler.nn.attention import Attention
 from archlab.compiler.nn.masks import dense_mask
@@ -35,8 +42,11 @@ from archlab.compiler.nn.masks import dense_mask
 #: The reference clamps exp(s - top) at e^30 (top: the kept row maximum); a dropped key's P~ does too.
 CLAMP = 30.0
 
-#: Floats of (T, T) scratch per chunk of the backward (4 MiB: a few images at DeiT-S's shape).
+#: Floats of (T, T) scratch per chunk of the backward on the CPU (4 MiB: a few images at DeiT-S's
+#: shape, which stay in the cache); on a GPU the allocator caches its blocks and every chunk costs
+#: kernel launches, so one chunk of up to GPU_CHUNK floats (1 GiB) takes a whole batch.
 CHUNK = 1 << 20
+GPU_CHUNK = 1 << 28
 
 #: False runs every policy attention through the reference (tests and benchmarks compare them).
 USE_FAST = True
@@ -154,6 +164,7 @@ class _PolicyGradient(torch.autograd.Function):
         return out.clone()
 
     @staticmethod
+    @once_differentiable  # a second derivative would need the reference
     def backward(
         ctx: torch.autograd.function.FunctionCtx, dout: Tensor
     ) -> tuple[Tensor | None, ...]:
@@ -166,7 +177,7 @@ class _PolicyGradient(torch.autograd.Function):
         dadd = torch.zeros_like(add) if need_add and add is not None else None
         # a few batch rows at a time: the (b, H, T, T) scratch stays in the cache, and no large
         # buffer is allocated (and faulted in) per layer
-        step = max(1, CHUNK // (H * T * T))
+        step = max(1, (CHUNK if q.device.type == "cpu" else GPU_CHUNK) // (H * T * T))
         for lo in range(0, B, step):
             c = slice(lo, min(lo + step, B))
             batched = add is not None and add.dim() == 4 and add.shape[0] == B
@@ -287,4 +298,12 @@ def policy_core(
     )
 
 
-__all__ = ["CLAMP", "USE_FAST", "fast_policy_attention", "policy_attention", "policy_core"]
+__all__ = [
+    "CHUNK",
+    "CLAMP",
+    "GPU_CHUNK",
+    "USE_FAST",
+    "fast_policy_attention",
+    "policy_attention",
+    "policy_core",
+]
