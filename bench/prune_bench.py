@@ -1,8 +1,8 @@
 """Token pruning throughput: dense DeiT-S against DynamicViT, EViT and ToMe, in one run.
 
-    python bench/prune_bench.py [--device cpu|cuda] [--dtype float32|bfloat16]
-        [--batch 1 32 256] [--iters N] [--warmup N] [--compile] [--threads N]
-        [--models dense dynamicvit evit tome] [--profile] [--quick] [--json PATH]
+    python bench/prune_bench.py [--mode infer|train] [--device cpu|cuda]
+        [--dtype float32|bfloat16] [--batch 1 32 256] [--iters N] [--warmup N] [--compile]
+        [--threads N] [--models dense dynamicvit evit tome] [--profile] [--quick] [--json PATH]
 
 Four models of the same DeiT-S/16 shape (224 x 224 images, 197 tokens, 12 layers of width 384),
 compiled from specs with random (seeded) weights:
@@ -33,7 +33,16 @@ unless ``--iters`` / ``--warmup`` say otherwise: on the CPU 3 warm-up + 20 timed
 8, 2 + 10 up to batch 64, and 1 + 3 above (batch 256 is about 2.4 TFLOP of dense work per call:
 seconds per call on a small CPU, so three calls only); on CUDA 10 + 30 at every size.
 
-The issue's target: DynamicViT 0.7 at least 1.35x dense at batch 32 on the CPU. Anchor on a GPU
+``--mode train`` times one training step instead (forward in train mode, cross-entropy against
+random labels, backward; no optimiser step, gradients cleared before each step) of three rows:
+``dense``, ``dynamicvit`` (its policy attention through SDPA, ``pruning.policy.
+fast_policy_attention``) and ``dynamicvit-reference`` (the same model with the float32 reference
+``policy_attention``, switched by ``pruning.policy.USE_FAST``), interleaved the same way, with
+ms/step and the ratio to dense's step. In training DynamicViT keeps every token (the policy masks
+the dropped ones), so it can at best match dense: the target is <= 1.1x dense at batch 32 on the CPU.
+Defaults: batch 32, 1 warm-up + 3 timed steps per model (``--quick``: batch 2, 1 + 2); eager only.
+
+The inference target: DynamicViT 0.7 at least 1.35x dense at batch 32 on the CPU. Anchor on a GPU
 (``../shared/anchors.md``): a hand-written ViT-S top-k (keep 0.7 at 3/6/9) reached 1.22-1.23x dense
 at batch 256 on one H100 (bf16 weights or autocast, eager).
 
@@ -44,7 +53,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -56,10 +67,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import archlab
 from archlab.compiler import compile_spec
+from archlab.compiler.nn.pruning import policy
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
@@ -72,6 +85,12 @@ MODELS: dict[str, str] = {
 }
 TARGET_BATCH = 32
 TARGET_SPEEDUP = 1.35
+TRAIN_MODELS: dict[str, str] = {
+    "dense": "DeiT-S (dense)",
+    "dynamicvit": "DynamicViT 0.7 (SDPA policy attention)",
+    "dynamicvit-reference": "DynamicViT 0.7 (reference policy attention)",
+}
+TRAIN_TARGET = 1.1  # DynamicViT's train step at most this many times dense's
 GPU_ANCHOR = "hand-written ViT-S top-k, keep 0.7 at 3/6/9, batch 256, one H100: 1.22-1.23x dense"
 
 
@@ -303,6 +322,20 @@ def busy_warning(threads: int, load: float | None) -> str | None:
     return None
 
 
+def run_meta(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "archlab": archlab.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": args.device,
+        "device_name": device_name(args.device),
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "load_end": loadavg(),
+    }
+
+
 def table(rows: list[Row], warmup: int, iters: int) -> str:
     batch = rows[0].batch
     lines = [
@@ -334,6 +367,158 @@ def target_line(results: dict[int, list[Row]], device: str) -> str:
     )
 
 
+# ------------------------------------------------------------------------------ training steps
+
+
+@dataclass
+class TrainEntry:
+    """One row of the training benchmark: a model in train mode and which policy attention."""
+
+    key: str
+    label: str
+    model: nn.Module
+    fast: bool  # pruning.policy.USE_FAST during its steps
+
+
+@dataclass
+class TrainRow:
+    key: str
+    label: str
+    batch: int
+    times_s: list[float] = field(default_factory=list)
+    median_s: float = 0.0
+    ratio: float = 0.0  # median step over dense's
+    spread: float = 0.0
+    loss: float = 0.0  # of the first (warm-up) step
+
+
+def build_train_models(device: str, dtype: str) -> list[TrainEntry]:
+    specs = model_specs()
+    dense = compile_spec(specs["dense"], device=device, dtype=dtype, seed=0).train()
+    dynamic = compile_spec(specs["dynamicvit"], device=device, dtype=dtype, seed=0).train()
+    models = {"dense": dense, "dynamicvit": dynamic, "dynamicvit-reference": dynamic}
+    return [
+        TrainEntry(key, label, models[key], key != "dynamicvit-reference")
+        for key, label in TRAIN_MODELS.items()
+    ]
+
+
+def train_step(entry: TrainEntry, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Forward, cross-entropy and backward; returns the loss (detached). Every step draws the
+    same Gumbel noise, so both DynamicViT rows compute the same loss (a check of the fast form)."""
+    before = policy.USE_FAST
+    policy.USE_FAST = entry.fast
+    torch.manual_seed(0)
+    try:
+        entry.model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(entry.model(x).float(), labels)
+        loss.backward()
+    finally:
+        policy.USE_FAST = before
+    return loss.detach()
+
+
+def bench_train(
+    entries: list[TrainEntry], batch: int, warmup: int, iters: int, device: str, dtype: torch.dtype
+) -> list[TrainRow]:
+    """Warm every row up, then time train steps round-robin; rows in ``entries`` order."""
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 3, 224, 224, generator=gen).to(device=device, dtype=dtype)
+    labels = torch.randint(0, 1000, (batch,), generator=gen).to(device)
+    times: dict[str, list[float]] = {e.key: [] for e in entries}
+    losses: dict[str, float] = {}
+    for i in range(max(1, warmup)):
+        for e in entries:
+            loss = train_step(e, x, labels)
+            synchronize(device)
+            if i == 0:
+                losses[e.key] = float(loss)
+                if not math.isfinite(losses[e.key]):
+                    sys.exit(f"{e.label}: non-finite loss at batch {batch}")
+    n = len(entries)
+    for it in range(iters):
+        for j in range(n):
+            e = entries[(it + j) % n]  # rotated each round
+            step = functools.partial(train_step, e, labels=labels)
+            times[e.key].append(call_seconds(step, x, device))
+    rows = []
+    for e in entries:
+        ts = times[e.key]
+        med = statistics.median(ts)
+        rows.append(
+            TrainRow(
+                key=e.key,
+                label=e.label,
+                batch=batch,
+                times_s=ts,
+                median_s=med,
+                spread=(max(ts) - min(ts)) / med,
+                loss=losses[e.key],
+            )
+        )
+    for r in rows:
+        r.ratio = r.median_s / rows[0].median_s
+    return rows
+
+
+def train_table(rows: list[TrainRow], warmup: int, iters: int) -> str:
+    lines = [
+        f"\n## train step, batch {rows[0].batch} ({warmup} warm-up + {iters} timed steps per "
+        "model, median)\n",
+        "| model | ms/step | vs dense | spread | loss |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.label} | {r.median_s * 1e3:,.0f} | {r.ratio:.2f}x | {r.spread:.0%} "
+            f"| {r.loss:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def train_target_line(results: dict[int, list[TrainRow]]) -> str:
+    rows = results.get(TARGET_BATCH)
+    if rows is None:
+        return (
+            f"target (DynamicViT train step <= {TRAIN_TARGET}x dense at batch {TARGET_BATCH}): "
+            "not measured in this run"
+        )
+    by_key = {r.key: r for r in rows}
+    fast, ref = by_key["dynamicvit"], by_key["dynamicvit-reference"]
+    met = "MET" if fast.ratio <= TRAIN_TARGET else "NOT MET"
+    return (
+        f"target: DynamicViT train step at batch {TARGET_BATCH} is {fast.ratio:.2f}x dense "
+        f"(<= {TRAIN_TARGET}x wanted): {met}; with the reference policy attention "
+        f"{ref.ratio:.2f}x"
+    )
+
+
+def main_train(args: argparse.Namespace, before: float | None) -> None:
+    dtype = getattr(torch, args.dtype)
+    start = time.perf_counter()
+    entries = build_train_models(args.device, args.dtype)
+    print(f"# 2 models compiled from specs in {time.perf_counter() - start:.1f} s (train mode)")
+    results: dict[int, list[TrainRow]] = {}
+    for batch in args.batch:
+        t0 = time.perf_counter()
+        rows = bench_train(entries, batch, args.warmup, args.iters, args.device, dtype)
+        results[batch] = rows
+        print(train_table(rows, args.warmup, args.iters))
+        print(f"\n({time.perf_counter() - t0:.0f} s for this batch size, load {loadavg()})")
+    warning = busy_warning(torch.get_num_threads(), before) if args.device == "cpu" else None
+    if warning:
+        print("\n" + warning)
+    print("\n" + train_target_line(results))
+    print(f"# total {time.perf_counter() - start:.0f} s, load {loadavg()}")
+    if args.json:
+        payload = {
+            "meta": {**run_meta(args), "mode": "train", "warning": warning},
+            "results": {str(b): [asdict(r) for r in rows] for b, rows in results.items()},
+            "target": train_target_line(results),
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
@@ -341,13 +526,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--mode",
+        choices=["infer", "train"],
+        default="infer",
+        help="infer: throughput of the four models; train: DynamicViT's train step against "
+        "dense's, with the SDPA and the reference policy attention",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
         "--dtype",
         choices=["float32", "bfloat16"],
         help="weights and inputs (default: float32 on cpu, bfloat16 on cuda)",
     )
-    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: 1 32 256)")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", help="batch sizes (default: 1 32 256; train: 32)"
+    )
     parser.add_argument("--iters", type=int, help="timed calls per model and batch size")
     parser.add_argument("--warmup", type=int, help="warm-up calls per model and batch size")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
@@ -357,7 +551,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=list(MODELS),
         default=list(MODELS),
-        help="models to run (dense is always included: speed-ups are against it)",
+        help="models to run in infer mode (dense is always included: speed-ups are against it)",
     )
     parser.add_argument(
         "--profile",
@@ -372,6 +566,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.dtype is None:
         args.dtype = "bfloat16" if args.device == "cuda" else "float32"
+    if args.mode == "train":
+        if args.compile or args.profile:
+            parser.error("--mode train runs eager and unprofiled: no --compile or --profile")
+        args.batch = args.batch or ([2] if args.quick else [TARGET_BATCH])
+        args.warmup = 1 if args.warmup is None else args.warmup
+        args.iters = (2 if args.quick else 3) if args.iters is None else args.iters
     if args.batch is None:
         args.batch = [1, 2] if args.quick else [1, 32, 256]
     if args.quick:
@@ -396,6 +596,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {args.dtype} weights, "
         f"{'torch.compile' if args.compile else 'eager'}, load {loadavg()}"
     )
+    if args.mode == "train":
+        main_train(args, before)
+        return
     start = time.perf_counter()
     entries = build_models(args.models, args.device, args.dtype, args.compile)
     print(f"# {len(entries)} models compiled from specs in {time.perf_counter() - start:.1f} s")
@@ -431,15 +634,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         payload = {
             "meta": {
-                "archlab": archlab.__version__,
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "device": args.device,
-                "device_name": device_name(args.device),
-                "threads": torch.get_num_threads(),
-                "dtype": args.dtype,
-                "compile": args.compile,
-                "load_end": loadavg(),
+                **run_meta(args),
                 "warning": warning,
                 "plan": {str(b): {"warmup": w, "iters": i} for b, (w, i) in plan.items()},
             },

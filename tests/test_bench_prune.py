@@ -28,3 +28,26 @@ def test_prune_bench_quick_runs(tmp_path: Path) -> None:
     for rows in results.values():
         assert [r["key"] for r in rows] == ["dense", "dynamicvit", "evit", "tome"]
         assert all(r["img_per_s"] > 0 for r in rows)
+
+
+def test_prune_bench_train_mode_quick_runs(tmp_path: Path) -> None:
+    out = tmp_path / "train.json"
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(SCRIPT), "--mode", "train", "--quick", "--threads", "1"),
+            *("--iters", "1", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "reference policy attention" in proc.stdout
+    payload = json.loads(out.read_text())
+    assert payload["meta"]["mode"] == "train"
+    rows = payload["results"]["2"]
+    assert [r["key"] for r in rows] == ["dense", "dynamicvit", "dynamicvit-reference"]
+    assert all(r["median_s"] > 0 for r in rows)
+    fast, reference = rows[1]["loss"], rows[2]["loss"]  # the same Gumbel draws
+    assert abs(fast - reference) <= 1e-5 * abs(reference)

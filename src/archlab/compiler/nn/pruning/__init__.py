@@ -23,9 +23,10 @@ it needs from its layer's attention) and give that attention `hook.attention_hoo
 `state` holds the token state and what stages share; `trace` what one traced pass did.
 """
 
-from archlab.compiler.nn.pruning.dynamic import DynamicPrune, KeepPredictor, policy_attention
+from archlab.compiler.nn.pruning.dynamic import DynamicPrune, KeepPredictor
 from archlab.compiler.nn.pruning.evit import AttentionTopK
 from archlab.compiler.nn.pruning.hook import attention_hook
+from archlab.compiler.nn.pruning.policy import fast_policy_attention, policy_attention
 from archlab.compiler.nn.pruning.stage import NeedKind, TokenStage
 from archlab.compiler.nn.pruning.state import (
     StageRecord,
@@ -56,6 +57,7 @@ __all__ = [
     "TokenState",
     "TokenTrace",
     "attention_hook",
+    "fast_policy_attention",
     "gather_tokens",
     "kept_count",
     "policy_attention",

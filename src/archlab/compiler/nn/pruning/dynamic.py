@@ -1,7 +1,7 @@
 """DynamicViT (Rao et al. 2021): a learned keep predictor, and attention under its keep policy.
 
 In training every token stays and the stage's hard keep decision (the *policy*) weights the keys
-of every later attention (`policy_attention`), so gradients reach the predictor; in inference the
+of every later attention (`policy.policy_core`), so gradients reach the predictor; in inference the
 kept tokens are gathered.
 """
 
@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archlab.compiler.nn.attention import Attention
-from archlab.compiler.nn.masks import dense_mask
 from archlab.compiler.nn.pruning.stage import Tokens, TokenStage
 from archlab.compiler.nn.pruning.state import (
     TokenState,
@@ -67,7 +65,7 @@ class DynamicPrune(TokenStage):
     """A DynamicViT stage: `predictor` scores the patch tokens, then keep `keep` of them.
 
     Training: every token stays; a hard Gumbel-softmax sample (straight-through) multiplied by the
-    previous policy becomes the new policy, which later attentions apply (`policy_attention`), so
+    previous policy becomes the new policy, which later attentions apply (`policy.policy_core`), so
     a dropped token stays dropped and gradients reach the predictor. Inference: the top-k patch
     tokens by keep score are gathered (in score order) behind the CLS tokens; padded tokens go
     first.
@@ -122,75 +120,4 @@ class DynamicPrune(TokenStage):
         return f"keep={self.keep}, n_cls={self.n_cls}"
 
 
-def policy_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    policy: Tensor,
-    *,
-    scale: float,
-    allowed: Tensor | None = None,
-    bias: Tensor | None = None,
-    dropout: float = 0.0,
-    training: bool = False,
-) -> Tensor:
-    """Softmax attention whose keys are weighted by DynamicViT's keep policy, in float32.
-
-    A_ij = exp(s_ij - m_i) G_ij / sum_k exp(s_ik - m_i) G_ik with G_ij = policy_j for j != i and
-    G_ii = 1 (a dropped token still attends to itself), m_i the row's largest score among the keys
-    it keeps. A dropped key contributes exactly zero, yet the policy's straight-through gradient
-    reaches the predictors through G. Equals softmax attention over the kept keys alone.
-
-    Shape: q `(B, H, T, E)`, k and v `(B, H, T, E)`, policy `(B, T)`, allowed `(B|1, 1, T|1, T)`
-    bool, bias `(H|B, ..., T, T)` additive -> `(B, H, T, E)`.
-    """
-    T = q.shape[2]
-    dtype = q.dtype
-    scores = (q.float() @ k.float().transpose(-2, -1)) * scale  # (B, H, T, T)
-    if bias is not None:
-        scores = scores + bias.float()
-    eye = torch.eye(T, device=q.device, dtype=torch.float32)
-    gate = policy.float()[:, None, None, :] * (1 - eye) + eye  # (B, 1, T, T)
-    kept = gate.detach() > 0
-    if allowed is not None:
-        kept = kept & allowed
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    top = scores.masked_fill(~kept, float("-inf")).amax(dim=-1, keepdim=True).detach()
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    # a dropped key above the kept maximum would overflow exp; its weight is 0 either way
-    weights = torch.exp((scores - top).clamp(max=30.0)) * gate  # (B, H, T, T)
-    weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-    weights = F.dropout(weights, dropout, training)
-    return (weights @ v.float()).to(dtype)
-
-
-def policy_core(
-    attention: Attention,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    key_padding: Tensor | None,
-    bias: Tensor | None,
-    key_bias: Tensor | None,
-    policy: Tensor,
-) -> Tensor:
-    """`attention`'s heads under a keep `policy` `(B, S)`: `policy_attention` with the layer's
-    mask, position bias and `key_bias`, in place of its kernel (`Attention.core`'s shapes)."""
-    T, S = q.shape[2], k.shape[2]
-    allowed = dense_mask(attention.mask, T, S, key_padding, q.device)
-    table = attention.score_bias(T, S, bias, key_bias, q.dtype)
-    kr, vr = attention.repeat_kv(k, v)
-    return policy_attention(
-        q,
-        kr,
-        vr,
-        policy,
-        scale=attention.scale,
-        allowed=allowed,
-        bias=table,
-        dropout=attention.attn_dropout,
-        training=attention.training,
-    )
-
-
-__all__ = ["DynamicPrune", "KeepPredictor", "policy_attention", "policy_core"]
+__all__ = ["DynamicPrune", "KeepPredictor"]

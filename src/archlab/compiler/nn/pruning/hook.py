@@ -3,7 +3,7 @@ what a stage reads from its layer's attention.
 
 `Block` passes `attention_hook(state, need)` to its attention (`Attention.attend`) without
 knowing the methods behind it: DynamicViT's training policy weights the keys
-(`dynamic.policy_core`), ToMe's sizes add log(size) to the scores (`tome.proportional_bias`), and
+(`policy.policy_core`), ToMe's sizes add log(size) to the scores (`tome.proportional_bias`), and
 `READERS[need]` takes EViT's CLS attention or ToMe's keys.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from torch import Tensor
 
 from archlab.compiler.nn.attention import Attention, AttentionHook
-from archlab.compiler.nn.pruning.dynamic import policy_core
 from archlab.compiler.nn.pruning.evit import cls_attention
+from archlab.compiler.nn.pruning.policy import policy_core
 from archlab.compiler.nn.pruning.stage import NeedKind
 from archlab.compiler.nn.pruning.state import TokenState
 from archlab.compiler.nn.pruning.tome import mean_keys, proportional_bias
