@@ -12,6 +12,7 @@ both, each row saying how many of its folds the page holds.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -27,9 +28,10 @@ from archlab.web.format import mean_std, num
 
 PAGE = 50  # runs per page unless ?limit= says otherwise
 MOST = 500  # the largest page
+_NAME = re.compile(r"[A-Za-z0-9_]+(?:[./-][A-Za-z0-9_]+)*")
 
 
-class BadParameter(UserInputError):
+class ParameterError(UserInputError):
     """A query parameter the listing cannot take (``offset=x``)."""
 
 
@@ -73,6 +75,20 @@ class Listing:
         return "▼" if now == f"-{column}" else "▲" if now == column else ""
 
 
+def metric_field(name: str) -> str:
+    """``metrics.NAME`` as the query language spells it: a name that is not words in quotes
+    (``metrics.'acc@1'``)."""
+    if _NAME.fullmatch(name):
+        return f"metrics.{name}"
+    return "metrics.'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def ordered(names: list[str]) -> list[str]:
+    """Metric names with each task's headline metrics first, as ``arch runs list`` orders them."""
+    main = views.main_metrics(names)
+    return [*main, *(n for n in names if n not in main)]
+
+
 def _integer(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name, "")
     if raw == "":
@@ -80,9 +96,9 @@ def _integer(request: Request, name: str, default: int, low: int, high: int) -> 
     try:
         value = int(raw)
     except ValueError:
-        raise BadParameter(f"{name} takes a whole number, not {raw!r}") from None
+        raise ParameterError(f"{name} takes a whole number, not {raw!r}") from None
     if not low <= value <= high:
-        raise BadParameter(f"{name} takes a number from {low} to {high}, not {value}")
+        raise ParameterError(f"{name} takes a number from {low} to {high}, not {value}")
     return value
 
 
@@ -104,15 +120,15 @@ def listing(request: Request) -> Listing:
         where = found.where or None
         found.total = registry.count(where)
         runs = registry.runs(where, found.sort, limit=found.limit, offset=found.offset)
-    except UserInputError as exc:  # QueryError, RegistryError, BadParameter
+    except UserInputError as exc:  # QueryError, RegistryError, ParameterError
         found.error = f"error: {exc}"
         return found
     if found.grouped:
         found.entries = views.grouped(registry, runs)
-        found.metric_names = views.listing_metric_names(found.entries)
+        found.metric_names = ordered(views.listing_metric_names(found.entries))
     else:
         found.entries = list(runs)
-        found.metric_names = views.metric_names(runs)
+        found.metric_names = ordered(views.metric_names(runs))
     return found
 
 
@@ -161,6 +177,7 @@ def runs_page(request: Request) -> Response:
         "runs.html",
         400 if found.error else 200,
         listing=found,
+        metric_field=metric_field,
         rows=[row(e, found.metric_names) for e in found.entries],
     )
 
