@@ -27,7 +27,8 @@ class Web:
 
 
 def web(request: Request) -> Web:
-    return request.app.state.web  # type: ignore[no-any-return]
+    found: Web = request.app.state.web
+    return found
 
 
 def is_api(request: Request) -> bool:
