@@ -15,7 +15,13 @@ from archlab.cli.options import registry_option
     show_default=True,
     help="The address to bind. Anything but loopback needs --token.",
 )
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="The port to serve on (0: any free port).",
+)
 @click.option(
     "--token",
     default=None,

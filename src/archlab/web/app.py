@@ -43,7 +43,8 @@ def create_app(
 ) -> Starlette:
     """The application serving the registry at ``registry_url`` (found as ``arch runs`` finds
     it when None). The registry is opened now, never created (a missing one raises
-    ``RegistryError``), and never written: stale runs are left for ``arch runs gc``. ``host``
+    ``RegistryError``), and never written: stale runs are left for ``arch runs gc`` (only a
+    registry of an older archlab is migrated on opening, as by every command). ``host``
     is the address the server binds: on loopback only loopback Host headers are answered.
     ``token``: every request must carry it (see ``archlab.web.security``)."""
     registry = Registry(registry_url, create=False, grace=None)

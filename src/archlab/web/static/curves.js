@@ -17,6 +17,11 @@
     return name;
   }
 
+  // tick labels to three significant digits (uPlot's default rounds small values like lr to 0)
+  function ticks(u, values) {
+    return values.map(function (v) { return v == null ? "" : String(Number(v.toPrecision(3))); });
+  }
+
   function number(v) {
     return typeof v === "number" && isFinite(v) ? v : null;
   }
@@ -65,7 +70,7 @@
         width: width,
         height: 240,
         scales: { x: { time: false } },
-        axes: [{ label: "step" }, {}],
+        axes: [{ label: "step" }, { values: ticks, size: 60 }],
         series: [{ label: "step" }].concat(series.map(function (s, i) {
           return { label: s.label, stroke: COLOURS[i % COLOURS.length], width: 1.5, spanGaps: true };
         })),
