@@ -171,3 +171,18 @@ def test_metric_fields_quote_names_that_are_not_words() -> None:
     assert metric_field("val_acc") == "metrics.val_acc"
     assert metric_field("acc@1") == "metrics.'acc@1'"
     assert metric_field("it's") == "metrics.'it\\'s'"
+
+
+def test_the_charting_library_and_our_files_are_served_from_the_package(
+    client: TestClient,
+) -> None:
+    for path, kind in (
+        ("/static/vendor/uplot/uPlot.iife.min.js", "javascript"),
+        ("/static/vendor/uplot/uPlot.min.css", "text/css"),
+        ("/static/curves.js", "javascript"),
+        ("/static/style.css", "text/css"),
+    ):
+        response = client.get(path)
+        assert response.status_code == 200 and kind in response.headers["content-type"]
+    assert client.get("/static/../app.py").status_code == 404
+    assert client.get("/static/%2e%2e/app.py").status_code == 404
