@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from archlab.web.pages import run, runs
+from archlab.web.pages import group, run, runs
 
-PAGES = (runs, run)
+PAGES = (runs, run, group)
 ROUTES: list[BaseRoute] = [route for page in PAGES for route in page.ROUTES]
