@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from archlab.web.pages import compare, group, run, runs
+from archlab.web.pages import compare, group, pictures, run, runs
 
-PAGES = (runs, run, group, compare)
+PAGES = (runs, run, group, compare, pictures)
 ROUTES: list[BaseRoute] = [route for page in PAGES for route in page.ROUTES]
