@@ -131,4 +131,3 @@ def fill_pages(folder: Path) -> dict[str, Any]:
         "drawn": drawn,
         "embedded": embedded,
     }
-

@@ -64,7 +64,10 @@ class Statistics:
             rows.append((f"{name} {group}", mean_std(mean, std, j)))
         rows += [
             ("mean B − A", f"{r.mean_diff:+.4g}"),
-            (f"{round(t.level * 100)}% interval (corrected)", f"{t.ci_low:+.4g} to {t.ci_high:+.4g}"),
+            (
+                f"{round(t.level * 100)}% interval (corrected)",
+                f"{t.ci_low:+.4g} to {t.ci_high:+.4g}",
+            ),
             ("corrected t-test", f"t = {t.t:.3f}, df {t.df}, p = {t.p:.3g}"),
             ("naive t-test (overconfident)", f"t = {r.naive.t:.3f}, p = {r.naive.p:.3g}"),
             ("P(A better)", f"{r.p_a_better:.3f}"),

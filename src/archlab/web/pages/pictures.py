@@ -140,7 +140,9 @@ def runs_json(request: Request, found: Gallery) -> list[dict[str, Any]]:
     ]
 
 
-def show(request: Request, found: Gallery, status: int = 200, single: Run | None = None) -> Response:
+def show(
+    request: Request, found: Gallery, status: int = 200, single: Run | None = None
+) -> Response:
     cards = [
         (run, [(a, PurePosixPath(a.path).name, picture_url(request, run, a)) for a in pictures])
         for run, pictures in found.runs
