@@ -9,6 +9,7 @@ import html
 import re
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
 from archlab.registry import Registry, views
@@ -148,3 +149,11 @@ def test_hostile_values_are_escaped_on_the_compare_page(
         assert all(re.fullmatch(r'<script src="/static/[^"]+">', tag) for tag in ours), ours
     page = pages_client.get("/compare", params=[("ids", paired["a"]), ("ids", paired["b"])]).text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&amp;" in page
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+@pytest.mark.parametrize(
+    "path", ["/compare", "/api/compare", "/groups/x", "/api/groups/x", "/pictures", "/api/pictures"]
+)
+def test_the_new_pages_are_read_only(pages_client: TestClient, method: str, path: str) -> None:
+    assert pages_client.request(method, path).status_code == 405

@@ -168,24 +168,32 @@ def compared(request: Request) -> Compared | Response:
         return found
     found.comparison = views.comparison(registry, found.idents, found.show_all)
     if len(found.idents) == 2:
-        first = [registry.expand([i])[0] for i in found.idents]
-        changes = registry.diff(first[0], first[1])
+        pair(request, found, asked)
+    return found
+
+
+def pair(request: Request, found: Compared, asked: Statistics) -> None:
+    """For two ids: what changed from the first to the second (a group by its first fold),
+    and for two CV groups their paired statistics or the refusal, in ``found``."""
+    registry = web(request).registry
+    first = [registry.expand([i])[:1] for i in found.idents]
+    if all(first):
+        changes = registry.diff(first[0][0], first[1][0])
         found.diff = (
-            first[0],
-            first[1],
+            first[0][0],
+            first[1][0],
             [views.change_line(c) for c in changes],
             [c.to_dict() for c in changes],
         )
-        if all(registry.kind_of(i) == "group" for i in found.idents):
-            found.stats = asked
-            try:
-                asked.result = registry.compare_groups(
-                    found.idents[0], found.idents[1], asked.metric, at=asked.at,
-                    rope=asked.rope, ratio=asked.ratio,
-                )  # fmt: skip
-            except UserInputError as exc:  # RegistryError: unpaired folds, a missing metric
-                asked.refusal = f"error: {exc}"
-    return found
+    if all(registry.kind_of(i) == "group" for i in found.idents):
+        found.stats = asked
+        try:
+            asked.result = registry.compare_groups(
+                found.idents[0], found.idents[1], asked.metric, at=asked.at,
+                rope=asked.rope, ratio=asked.ratio,
+            )  # fmt: skip
+        except UserInputError as exc:  # RegistryError: unpaired folds, a missing metric
+            asked.refusal = f"error: {exc}"
 
 
 def compare_page(request: Request) -> Response:
