@@ -5,8 +5,9 @@ Adding a page: write ``pages/NAME.py`` with ``ROUTES = [Route(...), ...]`` (name
 other pages can link to it with ``page_url(request, name, ...)``, which gives None while the page
 does not exist), its template in ``templates/`` extending ``base.html``, and add the module to
 ``PAGES``. Route names in use: ``runs``, ``api_runs``, ``run``, ``api_run``, ``api_run_metrics``,
-``artifact``; the navigation links ``compare`` and ``pictures``, and a CV group's rows link
-``group`` (``group_id``), once those pages exist.
+``artifact`` (``run``); ``group``, ``api_group`` (``group``, a CV group: ``group_id``);
+``compare``, ``api_compare`` (``compare``); ``pictures``, ``api_pictures``, ``run_pictures``,
+``api_run_pictures`` (``pictures``). The navigation links ``compare`` and ``pictures``.
 """
 
 from __future__ import annotations
