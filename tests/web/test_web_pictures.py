@@ -84,6 +84,7 @@ def test_an_svg_is_served_so_it_cannot_run_script(
     assert served.status_code == 200 and b"<script>" in served.content  # the file as recorded
     policy = served.headers["content-security-policy"]
     assert policy.split(";")[0] == "sandbox" and "default-src 'none'" in policy
+    assert "frame-ancestors 'none'" in policy
     assert "script-src" not in policy and served.headers["x-content-type-options"] == "nosniff"
     png = pages_client.get(f"/runs/{paired['embedded']}/artifacts/{paired['embedded']}/map.png")
     assert png.headers["content-type"] == "image/png"

@@ -22,7 +22,9 @@ from archlab.web.context import json_response, page_url, problem, render, web
 INLINE = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 # an SVG is a document that may hold script: opened on its own it is sandboxed (a unique origin,
 # no script, nothing loaded); shown by an <img> it never runs script anyway
-SVG_POLICY = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+SVG_POLICY = (
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+)
 
 
 def metric_series(request: Request, run: Run) -> dict[str, dict[str, list[Any]]]:
