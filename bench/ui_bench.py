@@ -30,6 +30,7 @@ def main() -> None:
     with Registry(url, create=False, grace=None) as registry:
         total = registry.count()
         some = registry.runs(limit=1, offset=total // 2)[0].id
+        groups = sorted({r.cv.group for r in registry.runs(limit=20) if r.cv is not None})[:2]
     pages = {
         "runs, grouped (first page of 50)": "/",
         "runs, one row per run": "/?group=0",
@@ -41,6 +42,15 @@ def main() -> None:
         "a run": f"/runs/{some}",
         "a run's series JSON": f"/api/runs/{some}/metrics",
     }
+    if len(groups) == 2:
+        pages.update(
+            {
+                "a CV group": f"/groups/{groups[0]}",
+                "a CV group JSON": f"/api/groups/{groups[0]}",
+                "compare two CV groups": f"/compare?ids={groups[0]}&ids={groups[1]}",
+            }
+        )
+    pages["pictures (a page of 50 runs)"] = "/pictures"
     print(f"# {total:,} runs in {args.db}; load {os.getloadavg()}")
     print("| page | median ms | max ms |\n|---|---:|---:|")
     with TestClient(create_app(url), base_url="http://127.0.0.1") as client:

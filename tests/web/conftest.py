@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from web_testing import LOOPBACK, fill
+from web_testing import LOOPBACK, fill, fill_pages
 
 if TYPE_CHECKING:
     from starlette.testclient import TestClient
@@ -31,4 +31,20 @@ def client(filled: dict[str, Any]) -> Iterator[TestClient]:
     from archlab.web.app import create_app
 
     with TestClient(create_app(filled["url"]), base_url=LOOPBACK) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def paired(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The registry of ``web_testing.fill_pages``: CV groups to pair, pictures; URL and ids."""
+    return fill_pages(tmp_path_factory.mktemp("ui-pages"))
+
+
+@pytest.fixture
+def pages_client(paired: dict[str, Any]) -> Iterator[TestClient]:
+    from starlette.testclient import TestClient
+
+    from archlab.web.app import create_app
+
+    with TestClient(create_app(paired["url"]), base_url=LOOPBACK) as c:
         yield c

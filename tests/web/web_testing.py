@@ -73,3 +73,61 @@ def fill(folder: Path) -> dict[str, Any]:
         "db": folder / "registry.db",
         "artifacts": folder / "artifacts",
     }
+
+
+SVG_SCRIPT = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8">'
+    "<script>alert(1)</script><rect width='8' height='8' fill='red'/></svg>"
+)
+
+
+def fill_pages(folder: Path) -> dict[str, Any]:
+    """A registry for the CV group, compare and pictures pages: two 2-fold CV groups trained on
+    the same data and folds (B with another learning rate, a hostile spec name and tags), a
+    3-fold group on the same data (it does not pair with them), the embedding map ``arch embed
+    --method pca`` records for a run of group A, and a hand-written run recording a PNG and an
+    SVG that holds a script, under hostile names."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from archlab.cli.main import cli
+
+    url = f"sqlite:///{folder / 'registry.db'}"
+    data = images(folder)
+    with Registry(url, artifacts=folder / "artifacts") as registry:
+        a = train(VIT, config(data, folds=2, epochs=2), registry)
+        b = train(
+            hostile_spec(folder),
+            config(data, folds=2, epochs=2, lr=5e-3, tags={"note": HOSTILE}),
+            registry,
+        )
+        three = train(VIT, config(data, folds=3, epochs=1), registry)
+        groups = [registry.get(r.runs[0]).cv.group for r in (a, b, three)]  # type: ignore[union-attr]
+        pictures = folder / "pictures"
+        pictures.mkdir()
+        png = pictures / "patches.png"
+        Image.new("RGB", (4, 4), (200, 30, 30)).save(png)
+        svg = pictures / f"{HOSTILE[:8]}map.svg"
+        svg.write_text(SVG_SCRIPT)
+        doc = json.loads(VIT.read_text())
+        with registry.start_run(doc, {"note": HOSTILE}, kind="eval") as handle:
+            handle.log_artifact(png, "kept-patches", copy=True)
+            handle.log_artifact(svg, "relevance-map", copy=True)
+        drawn = str(handle.id)
+    result = CliRunner().invoke(
+        cli,
+        ["embed", a.runs[0], "--method", "pca", "-o", str(folder / "map.png"), "--registry", url],
+    )
+    assert result.exit_code == 0, result.output
+    with Registry(url, create=False, grace=None) as registry:
+        [embedded] = [r.id for r in registry.runs("tags.evaluation == 'embed'")]
+    return {
+        "url": url,
+        "a": groups[0],
+        "b": groups[1],
+        "three": groups[2],
+        "folds_a": list(a.runs),
+        "folds_b": list(b.runs),
+        "drawn": drawn,
+        "embedded": embedded,
+    }

@@ -15,9 +15,11 @@ Layout:
 - ``context.py``: what a page module uses: ``web(request)`` (the registry and templates),
   ``render``, ``json_response``, ``problem`` (an error as a page or as JSON) and ``page_url``;
 - ``format.py``: numbers and values as text (the Jinja filters);
-- ``pages/``: one module per page, each with a ``ROUTES`` list; ``pages/__init__.py`` joins
-  them. A new page is one module there (its routes, its template in ``templates/``) and one
-  line in ``pages.PAGES``;
+- ``charts.py``: the charts ``static/curves.js`` draws (a chart per metric family, a series
+  per run and metric), as the JSON endpoints describe them;
+- ``pages/``: one module per page (runs, run, group, compare, pictures), each with a
+  ``ROUTES`` list; ``pages/__init__.py`` joins them. A new page is one module there (its
+  routes, its template in ``templates/``) and one line in ``pages.PAGES``;
 - ``templates/``: Jinja2, autoescaped; ``base.html`` holds the navigation;
 - ``static/``: our CSS and scripts, and uPlot (MIT) under ``static/vendor/uplot`` (no CDN: the
   pages work offline). Scripts live only there: the Content-Security-Policy allows no inline

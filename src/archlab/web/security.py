@@ -2,7 +2,8 @@
 
 1. ``SecurityHeaders``: every response (errors included) carries ``X-Content-Type-Options:
    nosniff``, a Content-Security-Policy allowing only this origin (no inline script, no
-   framing), ``Referrer-Policy: no-referrer`` and ``Cross-Origin-Resource-Policy: same-origin``;
+   framing; a response that sets a stricter one of its own, an SVG artifact's sandbox, keeps
+   it), ``Referrer-Policy: no-referrer`` and ``Cross-Origin-Resource-Policy: same-origin``;
 2. ``LoopbackHosts``: when the server is bound to loopback, only ``127.0.0.1``, ``localhost`` and
    ``[::1]`` Host headers are answered (400 otherwise), so a web page whose name an attacker
    re-points at 127.0.0.1 (DNS rebinding) cannot read the registry;
@@ -59,6 +60,9 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in HEADERS.items():
+                    # a response's own policy is stricter (an SVG artifact's sandbox): kept
+                    if name == "Content-Security-Policy" and name in headers:
+                        continue
                     headers[name] = value
             await send(message)
 

@@ -19,7 +19,12 @@ from archlab.registry import ArtifactError, RegistryError, Run, views
 from archlab.web.context import json_response, page_url, problem, render, web
 
 # served inline (the pictures runs record); every other artifact is a download
-INLINE = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+INLINE = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
+# an SVG is a document that may hold script: opened on its own it is sandboxed (a unique origin,
+# no script, nothing loaded); shown by an <img> it never runs script anyway
+SVG_POLICY = (
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+)
 
 
 def metric_series(request: Request, run: Run) -> dict[str, dict[str, list[Any]]]:
@@ -112,12 +117,15 @@ def artifact(request: Request) -> Response:
     if not file.is_relative_to(registry.run_folder(run.id).resolve()):
         return missing
     media = INLINE.get(file.suffix.lower())
-    return FileResponse(
+    response = FileResponse(
         file,
         media_type=media or "application/octet-stream",
         filename=file.name,
         content_disposition_type="inline" if media else "attachment",
     )
+    if media == "image/svg+xml":
+        response.headers["Content-Security-Policy"] = SVG_POLICY
+    return response
 
 
 ROUTES = [

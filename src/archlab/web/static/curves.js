@@ -2,9 +2,11 @@
 //
 // Every element with class "curves" and data-runs="ID[,ID...]" gets one chart per metric family
 // (val_loss and train_loss -> "loss", val_acc -> "acc"), one series per run and metric, x the
-// step. After drawing, each chart's container carries data-series="N" (the series drawn) and
-// data-metric="FAMILY". With data-live="1" the element polls /api/runs/ID/metrics every 2 s
-// while a run's status is "running" and redraws in place; the status badge #run-status follows.
+// step; a series is labelled "RUN METRIC" when several runs share the charts (data-labels="A,B"
+// gives the runs other names, such as "fold 0,fold 1"). After drawing, each chart's container
+// carries data-series="N" (the series drawn) and data-metric="FAMILY". With data-live="1" the
+// element polls /api/runs/ID/metrics every 2 s while a run's status is "running" and redraws
+// in place; the status badge #run-status follows.
 (function () {
   "use strict";
   var PREFIXES = ["train_", "val_", "eval_", "test_"];
@@ -27,12 +29,13 @@
   }
 
   // runs: [{run, status, metrics: {name: {step, epoch, value}}}] -> {family: [{label, step, value}]}
-  function families(runs) {
+  // (archlab.web.charts gives the same labels in the JSON endpoints)
+  function families(runs, names) {
     var out = {};
-    runs.forEach(function (doc) {
+    runs.forEach(function (doc, i) {
       Object.keys(doc.metrics).sort().forEach(function (name) {
         var s = doc.metrics[name];
-        var label = runs.length > 1 ? doc.run + " " + name : name;
+        var label = runs.length > 1 ? (names[i] || doc.run) + " " + name : name;
         (out[family(name)] = out[family(name)] || []).push({ label: label, step: s.step, value: s.value });
       });
     });
@@ -55,7 +58,8 @@
 
   function draw(box, runs) {
     var width = Math.max(320, Math.min(560, box.clientWidth / 2 - 24));
-    var groups = families(runs);
+    var names = (box.getAttribute("data-labels") || "").split(",");
+    var groups = families(runs, names);
     box.querySelectorAll(".chart").forEach(function (el) { el.remove(); });
     Object.keys(groups).sort().forEach(function (name) {
       var series = groups[name];
