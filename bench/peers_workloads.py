@@ -408,16 +408,16 @@ def build_pair(
     pair = Pair(peer_label, ours, peer, make_inputs, call_ours, call_peer, loss)
     pair.peerless = peerless is not None
     pair.match = "no peer" if pair.peerless else check_outputs(pair, ours, min(seq, 64))
-    if not pair.peerless:
-        pair.peer.to(dtype)
     if dtype != torch.float32:  # archlab's own build in the run's dtype: same seed, same weights
         pair.ours = compile_spec(ours.spec, device=device, dtype=dtype, seed=0)
-    if freeze:
+    if freeze:  # checked against the peer while it is still in float32
         pair.frozen = frozen_copy(ours, pair.ours, args)
         pair.frozen_match = check_outputs(pair, pair.frozen, min(seq, 64))
         if pair.peerless:
             pair.frozen_match = f"against archlab unfrozen: {pair.frozen_match}"
         pair.frozen_report = pair.frozen.frozen.to_dict()
+    if not pair.peerless:
+        pair.peer.to(dtype)
     del ours, peer
     return pair
 
