@@ -1,7 +1,7 @@
 """archlab's compiled zoo specs against the models people would otherwise use, in one process.
 
     python bench/peers.py [--mode infer train] [--device cpu|cuda] [--dtype float32|bfloat16]
-        [--autocast] [--batch N] [--seq T] [--compile] [--only NAME ...] [--quick]
+        [--autocast] [--batch N] [--seq T] [--compile] [--freeze] [--only NAME ...] [--quick]
         [--iters N] [--warmup N] [--threads N] [--profile] [--json PATH]
 
 Workloads (``--only`` picks some; each is an archlab spec and a peer of the same shape):
@@ -30,13 +30,26 @@ run once in float32, eval, on a small input of the same kind; the ``outputs`` co
 ``outputs match`` when the largest difference is within 1e-4 (relative to the output's scale),
 else the difference. Only then are both cast to ``--dtype`` for timing.
 
+Frozen rows (``--freeze``, the way to measure ``CompiledModel.freeze()`` against the peers): in
+``infer`` mode each workload also gets a frozen copy of the archlab model (a deep copy of the same
+build, then ``.freeze()``: on the CPU in float32 its linears packed for oneDNN with bias and
+activation fused; with ``--compile`` inductor's freezing instead; on CUDA bfloat16 and compiled),
+its outputs checked against the peer's like the unfrozen model's, and the three callables
+(archlab, archlab frozen, peer) are timed in the same rounds. The table gains ``frozen ms``,
+``frozen ratio`` (peer time over frozen time), ``frozen paired`` and ``frozen gain`` (archlab
+time over frozen time); the JSON rows the same ``frozen_*`` fields and the ``FreezeReport``. When
+a peer does not import, its workload still gets a row of archlab frozen against archlab, the
+frozen outputs checked against the unfrozen model's. Training rows are never frozen. The usual
+command: ``python bench/peers.py --freeze --mode infer --only encoder-bert encoder-deit-s
+bert-base vit-s16``.
+
 Modes: ``infer`` times one forward call in eval under ``torch.inference_mode``; ``train`` one
 training step in train mode (dropout and stochastic depth as each model has them): zero the
 gradients, forward, a loss (cross-entropy on the classes or next tokens, mean squared error on
 hidden states), backward, and an AdamW step (fused on CUDA); the same for the peer.
 
-Timing: warm-up calls of both, then rounds that time one call of each, the order alternating from
-round to round, so that a noisy, shared machine slows both alike; the table shows medians. On
+Timing: warm-up calls of each side, then rounds that time one call of each, the order rotated
+from round to round (alternating, with two sides), so that a noisy, shared machine slows both alike; the table shows medians. On
 CUDA each call is timed with CUDA events after a synchronisation. ``ratio`` is peer time over
 archlab time (of the medians): above 1.0, archlab is faster. ``paired`` is the median over rounds
 of the two calls' ratio within a round, which a machine that is busy for a while (other jobs)
@@ -52,8 +65,9 @@ text 8 x 128, encoders batch 8 (DeiT-S encoder 197 tokens); on CUDA those of
 tokens). Calls: on the CPU 2 warm-up + 10 timed per model in inference, 2 + 6 in training; on
 CUDA 10 + 30 and 5 + 20. ``--quick``: batch 2, sequences of 32, 1 + 2 calls (a smoke test).
 
-The issue's CPU targets (float32 inference): every encoder spec at least 1.0x
-``nn.TransformerEncoder`` with its fast path, and the GPT-2 spec at least 1.0x HF GPT-2.
+The CPU targets (float32 inference): every encoder spec at least 1.0x ``nn.TransformerEncoder``
+with its fast path, the GPT-2 spec at least 1.0x HF GPT-2, and (with ``--freeze``) the frozen
+encoders at least 1.5x the fast path.
 
 Not a test: nothing here asserts a time. Results go to bench/RESULTS.md by hand, with the machine.
 """
@@ -62,28 +76,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import gc
-import importlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 import archlab
-from archlab.compiler import compile_spec
-from compile_bench import encoder_spec, spec_dict, without_head
+from peers_workloads import (
+    MAX_SEQ,
+    WORKLOADS,
+    Inputs,
+    Pair,
+    Workload,
+    build_pair,
+    peer_version,
+)
 from prune_bench import (
     busy_warning,
     call_seconds,
@@ -93,11 +109,7 @@ from prune_bench import (
     synchronize,
 )
 
-Inputs = dict[str, Tensor]
-
 MODES = ("infer", "train")
-MAX_SEQ = {"bert-base": 512, "gpt2-small": 1024}  # the specs' (and peers') position tables
-TOLERANCE = 1e-4  # float32 agreement, relative to max(1, the peer output's largest magnitude)
 
 # GPU figures of the peers, from ../shared/anchors.md (one H100 80GB HBM3, PyTorch 2.11 + CUDA 13,
 # medians of 20-30 calls, CUDA events): printed on CUDA for context, next to this run's own rows.
@@ -123,377 +135,6 @@ ANCHORS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-# --------------------------------------------------------------------------------- workloads
-
-
-@dataclass(frozen=True)
-class Workload:
-    key: str
-    label: str
-    needs: str | None  # the peer's package, or None
-    kind: str  # "image", "text" or "features": what the inputs are
-    unit: str  # what the throughput columns count
-    cpu: tuple[int, int]  # default (batch, seq) on the CPU
-    cuda: tuple[int, int]  # default (batch, seq) on CUDA
-    cuda_train_batch: int | None = None  # a smaller batch for training on CUDA
-
-
-WORKLOADS: dict[str, Workload] = {
-    w.key: w
-    for w in [
-        Workload(
-            "vit-s16",
-            "ViT-S/16 (deit-small-16)",
-            "timm",
-            "image",
-            "img/s",
-            (8, 197),
-            (256, 197),
-            128,
-        ),
-        Workload(
-            "vit-b16", "ViT-B/16 (vit-base-16)", "timm", "image", "img/s", (8, 197), (256, 197), 128
-        ),
-        Workload(
-            "bert-base", "BERT-base body", "transformers", "text", "tok/s", (8, 128), (32, 512)
-        ),
-        Workload(
-            "gpt2-small",
-            "GPT-2 small (LM head)",
-            "transformers",
-            "text",
-            "tok/s",
-            (8, 128),
-            (16, 1024),
-        ),
-        Workload(
-            "encoder-deit-s", "DeiT-S encoder", None, "features", "seq/s", (8, 197), (256, 197)
-        ),
-        Workload(
-            "encoder-bert", "BERT-base encoder", None, "features", "seq/s", (8, 128), (32, 512)
-        ),
-    ]
-}
-
-
-@dataclass
-class Pair:
-    """An archlab model and its peer, with how to feed them and score a training step."""
-
-    peer_label: str
-    ours: nn.Module
-    peer: nn.Module
-    make_inputs: Callable[[int, int], Inputs]  # (batch, seq) -> inputs on the device
-    call_ours: Callable[[nn.Module, Inputs], Tensor]
-    call_peer: Callable[[nn.Module, Inputs], Tensor]
-    loss: Callable[[Tensor, Inputs], Tensor]
-    match: str = "not checked"
-
-
-def peer_version(package: str) -> tuple[str | None, str]:
-    """(version, note): the version when ``package`` imports, else None and why not."""
-    try:
-        module = importlib.import_module(package)
-    except Exception as exc:  # timm raises RuntimeError when torchvision does not match torch
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, f"{package} does not import ({type(exc).__name__}: {first})"
-    return str(getattr(module, "__version__", "?")), ""
-
-
-def classify_loss(out: Tensor, inputs: Inputs) -> Tensor:
-    return F.cross_entropy(out.float(), inputs["labels"])
-
-
-def lm_loss(out: Tensor, inputs: Inputs) -> Tensor:
-    ids = inputs["ids"]
-    return F.cross_entropy(out[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-
-
-def hidden_loss(out: Tensor, inputs: Inputs) -> Tensor:
-    return F.mse_loss(out.float(), inputs["target"])
-
-
-def call_x(model: nn.Module, inputs: Inputs) -> Tensor:
-    out: Tensor = model(inputs["x"])
-    return out
-
-
-def call_ids(model: nn.Module, inputs: Inputs) -> Tensor:
-    out: Tensor = model(inputs["ids"])  # a spec with a pad_id makes its own padding mask
-    return out
-
-
-def call_hf_bert(model: nn.Module, inputs: Inputs) -> Tensor:
-    out: Tensor = model(input_ids=inputs["ids"], attention_mask=inputs["mask"]).last_hidden_state
-    return out
-
-
-def call_hf_gpt2(model: nn.Module, inputs: Inputs) -> Tensor:
-    out: Tensor = model(input_ids=inputs["ids"], use_cache=False).logits
-    return out
-
-
-Call = Callable[[nn.Module, Inputs], Tensor]
-# (archlab call, peer call, training loss) by workload kind, or by key for the text workloads
-CALLS: dict[str, tuple[Call, Call, Callable[[Tensor, Inputs], Tensor]]] = {
-    "image": (call_x, call_x, classify_loss),
-    "features": (call_x, call_x, hidden_loss),
-    "bert-base": (call_ids, call_hf_bert, hidden_loss),
-    "gpt2-small": (call_ids, call_hf_gpt2, lm_loss),
-}
-
-
-def copy_weights(peer: nn.Module, weights: dict[str, Tensor], allowed_missing: set[str]) -> None:
-    """Load ``weights`` (peer names) into ``peer``; every other peer tensor must be allowed."""
-    result = peer.load_state_dict(weights, strict=False)
-    missing = set(result.missing_keys) - allowed_missing
-    if missing or result.unexpected_keys:
-        raise RuntimeError(
-            f"weight copy into {type(peer).__name__}: missing {sorted(missing)[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
-
-
-def block_weights(
-    sd: dict[str, Tensor], src: str, dst: str, names: dict[str, str], transpose: bool = False
-) -> dict[str, Tensor]:
-    """Rename the tensors of archlab's ``{src}.{i}.*`` blocks to the peer's ``{dst}.{i}.*``."""
-    out = {}
-    for key, value in sd.items():
-        if not key.startswith(src + "."):
-            continue
-        index, rest = key[len(src) + 1 :].split(".", 1)
-        part, kind = rest.rsplit(".", 1)
-        if part not in names:
-            continue
-        peer_key = f"{dst}.{index}.{names[part]}.{kind}"
-        out[peer_key] = value.t() if transpose and kind == "weight" and value.dim() == 2 else value
-    return out
-
-
-def build_vit(w: Workload, device: str) -> tuple[nn.Module, nn.Module, str]:
-    import timm
-
-    stem, name, drop_path = {
-        "vit-s16": ("deit-small-16", "vit_small_patch16_224", 0.1),
-        "vit-b16": ("vit-base-16", "vit_base_patch16_224", 0.0),
-    }[w.key]
-    ours = compile_spec(spec_dict(stem), device=device, seed=0)
-    peer = timm.create_model(name, pretrained=False, drop_path_rate=drop_path).to(device)
-    sd = ours.state_dict()
-    weights = {
-        "patch_embed.proj.weight": sd["patches.proj.weight"],
-        "patch_embed.proj.bias": sd["patches.proj.bias"],
-        "cls_token": sd["cls.tokens"],
-        "pos_embed": sd["pos.weight"][None],
-        "norm.weight": sd["norm.weight"],
-        "norm.bias": sd["norm.bias"],
-        "head.weight": sd["head.fc.weight"],
-        "head.bias": sd["head.fc.bias"],
-    }
-    weights |= block_weights(
-        sd,
-        "encoder.layers",
-        "blocks",
-        {
-            "norm1": "norm1",
-            "attention.qkv": "attn.qkv",
-            "attention.out": "attn.proj",
-            "norm2": "norm2",
-            "mlp.fc1": "mlp.fc1",
-            "mlp.fc2": "mlp.fc2",
-        },
-    )
-    copy_weights(peer, weights, set())
-    return ours, peer, f"timm {name}"
-
-
-def build_bert(device: str) -> tuple[nn.Module, nn.Module, str]:
-    import transformers
-
-    ours = compile_spec(without_head("bert-base", "head", "encoder"), device=device, seed=0)
-    config = transformers.BertConfig(attn_implementation="sdpa")
-    peer = transformers.BertModel(config, add_pooling_layer=False).to(device)
-    sd = ours.state_dict()
-    weights = {
-        "embeddings.word_embeddings.weight": sd["tok.weight"],
-        "embeddings.position_embeddings.weight": sd["pos.weight"],
-        # the spec has no segment embeddings: HF adds row 0 of its table, zeroed here
-        "embeddings.token_type_embeddings.weight": torch.zeros_like(
-            peer.embeddings.token_type_embeddings.weight
-        ),
-        "embeddings.LayerNorm.weight": sd["emb_norm.weight"],
-        "embeddings.LayerNorm.bias": sd["emb_norm.bias"],
-    }
-    layers = block_weights(
-        sd,
-        "encoder.layers",
-        "encoder.layer",
-        {
-            "attention.out": "attention.output.dense",
-            "norm1": "attention.output.LayerNorm",
-            "mlp.fc1": "intermediate.dense",
-            "mlp.fc2": "output.dense",
-            "norm2": "output.LayerNorm",
-        },
-    )
-    for i in range(config.num_hidden_layers):  # archlab's fused qkv: queries, keys, values
-        for kind in ("weight", "bias"):
-            q, k, v = sd[f"encoder.layers.{i}.attention.qkv.{kind}"].chunk(3, dim=0)
-            for name, part in (("query", q), ("key", k), ("value", v)):
-                layers[f"encoder.layer.{i}.attention.self.{name}.{kind}"] = part
-    copy_weights(peer, weights | layers, set())
-    return ours, peer, "HF BertModel (sdpa)"
-
-
-def build_gpt2(device: str) -> tuple[nn.Module, nn.Module, str]:
-    import transformers
-
-    ours = compile_spec(spec_dict("gpt2-small"), device=device, seed=0)
-    config = transformers.GPT2Config(attn_implementation="sdpa")
-    peer = transformers.GPT2LMHeadModel(config).to(device)
-    sd = ours.state_dict()
-    weights = {
-        "transformer.wte.weight": sd["tok.weight"],  # lm_head.weight is tied to it
-        "transformer.wpe.weight": sd["pos.weight"],
-        "transformer.ln_f.weight": sd["norm.weight"],
-        "transformer.ln_f.bias": sd["norm.bias"],
-    }
-    weights |= block_weights(  # HF's Conv1D keeps its weight as (in, out): transposed
-        sd,
-        "decoder.layers",
-        "transformer.h",
-        {
-            "norm1": "ln_1",
-            "attention.qkv": "attn.c_attn",
-            "attention.out": "attn.c_proj",
-            "norm2": "ln_2",
-            "mlp.fc1": "mlp.c_fc",
-            "mlp.fc2": "mlp.c_proj",
-        },
-        transpose=True,
-    )
-    copy_weights(peer, weights, {"lm_head.weight"})
-    if peer.lm_head.weight.data_ptr() != peer.transformer.wte.weight.data_ptr():
-        raise RuntimeError("HF GPT-2's lm_head is not tied to its token embedding")
-    return ours, peer, "HF GPT2LMHeadModel (sdpa)"
-
-
-def deit_encoder_spec(seq: int) -> dict[str, Any]:
-    """The DeiT-S encoder node alone over feature inputs (stochastic depth off, as the peer)."""
-    node = copy.deepcopy(spec_dict("deit-small-16")["nodes"]["encoder"])
-    node["input"] = "x"
-    node["block"].pop("drop_path", None)
-    return {
-        "version": 1,
-        "name": "deit-small-16-encoder",
-        "inputs": {"x": {"kind": "features", "dim": 384, "max_len": seq}},
-        "nodes": {"encoder": node},
-        "outputs": "encoder",
-    }
-
-
-def build_encoder(w: Workload, device: str, seq: int) -> tuple[nn.Module, nn.Module, str]:
-    if w.key == "encoder-deit-s":
-        spec, (layers, dim, heads, eps, norm_first) = (
-            deit_encoder_spec(seq),
-            (12, 384, 6, 1e-6, True),
-        )
-    else:
-        layers, dim, heads, eps, norm_first = 12, 768, 12, 1e-12, False
-        spec = encoder_spec(layers, dim, heads, seq, eps)
-    ours = compile_spec(spec, device=device, seed=0)
-    layer = nn.TransformerEncoderLayer(
-        dim,
-        heads,
-        4 * dim,
-        dropout=0.0,
-        activation="gelu",
-        layer_norm_eps=eps,
-        batch_first=True,
-        norm_first=norm_first,
-    )
-    with warnings.catch_warnings():  # nested tensors are off with norm_first; no padding here
-        warnings.simplefilter("ignore", UserWarning)
-        peer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=True).to(device)
-    names = {
-        "attention.qkv": "self_attn.in_proj",
-        "attention.out": "self_attn.out_proj",
-        "norm1": "norm1",
-        "norm2": "norm2",
-        "mlp.fc1": "linear1",
-        "mlp.fc2": "linear2",
-    }
-    weights = {}
-    for key, value in block_weights(ours.state_dict(), "encoder.layers", "layers", names).items():
-        # nn.MultiheadAttention names its fused projection in_proj_weight / in_proj_bias
-        weights[
-            key.replace("in_proj.weight", "in_proj_weight").replace("in_proj.bias", "in_proj_bias")
-        ] = value
-    copy_weights(peer, weights, set())
-    return ours, peer, f"nn.TransformerEncoder (fast path, norm_first={norm_first})"
-
-
-def build_pair(w: Workload, args: argparse.Namespace, seq: int) -> Pair:
-    """Both models in float32 with the same weights, checked, then cast to the run's dtype."""
-    device, dtype = args.device, args.weight_dtype
-    if w.kind == "image":
-        ours, peer, peer_label = build_vit(w, device)
-    elif w.key == "bert-base":
-        ours, peer, peer_label = build_bert(device)
-    elif w.key == "gpt2-small":
-        ours, peer, peer_label = build_gpt2(device)
-    else:
-        ours, peer, peer_label = build_encoder(w, device, seq)
-    in_dtype = dtype if not args.autocast else torch.float32
-    gen = torch.Generator().manual_seed(0)
-
-    def make_inputs(batch: int, length: int, float_dtype: torch.dtype = in_dtype) -> Inputs:
-        if w.kind == "image":
-            x = torch.randn(batch, 3, 224, 224, generator=gen)
-            labels = torch.randint(0, 1000, (batch,), generator=gen)
-            return {"x": x.to(device, float_dtype), "labels": labels.to(device)}
-        if w.kind == "text":
-            vocab = 30522 if w.key == "bert-base" else 50257
-            ids = torch.randint(1, vocab, (batch, length), generator=gen).to(device)
-            target = torch.randn(batch, length, 768, generator=gen).to(device)
-            return {"ids": ids, "mask": ids != 0, "target": target}
-        dim = 384 if w.key == "encoder-deit-s" else 768
-        x = torch.randn(batch, length, dim, generator=gen).to(device, float_dtype)
-        return {"x": x, "target": torch.randn(batch, length, dim, generator=gen).to(device)}
-
-    call_ours, call_peer, loss = CALLS[w.kind if w.kind != "text" else w.key]
-    pair = Pair(peer_label, ours, peer, make_inputs, call_ours, call_peer, loss)
-    pair.match = check_outputs(pair, w, min(seq, 64), device)
-    pair.peer.to(dtype)
-    if dtype != torch.float32:  # archlab's own build in the run's dtype: same seed, same weights
-        pair.ours = compile_spec(ours.spec, device=device, dtype=dtype, seed=0)
-    del ours, peer
-    return pair
-
-
-def check_outputs(pair: Pair, w: Workload, seq: int, device: str) -> str:
-    """Run both in float32 and eval on a small input; 'outputs match' or the largest difference."""
-    inputs = pair.make_inputs(2, seq, torch.float32)
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        pair.ours.eval()
-        pair.peer.eval()
-        with torch.inference_mode():
-            a = pair.call_ours(pair.ours, inputs).float()
-            b = pair.call_peer(pair.peer, inputs).float()
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
-    if a.shape != b.shape:
-        return f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
-    diff = (a - b).abs().max().item()
-    scale = max(1.0, b.abs().max().item())
-    if diff <= TOLERANCE * scale:
-        return f"outputs match ({diff:.1e})"
-    return f"max diff {diff:.2e} (scale {scale:.2g})"
-
-
 # ------------------------------------------------------------------------------------- timing
 
 
@@ -517,6 +158,16 @@ class Row:
     peer_spread: float = 0.0
     archlab_times_s: list[float] = field(default_factory=list)
     peer_times_s: list[float] = field(default_factory=list)
+    # with --freeze, in inference: the frozen archlab model, timed in the same rounds
+    frozen_ms: float | None = None
+    frozen_ratio: float | None = None  # peer / frozen (of the medians)
+    frozen_paired: float | None = None  # median over rounds of peer / frozen
+    frozen_gain: float | None = None  # archlab / frozen (of the medians): what freezing gains
+    frozen_per_s: float | None = None
+    frozen_outputs: str = ""
+    frozen_spread: float = 0.0
+    frozen_times_s: list[float] = field(default_factory=list)
+    frozen_report: dict[str, Any] | None = None  # FreezeReport.to_dict()
 
 
 def sizes(w: Workload, args: argparse.Namespace, mode: str) -> tuple[int, int]:
@@ -544,18 +195,26 @@ def calls(args: argparse.Namespace, mode: str) -> tuple[int, int]:
     return (args.warmup if args.warmup is not None else warmup), args.iters or iters
 
 
-def steps(
-    pair: Pair, args: argparse.Namespace, mode: str, inputs: Inputs
-) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    """The two callables to time: a forward (infer) or a training step (train), per side."""
+Side = tuple[str, Callable[[], Any]]  # (name, one call)
+
+
+def steps(pair: Pair, args: argparse.Namespace, mode: str, inputs: Inputs) -> list[Side]:
+    """The callables to time: a forward (infer) or a training step (train) of archlab, of the
+    frozen archlab model (infer, with --freeze) and of the peer, in that order."""
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = (
         (lambda: torch.autocast(args.device, dtype=torch.bfloat16))
         if args.autocast
         else contextlib.nullcontext
     )
-    made = []
-    for module, call in ((pair.ours, pair.call_ours), (pair.peer, pair.call_peer)):
-        run = torch.compile(module) if args.compile else module
+    sides = [("archlab", pair.ours, pair.call_ours)]
+    if not pair.peerless:
+        sides.append(("peer", pair.peer, pair.call_peer))
+    if mode == "infer" and pair.frozen is not None:
+        sides.insert(1, ("frozen", pair.frozen, pair.call_ours))
+    made: list[Side] = []
+    for name, module, call in sides:
+        # the frozen model was compiled by freeze() itself where --compile asked for it
+        run = torch.compile(module) if args.compile and name != "frozen" else module
         if mode == "infer":
             module.eval()
 
@@ -563,7 +222,7 @@ def steps(
                 with autocast():
                     return call(run, inputs)
 
-            made.append(forward)
+            made.append((name, forward))
             continue
         module.train()
         opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=args.device == "cuda")
@@ -576,8 +235,8 @@ def steps(
             opt.step()
             return loss
 
-        made.append(step)
-    return made[0], made[1]
+        made.append((name, step))
+    return made
 
 
 @contextlib.contextmanager
@@ -586,32 +245,25 @@ def grad_mode(mode: str) -> Iterator[None]:
         yield
 
 
-def time_pair(
-    ours: Callable[[], Any],
-    peer: Callable[[], Any],
-    mode: str,
-    warmup: int,
-    iters: int,
-    device: str,
-) -> tuple[list[float], list[float]]:
-    """Warm both up, then time them in rounds, the order alternating; seconds per call."""
-    a: list[float] = []
-    b: list[float] = []
+def time_sides(
+    sides: list[Side], mode: str, warmup: int, iters: int, device: str
+) -> dict[str, list[float]]:
+    """Warm every side up, then time them in rounds, one call each, the order rotated by one
+    side from round to round (alternating, for two); seconds per call by side."""
+    times: dict[str, list[float]] = {name: [] for name, _ in sides}
     with grad_mode(mode):
         for _ in range(max(1, warmup)):
-            for fn in (ours, peer):
+            for _, fn in sides:
                 fn()
                 synchronize(device)
         for it in range(iters):
-            order = ((ours, a), (peer, b)) if it % 2 == 0 else ((peer, b), (ours, a))
-            for fn, times in order:
-                times.append(call_seconds(lambda _, fn=fn: fn(), None, device))
-    return a, b
+            shift = it % len(sides)
+            for name, fn in sides[shift:] + sides[:shift]:
+                times[name].append(call_seconds(lambda _, fn=fn: fn(), None, device))
+    return times
 
 
-def profile_pair(
-    pair: Pair, ours: Callable[[], Any], peer: Callable[[], Any], mode: str, label: str, device: str
-) -> None:
+def profile_sides(pair: Pair, sides: list[Side], mode: str, label: str, device: str) -> None:
     """torch.profiler's top operators by self time of one call of each side."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -620,64 +272,98 @@ def profile_pair(
     if device == "cuda":
         activities.append(ProfilerActivity.CUDA)
         sort = "self_cuda_time_total"
-    for side, fn in (("archlab", ours), (pair.peer_label, peer)):
+    names = {"archlab": "archlab", "frozen": "archlab frozen", "peer": pair.peer_label}
+    for side, fn in sides:
         with grad_mode(mode):
             fn()
             synchronize(device)
             with profile(activities=activities) as prof:
                 fn()
                 synchronize(device)
-        print(f"\n### profile ({mode}): {label}, {side}, one call\n")
+        print(f"\n### profile ({mode}): {label}, {names[side]}, one call\n")
         print(prof.key_averages().table(sort_by=sort, row_limit=15))
 
 
-def run_workload(w: Workload, args: argparse.Namespace) -> list[Row]:
-    seqs = {sizes(w, args, m)[1] for m in args.mode}
+def make_row(
+    w: Workload, pair: Pair, mode: str, shape: str, items: int, times: dict[str, list[float]]
+) -> Row:
+    """The row of one workload and mode from the seconds per call of each side (a row without a
+    peer keeps 0 in the peer's columns)."""
+    a, b = times["archlab"], times.get("peer", [])
+    ma = statistics.median(a)
+    row = Row(
+        mode=mode,
+        key=w.key,
+        workload=w.label,
+        peer=pair.peer_label,
+        shape=shape,
+        unit=w.unit,
+        items=items,
+        archlab_ms=ma * 1e3,
+        archlab_per_s=items / ma,
+        outputs=pair.match,
+        archlab_spread=(max(a) - min(a)) / ma,
+        archlab_times_s=a,
+    )
+    if b:
+        mb = statistics.median(b)
+        row.peer_ms, row.ratio, row.peer_per_s = mb * 1e3, mb / ma, items / mb
+        row.paired = statistics.median(y / x for x, y in zip(a, b, strict=True))
+        row.peer_spread, row.peer_times_s = (max(b) - min(b)) / mb, b
+    f = times.get("frozen")
+    if f:
+        mf = statistics.median(f)
+        row.frozen_ms, row.frozen_gain, row.frozen_per_s = mf * 1e3, ma / mf, items / mf
+        if b:
+            row.frozen_ratio = statistics.median(b) / mf
+            row.frozen_paired = statistics.median(y / x for x, y in zip(f, b, strict=True))
+        row.frozen_outputs = pair.frozen_match
+        row.frozen_spread = (max(f) - min(f)) / mf
+        row.frozen_times_s = f
+        row.frozen_report = pair.frozen_report
+    return row
+
+
+def run_workload(w: Workload, args: argparse.Namespace, peerless: str | None = None) -> list[Row]:
+    """Build the workload's pair (and frozen copy), time it in each mode; its rows. ``peerless``:
+    why the peer is missing; then only the frozen copy against archlab's, in inference."""
+    modes = ["infer"] if peerless is not None else args.mode
+    seqs = {sizes(w, args, m)[1] for m in modes}
     if max(seqs) > MAX_SEQ.get(w.key, max(seqs)):
         sys.exit(f"{w.label}: --seq {max(seqs)} is longer than its {MAX_SEQ[w.key]} positions")
-    pair = build_pair(w, args, max(seqs))
+    freeze = args.freeze and "infer" in args.mode
+    pair = build_pair(w, args, max(seqs), freeze=freeze, peerless=peerless)
+    if pair.frozen_report is not None:
+        print(f"# {w.label}: frozen {frozen_note(pair.frozen_report)}", flush=True)
     rows = []
-    for mode in args.mode:
+    for mode in modes:
         batch, seq = sizes(w, args, mode)
         warmup, iters = calls(args, mode)
         inputs = pair.make_inputs(batch, seq)
-        ours, peer = steps(pair, args, mode, inputs)
+        sides = steps(pair, args, mode, inputs)
         t0 = time.perf_counter()
-        a, b = time_pair(ours, peer, mode, warmup, iters, args.device)
+        times = time_sides(sides, mode, warmup, iters, args.device)
         shape = f"{batch} x 3 x 224 x 224" if w.kind == "image" else f"{batch} x {seq}"
         items = batch * seq if w.kind == "text" else batch
-        ma, mb = statistics.median(a), statistics.median(b)
-        row = Row(
-            mode=mode,
-            key=w.key,
-            workload=w.label,
-            peer=pair.peer_label,
-            shape=shape,
-            unit=w.unit,
-            items=items,
-            archlab_ms=ma * 1e3,
-            peer_ms=mb * 1e3,
-            ratio=mb / ma,
-            paired=statistics.median(y / x for x, y in zip(a, b, strict=True)),
-            archlab_per_s=items / ma,
-            peer_per_s=items / mb,
-            outputs=pair.match,
-            archlab_spread=(max(a) - min(a)) / ma,
-            peer_spread=(max(b) - min(b)) / mb,
-            archlab_times_s=a,
-            peer_times_s=b,
-        )
+        row = make_row(w, pair, mode, shape, items, times)
         rows.append(row)
+        frozen = (
+            ""
+            if row.frozen_ms is None
+            else f"frozen {row.frozen_ms:,.1f} ms (ratio {cell(row.frozen_ratio)}, "
+            f"paired {cell(row.frozen_paired)}, gain {cell(row.frozen_gain)}), "
+        )
         print(
             f"# {mode}: {w.label} vs {pair.peer_label}, {shape}: archlab {row.archlab_ms:,.1f} ms, "
-            f"peer {row.peer_ms:,.1f} ms, ratio {row.ratio:.2f}, paired {row.paired:.2f}, "
+            f"{frozen}peer {cell(row.peer_ms, ',.1f')} ms, ratio {cell(row.ratio)}, "
+            f"paired {cell(row.paired)}, "
             f"spread {spread(row):.0%} ({warmup} + {iters} calls, "
             f"{time.perf_counter() - t0:.0f} s, load {loadavg()})",
             flush=True,
         )
         if args.profile:
-            profile_pair(pair, ours, peer, mode, w.label, args.device)
-        del ours, peer, inputs
+            profile_sides(pair, sides, mode, w.label, args.device)
+        del sides, inputs
         gc.collect()
     del pair
     gc.collect()
@@ -694,7 +380,23 @@ def rate(per_s: float) -> str:
 
 
 def spread(row: Row) -> float:
-    return max(row.archlab_spread, row.peer_spread)
+    return max(row.archlab_spread, row.peer_spread, row.frozen_spread)
+
+
+def frozen_note(report: dict[str, Any]) -> str:
+    """What freeze() did, in a few words: packed and fused linears, what stayed, the compiler."""
+    parts = [f"{report['packed']} linears packed, {report['fused']} with their activation fused"]
+    parts += [f"{count} unpacked: {why}" for why, count in report["unpacked"].items()]
+    if report["dtype_after"] != report["dtype_before"]:
+        parts.append(f"{report['dtype_before']} -> {report['dtype_after']}")
+    if report["compiled"]:
+        parts.append(f"torch.compile ({report['compiled']})")
+    return "; ".join(parts)
+
+
+def cell(value: float | None, fmt: str = ".2f") -> str:
+    """A number for the table, or '-' where the row has none (no peer, not frozen)."""
+    return "-" if not value else format(value, fmt)
 
 
 def table(rows: list[Row], mode: str, warmup: int, iters: int) -> str:
@@ -703,23 +405,43 @@ def table(rows: list[Row], mode: str, warmup: int, iters: int) -> str:
         if mode == "infer"
         else "one training step: forward, loss, backward, AdamW"
     )
+    frozen = any(r.frozen_ms is not None for r in rows)
+    extra = (
+        " frozen ms | frozen ratio (peer/frozen) | frozen paired | frozen gain (archlab/frozen) |"
+        if frozen
+        else ""
+    )
     lines = [
         f"\n## {mode}: {what} ({warmup} warm-up + {iters} timed calls each, median)\n",
-        "| workload | peer | shape | archlab ms | peer ms | ratio (peer/archlab) | paired "
-        "| spread | archlab /s | peer /s | outputs |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| workload | peer | shape | archlab ms |{extra} peer ms | ratio (peer/archlab) "
+        "| paired | spread | archlab /s | peer /s | outputs |",
+        "|---|---|---|---:|"
+        + "---:|---:|---:|---:|" * frozen
+        + "---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        cells, outputs = "", r.outputs
+        if frozen:
+            cells = (
+                f" {cell(r.frozen_ms, ',.1f')} | {cell(r.frozen_ratio)} | {cell(r.frozen_paired)} "
+                f"| {cell(r.frozen_gain)} |"
+            )
+        if r.frozen_ms is not None:
+            outputs = f"{r.outputs}; frozen: {r.frozen_outputs}"
+        peer_rate = f"{rate(r.peer_per_s)} {r.unit}" if r.peer_per_s else "-"
         lines.append(
-            f"| {r.workload} | {r.peer} | {r.shape} | {r.archlab_ms:,.1f} | {r.peer_ms:,.1f} "
-            f"| {r.ratio:.2f} | {r.paired:.2f} | {spread(r):.0%} | {rate(r.archlab_per_s)} {r.unit} "
-            f"| {rate(r.peer_per_s)} {r.unit} | {r.outputs} |"
+            f"| {r.workload} | {r.peer} | {r.shape} | {r.archlab_ms:,.1f} |{cells} "
+            f"{cell(r.peer_ms, ',.1f')} | {cell(r.ratio)} | {cell(r.paired)} | {spread(r):.0%} "
+            f"| {rate(r.archlab_per_s)} {r.unit} | {peer_rate} | {outputs} |"
         )
     return "\n".join(lines)
 
 
+FROZEN_TARGET = 1.5  # frozen archlab against the encoder fast path, CPU, float32 inference
+
+
 def targets(rows: list[Row], device: str, dtype: str) -> list[str]:
-    """The issue's CPU targets, where this run measured them."""
+    """The CPU targets, where this run measured them."""
     out = []
     infer = {r.key: r for r in rows if r.mode == "infer"}
     where = (
@@ -734,6 +456,15 @@ def targets(rows: list[Row], device: str, dtype: str) -> list[str]:
         met = "MET" if r.ratio >= 1.0 else "NOT MET"
         out.append(
             f"target: {r.workload} >= 1.0x {r.peer} in inference: {r.ratio:.2f}x, {met}{where}"
+        )
+    for key in ("encoder-deit-s", "encoder-bert"):
+        r = infer.get(key)
+        if r is None or r.frozen_ratio is None:
+            continue
+        met = "MET" if r.frozen_ratio >= FROZEN_TARGET else "NOT MET"
+        out.append(
+            f"target: {r.workload} frozen >= {FROZEN_TARGET}x {r.peer} in inference: "
+            f"{r.frozen_ratio:.2f}x (paired {r.frozen_paired:.2f}x), {met}{where}"
         )
     return out
 
@@ -755,6 +486,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, help="batch size of every workload")
     parser.add_argument("--seq", type=int, help="sequence length of the text and encoder workloads")
     parser.add_argument("--compile", action="store_true", help="torch.compile both sides")
+    parser.add_argument(
+        "--freeze",
+        action="store_true",
+        help="in inference, also time a frozen archlab model (CompiledModel.freeze())",
+    )
     parser.add_argument("--only", nargs="+", choices=list(WORKLOADS), help="workloads to run")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, 1 + 2 calls")
     parser.add_argument("--iters", type=int, help="timed calls per side")
@@ -804,8 +540,12 @@ def main(argv: list[str] | None = None) -> None:
         w = WORKLOADS[key]
         if w.needs is not None and versions[w.needs][0] is None:
             how = "pip install -e .[bench]" if w.needs == "transformers" else TIMM_HINT
-            skipped.append(f"{w.label}: skipped, {versions[w.needs][1]} ({how})")
+            frozen_only = args.freeze and "infer" in args.mode
+            what = "peer rows skipped (frozen against unfrozen only)" if frozen_only else "skipped"
+            skipped.append(f"{w.label}: {what}, {versions[w.needs][1]} ({how})")
             print(f"# {skipped[-1]}", flush=True)
+            if frozen_only:
+                rows += run_workload(w, args, peerless=versions[w.needs][1])
             continue
         rows += run_workload(w, args)
 
@@ -843,6 +583,7 @@ def main(argv: list[str] | None = None) -> None:
                 "dtype": args.dtype,
                 "autocast": args.autocast,
                 "compile": args.compile,
+                "freeze": args.freeze,
                 "load_before": before,
                 "load_end": loadavg(),
                 "warning": warning,

@@ -161,10 +161,24 @@ def test_onednn_switched_off_leaves_the_linears_and_says_why() -> None:
         model.train()
 
 
+@pytest.mark.skipif(
+    onednn_problem(torch.bfloat16) is not None, reason=f"{onednn_problem(torch.bfloat16)}"
+)
+def test_bfloat16_weights_pack_on_a_cpu_with_native_bfloat16() -> None:
+    model = build(ROOT / "specs" / "bert-base.json", dtype="bfloat16")
+    inputs = model.example_inputs(batch=2, length=16)
+    eager = outputs(model, inputs)
+    model.freeze()
+    assert model.frozen is not None and model.frozen.packed > 0 and not model.frozen.unpacked
+    assert largest_gap(eager.float(), outputs(model, inputs).float()) < 3e-2
+
+
 def test_float64_weights_are_not_packed() -> None:
     model = build(ROOT / "specs" / "vit-tiny-digits.json", dtype="float64").freeze()
     assert model.frozen is not None and model.frozen.packed == 0
-    assert list(model.frozen.unpacked) == ["float64 weights: packing is used for float32 only"]
+    assert list(model.frozen.unpacked) == [
+        "float64 weights: packing is used for float32 and bfloat16 only"
+    ]
 
 
 def test_a_missing_operator_is_a_reason_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,7 @@
 What freezing does depends on where the model lives, and every choice is kept in a
 ``FreezeReport`` that ``summary().paths`` shows:
 
-- **CPU, float32**: every linear layer whose weight is its own (not tied to an embedding) becomes
+- **CPU, float32 (or bfloat16 on a CPU with native bfloat16 instructions)**: every linear layer whose weight is its own (not tied to an embedding) becomes
   a ``PackedLinear``: its weight packed once for oneDNN, its bias, and the activation right after
   it (an MLP's ``fc1`` + GELU / ReLU / SiLU, a ``Linear`` followed by an activation in a
   ``Sequential``) fused into the product. Where oneDNN is missing, switched off or fails a probe
