@@ -85,7 +85,7 @@ def shoot(base: str, runs: dict[str, Any], out: Path) -> list[Path]:
     pages = [
         ("ui-runs.png", "/", None),
         ("ui-run.png", f"/runs/{runs['plain']}", "#curves"),
-        ("ui-group.png", f"/groups/{runs['group']}", ".curves"),
+        ("ui-group.png", f"#runs tr[data-id='{runs['group']}'] td:first-child > a", ".curves"),
         ("ui-compare.png", f"/compare?ids={runs['plain']}&ids={runs['mixed']}", ".curves"),
     ]
     saved = []
@@ -93,6 +93,13 @@ def shoot(base: str, runs: dict[str, Any], out: Path) -> list[Path]:
         browser = p.chromium.launch(executable_path=binary, args=["--no-sandbox"])
         page = browser.new_page(viewport=SIZE, device_scale_factor=1)
         for name, path, charts in pages:
+            if path.startswith("#"):  # a link on the runs page, there once the server has it
+                page.goto(base + "/")
+                link = page.query_selector(path)
+                if link is None:
+                    print(f"no link to the group's page on the runs page, no {name}")
+                    continue
+                path = link.get_attribute("href") or "/"
             answer = page.goto(base + path)
             if answer is None or answer.status != 200:
                 print(f"{path}: {answer.status if answer else 'no answer'}, no {name}")
