@@ -10,8 +10,9 @@ Make both databases with ``bench/registry_bench.py --groups 2000 --folds 5 --ste
 1. Each ``arch ui`` page is asked ``--repeats`` times through Starlette's TestClient after one
    warm-up (in process: no network, no browser).
 2. Over HTTP on 127.0.0.1 (unless ``--no-http``): a real ``arch ui`` server, and MLflow's own
-   tracking server (``mlflow server`` on the same data) answering the request its UI's runs table
-   makes (``POST /ajax-api/2.0/mlflow/runs/search``), for the same page size (50) and filter; and
+   tracking server (``mlflow server`` on the same data, its job runner off) answering the request
+   its UI's runs table makes (``POST /ajax-api/2.0/mlflow/runs/search``), for the same page size
+   (50) and filter; and
    in process ``MlflowClient.search_runs`` beside archlab's ``Registry.runs``. One keep-alive
    connection, one request at a time. MLflow runs in ``--mlflow-python`` (a venv with ``mlflow``;
    default: this interpreter if it imports mlflow); without one, or without ``--mlflow-db``
