@@ -85,7 +85,7 @@ def shoot(base: str, runs: dict[str, Any], out: Path) -> list[Path]:
     pages = [
         ("ui-runs.png", "/", None),
         ("ui-run.png", f"/runs/{runs['plain']}", "#curves"),
-        ("ui-group.png", f"#runs tr[data-id='{runs['group']}'] td:first-child > a", ".curves"),
+        ("ui-group.png", f"#runs tr[data-id='{runs['group']}'] a[href^='/groups/']", ".curves"),
         ("ui-compare.png", f"/compare?ids={runs['plain']}&ids={runs['mixed']}", ".curves"),
     ]
     saved = []
