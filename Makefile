@@ -17,7 +17,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@# users with GPUs can bring their own CUDA build: any torch already in the venv is kept
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,postgres,interop,umap,sweep]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,postgres,interop,umap,sweep,ui]"
 	@touch $@
 
 setup: $(VENV)/.installed

@@ -72,6 +72,8 @@ def _is_option(word: str) -> bool:
               "and auc_neg_METHOD.")  # fmt: skip
 @click.option("--fill", type=click.Choice(["zero", "mean"]), default="zero", show_default=True,
               help="--evaluate: what a removed patch's pixels become.")  # fmt: skip
+@click.option("--no-record", is_flag=True,
+              help="Do not record the picture as an eval run of RUN (a MODEL file never is).")  # fmt: skip
 @registry_option
 def explain_command(
     source: str,
@@ -84,6 +86,7 @@ def explain_command(
     target: int | None,
     evaluate: str | None,
     fill: str,
+    no_record: bool,
     registry_url: str | None,
 ) -> None:
     """Which input positions made MODEL (a weights file archlab wrote) or RUN's checkpoint
@@ -92,7 +95,8 @@ def explain_command(
     Image inputs give a grid: the images in the first row (label and prediction above, red when
     wrong), then one row per method with its map over each image (normalised per sample for
     display). Token inputs give an HTML page with each token coloured by its relevance, and the
-    same colours in the terminal.
+    same colours in the terminal. For a RUN the picture is recorded as an eval run linked to
+    it (artifact kind relevance-map) unless --no-record.
 
     \b
     arch explain RUN --method attention rollout generic chefer --count 6 -o maps.png
@@ -101,6 +105,9 @@ def explain_command(
     arch explain RUN --evaluate perturbation --method attention rollout generic chefer
     """
     if evaluate is not None:
+        if no_record:
+            raise click.UsageError("--evaluate perturbation records its figures as an eval run; "
+                                   "leave out --no-record")  # fmt: skip
         _evaluate(source, data_source, list(methods) or ["generic"], fill, registry_url, as_json)
         return
     from archlab.runners.explain_run import explain_run
@@ -115,6 +122,7 @@ def explain_command(
         output=output,
         registry_url=registry_url,
         target=target,
+        record=not no_record,
     )
     if as_json:
         click.echo(dumps(result.to_dict()))
@@ -128,10 +136,12 @@ def explain_command(
         for method in result.scores:
             click.echo(f"\n{method}:")
             click.echo(token_ansi(result.token_panels, method))
-        return
-    for i, row in enumerate(result.indices):
-        label = "" if result.labels is None else f"label {result.labels[i]}, "
-        click.echo(f"  #{row}: {label}predicted {result.predictions[i]}")
+    else:
+        for i, row in enumerate(result.indices):
+            label = "" if result.labels is None else f"label {result.labels[i]}, "
+            click.echo(f"  #{row}: {label}predicted {result.predictions[i]}")
+    if result.eval_run is not None:
+        click.echo(f"recorded as eval run {result.eval_run}")
 
 
 def _evaluate(

@@ -117,6 +117,7 @@ def cli(ctx: click.Context, debug: bool, registry_url: str | None) -> None:
     arch export MODEL        write a model as a Hugging Face folder (--to hf DIR)
     arch sweep SWEEP.json    search over spec variants (Optuna), each trial a CV group
     arch runs ...            query the experiment registry
+    arch ui                  the registry in a browser (read-only, 127.0.0.1)
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -137,6 +138,7 @@ def _register() -> None:
         spec_commands,
         sweep_commands,
         train_commands,
+        ui_commands,
     )
 
     for command in [
@@ -151,6 +153,7 @@ def _register() -> None:
         *embed_commands.COMMANDS,
         *export_commands.COMMANDS,
         *sweep_commands.COMMANDS,
+        *ui_commands.COMMANDS,
     ]:
         cli.add_command(command)
 

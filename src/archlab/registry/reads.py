@@ -47,8 +47,10 @@ def runs(
     where: str | None = None,
     order_by: str | Sequence[str] | None = None,
     limit: int | None = None,
+    offset: int = 0,
 ) -> list[Run]:
-    """Runs matching ``where`` (the query language), sorted, newest first by default."""
+    """Runs matching ``where`` (the query language), sorted, newest first by default; ``offset``
+    skips that many of them first (a page of a listing, skipped by the database)."""
     from archlab.registry import query
 
     stmt = select(RunRow)
@@ -63,9 +65,25 @@ def runs(
         raise RegistryError(f"a limit is a count from 0 to 2**63 - 1, not {limit}")
     if limit is not None:
         stmt = stmt.limit(limit)
+    if not 0 <= offset < 2**63:
+        raise RegistryError(f"an offset is a count from 0 to 2**63 - 1, not {offset}")
+    if offset:
+        stmt = stmt.offset(offset)
     with db.transaction() as tx:
         rows = list(tx.session.scalars(stmt))
         return records(tx.session, rows)
+
+
+def count(db: Database, where: str | None = None) -> int:
+    """How many runs match ``where`` (one ``count(*)``; no run is read)."""
+    from archlab.registry import query
+
+    stmt = select(func.count()).select_from(RunRow)
+    condition = query.compile_where(where)
+    if condition is not None:
+        stmt = stmt.where(condition)
+    with db.transaction() as tx:
+        return int(tx.session.scalar(stmt) or 0)
 
 
 def get(db: Database, run_id: str) -> Run:

@@ -570,9 +570,15 @@ class Registry:
         where: str | None = None,
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[Run]:
-        """Runs matching ``where`` (the query language), sorted, newest first by default."""
-        return reads.runs(self._db, where, order_by, limit)
+        """Runs matching ``where`` (the query language), sorted, newest first by default;
+        ``offset`` skips that many first (with ``limit``: one page of a listing)."""
+        return reads.runs(self._db, where, order_by, limit, offset)
+
+    def count(self, where: str | None = None) -> int:
+        """How many runs match ``where`` (the query language): a listing's number of pages."""
+        return reads.count(self._db, where)
 
     def get(self, run_id: str) -> Run:
         """One run with everything: summaries, tags, artifacts, provenance."""

@@ -8,6 +8,11 @@ row (``indices``) or the first ``count``, explains them with each method in one 
 Without ``data_source``, a run's samples come from its own validation split (recomputed from its
 recorded configuration, as ``arch eval`` does), so the maps show data the model did not train on;
 ``indices`` then count within that split and the reported indices are rows of the data.
+
+With a RUN and ``record`` (the default), what was drawn is recorded in its registry as an
+``eval`` run linked to it (tag and config ``evaluates``, ``evaluation: explain``; the picture, or
+the HTML page of token inputs, attached as a ``relevance-map`` artifact), after the picture is
+written, so a failed drawing records nothing. A MODEL file records nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from archlab.viz.save import check_output
 
 if TYPE_CHECKING:
     from archlab.compiler.model import CompiledModel
+    from archlab.registry import Run
     from archlab.runners.data import TaskData
 
 DEFAULT_COUNT = 8
@@ -56,7 +62,8 @@ class ExplainResult:
     ``labels`` the data's (None when it has none); ``indices`` each sample's row in the data;
     ``grid`` the patch grid of image inputs; ``tokens``/``token_panels`` for token inputs.
     For an encoder-decoder ``scores`` are over the source tokens and ``decoder_scores`` over
-    the target tokens, the next token after the last one explained.
+    the target tokens, the next token after the last one explained. ``eval_run`` is the eval
+    run recording the picture (None when nothing was recorded).
     """
 
     path: Path
@@ -71,10 +78,11 @@ class ExplainResult:
     grid: tuple[int, int] | None
     token_panels: TokenPanels | None = None
     decoder_scores: dict[str, np.ndarray] | None = None
+    eval_run: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """``{method: {"scores": [[...]], "target": [...]}, ..., "indices": [...]}`` plus the
-        predictions, labels, grid and the file written."""
+        predictions, labels, grid, the file written and the eval run recording it."""
         out: dict[str, Any] = {
             method: {"scores": self.scores[method].tolist(), "target": list(self.targets[method])}
             for method in self.scores
@@ -86,6 +94,7 @@ class ExplainResult:
         out["labels"] = None if self.labels is None else list(self.labels)
         out["grid"] = None if self.grid is None else list(self.grid)
         out["output"] = str(self.path)
+        out["eval_run"] = self.eval_run
         return out
 
 
@@ -99,11 +108,13 @@ def explain_run(
     output: str | os.PathLike[str] | None = None,
     registry_url: str | None = None,
     target: int | None = None,
+    record: bool = True,
 ) -> ExplainResult:
     """Explain MODEL or RUN ``source`` on samples of ``data_source`` with each of ``methods``
     and draw the maps to ``output`` (default ``explain.png``, or ``explain.html`` for token
     inputs). ``indices`` picks samples by row, else the first ``count`` (default 8). ``target``:
-    the class (or next token) every sample is explained for; default each one's prediction."""
+    the class (or next token) every sample is explained for; default each one's prediction.
+    With a RUN and ``record``, the picture is recorded as an eval run (module docstring)."""
     methods = _check_methods(methods)
     if indices is not None and count is not None:
         raise ExplainRunError("give either --index or --count, not both")
@@ -149,7 +160,7 @@ def explain_run(
             _, word = token_speller(model, config, data.text_vocab)
             token_panels = _with_target(model, token_panels, inputs, decoder, word)
         write_html(token_html(token_panels, title), path)
-    return ExplainResult(
+    result = ExplainResult(
         path=path,
         model_name=model_name,
         spec_name=spec_name,
@@ -163,6 +174,47 @@ def explain_run(
         token_panels=token_panels,
         decoder_scores=decoder or None,
     )
+    if not record or run is None:
+        return result
+    settings = {
+        "methods": methods,
+        "indices": None if indices is None else list(indices),
+        "count": count,
+        "target": target,
+        "split": "val" if data_source is None else "all",
+    }
+    eval_id = _record(model, run, registry_url, result, data, settings)
+    return dataclasses.replace(result, eval_run=eval_id)
+
+
+def _record(
+    model: CompiledModel,
+    run: Run,
+    registry_url: str | None,
+    result: ExplainResult,
+    data: TaskData,
+    settings: dict[str, Any],
+) -> str:
+    """Record ``result``'s picture as an ``eval`` run linked to training run ``run``, the
+    picture attached as a ``relevance-map`` artifact. Returns its id."""
+    from archlab.registry import Registry
+
+    config = {
+        "evaluates": run.id,
+        "evaluation": "explain",
+        **settings,
+        "rows": list(result.indices),
+        "data": data.source,
+        "data_sha256": data.content_sha256,
+        "examples": len(result.indices),
+    }
+    tags = {"evaluates": run.id, "evaluation": "explain"}
+    with (
+        Registry(registry_url, create=False) as registry,
+        registry.start_run(model.spec, config, kind="eval", tags=tags) as handle,
+    ):
+        handle.log_artifact(result.path, "relevance-map", copy=True)
+    return str(handle.id)
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:

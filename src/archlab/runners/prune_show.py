@@ -9,6 +9,10 @@ dropped: the patches that were merged into one token share a colour (tokens stil
 patch are left as they are). For EViT ``attention_topk`` stages with ``fuse``, the patches folded
 into the fused token are shown faded rather than blanked.
 
+With ``record`` (the default), what was drawn is recorded in the registry as an ``eval`` run
+linked to the run (tag and config ``evaluates``, ``evaluation: prune-show``; the picture attached
+as a ``kept-patches`` artifact), after the picture is written, so a failed drawing records nothing.
+
 The two halves can be used apart: ``kept_panels(model, inputs)`` computes what each stage left of
 each image's patch grid (``KeptPanels``, numpy arrays; no drawing), and
 ``archlab.viz.patches.draw_kept`` draws it.
@@ -16,10 +20,11 @@ each image's patch grid (``KeptPanels``, numpy arrays; no drawing), and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +37,7 @@ from archlab.viz.save import check_output
 if TYPE_CHECKING:
     from archlab.compiler.model import CompiledModel
     from archlab.registry import Registry
+    from archlab.runners.data import TaskData
 
 DEFAULT_IMAGES = 6
 
@@ -137,13 +143,31 @@ def kept_panels(
 
 @dataclass(frozen=True)
 class ShowReport:
-    """What ``show_run`` drew: where, for which run, from which images."""
+    """What ``show_run`` drew: where, for which run, from which images (``indices``: their rows
+    of the data); ``eval_run`` the eval run recording the picture (None when not recorded)."""
 
     path: Path
     run_id: str
     spec_name: str
     source: str  # the images: "the validation split of run X" or the data source
     panels: KeptPanels
+    indices: tuple[int, ...] = ()
+    eval_run: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report for ``--json``: the file, the run, the images and each stage's counts."""
+        return {
+            "output": str(self.path),
+            "run": self.run_id,
+            "spec": self.spec_name,
+            "data": self.source,
+            "indices": list(self.indices),
+            "stages": [
+                {"name": s.name, "method": s.method, "first_image": s.describe(0)}
+                for s in self.panels.stages
+            ],
+            "eval_run": self.eval_run,
+        }
 
 
 def show_run(
@@ -153,10 +177,12 @@ def show_run(
     output: str | os.PathLike[str] = "kept.png",
     data_source: str | None = None,
     images: int = DEFAULT_IMAGES,
+    record: bool = True,
 ) -> ShowReport:
     """Draw which patches each pruning stage of run ``run_id``'s best checkpoint keeps, for the
     first ``images`` examples of its validation split (recomputed from its recorded
-    configuration, as ``arch eval`` does) or, with ``data_source``, of that data."""
+    configuration, as ``arch eval`` does) or, with ``data_source``, of that data; with
+    ``record`` the picture is recorded as an eval run linked to the run (module docstring)."""
     from archlab.compiler import load_compiled
     from archlab.compiler.pruning import pruning_stages
     from archlab.runners.data import load_data
@@ -205,7 +231,37 @@ def show_run(
     where = "its validation split" if data_source is None else data.source
     title = f"{name} · run {run.id}\nthe patches each pruning stage kept, on {where}"
     draw_kept(panels, path, title)
-    return ShowReport(path, run.id, name, source, panels)
+    indices = tuple(int(i) for i in picked.tolist())
+    report = ShowReport(path, run.id, name, source, panels, indices)
+    if not record:
+        return report
+    settings = {"images": images, "split": "val" if data_source is None else "all"}
+    eval_id = _record(registry, model, report, data, settings)
+    return dataclasses.replace(report, eval_run=eval_id)
+
+
+def _record(
+    registry: Registry,
+    model: CompiledModel,
+    report: ShowReport,
+    data: TaskData,
+    settings: dict[str, Any],
+) -> str:
+    """Record ``report``'s picture as an ``eval`` run linked to its training run, the picture
+    attached as a ``kept-patches`` artifact. Returns its id."""
+    config = {
+        "evaluates": report.run_id,
+        "evaluation": "prune-show",
+        **settings,
+        "rows": list(report.indices),
+        "data": data.source,
+        "data_sha256": data.content_sha256,
+        "examples": len(report.indices),
+    }
+    tags = {"evaluates": report.run_id, "evaluation": "prune-show"}
+    with registry.start_run(model.spec, config, kind="eval", tags=tags) as handle:
+        handle.log_artifact(report.path, "kept-patches", copy=True)
+    return str(handle.id)
 
 
 __all__ = [
