@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import NoMatchFound
 
+from archlab.errors import UserInputError
 from archlab.jsonpolicy import jsonable
 from archlab.registry import Registry
 
@@ -73,3 +74,22 @@ def page_url(request: Request, name: str, **params: Any) -> str | None:
         return str(request.app.url_path_for(name, **params))
     except NoMatchFound:
         return None
+
+
+class ParameterError(UserInputError):
+    """A query parameter a page cannot take (``offset=x``, ``at=worst``): answered 400."""
+
+
+def integer_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """The whole-number query parameter ``name`` (``default`` when absent), from ``low`` to
+    ``high``; anything else raises ``ParameterError`` naming the parameter."""
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ParameterError(f"{name} takes a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ParameterError(f"{name} takes a number from {low} to {high}, not {value}")
+    return value

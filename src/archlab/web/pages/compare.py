@@ -29,15 +29,11 @@ from archlab.errors import UserInputError
 from archlab.registry import views
 from archlab.registry.comparison import AT, RATIOS, GroupComparison, verdict
 from archlab.web.charts import charts
-from archlab.web.context import json_response, problem, render, web
+from archlab.web.context import ParameterError, json_response, problem, render, web
 from archlab.web.format import mean_std
 
 MOST = 50  # runs compared at once (a CV group counts its folds): each is a curve fetch
 _SPLIT = re.compile(r"[\s,]+")
-
-
-class ParameterError(UserInputError):
-    """A query parameter compare cannot take."""
 
 
 @dataclass

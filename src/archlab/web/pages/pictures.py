@@ -22,15 +22,18 @@ from starlette.routing import Route
 
 from archlab.errors import UserInputError
 from archlab.registry import Artifact, Run
-from archlab.web.context import json_response, page_url, problem, render, web
+from archlab.web.context import (
+    integer_param,
+    json_response,
+    page_url,
+    problem,
+    render,
+    web,
+)
 
 IMAGES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 PAGE = 50  # runs looked at per page unless ?limit= says otherwise
 MOST = 200
-
-
-class ParameterError(UserInputError):
-    """A query parameter the gallery cannot take."""
 
 
 def is_picture(artifact: Artifact) -> bool:
@@ -58,19 +61,6 @@ class Gallery:
         return "?" + urlencode([(k, v) for k, v in pairs if v not in ("", None)])
 
 
-def _integer(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ParameterError(f"{name} takes a whole number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ParameterError(f"{name} takes a number from {low} to {high}, not {value}")
-    return value
-
-
 def collect(request: Request, gallery: Gallery, runs: list[Run]) -> Gallery:
     """``gallery`` with the pictures of ``runs`` (read with their artifacts) of its kinds."""
     registry = web(request).registry
@@ -95,8 +85,8 @@ def gallery(request: Request) -> Gallery:
     )
     registry = web(request).registry
     try:
-        found.offset = _integer(request, "offset", 0, 0, 2**62)
-        found.limit = _integer(request, "limit", PAGE, 1, MOST)
+        found.offset = integer_param(request, "offset", 0, 0, 2**62)
+        found.limit = integer_param(request, "limit", PAGE, 1, MOST)
         where = found.where or None
         found.total = registry.count(where)
         runs = registry.runs(where, limit=found.limit, offset=found.offset)

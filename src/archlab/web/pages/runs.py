@@ -23,16 +23,12 @@ from starlette.routing import Route
 
 from archlab.errors import UserInputError
 from archlab.registry import Run, views
-from archlab.web.context import json_response, problem, render, web
+from archlab.web.context import integer_param, json_response, problem, render, web
 from archlab.web.format import mean_std, num
 
 PAGE = 50  # runs per page unless ?limit= says otherwise
 MOST = 500  # the largest page
 _NAME = re.compile(r"[A-Za-z0-9_]+(?:[./-][A-Za-z0-9_]+)*")
-
-
-class ParameterError(UserInputError):
-    """A query parameter the listing cannot take (``offset=x``)."""
 
 
 @dataclass
@@ -89,19 +85,6 @@ def ordered(names: list[str]) -> list[str]:
     return [*main, *(n for n in names if n not in main)]
 
 
-def _integer(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ParameterError(f"{name} takes a whole number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ParameterError(f"{name} takes a number from {low} to {high}, not {value}")
-    return value
-
-
 def listing(request: Request) -> Listing:
     """The page of runs the request asks for; a bad ``where``, ``sort`` or parameter leaves
     ``error`` set (the message ``arch runs list`` prints, caret and all) and no entries."""
@@ -115,8 +98,8 @@ def listing(request: Request) -> Listing:
     )
     registry = web(request).registry
     try:
-        found.offset = _integer(request, "offset", 0, 0, 2**62)
-        found.limit = _integer(request, "limit", PAGE, 1, MOST)
+        found.offset = integer_param(request, "offset", 0, 0, 2**62)
+        found.limit = integer_param(request, "limit", PAGE, 1, MOST)
         where = found.where or None
         found.total = registry.count(where)
         runs = registry.runs(where, found.sort, limit=found.limit, offset=found.offset)
