@@ -123,6 +123,20 @@ def test_a_run_page_shows_everything_about_the_run(
     assert "<th>alpha</th><td>0.2</td>" in mixed
 
 
+def test_a_run_page_shows_the_specs_graph_with_its_shapes(
+    client: TestClient, filled: dict[str, Any]
+) -> None:
+    page = client.get(f"/runs/{filled['plain']}").text
+    rows = re.findall(
+        r'<tr data-node="([^"]+)"><td>[^<]+</td><td>([^<]+)</td><td>([^<]*)</td>'
+        r"<td><code>([^<]+)</code></td></tr>",
+        page,
+    )
+    assert [r[0] for r in rows] == ["patches", "cls", "pos", "encoder", "norm", "head"]
+    assert rows[3][1:] == ("encoder x4", "pos", "(B, 17, 64)")
+    assert rows[-1][3] == "(B, 10)"
+
+
 def test_a_fold_page_shows_its_cv_group(client: TestClient, filled: dict[str, Any]) -> None:
     page = client.get(f"/runs/{filled['folds'][1]}")
     assert f"CV group {filled['group']}" in page.text and "mean ± std" in page.text

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from archlab.errors import UserInputError
 from archlab.registry import ArtifactError, RegistryError, Run, views
 from archlab.web.context import json_response, page_url, problem, render, web
 
@@ -42,6 +43,29 @@ def metric_series(request: Request, run: Run) -> dict[str, dict[str, list[Any]]]
     return out
 
 
+def graph_rows(spec: dict[str, Any] | None) -> list[dict[str, str]] | None:
+    """The spec's graph as ``arch compile`` infers it, without torch: each node in the order the
+    forward runs it, with its op, inputs and output shape (a stack with its depth). None when
+    the document does not load (a spec of an older language, say)."""
+    if spec is None:
+        return None
+    from archlab.specs import load_spec
+    from archlab.specs.analysis import analyze
+
+    try:
+        graph = analyze(load_spec(spec))
+    except (UserInputError, RecursionError):
+        return None
+    rows = []
+    for node_id in graph.order:
+        info = graph.nodes[node_id]
+        op = info.op if info.stack is None else f"{info.op} x{len(info.stack.layers)}"
+        rows.append(
+            {"id": node_id, "op": op, "inputs": ", ".join(info.inputs), "shape": str(info.shape)}
+        )
+    return rows
+
+
 def run_page(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     registry = web(request).registry
@@ -66,6 +90,7 @@ def run_page(request: Request) -> Response:
         group=shown.group,
         folds=shown.folds,
         spec=spec,
+        graph=graph_rows(spec),
         provenance=views.provenance_rows(run.provenance),
         mixup=run.mixup.to_dict() if run.mixup is not None else None,
         when=views.when,
