@@ -9,8 +9,9 @@ What freezing does depends on where the model lives, and every choice is kept in
   ``Sequential``) fused into the product. Where oneDNN is missing, switched off or fails a probe
   product (another CPU, another PyTorch), the linears stay as they are and the reason is shown.
 - **CUDA**: float32 weights become bfloat16 (tensor cores; half the weight memory), and the
-  forward is compiled (``torch.compile``, mode ``max-autotune-no-cudagraphs`` by default, or
-  ``reduce-overhead`` for CUDA graphs), unless ``compile=False``.
+  forward is compiled (``torch.compile`` in inductor's default mode, which compiles in seconds;
+  ``mode=`` picks ``reduce-overhead`` for CUDA graphs, or ``max-autotune`` to tune kernels at a
+  first call of minutes), unless ``compile=False``.
 - **compile=True on the CPU**: inductor compiles the forward with its own ``freezing`` (constant
   folding and the same oneDNN packing, done by the compiler), instead of the eager packing.
 
@@ -80,7 +81,8 @@ def freeze_model(
 
     ``compile``: torch.compile the forward (default: on CUDA yes, on the CPU no, where the eager
     packed form is as fast without a compilation). ``mode``: the torch.compile mode (CUDA default
-    ``max-autotune-no-cudagraphs``; ``reduce-overhead`` captures CUDA graphs).
+    inductor's ``default``; ``reduce-overhead`` captures CUDA graphs, ``max-autotune`` tunes its
+    kernels at a first call of minutes).
     """
     if model.frozen is not None:
         return model.frozen
@@ -118,7 +120,7 @@ def _compiled(
     runner: Callable[..., Any], device: torch.device, mode: str | None
 ) -> tuple[Callable[..., Any], str]:
     if device.type == "cuda":
-        chosen = mode or "max-autotune-no-cudagraphs"
+        chosen = mode or "default"
         return torch.compile(runner, mode=chosen), chosen
     if mode not in (None, "default"):
         return torch.compile(runner, mode=mode), mode
